@@ -1,0 +1,1 @@
+"""Export (installed as flaxdigits.export): trained runs to self-contained ONNX files."""

