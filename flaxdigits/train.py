@@ -1,0 +1,448 @@
+"""Training: one pure, jitted Adam step over a single TrainState pytree; checkpoints; metrics.json.
+
+The dataset lives on the device; each epoch's order is a permutation drawn on the device from
+fold_in(seed, epoch) and each step gathers its batch by index there, so a step moves nothing
+between host and device, and a resumed run replays exactly the same batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import json
+import platform
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import flaxdigits
+from flaxdigits import checkpoint, models
+from flaxdigits.atomic import write_json_atomic
+from flaxdigits.data import MNIST, load_mnist
+
+VAL_SIZE_FRACTION = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training job. Defaults reproduce the seed experiment's recipe."""
+
+    model: str = "cnn"
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 0
+    val_fraction: float = VAL_SIZE_FRACTION  # the LAST 10% of the 60k, as Keras' validation_split
+    eval_batch_size: int = 1000
+
+    def __post_init__(self):
+        if self.model not in models.MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(models.MODELS)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("epochs, batch_size and eval_batch_size must be positive")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+    def steps_per_epoch(self, n_train: int) -> int:
+        """Full batches per epoch (the remainder, different every epoch, is skipped)."""
+        steps = n_train // self.batch_size
+        if steps < 1:
+            raise ValueError(f"batch size {self.batch_size} exceeds the {n_train} training images")
+        return steps
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of the config."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of to_dict; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown training config keys {sorted(unknown)}")
+        return cls(**d)
+
+
+class TrainState(NamedTuple):
+    """All mutable training state, one pytree: checkpoint, resume and export take this."""
+
+    params: nnx.State
+    opt_state: optax.OptState
+    step: jax.Array  # int32 scalar: optimizer steps taken
+    rng: jax.Array  # uint32[2]: data-order key; epoch e shuffles with fold_in(rng, e)
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Train/validation/test arrays on the device: uint8 images (N, 28, 28), int32 labels."""
+
+    train_images: jax.Array
+    train_labels: jax.Array
+    val_images: jax.Array
+    val_labels: jax.Array
+    test_images: jax.Array
+    test_labels: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A trained run loaded from disk."""
+
+    model: nnx.Module
+    config: TrainConfig
+    metrics: dict[str, Any]
+    checkpoint_sha256: str
+
+
+# ------------------------------------------------------------------------------ pure functions
+
+
+def to_float(images: jax.Array) -> jax.Array:
+    """uint8 (B, 28, 28) -> float32 (B, 28, 28, 1) in [0, 1]."""
+    return images.astype(jnp.float32)[..., None] / 255.0
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """Adam with the config's constant learning rate (Keras' defaults otherwise)."""
+    return optax.adam(config.learning_rate, b1=0.9, b2=0.999, eps=1e-7)
+
+
+def init_state(config: TrainConfig) -> tuple[nnx.GraphDef, TrainState]:
+    """Fresh model parameters and optimizer state from config.seed."""
+    model = models.create_model(config.model, seed=config.seed)
+    graphdef, params = nnx.split(model, nnx.Param)
+    state = TrainState(
+        params=params,
+        opt_state=make_optimizer(config).init(params),
+        step=jnp.zeros((), jnp.int32),
+        rng=jax.random.fold_in(jax.random.PRNGKey(config.seed), 1),  # 0 is model init
+    )
+    return graphdef, state
+
+
+def loss_and_logits(graphdef: nnx.GraphDef, params: nnx.State, images, labels):
+    """Mean cross-entropy and logits of float images (B, 28, 28, 1) with int labels (B,)."""
+    logits = nnx.merge(graphdef, params)(images)  # (B, 10)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, logits
+
+
+def train_step(
+    graphdef: nnx.GraphDef, tx: optax.GradientTransformation, state: TrainState, batch
+) -> tuple[TrainState, jax.Array]:
+    """One Adam step on batch = (float images (B,28,28,1), labels (B,)) -> (state, [loss, acc])."""
+    images, labels = batch
+    grad_fn = jax.value_and_grad(functools.partial(loss_and_logits, graphdef), has_aux=True)
+    (loss, logits), grads = grad_fn(state.params, images, labels)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    new_state = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
+    return new_state, jnp.stack([loss, accuracy])
+
+
+def epoch_order(rng: jax.Array, epoch: jax.Array, n_train: int) -> jax.Array:
+    """The permutation of training indices for one epoch: a function of (seed, epoch) only."""
+    return jax.random.permutation(jax.random.fold_in(rng, epoch), n_train)
+
+
+def indexed_train_step(
+    graphdef, tx, steps_per_epoch: int, batch_size: int, state: TrainState, order, images, labels
+):
+    """train_step on the batch the step counter points at in this epoch's order (all on device)."""
+    start = (state.step % steps_per_epoch) * batch_size
+    idx = jax.lax.dynamic_slice_in_dim(order, start, batch_size)  # (B,)
+    return train_step(graphdef, tx, state, (to_float(images[idx]), labels[idx]))
+
+
+def eval_chunk(graphdef, params, images, labels, mask):
+    """Summed loss, correct count, predictions and probabilities of one padded chunk."""
+    loss, logits = loss_and_logits(graphdef, params, to_float(images), labels)
+    del loss
+    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    preds = jnp.argmax(logits, -1)
+    return (
+        jnp.sum(per_example * mask),
+        jnp.sum((preds == labels) * mask),
+        preds,
+        jax.nn.softmax(logits, -1),
+    )
+
+
+# ----------------------------------------------------------------------------------- evaluation
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_eval_chunk(graphdef: nnx.GraphDef):
+    return jax.jit(functools.partial(eval_chunk, graphdef))
+
+
+def evaluate_arrays(
+    graphdef: nnx.GraphDef, params: nnx.State, images, labels, batch_size: int = 1000
+) -> dict[str, Any]:
+    """Loss, accuracy, predictions and probabilities over a whole (on-device) uint8 split."""
+    n = int(images.shape[0])
+    fn = _jitted_eval_chunk(graphdef)
+    loss_sum, correct, preds, probs = 0.0, 0, [], []
+    for start in range(0, n, batch_size):
+        x, y = images[start : start + batch_size], labels[start : start + batch_size]
+        m = x.shape[0]
+        mask = jnp.ones((batch_size,), jnp.float32)
+        if m < batch_size:  # pad the last chunk to the static shape, masked out
+            pad = batch_size - m
+            x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
+            y = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)])
+            mask = mask.at[m:].set(0.0)
+        s, c, p, pr = fn(params, x, y, mask)
+        loss_sum += float(s)
+        correct += int(c)
+        preds.append(np.asarray(p[:m]))
+        probs.append(np.asarray(pr[:m]))
+    return {
+        "loss": loss_sum / n,
+        "accuracy": correct / n,
+        "predictions": np.concatenate(preds),
+        "probabilities": np.concatenate(probs),
+    }
+
+
+def split_data(mnist: MNIST, config: TrainConfig) -> Split:
+    """Hold out the last val_fraction of the training set and put all splits on the device."""
+    n_val = int(round(len(mnist.train_images) * config.val_fraction))
+    n_train = len(mnist.train_images) - n_val
+
+    def put(a: np.ndarray, dtype) -> jax.Array:
+        return jax.device_put(np.asarray(a, dtype))
+
+    return Split(
+        train_images=put(mnist.train_images[:n_train], np.uint8),
+        train_labels=put(mnist.train_labels[:n_train], np.int32),
+        val_images=put(mnist.train_images[n_train:], np.uint8),
+        val_labels=put(mnist.train_labels[n_train:], np.int32),
+        test_images=put(mnist.test_images, np.uint8),
+        test_labels=put(mnist.test_labels, np.int32),
+    )
+
+
+def device_description() -> str:
+    """E.g. 'cpu (x86_64, 2 devices)' or 'gpu (NVIDIA H100 80GB HBM3, 1 device)'."""
+    devices = jax.local_devices()
+    kind = devices[0].device_kind if devices[0].platform != "cpu" else platform.machine()
+    n = len(devices)
+    return f"{devices[0].platform} ({kind}, {n} device{'s' if n > 1 else ''})"
+
+
+# ------------------------------------------------------------------------------------ the loop
+
+
+def train(
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    data: MNIST | None = None,
+    resume: bool = False,
+    data_source: str = "auto",
+    snapshot_epochs: Iterable[int] = (),
+    log: Callable[[str], None] = print,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train one model, checkpointing every epoch, and write run_dir/metrics.json.
+
+    Args:
+      config: the training job.
+      run_dir: where checkpoints and metrics.json go. Must not hold a checkpoint unless resume.
+      data: MNIST arrays; loaded (verified) from data_source when None.
+      resume: continue from run_dir's last complete checkpoint (a fresh start if there is none).
+      data_source: MNIST source for flaxdigits.data.load_mnist.
+      snapshot_epochs: epochs after which train/test metrics are recorded in metrics["snapshots"]
+        (a 10-epoch run snapshotted at 5 equals a 5-epoch run: same seed, same data order).
+      log: line printer.
+      progress: show tqdm bars (None: only on a terminal).
+
+    Returns:
+      The metrics dict written to run_dir/metrics.json.
+
+    Raises:
+      checkpoint.CheckpointError: run_dir holds a checkpoint and resume is False, or the
+        checkpoint to resume from is damaged or belongs to another configuration.
+    """
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    if not resume and checkpoint.exists(run_dir):
+        raise checkpoint.CheckpointError(
+            f"{run_dir} already holds a trained checkpoint; pass --resume to continue it "
+            "or choose another --out (nothing was overwritten)"
+        )
+    mnist = data if data is not None else load_mnist(data_source, log=log)
+    split = split_data(mnist, config)
+    n_train = int(split.train_images.shape[0])
+    steps_per_epoch = config.steps_per_epoch(n_train)
+    tx = make_optimizer(config)
+    graphdef, state = init_state(config)
+
+    history: list[dict[str, Any]] = []
+    snapshots: dict[str, dict[str, float]] = {}
+    if resume and checkpoint.exists(run_dir):
+        state, saved = checkpoint.restore(run_dir, state)
+        _check_resumable(TrainConfig.from_dict(saved["config"]), config)
+        history, snapshots = saved["history"], saved["snapshots"]
+        log(f"resuming {run_dir} after epoch {len(history)} (step {int(state.step)})")
+    elif resume:
+        log(f"no checkpoint in {run_dir}: starting fresh")
+
+    step_fn = jax.jit(
+        functools.partial(indexed_train_step, graphdef, tx, steps_per_epoch, config.batch_size),
+        donate_argnums=0,
+    )
+    order_fn = jax.jit(epoch_order, static_argnums=2)
+    t0 = time.perf_counter()
+    order = order_fn(state.rng, jnp.int32(0), n_train)
+    step_fn = step_fn.lower(state, order, split.train_images, split.train_labels).compile()
+    compile_seconds = time.perf_counter() - t0
+
+    snapshot_epochs = set(snapshot_epochs) | {config.epochs}
+    for epoch in range(len(history), config.epochs):
+        t_epoch = time.perf_counter()
+        order = order_fn(state.rng, jnp.int32(epoch), n_train)
+        step_metrics = []
+        bar = tqdm(
+            total=steps_per_epoch,
+            desc=f"{config.model} epoch {epoch + 1}/{config.epochs}",
+            unit="step",
+            disable=None if progress is None else not progress,
+            leave=True,
+        )
+        with bar:
+            for i in range(steps_per_epoch):
+                state, m = step_fn(state, order, split.train_images, split.train_labels)
+                step_metrics.append(m)
+                if (i + 1) % 200 == 0 or i + 1 == steps_per_epoch:
+                    recent = np.asarray(jnp.stack(step_metrics[-200:])).mean(0)
+                    bar.set_postfix(loss=f"{recent[0]:.4f}", acc=f"{recent[1]:.4f}")
+                    bar.update((i + 1) - bar.n)
+        train_loss, train_acc = (float(v) for v in np.asarray(jnp.stack(step_metrics)).mean(0))
+        seconds = time.perf_counter() - t_epoch
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc}
+        if int(split.val_images.shape[0]):
+            val = evaluate_arrays(
+                graphdef, state.params, split.val_images, split.val_labels, config.eval_batch_size
+            )
+            record |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
+        record["seconds"] = seconds
+        history.append(record)
+        if epoch + 1 in snapshot_epochs:
+            snapshots[str(epoch + 1)] = _final_metrics(graphdef, state.params, split, config)
+        checkpoint.save(
+            run_dir,
+            state,
+            {"config": config.to_dict(), "history": history, "snapshots": snapshots},
+            epoch=epoch + 1,
+        )
+        log(
+            f"{config.model} epoch {epoch + 1}: loss {train_loss:.4f} acc {train_acc:.4f}"
+            + (f" val_acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else "")
+            + f" ({seconds:.1f} s)"
+        )
+
+    final = snapshots[str(config.epochs)]
+    epoch_seconds = [h["seconds"] for h in history]
+    metrics = {
+        "model": config.model,
+        "params": models.count_params(nnx.merge(graphdef, state.params)),
+        **config.to_dict(),
+        "device": device_description(),
+        **final,
+        "seconds_per_epoch": float(np.mean(epoch_seconds)),
+        "compile_seconds": compile_seconds,
+        "history": history,
+        "snapshots": snapshots,
+        "checkpoint_sha256": checkpoint.pointer(run_dir)["sha256"],
+        "data_source": mnist.source,
+        "versions": {"flaxdigits": flaxdigits.__version__, "jax": jax.__version__},
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _final_metrics(graphdef, params, split: Split, config: TrainConfig) -> dict[str, float]:
+    """Train/val/test loss and accuracy of params, plus the overfitting gap train - test."""
+    bs = config.eval_batch_size
+    tr = evaluate_arrays(graphdef, params, split.train_images, split.train_labels, bs)
+    te = evaluate_arrays(graphdef, params, split.test_images, split.test_labels, bs)
+    out = {
+        "train_accuracy": tr["accuracy"],
+        "train_loss": tr["loss"],
+        "test_accuracy": te["accuracy"],
+        "test_loss": te["loss"],
+        "overfit_gap": tr["accuracy"] - te["accuracy"],
+    }
+    if int(split.val_images.shape[0]):
+        va = evaluate_arrays(graphdef, params, split.val_images, split.val_labels, bs)
+        out |= {"val_accuracy": va["accuracy"], "val_loss": va["loss"]}
+    return out
+
+
+def _check_resumable(saved: TrainConfig, wanted: TrainConfig) -> None:
+    """A checkpoint resumes only the same job; only the epoch count may grow."""
+    diff = {
+        k: (v, getattr(wanted, k))
+        for k, v in saved.to_dict().items()
+        if k not in ("epochs",) and getattr(wanted, k) != v
+    }
+    if diff:
+        desc = ", ".join(f"{k}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in diff.items())
+        raise checkpoint.CheckpointError(f"cannot resume a different training job ({desc})")
+
+
+def train_and_evaluate(
+    config: TrainConfig, run_dir: Path, *, resume: bool = False, data_source: str = "auto"
+) -> dict[str, Any]:
+    """CLI entry: train with the default data source and logging; returns metrics."""
+    return train(config, run_dir, resume=resume, data_source=data_source)
+
+
+def load_run(run_dir: Path) -> Run:
+    """Load a trained run: verified checkpoint, model with trained params, config, metrics.
+
+    Args:
+      run_dir: a directory written by `flaxdigits train`.
+
+    Returns:
+      Run(model, config, metrics, checkpoint_sha256).
+
+    Raises:
+      checkpoint.CheckpointError: missing, half-written, tampered or foreign checkpoint.
+    """
+    run_dir = Path(run_dir)
+    saved = checkpoint.read(run_dir)
+    try:
+        config = TrainConfig.from_dict(saved["meta"]["config"])
+    except (KeyError, ValueError, TypeError) as e:
+        msg = f"{run_dir}: checkpoint config is not ours ({e})"
+        raise checkpoint.CheckpointError(msg) from None
+    graphdef, template = init_state(config)
+    state = checkpoint.fill(saved, template, str(run_dir))
+    metrics_path = run_dir / "metrics.json"
+    try:
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise checkpoint.CheckpointError(f"{metrics_path}: unreadable ({e})") from None
+    return Run(
+        model=nnx.merge(graphdef, state.params),
+        config=config,
+        metrics=metrics,
+        checkpoint_sha256=checkpoint.pointer(run_dir)["sha256"],
+    )
