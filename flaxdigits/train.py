@@ -158,12 +158,24 @@ def epoch_order(rng: jax.Array, epoch: jax.Array, n_train: int) -> jax.Array:
 
 
 def indexed_train_step(
-    graphdef, tx, steps_per_epoch: int, batch_size: int, state: TrainState, order, images, labels
+    graphdef,
+    tx,
+    steps_per_epoch: int,
+    batch_size: int,
+    state: TrainState,
+    sums,
+    order,
+    images,
+    labels,
 ):
-    """train_step on the batch the step counter points at in this epoch's order (all on device)."""
+    """train_step on the batch the step counter points at in this epoch's order (all on device).
+
+    sums (2,) accumulates [loss, accuracy] over the epoch inside the same jit region.
+    """
     start = (state.step % steps_per_epoch) * batch_size
     idx = jax.lax.dynamic_slice_in_dim(order, start, batch_size)  # (B,)
-    return train_step(graphdef, tx, state, (to_float(images[idx]), labels[idx]))
+    state, metrics = train_step(graphdef, tx, state, (to_float(images[idx]), labels[idx]))
+    return state, sums + metrics
 
 
 def eval_chunk(graphdef, params, images, labels, mask):
@@ -304,19 +316,20 @@ def train(
 
     step_fn = jax.jit(
         functools.partial(indexed_train_step, graphdef, tx, steps_per_epoch, config.batch_size),
-        donate_argnums=0,
+        donate_argnums=(0, 1),
     )
     order_fn = jax.jit(epoch_order, static_argnums=2)
     t0 = time.perf_counter()
     order = order_fn(state.rng, jnp.int32(0), n_train)
-    step_fn = step_fn.lower(state, order, split.train_images, split.train_labels).compile()
+    zeros = jnp.zeros((2,), jnp.float32)
+    step_fn = step_fn.lower(state, zeros, order, split.train_images, split.train_labels).compile()
     compile_seconds = time.perf_counter() - t0
 
     snapshot_epochs = set(snapshot_epochs) | {config.epochs}
     for epoch in range(len(history), config.epochs):
         t_epoch = time.perf_counter()
         order = order_fn(state.rng, jnp.int32(epoch), n_train)
-        step_metrics = []
+        sums, shown = jnp.zeros((2,), jnp.float32), np.zeros(2)
         bar = tqdm(
             total=steps_per_epoch,
             desc=f"{config.model} epoch {epoch + 1}/{config.epochs}",
@@ -326,13 +339,14 @@ def train(
         )
         with bar:
             for i in range(steps_per_epoch):
-                state, m = step_fn(state, order, split.train_images, split.train_labels)
-                step_metrics.append(m)
+                state, sums = step_fn(state, sums, order, split.train_images, split.train_labels)
                 if (i + 1) % 200 == 0 or i + 1 == steps_per_epoch:
-                    recent = np.asarray(jnp.stack(step_metrics[-200:])).mean(0)
+                    total = np.asarray(sums)  # syncs once per 200 steps
+                    recent = (total - shown) / ((i + 1) - bar.n)
                     bar.set_postfix(loss=f"{recent[0]:.4f}", acc=f"{recent[1]:.4f}")
                     bar.update((i + 1) - bar.n)
-        train_loss, train_acc = (float(v) for v in np.asarray(jnp.stack(step_metrics)).mean(0))
+                    shown = total
+        train_loss, train_acc = (float(v) for v in np.asarray(sums) / steps_per_epoch)
         seconds = time.perf_counter() - t_epoch
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc}
         if int(split.val_images.shape[0]):
@@ -343,7 +357,7 @@ def train(
         record["seconds"] = seconds
         history.append(record)
         if epoch + 1 in snapshot_epochs:
-            snapshots[str(epoch + 1)] = _final_metrics(graphdef, state.params, split, config)
+            snapshots[str(epoch + 1)] = split_metrics(graphdef, state.params, split, config)
         checkpoint.save(
             run_dir,
             state,
@@ -377,7 +391,7 @@ def train(
     return metrics
 
 
-def _final_metrics(graphdef, params, split: Split, config: TrainConfig) -> dict[str, float]:
+def split_metrics(graphdef, params, split: Split, config: TrainConfig) -> dict[str, float]:
     """Train/val/test loss and accuracy of params, plus the overfitting gap train - test."""
     bs = config.eval_batch_size
     tr = evaluate_arrays(graphdef, params, split.train_images, split.train_labels, bs)

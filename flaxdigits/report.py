@@ -1,0 +1,271 @@
+"""The MLP-vs-CNN comparison: train both per seed, tabulate at each epoch count, plot.
+
+One run per (model, seed) trains to the largest requested epoch count and snapshots train/test
+metrics at the smaller ones: with a constant learning rate and data order = f(seed, epoch), the
+epoch-5 snapshot of a 10-epoch run is exactly a 5-epoch run, at half the cost.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flaxdigits.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+
+MODEL_NAMES = ("mlp", "cnn")
+_ROWS = (
+    ("Train accuracy", "train_accuracy", "pct"),
+    ("Test accuracy", "test_accuracy", "pct"),
+    ("Train loss", "train_loss", "loss"),
+    ("Test loss", "test_loss", "loss"),
+    ("Overfit gap (train − test)", "overfit_gap", "pct"),
+)
+
+
+def _fmt(values: Sequence[float], kind: str, signed: bool = False) -> str:
+    """Mean (± std over seeds when there are several) as a percentage or a loss."""
+    arr = np.asarray(values, np.float64) * (100.0 if kind == "pct" else 1.0)
+    digits, unit = (2, "%") if kind == "pct" else (4, "")
+    sign = "+" if signed else ""
+    text = f"{arr.mean():{sign}.{digits}f}{unit}"
+    if len(arr) > 1:
+        text += f" ± {arr.std(ddof=1):.{digits}f}"
+    return text
+
+
+def _figure_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _run_one(config, run_dir: Path, snapshot_epochs: Sequence[int], data) -> dict[str, Any]:
+    """Train (or reuse / resume) one run and return its metrics."""
+    from flaxdigits import checkpoint
+    from flaxdigits.train import train
+
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())
+        done = {int(k) for k in metrics.get("snapshots", {})}
+        same = all(metrics.get(k) == v for k, v in config.to_dict().items())
+        if same and set(snapshot_epochs) <= done:
+            print(f"reusing {run_dir} (already trained with this config)")
+            return metrics
+    return train(
+        config,
+        run_dir,
+        data=data,
+        resume=checkpoint.exists(run_dir),
+        snapshot_epochs=snapshot_epochs,
+    )
+
+
+def compare(
+    epochs: Sequence[int] = (5, 10),
+    seeds: int = 1,
+    batch_size: int = 32,
+    out: Path = Path("reports"),
+    data_source: str = "auto",
+) -> Path:
+    """Train MLP and CNN for each seed and write out/comparison.md, comparison.json and plots.
+
+    Returns the path of comparison.md.
+    """
+    import jax
+
+    from flaxdigits.data import load_mnist
+    from flaxdigits.evaluate import evaluate_run
+    from flaxdigits.models import create_model, flops_per_image
+    from flaxdigits.train import TrainConfig
+
+    epochs = sorted(set(int(e) for e in epochs))
+    if not epochs or epochs[0] < 1 or seeds < 1:
+        raise ValueError("--epochs needs positive epoch counts and --seeds a positive count")
+    out = Path(out)
+    mnist = load_mnist(data_source, log=print)
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODEL_NAMES}
+    for seed in range(seeds):
+        for name in MODEL_NAMES:
+            config = TrainConfig(model=name, epochs=epochs[-1], batch_size=batch_size, seed=seed)
+            run_dir = out / "runs" / f"{name}-seed{seed}"
+            runs[name].append(_run_one(config, run_dir, epochs, mnist))
+
+    evaluations = {
+        name: evaluate_run(out / "runs" / f"{name}-seed0", data_source=data_source)
+        for name in MODEL_NAMES
+    }
+    from flaxdigits.models import count_params
+
+    structure = {
+        name: {
+            "params": count_params(create_model(name)),
+            "flops_per_image": flops_per_image(name),
+            "float32_bytes": 4 * count_params(create_model(name)),
+        }
+        for name in MODEL_NAMES
+    }
+    summary = {
+        "epochs": epochs,
+        "seeds": seeds,
+        "batch_size": batch_size,
+        "device": runs["cnn"][0]["device"],
+        "jax": jax.__version__,
+        "structure": structure,
+        "results": {
+            str(e): {name: [r["snapshots"][str(e)] for r in runs[name]] for name in MODEL_NAMES}
+            for e in epochs
+        },
+        "seconds_per_epoch": {n: [r["seconds_per_epoch"] for r in runs[n]] for n in MODEL_NAMES},
+        "per_class_accuracy": {n: evaluations[n]["per_class_accuracy"] for n in MODEL_NAMES},
+    }
+    plots = _write_plots(out, runs, evaluations, mnist)
+    write_json_atomic(out / "comparison.json", summary)
+    return write_text_atomic(out / "comparison.md", _markdown(summary, plots))
+
+
+def _markdown(summary: dict[str, Any], plots: list[str]) -> str:
+    """The report text: per-epoch-count result tables, timing, structure, plots."""
+    seeds = summary["seeds"]
+    lines = [
+        "# MLP vs CNN on MNIST",
+        "",
+        f"Adam lr 1e-3, batch {summary['batch_size']}, cross-entropy; the last 10% of the 60k "
+        "training images held out for validation (both models); test = the 10k test set. "
+        f"{seeds} seed(s)" + (" (mean ± sample std)" if seeds > 1 else "") + ". "
+        f"Device: {summary['device']}, JAX {summary['jax']}.",
+        "",
+    ]
+    for e in summary["epochs"]:
+        res = summary["results"][str(e)]
+        lines += [
+            f"## Results after {e} epoch{'s' if e > 1 else ''}",
+            "",
+            "| Metric | MLP | CNN | Difference (CNN − MLP) |",
+            "|---|---:|---:|---:|",
+        ]
+        for label, key, kind in _ROWS:
+            mlp = [r[key] for r in res["mlp"]]
+            cnn = [r[key] for r in res["cnn"]]
+            diff = [c - m for c, m in zip(cnn, mlp, strict=True)]
+            lines.append(
+                f"| {label} | {_fmt(mlp, kind)} | {_fmt(cnn, kind)} | "
+                f"{_fmt(diff, kind, signed=True)} |"
+            )
+        lines.append("")
+    st = summary["structure"]
+    sec = summary["seconds_per_epoch"]
+    lines += [
+        "## Structure and cost",
+        "",
+        "| | MLP | CNN | Ratio (CNN / MLP) |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, key in (
+        ("Parameters", "params"),
+        ("FLOPs per image (forward)", "flops_per_image"),
+        ("Model size, float32 weights (bytes)", "float32_bytes"),
+    ):
+        a, b = st["mlp"][key], st["cnn"][key]
+        lines.append(f"| {label} | {a:,} | {b:,} | {b / a:.2f}× |")
+    a, b = float(np.mean(sec["mlp"])), float(np.mean(sec["cnn"]))
+    lines += [
+        f"| Seconds per epoch (training, excl. compile) | {a:.1f} | {b:.1f} | {b / a:.2f}× |",
+        "",
+        "FLOPs count a multiply-add as 2 and each bias add, ReLU and pooling comparison as 1.",
+        "",
+        "## Per-class test accuracy (seed 0, last epoch)",
+        "",
+        "| Model | " + " | ".join(str(d) for d in range(10)) + " |",
+        "|---|" + "---:|" * 10,
+    ]
+    for name in MODEL_NAMES:
+        accs = summary["per_class_accuracy"][name]
+        lines.append(f"| {name.upper()} | " + " | ".join(f"{a * 100:.1f}" for a in accs) + " |")
+    lines += ["", "## Plots", ""]
+    lines += [f"![{p}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _write_plots(out: Path, runs, evaluations, mnist) -> list[str]:
+    """Training curves, confusion matrices, test-digit and training-sample grids (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, color in zip(MODEL_NAMES, ("tab:blue", "tab:orange"), strict=True):
+        hist = runs[name][0]["history"]
+        ep = [h["epoch"] for h in hist]
+        for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+            train_curve = [h[f"train_{key}"] for h in hist]
+            ax.plot(ep, train_curve, "-o", color=color, label=f"{name} train")
+            if "val_" + key in hist[0]:
+                val_curve = [h[f"val_{key}"] for h in hist]
+                ax.plot(ep, val_curve, "--s", color=color, label=f"{name} val")
+            ax.set_xlabel("epoch")
+            ax.set_title(key)
+            ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("Training curves (seed 0)")
+    written.append(_save(fig, out / "training_curves.png"))
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    for ax, name in zip(axes, MODEL_NAMES, strict=True):
+        cm = np.asarray(evaluations[name]["confusion_matrix"])
+        ax.imshow(np.log1p(cm), cmap="Blues")
+        for i in range(10):
+            for j in range(10):
+                color = "white" if i == j else ("black" if cm[i, j] else "lightgray")
+                ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=7, color=color)
+        ax.set_xticks(range(10))
+        ax.set_yticks(range(10))
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{name.upper()}: test accuracy {evaluations[name]['test_accuracy']:.2%}")
+    written.append(_save(fig, out / "confusion_matrices.png"))
+
+    # Test digits: the first 24, then 8 of the CNN's mistakes, with true/pred/confidence.
+    cnn = evaluations["cnn"]
+    preds, probs = cnn["test_predictions"], cnn["test_probabilities"]
+    wrong = np.flatnonzero(preds != mnist.test_labels)
+    wrong = wrong[wrong >= 24][:8]
+    idx = np.concatenate([np.arange(24), wrong])
+    fig, axes = plt.subplots(4, 8, figsize=(12, 6.6))
+    for ax, i in zip(axes.flat, idx, strict=False):
+        ok = preds[i] == mnist.test_labels[i]
+        ax.imshow(mnist.test_images[i], cmap="gray")
+        ax.set_title(
+            f"true {mnist.test_labels[i]} pred {preds[i]}\n{probs[i, preds[i]]:.1%}",
+            fontsize=8,
+            color="black" if ok else "red",
+        )
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle("CNN on test digits (last row: mistakes, red)")
+    written.append(_save(fig, out / "test_predictions.png"))
+
+    fig, axes = plt.subplots(4, 10, figsize=(12, 5.2))
+    for ax, i in zip(axes.flat, range(40), strict=False):
+        ax.imshow(mnist.train_images[i], cmap="gray")
+        ax.set_title(f"label {mnist.train_labels[i]}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle("Training samples (first 40 of 60,000)")
+    written.append(_save(fig, out / "training_samples.png"))
+    return written
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    write_bytes_atomic(path, _figure_bytes(fig))
+    plt.close(fig)
+    return path.name
