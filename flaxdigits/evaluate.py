@@ -23,11 +23,13 @@ def per_class_accuracy(confusion: np.ndarray) -> np.ndarray:
     return np.divide(np.diag(confusion), totals, out=np.zeros(len(totals)), where=totals > 0)
 
 
-def evaluate_run(run_dir: Path, data_source: str = "auto", write: bool = True) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: Path, data_source: str = "auto", write: bool = True, with_predictions: bool = False
+) -> dict[str, Any]:
     """Metrics of a trained run on train/val/test plus confusion and per-class accuracy.
 
     Writes run_dir/evaluation.json (atomically) when write is True. The test predictions and
-    probabilities are returned under "test_predictions"/"test_probabilities" (not written).
+    probabilities come back under "test_predictions"/"test_probabilities" with with_predictions.
     """
     from flax import nnx
 
@@ -51,8 +53,9 @@ def evaluate_run(run_dir: Path, data_source: str = "auto", write: bool = True) -
     result["checkpoint_sha256"] = run.checkpoint_sha256
     if write:
         write_json_atomic(Path(run_dir) / "evaluation.json", result)
-    result["test_predictions"] = test["predictions"]
-    result["test_probabilities"] = test["probabilities"]
+    if with_predictions:
+        result["test_predictions"] = test["predictions"]
+        result["test_probabilities"] = test["probabilities"]
     return result
 
 

@@ -97,7 +97,9 @@ def compare(
             runs[name].append(_run_one(config, run_dir, epochs, mnist))
 
     evaluations = {
-        name: evaluate_run(out / "runs" / f"{name}-seed0", data_source=data_source)
+        name: evaluate_run(
+            out / "runs" / f"{name}-seed0", data_source=data_source, with_predictions=True
+        )
         for name in MODEL_NAMES
     }
     from flaxdigits.models import count_params

@@ -337,7 +337,8 @@ def train(
             disable=None if progress is None else not progress,
             leave=True,
         )
-        with bar:
+        # The step loop moves nothing host->device: any implicit copy here is a bug, made loud.
+        with bar, jax.transfer_guard_host_to_device("disallow"):
             for i in range(steps_per_epoch):
                 state, sums = step_fn(state, sums, order, split.train_images, split.train_labels)
                 if (i + 1) % 200 == 0 or i + 1 == steps_per_epoch:

@@ -1,0 +1,71 @@
+# flaxdigits: `make all` does everything (venv, install, MNIST, train, export, report);
+# `make test` runs the whole suite. Both install what they need into .venv themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+FD     := $(BIN)/flaxdigits
+EPOCHS ?= 5
+MODELS ?= models
+RUNS   ?= runs
+
+.PHONY: all install data train export compare report serve canvas-eval test lint format \
+        browser-deps clean
+
+all: install data train export compare canvas-eval
+	@echo "done: $(RUNS)/*/metrics.json, $(MODELS)/*.onnx, reports/comparison.md"
+	@echo "next: make serve  (the drawing page on http://127.0.0.1:7860)"
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[train,export,serve,dev]'
+	@touch $@
+
+data: install
+	$(FD) data
+
+# Training never overwrites a finished run: delete $(RUNS)/NAME to retrain from scratch.
+train: install
+	@for m in mlp cnn; do \
+	  if [ -f $(RUNS)/$$m/metrics.json ]; then echo "$(RUNS)/$$m already trained"; \
+	  else $(FD) train --model $$m --epochs $(EPOCHS) --out $(RUNS)/$$m --resume || exit 1; fi; \
+	done
+
+export: train
+	$(FD) export $(RUNS)/mlp --out $(MODELS)/mlp.onnx --int8
+	$(FD) export $(RUNS)/cnn --out $(MODELS)/cnn.onnx --int8
+
+compare: install
+	$(FD) compare --epochs 5 10 --out reports
+
+report: compare
+
+canvas-eval: export
+	$(PY) -m flaxdigits.serve.canvas_eval --models $(MODELS) --out reports/canvas_accuracy.json
+
+serve: install
+	$(FD) serve --models $(MODELS)
+
+# Debian's Chromium for the browser test (needs root or sudo; nothing downloads a browser).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(RUNS) $(MODELS) reports .pytest_cache .ruff_cache

@@ -1,0 +1,65 @@
+"""Model structure pinned: parameter counts, layer shapes, output shape, pooling equivalence."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from flaxdigits import models
+
+
+@pytest.mark.parametrize(("name", "count"), [("mlp", 101_770), ("cnn", 542_230)])
+def test_parameter_count_is_exact(name, count):
+    assert models.count_params(models.create_model(name)) == count
+
+
+def test_layer_shapes_are_pinned():
+    cnn = models.create_model("cnn")
+    assert cnn.conv.kernel.shape == (3, 3, 1, 32)
+    assert cnn.hidden.kernel.shape == (5408, 100)
+    assert cnn.out.kernel.shape == (100, 10)
+    mlp = models.create_model("mlp")
+    assert mlp.hidden.kernel.shape == (784, 128)
+    assert mlp.out.kernel.shape == (128, 10)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_forward_gives_float32_logits_per_image(name):
+    model = models.create_model(name)
+    x = jnp.zeros((3, 28, 28, 1), jnp.float32)
+    y = model(x)
+    assert y.shape == (3, 10) and y.dtype == jnp.float32
+    probs = models.predict_proba(model, x)
+    np.testing.assert_allclose(np.asarray(probs.sum(-1)), 1.0, rtol=1e-6)
+
+
+def test_same_seed_same_init_other_seed_differs():
+    a = nnx.state(models.create_model("cnn", seed=0), nnx.Param)
+    b = nnx.state(models.create_model("cnn", seed=0), nnx.Param)
+    c = nnx.state(models.create_model("cnn", seed=1), nnx.Param)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(jax.tree.leaves(a)[-1], jax.tree.leaves(c)[-1])
+
+
+def test_reshape_max_pool_equals_reduce_window_values_and_grads():
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 26, 26, 32))  # no ties
+    ours = models.max_pool_2x2(x)
+    reference = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(reference))
+    g_ours = jax.grad(lambda v: jnp.sum(models.max_pool_2x2(v) ** 2))(x)
+    g_ref = jax.grad(lambda v: jnp.sum(nnx.max_pool(v, (2, 2), strides=(2, 2)) ** 2))(x)
+    np.testing.assert_allclose(np.asarray(g_ours), np.asarray(g_ref), rtol=1e-6)
+
+
+def test_flops_per_image_counts_the_dominant_products():
+    assert models.flops_per_image("mlp") > 2 * 784 * 128
+    assert models.flops_per_image("cnn") > 2 * 5408 * 100 + 2 * 26 * 26 * 32 * 9
+
+
+def test_unknown_model_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        models.create_model("resnet")
