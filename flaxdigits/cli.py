@@ -36,10 +36,14 @@ def _train_config(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from flaxdigits.train import train_and_evaluate
+    from flaxdigits.train import train
 
-    metrics = train_and_evaluate(
-        _train_config(args), Path(args.out), resume=args.resume, data_source=args.source
+    metrics = train(
+        _train_config(args),
+        Path(args.out),
+        resume=args.resume,
+        data_source=args.source,
+        devices=args.devices,
     )
     print(
         f"{metrics['model']}: test accuracy {metrics['test_accuracy']:.4f}, "
@@ -132,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument(
+        "--devices", type=int, default=None, help="data-parallel devices (default: all local)"
+    )
     add_source(p)
     p.set_defaults(func=_cmd_train)
 

@@ -162,6 +162,7 @@ def indexed_train_step(
     tx,
     steps_per_epoch: int,
     batch_size: int,
+    batch_sharding: jax.sharding.Sharding,
     state: TrainState,
     sums,
     order,
@@ -170,11 +171,13 @@ def indexed_train_step(
 ):
     """train_step on the batch the step counter points at in this epoch's order (all on device).
 
-    sums (2,) accumulates [loss, accuracy] over the epoch inside the same jit region.
+    sums (2,) accumulates [loss, accuracy] over the epoch inside the same jit region. The batch
+    is constrained to batch_sharding (split over the mesh's "data" axis): data parallelism.
     """
     start = (state.step % steps_per_epoch) * batch_size
     idx = jax.lax.dynamic_slice_in_dim(order, start, batch_size)  # (B,)
-    state, metrics = train_step(graphdef, tx, state, (to_float(images[idx]), labels[idx]))
+    batch = jax.lax.with_sharding_constraint((to_float(images[idx]), labels[idx]), batch_sharding)
+    state, metrics = train_step(graphdef, tx, state, batch)
     return state, sums + metrics
 
 
@@ -229,13 +232,28 @@ def evaluate_arrays(
     }
 
 
-def split_data(mnist: MNIST, config: TrainConfig) -> Split:
-    """Hold out the last val_fraction of the training set and put all splits on the device."""
+def make_mesh(devices: int | None = None) -> jax.sharding.Mesh:
+    """A 1-D "data" mesh over the first `devices` local devices (None: all of them)."""
+    available = jax.local_devices()
+    n = len(available) if devices is None else devices
+    if not 1 <= n <= len(available):
+        raise ValueError(f"--devices {n}: this host has {len(available)} local device(s)")
+    return jax.sharding.Mesh(np.asarray(available[:n]), ("data",))
+
+
+def split_data(
+    mnist: MNIST, config: TrainConfig, sharding: jax.sharding.Sharding | None = None
+) -> Split:
+    """Hold out the last val_fraction of the training set and put all splits on the device(s).
+
+    With a sharding (replicated over the mesh), every device holds the whole dataset (47 MB):
+    each step then gathers its batch locally and moves nothing between hosts and devices.
+    """
     n_val = int(round(len(mnist.train_images) * config.val_fraction))
     n_train = len(mnist.train_images) - n_val
 
     def put(a: np.ndarray, dtype) -> jax.Array:
-        return jax.device_put(np.asarray(a, dtype))
+        return jax.device_put(np.asarray(a, dtype), sharding)
 
     return Split(
         train_images=put(mnist.train_images[:n_train], np.uint8),
@@ -266,6 +284,7 @@ def train(
     resume: bool = False,
     data_source: str = "auto",
     snapshot_epochs: Iterable[int] = (),
+    devices: int | None = None,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
 ) -> dict[str, Any]:
@@ -280,6 +299,8 @@ def train(
       snapshot_epochs: epochs after which train/test metrics are recorded in metrics["snapshots"]
         (a 10-epoch run snapshotted at 5 equals a 5-epoch run: same seed, same data order).
       log: line printer.
+      devices: data-parallel over this many local devices (None: all); the global batch
+        config.batch_size is split across them, parameters are replicated.
       progress: show tqdm bars (None: only on a terminal).
 
     Returns:
@@ -297,8 +318,14 @@ def train(
             f"{run_dir} already holds a trained checkpoint; pass --resume to continue it "
             "or choose another --out (nothing was overwritten)"
         )
+    mesh = make_mesh(devices)
+    n_devices = mesh.devices.size
+    if config.batch_size % n_devices:
+        raise ValueError(f"batch size {config.batch_size} does not split over {n_devices} devices")
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     mnist = data if data is not None else load_mnist(data_source, log=log)
-    split = split_data(mnist, config)
+    split = split_data(mnist, config, replicated)
     n_train = int(split.train_images.shape[0])
     steps_per_epoch = config.steps_per_epoch(n_train)
     tx = make_optimizer(config)
@@ -314,14 +341,17 @@ def train(
     elif resume:
         log(f"no checkpoint in {run_dir}: starting fresh")
 
+    state = jax.device_put(state, replicated)
     step_fn = jax.jit(
-        functools.partial(indexed_train_step, graphdef, tx, steps_per_epoch, config.batch_size),
+        functools.partial(
+            indexed_train_step, graphdef, tx, steps_per_epoch, config.batch_size, batch_sharding
+        ),
         donate_argnums=(0, 1),
     )
     order_fn = jax.jit(epoch_order, static_argnums=2)
     t0 = time.perf_counter()
     order = order_fn(state.rng, jnp.int32(0), n_train)
-    zeros = jnp.zeros((2,), jnp.float32)
+    zeros = jax.device_put(jnp.zeros((2,), jnp.float32), replicated)
     step_fn = step_fn.lower(state, zeros, order, split.train_images, split.train_labels).compile()
     compile_seconds = time.perf_counter() - t0
 
@@ -329,7 +359,7 @@ def train(
     for epoch in range(len(history), config.epochs):
         t_epoch = time.perf_counter()
         order = order_fn(state.rng, jnp.int32(epoch), n_train)
-        sums, shown = jnp.zeros((2,), jnp.float32), np.zeros(2)
+        sums, shown = jax.device_put(jnp.zeros((2,), jnp.float32), replicated), np.zeros(2)
         bar = tqdm(
             total=steps_per_epoch,
             desc=f"{config.model} epoch {epoch + 1}/{config.epochs}",
@@ -378,6 +408,7 @@ def train(
         "params": models.count_params(nnx.merge(graphdef, state.params)),
         **config.to_dict(),
         "device": device_description(),
+        "devices_used": n_devices,
         **final,
         "seconds_per_epoch": float(np.mean(epoch_seconds)),
         "compile_seconds": compile_seconds,
@@ -420,13 +451,6 @@ def _check_resumable(saved: TrainConfig, wanted: TrainConfig) -> None:
     if diff:
         desc = ", ".join(f"{k}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in diff.items())
         raise checkpoint.CheckpointError(f"cannot resume a different training job ({desc})")
-
-
-def train_and_evaluate(
-    config: TrainConfig, run_dir: Path, *, resume: bool = False, data_source: str = "auto"
-) -> dict[str, Any]:
-    """CLI entry: train with the default data source and logging; returns metrics."""
-    return train(config, run_dir, resume=resume, data_source=data_source)
 
 
 def load_run(run_dir: Path) -> Run:
