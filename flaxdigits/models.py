@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 # Keras' defaults (glorot-uniform kernels, zero biases): the recipe the seed experiment used.
@@ -10,12 +11,14 @@ _KERNEL_INIT = nnx.initializers.glorot_uniform()
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
-    """2x2/2 max-pooling as reshape + max: same values as reduce_window, much faster grads on CPU.
+    """2x2/2 max-pooling as the max of four strided slices: (B, H, W, C) -> (B, H/2, W/2, C).
 
-    (B, H, W, C) -> (B, H//2, W//2, C); H and W must be even.
+    Same values as lax.reduce_window; its gradient is a few cheap selects, where XLA:CPU's
+    reduce_window gradient (select_and_scatter_add) and a reshape+max gradient are 2-4x slower.
     """
-    b, h, w, c = x.shape
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    top = jnp.maximum(x[:, 0::2, 0::2], x[:, 0::2, 1::2])
+    bottom = jnp.maximum(x[:, 1::2, 0::2], x[:, 1::2, 1::2])
+    return jnp.maximum(top, bottom)
 
 
 class MLP(nnx.Module):

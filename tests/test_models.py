@@ -45,7 +45,7 @@ def test_same_seed_same_init_other_seed_differs():
     assert not np.array_equal(jax.tree.leaves(a)[-1], jax.tree.leaves(c)[-1])
 
 
-def test_reshape_max_pool_equals_reduce_window_values_and_grads():
+def test_training_max_pool_equals_reduce_window_values_and_grads():
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 26, 26, 32))  # no ties
     ours = models.max_pool_2x2(x)
     reference = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
