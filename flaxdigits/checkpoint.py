@@ -71,6 +71,9 @@ def _flatten(tree) -> dict[str, np.ndarray]:
 def save(run_dir: Path, state, meta: dict[str, Any], epoch: int) -> Path:
     """Write state + JSON-able meta as checkpoint `epoch`, move the pointer, prune old files."""
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.glob(".*.tmp"):  # left by a write that was killed mid-way
+        stale.unlink(missing_ok=True)
     name = f"ckpt-{epoch:04d}.msgpack"
     payload = {"format": FORMAT, "meta": json.dumps(meta), "state": _flatten(state)}
     blob = serialization.msgpack_serialize(payload)

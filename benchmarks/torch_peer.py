@@ -1,0 +1,73 @@
+"""The PyTorch reference: the same two models and training recipe, written as a user would.
+
+Optional peer for `make bench` only (never imported by flaxdigits or the tests):
+`pip install torch==2.13.0`. Same data split (last 10% held out), Adam lr 1e-3, batch B,
+cross-entropy, a shuffling DataLoader over tensors already in memory.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def build(name: str):
+    """The MLP or CNN as torch.nn.Sequential, Keras-like init (glorot-uniform, zero bias)."""
+    import torch
+    from torch import nn
+
+    if name == "mlp":
+        model = nn.Sequential(
+            nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10)
+        )
+    else:
+        model = nn.Sequential(
+            nn.Conv2d(1, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(5408, 100),
+            nn.ReLU(),
+            nn.Linear(100, 10),
+        )
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    assert sum(p.numel() for p in model.parameters()) == {"mlp": 101_770, "cnn": 542_230}[name]
+    return model.to(torch.float32), torch
+
+
+def train_epochs(name: str, mnist, batch_size: int, epochs: int, seed: int = 0, threads: int = 2):
+    """Train `epochs` epochs; returns per-epoch seconds and the final test accuracy."""
+    import torch.utils.data as tud
+
+    model, torch = build(name)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    n_train = 54_000
+    x = torch.from_numpy(mnist.train_images[:n_train].astype(np.float32) / 255.0).unsqueeze(1)
+    y = torch.from_numpy(mnist.train_labels[:n_train].astype(np.int64))
+    loader = tud.DataLoader(tud.TensorDataset(x, y), batch_size=batch_size, shuffle=True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    seconds = []
+    for _ in range(epochs):
+        model.train()
+        t0 = time.perf_counter()
+        for xb, yb in loader:
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+        seconds.append(time.perf_counter() - t0)
+    model.eval()
+    with torch.no_grad():
+        xt = torch.from_numpy(mnist.test_images.astype(np.float32) / 255.0).unsqueeze(1)
+        pred = model(xt).argmax(1).numpy()
+    return {
+        "seconds": seconds,
+        "test_accuracy": float((pred == mnist.test_labels).mean()),
+        "torch": torch.__version__,
+    }

@@ -1,0 +1,87 @@
+"""Crash safety: SIGKILL at random moments (checkpoint writes included) never loses a run."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+
+from flaxdigits import checkpoint
+from flaxdigits.train import load_run
+
+# Tiny epochs (10 steps each) so that much of the run is spent writing checkpoints.
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from flaxdigits.data import MNIST, load_mnist
+    from flaxdigits.train import TrainConfig, train
+
+    m = load_mnist("cache")
+    tiny = MNIST(m.train_images[:220], m.train_labels[:220], m.test_images[:100],
+                 m.test_labels[:100], "subset")
+    cfg = TrainConfig(model="mlp", epochs=int(sys.argv[2]), batch_size=20, eval_batch_size=100)
+    train(cfg, Path(sys.argv[1]), data=tiny, resume=True, progress=False, log=lambda _: None)
+    """
+)
+EPOCHS = 60
+
+
+def _start(run_dir):
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(run_dir), str(EPOCHS)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+
+
+def _leaves(run_dir):
+    return [np.asarray(x) for x in jax.tree.leaves(load_run(run_dir).model)]
+
+
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path, mnist):
+    reference = tmp_path / "reference"
+    proc = _start(reference)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+
+    run = tmp_path / "killed"
+    rng = random.Random(1234)
+    kills, epochs_seen = 0, []
+    for attempt in range(30):
+        before = checkpoint.pointer(run)["epoch"] if checkpoint.exists(run) else 0
+        proc = _start(run)
+        deadline = time.monotonic() + 120
+        if attempt == 0:  # once during start-up, before any checkpoint exists
+            time.sleep(rng.uniform(0.2, 1.0))
+        else:  # then at random moments after this process wrote a checkpoint of its own
+            while time.monotonic() < deadline and proc.poll() is None:
+                if checkpoint.exists(run) and checkpoint.pointer(run)["epoch"] > before:
+                    break
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.3))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        if checkpoint.exists(run):
+            load_run(run)  # the last complete checkpoint always loads, never half-written
+            epochs_seen.append(checkpoint.pointer(run)["epoch"])
+        if len(epochs_seen) >= 6:
+            break
+    proc = _start(run)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+    assert kills >= 5, kills
+    assert len(set(epochs_seen)) >= 4, epochs_seen  # kills landed at many points of the run
+    assert not list(run.glob(".*.tmp")), "temp files of killed writes are cleaned up"
+    assert checkpoint.pointer(run)["epoch"] == EPOCHS
+    for a, b in zip(_leaves(reference), _leaves(run), strict=True):
+        np.testing.assert_array_equal(a, b)
