@@ -349,7 +349,7 @@ def to_markdown(r: dict) -> str:
         "",
         "## Training (54,000 training images per epoch; medians over epochs; compile apart)",
         "",
-        "| Model | Batch | s/epoch | images/s | compile s | PyTorch s/epoch | speed-up vs PyTorch |",
+        "| Model | Batch | s/epoch | images/s | compile s | PyTorch s/epoch | vs PyTorch |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for key, t in r["training"].items():
@@ -419,9 +419,8 @@ def to_markdown(r: dict) -> str:
         lines += ["", "| Predictor process | cold start s | peak RSS MiB | JAX imported |"]
         lines += ["|---|---:|---:|---|"]
         for k, p in r["process"].items():
-            lines.append(
-                f"| {k} | {p['cold_start_s']:.2f} | {p['peak_rss_mib']:.0f} | {p['jax_imported']} |"
-            )
+            row = f"| {k} | {p['cold_start_s']:.2f} | {p['peak_rss_mib']:.0f} | "
+            lines.append(row + f"{p['jax_imported']} |")
         page = r.get("page", {})
         if "clients1" in page:
             lines += ["", "| Page via gradio_client | requests | p50 ms | p95 ms |"]

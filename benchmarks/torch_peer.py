@@ -18,9 +18,7 @@ def build(name: str):
     from torch import nn
 
     if name == "mlp":
-        model = nn.Sequential(
-            nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10)
-        )
+        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
     else:
         model = nn.Sequential(
             nn.Conv2d(1, 32, 3),
@@ -35,7 +33,9 @@ def build(name: str):
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             nn.init.xavier_uniform_(m.weight)
             nn.init.zeros_(m.bias)
-    assert sum(p.numel() for p in model.parameters()) == {"mlp": 101_770, "cnn": 542_230}[name]
+    count = sum(p.numel() for p in model.parameters())
+    if count != {"mlp": 101_770, "cnn": 542_230}[name]:
+        raise RuntimeError(f"PyTorch {name} has {count} parameters: not the same model")
     return model.to(torch.float32), torch
 
 

@@ -1,0 +1,211 @@
+"""Canvas accuracy: the MNIST test digits redrawn the way a person's canvas looks, through
+preprocessing and every exported model.
+
+    python -m flaxdigits.serve.canvas_eval --models models --out reports/canvas_accuracy.json
+
+Each test digit becomes a large canvas (280-800 px a side, random size and position), black ink
+on white (RGB) or on a transparent RGBA canvas like the Sketchpad's, with a smooth stroke of
+varied width: the digit is upscaled with bicubic interpolation, blurred and thresholded at a
+random level (a low level thickens the stroke, a high one thins it), with anti-aliased edges.
+Rendering is seeded per digit, so any subset and any worker count give the same canvases.
+numpy, Pillow and onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from flaxdigits.serve.predictor import Predictor, model_files
+from flaxdigits.serve.preprocess import METHODS, ImageInputError, preprocess
+
+SCHEMA = "flaxdigits.canvas_accuracy.v1"
+CANVAS_SIDE = (280, 800)  # pixels, each side drawn independently
+DIGIT_FRACTION = (0.3, 0.85)  # height of the digit's 20-px MNIST box / shorter canvas side
+BLUR = (0.0, 0.7)  # Gaussian radius before thresholding, in MNIST pixels
+THRESHOLD = (0.2, 0.6)  # stroke edge level: low -> thick stroke, high -> thin
+EDGE = 0.08  # width of the anti-aliasing ramp around the threshold, in intensity
+TRANSPARENT = 0.5  # share of canvases drawn on transparent RGBA instead of white RGB
+_CHUNK = 250  # digits per worker task
+
+
+def render_canvas(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Redraw one (28, 28) uint8 MNIST digit as a canvas: (H, W, 3) or (H, W, 4) uint8."""
+    height, width = (int(s) for s in rng.integers(CANVAS_SIDE[0], CANVAS_SIDE[1] + 1, size=2))
+    scale = rng.uniform(*DIGIT_FRACTION) * min(height, width) / 20  # canvas px per MNIST px
+    side = round(28 * scale)
+    big = Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)
+    radius = rng.uniform(*BLUR) * scale
+    if radius >= 0.5:
+        big = big.filter(ImageFilter.GaussianBlur(radius))
+    level = np.asarray(big, np.float32) / 255  # (side, side)
+    ink = np.clip((level - rng.uniform(*THRESHOLD)) / EDGE + 0.5, 0, 1)
+    rows, cols = np.nonzero(ink)
+    if rows.size == 0:  # a threshold above a faint digit: keep the smooth upscale instead
+        ink, (rows, cols) = level, np.nonzero(level)
+    ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    h, w = ink.shape
+    top = int(rng.integers(0, max(height - h, 0) + 1))
+    left = int(rng.integers(0, max(width - w, 0) + 1))
+    canvas = np.zeros((height, width), np.float32)
+    canvas[top : top + h, left : left + w] = ink[: height - top, : width - left]
+    if rng.random() < TRANSPARENT:  # black strokes on a transparent canvas, RGB 0 underneath
+        out = np.zeros((height, width, 4), np.uint8)
+        out[..., 3] = np.rint(canvas * 255)
+        return out
+    paper = np.rint((1 - canvas) * 255).astype(np.uint8)
+    return np.repeat(paper[..., None], 3, axis=2)
+
+
+def _render_and_preprocess(digits: np.ndarray, indices: np.ndarray, seed: int) -> dict:
+    """Worker: canvases for digits[i] (seeded by (seed, indices[i])) through every method."""
+    out = {m: np.zeros((len(digits), 28, 28), np.float32) for m in METHODS}
+    failed = {m: np.zeros(len(digits), bool) for m in METHODS}
+    for i, (digit, index) in enumerate(zip(digits, indices, strict=True)):
+        canvas = render_canvas(digit, np.random.default_rng([seed, int(index)]))
+        for method in METHODS:
+            try:
+                out[method][i] = preprocess(canvas, method).image
+            except ImageInputError:
+                failed[method][i] = True
+    return {"images": out, "failed": failed}
+
+
+def evaluate_canvas(
+    models_dir, *, limit: int | None = None, seed: int = 0, workers: int | None = None
+) -> dict:
+    """Accuracy of every model in models_dir on canvas-drawn MNIST test digits, per method.
+
+    Args:
+        models_dir: directory holding the exported NAME.onnx files (and manifests).
+        limit: use only the first `limit` test digits.
+        seed: rendering seed.
+        workers: processes rendering and preprocessing (default: all cores).
+
+    Returns:
+        The report: accuracy[model][method], raw test accuracy, timings and a markdown table.
+
+    Raises:
+        ModelLoadError: a model in models_dir is refused.
+        FileNotFoundError: models_dir holds no .onnx file.
+        ValueError: limit is below 1.
+    """
+    from flaxdigits.data import load_mnist
+
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    paths = model_files(models_dir)
+    if not paths:
+        raise FileNotFoundError(f"{models_dir}: no .onnx models (run `flaxdigits export`)")
+    workers = workers or os.cpu_count() or 1
+    predictors = {p.name[: -len(".onnx")]: Predictor(p, threads=workers) for p in paths}
+    mnist = load_mnist()
+    digits, labels = mnist.test_images[:limit], mnist.test_labels[:limit].astype(np.int64)
+    n = len(digits)
+
+    start = time.perf_counter()
+    chunks = [np.arange(i, min(i + _CHUNK, n)) for i in range(0, n, _CHUNK)]
+    # spawn, not fork: the parent already runs onnxruntime thread pools.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        parts = list(pool.map(_render_and_preprocess, *_chunk_args(digits, chunks, seed)))
+    images = {m: np.concatenate([p["images"][m] for p in parts]) for m in METHODS}
+    failed = {m: np.concatenate([p["failed"][m] for p in parts]) for m in METHODS}
+    render_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    accuracy, raw = {}, {}
+    raw_images = digits.astype(np.float32) / 255
+    for name, predictor in predictors.items():
+        raw[name] = _accuracy(predictor.predict_batch(raw_images), labels)
+        accuracy[name] = {}
+        for method in METHODS:
+            predicted = predictor.predict_batch(images[method]).argmax(axis=1)
+            predicted[failed[method]] = -1  # an "empty canvas" answer is a wrong answer
+            accuracy[name][method] = float(np.mean(predicted == labels))
+    predict_s = time.perf_counter() - start
+
+    report = {
+        "schema": SCHEMA,
+        "n": n,
+        "seed": seed,
+        "canvas": {
+            "side_px": CANVAS_SIDE,
+            "digit_fraction": DIGIT_FRACTION,
+            "blur_mnist_px": BLUR,
+            "threshold": THRESHOLD,
+            "transparent_share": TRANSPARENT,
+        },
+        "models": {name: str(p.path) for name, p in predictors.items()},
+        "accuracy": accuracy,
+        "test_accuracy_28x28": raw,
+        "preprocessing_failures": {m: int(failed[m].sum()) for m in METHODS},
+        "seconds": {"render_and_preprocess": round(render_s, 1), "predict": round(predict_s, 1)},
+    }
+    report["table"] = format_table(report)
+    return report
+
+
+def _chunk_args(digits: np.ndarray, chunks: list[np.ndarray], seed: int):
+    """pool.map argument columns: digit slices, their indices, the seed."""
+    return [digits[c] for c in chunks], chunks, [seed] * len(chunks)
+
+
+def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(probabilities.argmax(axis=1) == labels))
+
+
+def format_table(report: dict) -> str:
+    """The report's accuracies as a markdown table, one row per model."""
+    lines = [
+        "| model | MNIST test (28x28) | " + " | ".join(f"canvas, `{m}`" for m in METHODS) + " |",
+        "|---|---:|" + "---:|" * len(METHODS),
+    ]
+    for name, by_method in report["accuracy"].items():
+        cells = [f"{100 * by_method[m]:.2f}%" for m in METHODS]
+        raw = f"{100 * report['test_accuracy_28x28'][name]:.2f}%"
+        lines.append(f"| {name} | {raw} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: evaluate, print the table, write the JSON report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="models", help="directory with the .onnx models")
+    parser.add_argument("--out", default="reports/canvas_accuracy.json")
+    parser.add_argument("--limit", type=int, help="only the first N test digits")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, help="processes (default: all cores)")
+    args = parser.parse_args(argv)
+    try:
+        report = evaluate_canvas(
+            Path(args.models), limit=args.limit, seed=args.seed, workers=args.workers
+        )
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"canvas_eval: error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(out)
+    seconds = report["seconds"]
+    print(report["table"])
+    print(
+        f"{report['n']} canvases: render + preprocess {seconds['render_and_preprocess']} s, "
+        f"predict {seconds['predict']} s -> {out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

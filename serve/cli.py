@@ -1,0 +1,67 @@
+"""`flaxdigits predict`: digits in image files, one line per file, numpy/Pillow/onnxruntime only."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from flaxdigits.serve.predictor import ModelLoadError, Predictor
+from flaxdigits.serve.preprocess import METHODS, ImageInputError, load_image_file, preprocess
+
+EXIT_OK, EXIT_FILE_FAILED, EXIT_BAD_MODEL = 0, 1, 2
+
+
+def predict_files(model_path, files, *, method="mnist", as_json=False, threads=1) -> int:
+    """Predict the digit in each image file and print one line per file.
+
+    Args:
+        model_path: an exported .onnx model (its manifest beside it is checked if present).
+        files: image paths (PNG, JPEG, WebP, GIF, BMP).
+        method: preprocessing method, "mnist" or "seed".
+        as_json: print JSON lines {"file", "digit", "confidence", "probabilities"} or
+            {"file", "error"} on stdout, instead of readable lines (errors then on stderr).
+        threads: onnxruntime intra-op threads.
+
+    Returns:
+        The exit status: 0 all predicted, 1 some file failed, 2 the model or options are unusable.
+    """
+    if method not in METHODS:
+        print(f"flaxdigits predict: error: unknown --preprocess {method!r}", file=sys.stderr)
+        return EXIT_BAD_MODEL
+    try:
+        predictor = Predictor(model_path, threads=threads)
+    except (ModelLoadError, ValueError) as e:
+        print(f"flaxdigits predict: error: {e}", file=sys.stderr)
+        return EXIT_BAD_MODEL
+    status = EXIT_OK
+    for file in files:
+        try:
+            image = preprocess(load_image_file(file), method).image
+        except ImageInputError as e:
+            status = EXIT_FILE_FAILED
+            _print_error(str(file), str(e), as_json)
+            continue
+        _print_prediction(str(file), predictor.predict(image), as_json)
+    return status
+
+
+def _print_prediction(file: str, prediction, as_json: bool) -> None:
+    if as_json:
+        line = {
+            "file": file,
+            "digit": prediction.digit,
+            "confidence": round(prediction.confidence, 6),
+            "probabilities": [round(p, 6) for p in prediction.probabilities],
+        }
+        print(json.dumps(line), flush=True)
+    else:
+        print(f"{file}: {prediction.digit} (confidence {prediction.confidence:.3f})", flush=True)
+
+
+def _print_error(file: str, message: str, as_json: bool) -> None:
+    # Errors from load_image_file already start with the file name; keep one copy of it.
+    message = message.removeprefix(f"{file}: ")
+    if as_json:
+        print(json.dumps({"file": file, "error": message}), flush=True)
+    else:
+        print(f"{file}: error: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,400 @@
+"""Load an exported flaxdigits ONNX model defensively and predict digits with onnxruntime (CPU).
+
+numpy + onnxruntime only; the `onnx` package, when installed, adds its checker. A model is
+refused (ModelLoadError) unless: the file is within the size cap, its sha256 and size match its
+manifest entry (when a manifest is used), it holds no external-data references, it passes
+onnx.checker (when available) and onnxruntime loads it, its I/O is the spec.py contract
+(`image` float [N, 28, 28, 1] -> `probabilities` float [N, 10]), its preprocessing spec is known,
+and a probe run returns probabilities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from flaxdigits.serve import spec
+
+MAX_MODEL_BYTES = 64 * 1024 * 1024  # the exported CNN is a few MB
+MAX_MANIFEST_BYTES = 1024 * 1024
+_CHUNK = 512  # images per onnxruntime call in predict_batch: bounds activation memory
+_PROB_TOLERANCE = 0.05  # |sum - 1| allowed for a probe's probabilities (int8 softmax is coarse)
+
+
+class ModelLoadError(ValueError):
+    """The file is not a flaxdigits model this predictor can run safely."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The predicted digit, its probability, and all ten probabilities ("0".."9")."""
+
+    digit: int
+    confidence: float
+    probabilities: tuple[float, ...]  # 10 values
+
+
+class Predictor:
+    """An exported model, checked and loaded into an onnxruntime CPU session."""
+
+    def __init__(
+        self,
+        model_path,
+        *,
+        threads: int = 1,
+        manifest="auto",
+        max_bytes: int = MAX_MODEL_BYTES,
+    ) -> None:
+        """Check and load a model.
+
+        Args:
+            model_path: NAME.onnx (or NAME.int8.onnx) written by `flaxdigits export`.
+            threads: onnxruntime intra-op threads (0: onnxruntime's default, all cores).
+            manifest: "auto" uses NAME.json beside the model if it exists (a lone .onnx file is
+                accepted on the structural checks alone, but a manifest that is there must list
+                this file with its sha256); a path requires that manifest; None skips it.
+            max_bytes: refuse larger model files.
+
+        Raises:
+            ModelLoadError: anything wrong with the file, its manifest or its graph; the message
+                says what.
+            ValueError: threads is negative.
+        """
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ValueError(f"threads must be a non-negative integer, got {threads!r}")
+        self.path = Path(model_path)
+        data = _read_capped(self.path, max_bytes)
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.manifest_entry = self._check_manifest(len(data), manifest)
+        refs = _external_data_refs(data, str(self.path))
+        if refs:
+            names = ", ".join(sorted(r for r in refs if r)[:3]) or "data_location=EXTERNAL"
+            raise ModelLoadError(
+                f"{self.path}: refers to external data ({names}): "
+                "only self-contained models are loaded"
+            )
+        _onnx_check(data, str(self.path))
+        self._session = _session(data, threads, str(self.path))
+        self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
+        self._batch = self._check_io()
+        self._check_metadata()
+        self.name: str = self.metadata.get(spec.META_MODEL) or self.path.name.split(".")[0]
+        self._probe()
+
+    def __repr__(self) -> str:
+        return f"Predictor({str(self.path)!r}, name={self.name!r})"
+
+    # ------------------------------------------------------------------------------ prediction
+
+    def predict(self, image) -> Prediction:
+        """Classify one preprocessed image.
+
+        Args:
+            image: (28, 28) or (28, 28, 1) float in [0, 1], white digit on black.
+
+        Returns:
+            The Prediction (argmax digit, its probability, all ten probabilities).
+
+        Raises:
+            ValueError: wrong shape, or values not finite or outside [0, 1].
+        """
+        image = np.asarray(image)
+        if image.shape not in ((28, 28), (28, 28, 1)):
+            raise ValueError(f"expected a (28, 28) or (28, 28, 1) image, got {image.shape}")
+        probs = self.predict_batch(image[None])[0]
+        digit = int(np.argmax(probs))
+        return Prediction(
+            digit=digit,
+            confidence=float(probs[digit]),
+            probabilities=tuple(float(p) for p in probs),
+        )
+
+    def predict_batch(self, images) -> np.ndarray:
+        """Probabilities for a batch of preprocessed images.
+
+        Args:
+            images: (N, 28, 28) or (N, 28, 28, 1) float in [0, 1], white digits on black.
+
+        Returns:
+            (N, 10) float32 probabilities, rows in input order.
+
+        Raises:
+            ValueError: wrong shape, or values not finite or outside [0, 1].
+        """
+        x = np.asarray(images)
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4 or x.shape[1:] != (28, 28, 1):
+            raise ValueError(
+                f"expected images of shape (N, 28, 28) or (N, 28, 28, 1), got {np.shape(images)}"
+            )
+        if x.dtype.kind not in "buif":
+            raise ValueError(f"expected a numeric image array, got dtype {x.dtype}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.isfinite(x).all() or (x.size and (x.min() < 0.0 or x.max() > 1.0)):
+            raise ValueError("image values must be finite and in [0, 1] (use preprocess())")
+        chunk = self._batch or _CHUNK
+        out = [self._run(x[i : i + chunk]) for i in range(0, len(x), chunk)]
+        return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """One session call; pads to the model's fixed batch size if it has one."""
+        n = len(x)
+        if self._batch and n < self._batch:
+            x = np.concatenate([x, np.zeros((self._batch - n, 28, 28, 1), np.float32)])
+        (probs,) = self._session.run([spec.OUTPUT_NAME], {spec.INPUT_NAME: x})
+        return np.asarray(probs, np.float32)[:n]
+
+    # -------------------------------------------------------------------------------- checks
+
+    def _check_manifest(self, size: int, manifest) -> dict | None:
+        """The manifest entry for this file after checking size and sha256, or None."""
+        if manifest is None:
+            return None
+        if manifest == "auto":
+            path = Path(spec.manifest_path_for(str(self.path)))
+            if not path.is_file():
+                return None
+        else:
+            path = Path(manifest)
+        raw = _read_capped(path, MAX_MANIFEST_BYTES, what="manifest")
+        try:
+            doc = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelLoadError(f"{path}: not a JSON manifest ({e})") from None
+        if not isinstance(doc, dict) or doc.get("schema") != spec.MANIFEST_SCHEMA:
+            raise ModelLoadError(f"{path}: not a {spec.MANIFEST_SCHEMA} manifest")
+        files = doc.get("files")
+        entries = [e for e in files if isinstance(e, dict)] if isinstance(files, list) else []
+        entry = next((e for e in entries if e.get("file") == self.path.name), None)
+        if entry is None:
+            raise ModelLoadError(f"{path}: does not list {self.path.name}; re-export the model")
+        if entry.get("size") != size or entry.get("sha256") != self.sha256:
+            raise ModelLoadError(
+                f"{self.path}: sha256 {self.sha256[:16]}… ({size} bytes) does not match its "
+                f"manifest {path.name} ({str(entry.get('sha256'))[:16]}…, {entry.get('size')} "
+                "bytes): the file was modified or truncated; re-export or restore it"
+            )
+        return entry
+
+    def _check_io(self) -> int | None:
+        """Check the graph I/O against spec.py; the fixed batch size, or None if dynamic."""
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        where = f"{self.path}: not a flaxdigits model:"
+        if len(inputs) != 1 or inputs[0].name != spec.INPUT_NAME:
+            names = [i.name for i in inputs]
+            raise ModelLoadError(f"{where} inputs {names}, expected [{spec.INPUT_NAME!r}]")
+        shape = list(inputs[0].shape)
+        if inputs[0].type != "tensor(float)" or len(shape) != 4 or shape[1:] != [28, 28, 1]:
+            raise ModelLoadError(
+                f"{where} input {spec.INPUT_NAME!r} is {inputs[0].type} {shape}, "
+                "expected tensor(float) [N, 28, 28, 1]"
+            )
+        out = next((o for o in outputs if o.name == spec.OUTPUT_NAME), None)
+        if out is None:
+            names = [o.name for o in outputs]
+            raise ModelLoadError(f"{where} outputs {names}, expected {spec.OUTPUT_NAME!r}")
+        # Output dims may be symbolic in a valid export; the probe run checks the real (1, 10).
+        shape = list(out.shape or [])
+        if out.type != "tensor(float)" or (
+            shape and (len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != 10))
+        ):
+            raise ModelLoadError(
+                f"{where} output {spec.OUTPUT_NAME!r} is {out.type} {shape}, "
+                "expected tensor(float) [N, 10]"
+            )
+        batch = shape[0]
+        return batch if isinstance(batch, int) and batch > 0 else None
+
+    def _check_metadata(self) -> None:
+        """Refuse a preprocessing spec or label set this serve code does not implement."""
+        pre = self.metadata.get(spec.META_PREPROCESSING)
+        if pre is None:
+            raise ModelLoadError(
+                f"{self.path}: no {spec.META_PREPROCESSING} metadata: not a flaxdigits export"
+            )
+        if pre not in spec.KNOWN_PREPROCESSING_SPECS:
+            known = ", ".join(sorted(spec.KNOWN_PREPROCESSING_SPECS))
+            raise ModelLoadError(
+                f"{self.path}: expects preprocessing {pre!r}, but this version of flaxdigits "
+                f"implements only {known}: upgrade flaxdigits or re-export the model"
+            )
+        labels = self.metadata.get(spec.META_LABELS)
+        if labels is not None:
+            try:
+                parsed = json.loads(labels)
+            except json.JSONDecodeError:
+                parsed = None
+            if parsed != list(spec.LABELS):
+                raise ModelLoadError(
+                    f"{self.path}: labels {labels!r}, expected {json.dumps(list(spec.LABELS))}"
+                )
+
+    def _probe(self) -> None:
+        """One run on a blank image: the output must be 10 finite probabilities summing to 1."""
+        try:
+            probs = self._run(np.zeros((1, 28, 28, 1), np.float32))
+        except Exception as e:  # onnxruntime raises its own non-ValueError types
+            raise ModelLoadError(f"{self.path}: onnxruntime cannot run the model: {e}") from None
+        if (
+            probs.shape != (1, 10)
+            or not np.isfinite(probs).all()
+            or probs.min() < 0
+            or abs(float(probs.sum()) - 1.0) > _PROB_TOLERANCE
+        ):
+            raise ModelLoadError(
+                f"{self.path}: output {spec.OUTPUT_NAME!r} is not a probability vector "
+                f"(got shape {probs.shape}, sum {float(probs.sum()):.3g})"
+            )
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _read_capped(path: Path, max_bytes: int, what: str = "model") -> bytes:
+    """Read a whole file, refusing one over max_bytes without reading all of it."""
+    try:
+        if not path.is_file():
+            raise ModelLoadError(f"{path}: no such {what} file")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ModelLoadError(f"{path}: {size:,} bytes, over the {max_bytes:,}-byte limit")
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise ModelLoadError(f"{path}: cannot read {what}: {e.strerror or e}") from None
+    if len(data) > max_bytes:
+        raise ModelLoadError(f"{path}: over the {max_bytes:,}-byte limit")
+    if not data:
+        raise ModelLoadError(f"{path}: empty file")
+    return data
+
+
+def _onnx_check(data: bytes, where: str) -> None:
+    """onnx.checker on the parsed model, when the onnx package is installed."""
+    try:
+        import onnx
+    except ImportError:
+        return
+    try:
+        model = onnx.load_model_from_string(data)
+        onnx.checker.check_model(model)
+    except Exception as e:  # DecodeError, ValidationError, ...: all mean "not a valid model"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"{where}: not a valid ONNX model: {first}") from None
+
+
+def _session(data: bytes, threads: int, where: str):
+    """An onnxruntime CPU session over the bytes we checked (no second read of the file)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only: no optimizer chatter on stderr
+    try:
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's Fail/InvalidGraph/InvalidProtobuf are not ValueErrors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"{where}: onnxruntime cannot load the model: {first}") from None
+
+
+# ------------------------------------------------------------------ external data, wire level
+#
+# onnxruntime resolves external data of a model loaded from bytes against the current directory,
+# so a model could read arbitrary files next to the server. The onnx package is optional, so the
+# check walks the protobuf wire format itself: every TensorProto reachable from the model (graphs,
+# node attributes, sparse tensors, functions, training info) is inspected for data_location
+# EXTERNAL (field 14 = 1) or external_data entries (field 13).
+
+# message -> {field number: message type of that (length-delimited) field}
+_SCHEMA: dict[str, dict[int, str]] = {
+    "Model": {7: "Graph", 20: "TrainingInfo", 25: "Function"},
+    "TrainingInfo": {1: "Graph", 2: "Graph"},
+    "Graph": {1: "Node", 5: "Tensor", 15: "Sparse"},
+    "Function": {7: "Node", 11: "Attribute"},
+    "Node": {5: "Attribute"},
+    "Attribute": {5: "Tensor", 6: "Graph", 10: "Tensor", 11: "Graph", 22: "Sparse", 23: "Sparse"},
+    "Sparse": {1: "Tensor", 2: "Tensor"},
+    "Tensor": {},
+}
+_MAX_DEPTH = 64
+
+
+def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """Decode a protobuf varint at pos: (value, next position)."""
+    value = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise ModelLoadError("truncated or malformed protobuf")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, pos
+
+
+def _walk(buf: bytes, pos: int, end: int, kind: str, depth: int, refs: set[str]) -> None:
+    """Collect external-data locations in the message buf[pos:end] of type kind."""
+    if depth > _MAX_DEPTH:
+        raise ModelLoadError("graph nesting too deep")
+    schema = _SCHEMA[kind]
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos, end)
+            if kind == "Tensor" and field == 14 and value == 1:
+                refs.add("")  # named in the message as data_location=EXTERNAL
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _varint(buf, pos, end)
+            if pos + length > end:
+                raise ModelLoadError("truncated or malformed protobuf")
+            if kind == "Tensor" and field == 13:
+                refs.add(_external_location(buf[pos : pos + length]))
+            elif field in schema:
+                _walk(buf, pos, pos + length, schema[field], depth + 1, refs)
+            pos += length
+        else:  # groups (3, 4) are not used by ONNX; anything else is not protobuf
+            raise ModelLoadError(f"unexpected protobuf wire type {wire}")
+    if pos != end:
+        raise ModelLoadError("truncated or malformed protobuf")
+
+
+def _external_location(entry: bytes) -> str:
+    """The file named by an external_data entry (key "location"), else "" (offset, length...)."""
+    pos, fields = 0, {}
+    while pos < len(entry):
+        key, pos = _varint(entry, pos, len(entry))
+        if key & 7 != 2:
+            return ""
+        length, pos = _varint(entry, pos, len(entry))
+        fields[key >> 3] = entry[pos : pos + length].decode("utf-8", "replace")
+        pos += length
+    return fields.get(2, "") if fields.get(1) == "location" else ""
+
+
+def _external_data_refs(data: bytes, where: str) -> set[str]:
+    """External-data locations referenced anywhere in a serialized ModelProto."""
+    refs: set[str] = set()
+    try:
+        _walk(data, 0, len(data), "Model", 0, refs)
+    except ModelLoadError as e:
+        raise ModelLoadError(f"{where}: not a valid ONNX file ({e})") from None
+    return refs
+
+
+def model_files(directory) -> list[Path]:
+    """The .onnx files in a models directory, float models before their int8 variants."""
+    paths = sorted(Path(directory).glob("*.onnx"))
+    return sorted(paths, key=lambda p: (p.name.split(".")[0], ".int8." in p.name))

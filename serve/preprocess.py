@@ -1,0 +1,402 @@
+"""What a person drew or uploaded -> the 28x28 white-on-black input the models expect.
+
+The one place preprocessing lives: the drawing page, the predict CLI and the canvas-accuracy report
+all call `preprocess`. numpy and Pillow only.
+
+Pipeline: any input -> 8-bit grey ("original", alpha composited onto a plain background) -> ink
+map ("grayscale": white digit on black, background level and polarity detected, faint noise
+removed) -> ink bounding box ("cropped") -> 28x28 by one of two methods:
+
+- ``mnist`` (default), the recipe MNIST itself was made with: fit the ink box into 20x20 keeping
+  its aspect ratio (anti-aliased), then place it in 28x28 so its centre of mass sits where MNIST
+  digits have theirs (pixel index 14, 14).
+- ``seed``, the seed report's v2: pad the ink box to a square with 20% of its longer side on every
+  side, centre the box in it, resize to 28x28.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+METHODS = ("mnist", "seed")
+DEFAULT_METHOD = "mnist"
+
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_PIXELS = 4096 * 4096  # far below Pillow's own bomb limit, so we refuse before decoding
+
+# Ink is measured as the fraction of full contrast between the background and the darkest
+# (or, on a dark canvas, lightest) possible value. Below NOISE_LEVEL it is background: JPEG
+# ringing, paper texture, sensor noise, a faint anti-aliasing haze.
+NOISE_LEVEL = 0.2
+# Empty canvas: the strongest ink is under MIN_PEAK contrast (a smudge, scanner noise), fewer than
+# MIN_INK_PIXELS pixels reach half the strongest ink, or the ink box's longer side is under
+# MIN_EXTENT of the canvas's longer side (a stray click, not a digit).
+MIN_PEAK = 0.4
+MIN_INK_PIXELS = 4
+MIN_EXTENT = 0.03
+# Images at least this large have speckles ignored when the ink box is measured: a pixel counts
+# only if its 3x3 neighbourhood holds more than 4.5 pixels' worth of ink (isolated dots and
+# 1-pixel hairlines do not). Smaller images may be drawn with 1-pixel strokes, so they are exempt.
+SPECKLE_MIN_SIDE = 64
+_SPECKLE_LUT = [255 if v >= 128 else 0 for v in range(256)]
+
+MNIST_BOX = 20  # the longer side of the ink box inside 28x28
+MNIST_CENTRE = 14.0  # mean centre of mass of the MNIST test digits, in pixel indices
+SEED_PADDING = 0.2  # of the longer side of the ink box, on every side
+
+EMPTY_MESSAGE = "Draw a digit first: the canvas is empty."
+
+
+class ImageInputError(ValueError):
+    """The input cannot be read as an image: unreadable, unsupported or too large."""
+
+
+class EmptyCanvasError(ImageInputError):
+    """The image holds no ink to recognise."""
+
+    def __init__(self, message: str = EMPTY_MESSAGE) -> None:
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """The model input plus the intermediate images, for display."""
+
+    image: np.ndarray  # (28, 28) float32 in [0, 1], white digit on black
+    # "original" (grey, as given), "grayscale" (ink map), "cropped" (ink box; for seed the padded
+    # square), "28x28" (= image * 255): read-only uint8 (H, W) arrays, in display order.
+    steps: dict[str, np.ndarray]
+    method: str
+
+
+def preprocess(value, method: str = DEFAULT_METHOD) -> Preprocessed:
+    """Turn an image, array, file path or Gradio editor value into a 28x28 MNIST-style input.
+
+    Args:
+        value: a PIL image; a numpy array (H, W), (H, W, 1|2|3|4) of uint8, uint16, bool or float
+            (floats in [0, 1] or [0, 255]); a file path; encoded file bytes; or a Gradio
+            Sketchpad/ImageEditor value {"background", "layers", "composite"}, any of them None.
+            None is an empty canvas.
+        method: "mnist" or "seed" (see the module docstring).
+
+    Returns:
+        A Preprocessed whose image is (28, 28) float32 in [0, 1], white digit on black.
+
+    Raises:
+        EmptyCanvasError: nothing is drawn (blank, transparent, only faint noise or a dot).
+        ImageInputError: the input is not a readable image (bad type, shape, values or file).
+        ValueError: method is not one of METHODS.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown preprocessing method {method!r}: expected one of {METHODS}")
+    grey = _grey(_to_image(value))
+    ink = _ink(grey)
+    box = _ink_box(ink)
+    crop = _stretch(ink.crop(box))
+    square, final = _to_mnist(crop) if method == "mnist" else _to_seed(crop)
+    steps = {
+        "original": np.asarray(grey),
+        "grayscale": np.asarray(ink),
+        "cropped": np.asarray(square),
+        "28x28": final,
+    }
+    return Preprocessed(image=final.astype(np.float32) / 255.0, steps=steps, method=method)
+
+
+def load_image_file(
+    path, *, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS
+) -> Image.Image:
+    """Open an image file defensively: byte and pixel caps, known formats, first frame only.
+
+    Args:
+        path: the file to read.
+        max_bytes: refuse larger files.
+        max_pixels: refuse images with more pixels (decompression bombs), before decoding.
+
+    Returns:
+        The decoded first frame, EXIF orientation applied, detached from the file.
+
+    Raises:
+        ImageInputError: missing, unreadable, too large, truncated or not PNG/JPEG/WebP/GIF/BMP.
+    """
+    name = os.fsdecode(path) if isinstance(path, bytes | os.PathLike) else str(path)
+    try:
+        if os.path.isdir(path):
+            raise ImageInputError(f"{name}: is a directory")
+        if not os.path.isfile(path):  # missing, or a FIFO/device that could block or never end
+            exists = os.path.exists(path)
+            raise ImageInputError(f"{name}: {'not a regular file' if exists else 'no such file'}")
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise ImageInputError(f"{name}: cannot read: {e.strerror or e}") from None
+    if len(data) > max_bytes:
+        raise ImageInputError(f"{name}: file is larger than the {max_bytes:,}-byte limit")
+    return _decode(data, name, max_pixels)
+
+
+# ------------------------------------------------------------------------------------- inputs
+
+
+def _decode(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """Decode image bytes with the format allow-list and the pixel cap."""
+    if not data:
+        raise ImageInputError(f"{name}: empty file, not an image")
+    formats = "PNG, JPEG, WebP, GIF or BMP"
+    try:
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
+        if img.width * img.height > max_pixels:
+            raise ImageInputError(
+                f"{name}: {img.width}x{img.height} is more than the {max_pixels:,}-pixel limit"
+            )
+        img.load()  # the first frame of an animated GIF/WebP
+        return ImageOps.exif_transpose(img)
+    except ImageInputError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageInputError(f"{name}: not an image ({formats} expected)") from None
+    except Image.DecompressionBombError:
+        raise ImageInputError(f"{name}: too many pixels (decompression bomb?)") from None
+    except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, struct.error, ...
+        raise ImageInputError(f"{name}: cannot decode image: {e}") from None
+
+
+def _to_image(value) -> Image.Image:
+    """Any accepted input -> a PIL image in mode "L" or "RGBA" (8 bits per channel)."""
+    if value is None:
+        raise EmptyCanvasError()
+    if isinstance(value, Mapping):
+        return _from_editor(value)
+    if isinstance(value, str | os.PathLike):
+        return _from_pil(load_image_file(value))
+    if isinstance(value, bytes | bytearray):  # an encoded file already in memory
+        if len(value) > MAX_FILE_BYTES:
+            raise ImageInputError(f"the image is larger than the {MAX_FILE_BYTES:,}-byte limit")
+        return _from_pil(_decode(bytes(value), "image", MAX_PIXELS))
+    if isinstance(value, Image.Image):
+        return _from_pil(value)
+    if isinstance(value, np.ndarray):
+        return _from_array(value)
+    raise ImageInputError(
+        f"unsupported input {type(value).__name__}: expected an image, an array or a file path"
+    )
+
+
+def _from_editor(value: Mapping) -> Image.Image:
+    """A Gradio ImageEditor/Sketchpad value: the composite, else background + layers ourselves."""
+    if not {"background", "layers", "composite"} & set(value):
+        raise ImageInputError(
+            "unsupported dict: expected a Gradio editor value with background, layers, composite"
+        )
+    if value.get("composite") is not None:
+        return _to_image(value["composite"])
+    parts = [value.get("background")] + list(value.get("layers") or [])
+    images = [_to_image(p).convert("RGBA") for p in parts if p is not None]
+    if not images:
+        raise EmptyCanvasError()
+    canvas = images[0]
+    for layer in images[1:]:
+        if layer.size != canvas.size:  # a layer is anchored at the top left of the background
+            padded = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+            padded.paste(layer, (0, 0))
+            layer = padded
+        canvas = Image.alpha_composite(canvas, layer)
+    return canvas
+
+
+def _check_size(width: int, height: int) -> None:
+    if width < 1 or height < 1:
+        raise ImageInputError(f"the image is empty ({width}x{height} pixels)")
+    if width * height > MAX_PIXELS:
+        raise ImageInputError(
+            f"the image is {width}x{height}: more than the {MAX_PIXELS:,}-pixel limit"
+        )
+
+
+def _from_pil(img: Image.Image) -> Image.Image:
+    """Normalise a PIL image of any mode to "L" or "RGBA"."""
+    _check_size(img.width, img.height)
+    mode = img.mode
+    if mode.startswith("I") or mode == "F":  # 16/32-bit integer or float: scale, don't clip
+        return _from_array(np.asarray(img), sixteen_bit=mode.startswith("I"))
+    try:
+        if mode == "La":  # premultiplied; Pillow converts it only to LA
+            img = img.convert("LA")
+        if "A" in img.mode or "a" in img.mode or "transparency" in img.info:
+            return img.convert("RGBA")
+        if mode == "L":
+            return img
+        if mode in ("1", "RGB"):
+            return img.convert("L")
+        return img.convert("RGB").convert("L")  # P, CMYK, YCbCr, LAB, HSV, ...: by way of RGB
+    except (ValueError, OSError) as e:
+        raise ImageInputError(f"cannot convert a {mode} image to greyscale: {e}") from None
+
+
+def _from_array(a: np.ndarray, *, sixteen_bit: bool = False) -> Image.Image:
+    """A numpy image -> "L"/"RGBA"; integers by their range, floats in [0, 1] or [0, 255]."""
+    if a.ndim == 3 and a.shape[2] in (1, 2, 3, 4):
+        channels = a.shape[2]
+    elif a.ndim == 2:
+        channels = 1
+    else:
+        raise ImageInputError(
+            f"expected an image array of shape (H, W) or (H, W, 1|2|3|4), got {a.shape}"
+        )
+    _check_size(a.shape[1], a.shape[0])
+    a = _to_uint8(a, sixteen_bit=sixteen_bit)
+    if channels == 1:
+        return Image.fromarray(a.reshape(a.shape[:2]))
+    if channels == 2:  # grey + alpha
+        grey = np.repeat(a[..., :1], 3, axis=2)
+        a = np.concatenate([grey, a[..., 1:]], axis=2)
+    img = Image.fromarray(np.ascontiguousarray(a))
+    return img.convert("L") if channels == 3 else img
+
+
+def _to_uint8(a: np.ndarray, *, sixteen_bit: bool = False) -> np.ndarray:
+    """Scale any supported dtype to uint8; NaN, inf or out-of-range values raise."""
+    kind = a.dtype.kind
+    if a.dtype == np.uint8:
+        return a
+    if kind == "b":
+        return a.astype(np.uint8) * np.uint8(255)
+    if kind not in "uif":
+        raise ImageInputError(f"unsupported array dtype {a.dtype}: expected integers or floats")
+    if kind == "f" and not np.isfinite(a).all():
+        raise ImageInputError("the image array contains NaN or infinite values")
+    lo, hi = float(a.min()), float(a.max())
+    if a.dtype == np.uint16 or sixteen_bit:
+        top = 65535.0
+    elif kind == "f" and lo >= -1e-6 and hi <= 1.0 + 1e-6:
+        top = 1.0
+    else:
+        top = 255.0
+    if lo < -1e-6 or hi > top + 1e-6 * top:
+        expected = "[0, 1] or [0, 255]" if kind == "f" else f"[0, {top:g}]"
+        raise ImageInputError(
+            f"image values span [{lo:g}, {hi:g}]: expected {expected} for {a.dtype}"
+        )
+    scaled = np.clip(a.astype(np.float32) * np.float32(255.0 / top), 0, 255)
+    return np.rint(scaled).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------ pipeline
+
+
+def _grey(img: Image.Image) -> Image.Image:
+    """ "L" stays; "RGBA" is composited onto white, or onto black for light ink on transparency."""
+    if img.mode == "L":
+        return img
+    alpha = np.asarray(img.getchannel("A"))
+    if alpha.min() == 255:
+        return img.convert("L")
+    opaque = alpha >= 128
+    background = "white"
+    # A transparent canvas with light strokes (a white brush in a dark theme): white would hide
+    # the ink, so that one case goes onto black. Light-on-dark is then detected like any other.
+    if 0 < opaque.sum() < opaque.size / 2:
+        lum = np.asarray(img.convert("RGB").convert("L"))
+        if np.median(lum[opaque]) > 127:
+            background = "black"
+    plain = Image.new("RGBA", img.size, background)
+    return Image.alpha_composite(plain, img).convert("L")
+
+
+def _background_level(grey: np.ndarray) -> int:
+    """The background's grey level: the median of a ring along the image border."""
+    h, w = grey.shape
+    k = max(1, round(0.02 * min(h, w)))
+    ring = np.concatenate(
+        [grey[:k].ravel(), grey[-k:].ravel(), grey[:, :k].ravel(), grey[:, -k:].ravel()]
+    )
+    return int(np.median(ring))
+
+
+def _ink(grey: Image.Image) -> Image.Image:
+    """Grey image -> ink map, white on black: polarity from the border, faint noise removed."""
+    bg = _background_level(np.asarray(grey))
+    levels = np.arange(256, dtype=np.float32)
+    if bg >= 128:  # dark ink on a light background
+        contrast = (bg - levels) / max(bg, 1)
+    else:  # light ink on a dark background
+        contrast = (levels - bg) / max(255 - bg, 1)
+    ink = np.clip((contrast - NOISE_LEVEL) / (1.0 - NOISE_LEVEL), 0.0, 1.0)
+    lut = np.rint(ink * 255).astype(np.uint8)
+    return grey.point(lut.tolist())
+
+
+def _ink_box(ink: Image.Image) -> tuple[int, int, int, int]:
+    """The ink bounding box (left, top, right, bottom), ignoring speckles; empty -> raise."""
+    hist = ink.histogram()
+    peak = max((v for v in range(256) if hist[v]), default=0)
+    if peak < 255 * (MIN_PEAK - NOISE_LEVEL) / (1 - NOISE_LEVEL):
+        raise EmptyCanvasError()
+    if sum(hist[(peak + 1) // 2 :]) < MIN_INK_PIXELS:
+        raise EmptyCanvasError()
+    box = ink.getbbox()
+    if box is not None and min(ink.size) >= SPECKLE_MIN_SIDE:
+        # Only the raw box (+2 px of zeros) can hold ink, so filtering it alone is exact.
+        left, top = max(box[0] - 2, 0), max(box[1] - 2, 0)
+        region = (left, top, min(box[2] + 2, ink.width), min(box[3] + 2, ink.height))
+        core = ink.crop(region).filter(ImageFilter.BoxBlur(1)).point(_SPECKLE_LUT).getbbox()
+        if core is not None:  # the 3x3 mean rounds stroke ends off by one pixel: give it back
+            box = (
+                max(left + core[0] - 1, 0),
+                max(top + core[1] - 1, 0),
+                min(left + core[2] + 1, ink.width),
+                min(top + core[3] + 1, ink.height),
+            )
+    if box is None or max(box[2] - box[0], box[3] - box[1]) < MIN_EXTENT * max(ink.size):
+        raise EmptyCanvasError()
+    return box
+
+
+def _stretch(crop: Image.Image) -> Image.Image:
+    """Scale the ink so its strongest pixel is full white (grey or coloured pens)."""
+    top = crop.getextrema()[1]
+    if top >= 255:
+        return crop
+    return crop.point([min(255, round(v * 255 / top)) for v in range(256)])
+
+
+def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Anti-aliased resize (area-weighted when shrinking)."""
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _to_mnist(crop: Image.Image) -> tuple[Image.Image, np.ndarray]:
+    """Fit into 20x20 keeping the aspect ratio, place by centre of mass in 28x28."""
+    w, h = crop.size
+    scale = MNIST_BOX / max(w, h)
+    small = _resize(crop, (max(1, round(w * scale)), max(1, round(h * scale))))
+    patch = np.asarray(small)  # (h', w') uint8, longer side 20
+    mass = patch.astype(np.float64)
+    total = mass.sum()
+    out = np.zeros((28, 28), np.uint8)
+    if total == 0:  # a faint crop that vanished in the resize: centre the box instead
+        cy, cx = (patch.shape[0] - 1) / 2, (patch.shape[1] - 1) / 2
+    else:
+        cy = float(mass.sum(axis=1) @ np.arange(patch.shape[0])) / total
+        cx = float(mass.sum(axis=0) @ np.arange(patch.shape[1])) / total
+    # Whole-pixel shift, clamped so no ink is cut off at the frame.
+    top = int(np.clip(round(MNIST_CENTRE - cy), 0, 28 - patch.shape[0]))
+    left = int(np.clip(round(MNIST_CENTRE - cx), 0, 28 - patch.shape[1]))
+    out[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
+    return crop, out
+
+
+def _to_seed(crop: Image.Image) -> tuple[Image.Image, np.ndarray]:
+    """Pad to a centred square with 20% margins, resize to 28x28."""
+    w, h = crop.size
+    side = max(w, h) + 2 * round(SEED_PADDING * max(w, h))
+    square = Image.new("L", (side, side), 0)
+    square.paste(crop, ((side - w) // 2, (side - h) // 2))
+    return square, np.asarray(_resize(square, (28, 28)))

@@ -1,0 +1,52 @@
+"""Canvas accuracy: canvases look like a person's drawing; a small report runs end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from flaxdigits.serve import canvas_eval
+from flaxdigits.serve.canvas_eval import render_canvas
+
+
+def test_canvases_are_large_seeded_and_black_on_white_or_transparent(mnist):
+    kinds = set()
+    for i in range(40):
+        canvas = render_canvas(mnist.test_images[i], np.random.default_rng([0, i]))
+        again = render_canvas(mnist.test_images[i], np.random.default_rng([0, i]))
+        np.testing.assert_array_equal(canvas, again)
+        h, w, c = canvas.shape
+        assert 280 <= h <= 800 and 280 <= w <= 800 and canvas.dtype == np.uint8
+        kinds.add(c)
+        if c == 4:  # black strokes in alpha over a transparent canvas
+            assert canvas[..., :3].max() == 0 and canvas[..., 3].max() == 255
+            assert canvas[0, 0, 3] == 0 or canvas[-1, -1, 3] == 0
+            ink = canvas[..., 3]
+        else:
+            assert (canvas[..., 0] == canvas[..., 2]).all() and canvas.max() == 255
+            ink = 255 - canvas[..., 0]
+        rows, cols = np.nonzero(ink)
+        assert 0.25 * min(h, w) < max(np.ptp(rows), np.ptp(cols)) + 1  # a digit, not a speck
+        assert len(np.unique(ink)) > 10  # anti-aliased edges
+    assert kinds == {3, 4}
+
+
+def test_report_on_100_digits(exported_models, tmp_path, capsys):
+    out = tmp_path / "reports" / "canvas.json"
+    argv = ["--models", str(exported_models), "--out", str(out), "--limit", "100", "--workers", "2"]
+    assert canvas_eval.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["n"] == 100 and report["schema"] == canvas_eval.SCHEMA
+    assert set(report["accuracy"]) >= {"mlp", "cnn"}
+    for by_method in report["accuracy"].values():
+        assert set(by_method) == {"mnist", "seed"}
+    assert report["accuracy"]["cnn"]["mnist"] >= 0.85
+    assert report["accuracy"]["mlp"]["mnist"] >= 0.8
+    assert report["table"].startswith("| model |") and "| cnn |" in report["table"]
+    assert report["table"] in capsys.readouterr().out
+
+
+def test_missing_models_dir_is_one_line_error(tmp_path, capsys):
+    assert canvas_eval.main(["--models", str(tmp_path), "--out", str(tmp_path / "r.json")]) == 2
+    assert "no .onnx models" in capsys.readouterr().err

@@ -1,0 +1,158 @@
+"""`flaxdigits predict`: one line per file, errors per file, exit codes, and never JAX."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image, ImageDraw
+
+from flaxdigits.cli import main
+from flaxdigits.serve import spec
+from flaxdigits.serve.cli import predict_files
+
+
+def toy_model(path, preprocessing=spec.PREPROCESSING_SPEC):
+    """Flatten -> MatMul -> Softmax that answers 3 for any ink and 0 for a blank image."""
+    weights = np.zeros((784, 10), np.float32)
+    weights[:, 3] = 1.0
+    bias = np.zeros(10, np.float32)
+    bias[0] = 2.0
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", [spec.INPUT_NAME], ["flat"], axis=1),
+            helper.make_node("Gemm", ["flat", "W", "b"], ["z"]),
+            helper.make_node("Softmax", ["z"], [spec.OUTPUT_NAME], axis=-1),
+        ],
+        "toy",
+        [helper.make_tensor_value_info(spec.INPUT_NAME, TensorProto.FLOAT, ["N", 28, 28, 1])],
+        [helper.make_tensor_value_info(spec.OUTPUT_NAME, TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    model.metadata_props.add(key=spec.META_MODEL, value="mlp")
+    model.metadata_props.add(key=spec.META_PREPROCESSING, value=preprocessing)
+    onnx.save_model(model, path)
+    return path
+
+
+@pytest.fixture
+def files(tmp_path) -> dict[str, str]:
+    """A drawn digit, an empty canvas, a text file, a truncated PNG and a missing path."""
+    digit = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(digit).line([(80, 60), (200, 60), (120, 220)], fill=0, width=16)
+    buf = io.BytesIO()
+    digit.save(buf, format="PNG")
+    paths = {name: tmp_path / name for name in ("digit.png", "blank.png", "notes.png", "cut.png")}
+    paths["digit.png"].write_bytes(buf.getvalue())
+    Image.new("RGBA", (280, 280), (0, 0, 0, 0)).save(paths["blank.png"])
+    paths["notes.png"].write_text("not an image\n")
+    paths["cut.png"].write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    paths["missing.png"] = tmp_path / "missing.png"
+    return {name: str(p) for name, p in paths.items()}
+
+
+@pytest.fixture
+def model(tmp_path):
+    return str(toy_model(tmp_path / "toy.onnx"))
+
+
+def test_good_file_prints_one_json_line_and_exits_zero(model, files, capsys):
+    assert predict_files(model, [files["digit.png"]], as_json=True) == 0
+    out, err = capsys.readouterr()
+    (line,) = out.splitlines()
+    record = json.loads(line)
+    assert set(record) == {"file", "digit", "confidence", "probabilities"}
+    assert record["file"] == files["digit.png"] and record["digit"] == 3
+    assert len(record["probabilities"]) == 10 and record["confidence"] > 0.99
+    assert err == ""
+
+
+def test_mixed_list_reports_each_file_in_order_and_fails_overall(model, files, capsys):
+    order = ["notes.png", "digit.png", "cut.png", "blank.png", "missing.png"]
+    assert predict_files(model, [files[n] for n in order], as_json=True, method="seed") == 1
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["file"] for r in records] == [files[n] for n in order]
+    assert records[1]["digit"] == 3
+    errors = {n: r.get("error", "") for n, r in zip(order, records, strict=True)}
+    assert set(records[0]) == {"file", "error"}
+    assert "not an image" in errors["notes.png"]
+    assert "truncated" in errors["cut.png"]
+    assert errors["blank.png"] == "Draw a digit first: the canvas is empty."
+    assert "no such file" in errors["missing.png"]
+    assert err == "" and "Traceback" not in out
+
+
+def test_readable_lines_without_json(model, files, capsys):
+    assert predict_files(model, [files["digit.png"], files["notes.png"]]) == 1
+    out, err = capsys.readouterr()
+    assert out == f"{files['digit.png']}: 3 (confidence 1.000)\n"
+    assert err.startswith(f"{files['notes.png']}: error: not an image")
+    assert len(err.splitlines()) == 1
+
+
+def test_bad_model_is_one_line_and_exit_two(tmp_path, files, capsys):
+    foreign = toy_model(tmp_path / "foreign.onnx", preprocessing="someone.else.v1")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x08\x07" + b"\xff" * 50)
+    for bad in (foreign, garbage, tmp_path / "absent.onnx"):
+        assert main(["predict", "--model", str(bad), files["digit.png"]]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.splitlines()) == 1 and "Traceback" not in err
+        assert err.startswith("flaxdigits predict: error: ")
+
+
+def test_unknown_method_is_exit_two(model, files, capsys):
+    assert predict_files(model, [files["digit.png"]], method="bilinear") == 2
+    assert "unknown --preprocess" in capsys.readouterr().err
+
+
+def test_predict_never_imports_jax_or_flax(model, files):
+    script = textwrap.dedent(
+        """
+        import json, sys
+        from flaxdigits.cli import main
+        from flaxdigits.serve import predictor, preprocess, cli, canvas_eval  # noqa: F401
+        code = main(["predict", "--json", "--model", sys.argv[1], sys.argv[2]])
+        p = predictor.Predictor(sys.argv[1], threads=1)
+        p.predict(preprocess.preprocess(sys.argv[2]).image)
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "flax"))
+        print(json.dumps({"code": code, "heavy": heavy}))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, model, files["digit.png"]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    prediction, report = (json.loads(line) for line in result.stdout.splitlines())
+    assert prediction["digit"] == 3
+    assert report == {"code": 0, "heavy": []}
+
+
+def test_exported_cnn_reads_real_digits_from_png_files(exported_models, mnist, tmp_path, capsys):
+    from flaxdigits.serve.canvas_eval import render_canvas
+
+    paths = []
+    for i in range(10):
+        canvas = render_canvas(mnist.test_images[i], np.random.default_rng([11, i]))
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(canvas).save(paths[-1])
+    model = str(exported_models / "cnn.onnx")
+    # `seed` centres the box, not the mass: clearly weaker (reports/canvas_accuracy.json).
+    for method, at_least in (("mnist", 9), ("seed", 6)):
+        argv = ["predict", "--json", "--preprocess", method, "--model", model]
+        assert main(argv + [str(p) for p in paths]) == 0
+        digits = [json.loads(line)["digit"] for line in capsys.readouterr().out.splitlines()]
+        correct = sum(d == y for d, y in zip(digits, mnist.test_labels[:10], strict=True))
+        assert correct >= at_least, f"{method}: {digits} vs {mnist.test_labels[:10].tolist()}"

@@ -1,0 +1,422 @@
+"""Preprocessing: every input kind, polarity and alpha, empty canvases, geometry, file guards."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from PIL import Image, ImageDraw
+
+from flaxdigits.serve import preprocess as pp
+from flaxdigits.serve.preprocess import (
+    EmptyCanvasError,
+    ImageInputError,
+    Preprocessed,
+    load_image_file,
+    preprocess,
+)
+
+
+def draw_digit(size=(300, 300), offset=(0, 0), scale=1.0, width=14) -> np.ndarray:
+    """A '7' with a crossbar, black ink on white, as an (H, W) uint8 canvas."""
+    img = Image.new("L", size, 255)
+    pts = [(90, 70), (200, 70), (130, 230)]
+    ox, oy = offset
+    pts = [(ox + x * scale, oy + y * scale) for x, y in pts]
+    draw = ImageDraw.Draw(img)
+    draw.line(pts, fill=0, width=round(width * scale), joint="curve")
+    bar = [(ox + 120 * scale, oy + 150 * scale), (ox + 190 * scale, oy + 150 * scale)]
+    draw.line(bar, fill=0, width=round(width * scale))
+    return np.asarray(img)
+
+
+def assert_valid(result: Preprocessed) -> None:
+    assert result.image.shape == (28, 28)
+    assert result.image.dtype == np.float32
+    assert np.isfinite(result.image).all()
+    assert 0.0 <= result.image.min() and result.image.max() <= 1.0
+    assert list(result.steps) == ["original", "grayscale", "cropped", "28x28"]
+    for step in result.steps.values():
+        assert step.dtype == np.uint8 and step.ndim == 2
+    np.testing.assert_array_equal(
+        result.steps["28x28"], np.rint(result.image * 255).astype(np.uint8)
+    )
+
+
+@pytest.fixture(scope="module")
+def ink() -> np.ndarray:
+    return draw_digit()
+
+
+@pytest.fixture(scope="module")
+def reference(ink) -> np.ndarray:
+    return preprocess(ink).image
+
+
+def rgba_on_transparent(ink: np.ndarray, colour: int = 0) -> np.ndarray:
+    """Strokes of one grey level on a transparent canvas whose hidden RGB is 0 (Sketchpad)."""
+    out = np.zeros(ink.shape + (4,), np.uint8)
+    out[..., :3] = np.where(ink[..., None] < 128, colour, 0)
+    out[..., 3] = 255 - ink
+    return out
+
+
+def input_kinds(ink: np.ndarray, tmp_path) -> dict[str, object]:
+    """The same drawing in every accepted representation."""
+    rgb = np.repeat(ink[..., None], 3, axis=2)
+    png = tmp_path / "digit.png"
+    Image.fromarray(ink).save(png)
+    return {
+        "uint8 (H, W)": ink,
+        "uint8 (H, W, 1)": ink[..., None],
+        "uint8 (H, W, 3)": rgb,
+        "uint8 (H, W, 4) opaque": np.concatenate([rgb, np.full_like(ink[..., None], 255)], 2),
+        "uint8 (H, W, 4) transparent": rgba_on_transparent(ink),
+        "uint8 (H, W, 2) grey+alpha": np.stack([ink, np.full_like(ink, 255)], 2),
+        "float32 [0, 1]": ink.astype(np.float32) / 255,
+        "float64 [0, 255]": ink.astype(np.float64),
+        "uint16": ink.astype(np.uint16) * 257,
+        "bool": ink > 127,
+        "PIL L": Image.fromarray(ink),
+        "PIL RGB": Image.fromarray(rgb),
+        "PIL RGBA": Image.fromarray(rgba_on_transparent(ink)),
+        "PIL P": Image.fromarray(rgb).convert("P"),
+        "PIL 1": Image.fromarray(ink).convert("1", dither=Image.Dither.NONE),
+        "PIL CMYK": Image.fromarray(rgb).convert("CMYK"),
+        "PIL I;16": Image.fromarray(ink.astype(np.uint16) * 257),
+        "PIL F": Image.fromarray(ink.astype(np.float32)),
+        "path str": str(png),
+        "pathlib": png,
+        "editor composite numpy": {"background": None, "layers": [], "composite": rgb},
+        "editor composite PIL": {
+            "background": None,
+            "layers": None,
+            "composite": Image.fromarray(rgba_on_transparent(ink)),
+        },
+        "editor composite path": {"background": None, "layers": [], "composite": str(png)},
+        "editor layers only": {
+            "background": None,
+            "layers": [rgba_on_transparent(ink)],
+            "composite": None,
+        },
+        "editor background + layers": {
+            "background": Image.new("RGB", ink.shape[::-1], "white"),
+            "layers": [Image.fromarray(rgba_on_transparent(ink)), None],
+            "composite": None,
+        },
+    }
+
+
+def test_every_input_kind_gives_the_same_28x28(ink, reference, tmp_path):
+    for kind, value in input_kinds(ink, tmp_path).items():
+        for method in pp.METHODS:
+            result = preprocess(value, method)
+            assert_valid(result)
+            assert result.method == method
+            if method == "mnist":
+                # bool and "1" binarise the anti-aliased edge; everything else is lossless.
+                tol = 0.05 if kind in ("bool", "PIL 1") else 1e-6
+                diff = np.abs(result.image - reference).mean()
+                assert diff <= tol, f"{kind}: mean abs difference {diff:.4f}"
+
+
+def test_output_is_mnist_layout_white_digit_centred_by_mass(reference):
+    rows, cols = np.nonzero(reference > 0)
+    assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 in (19, 20, 21)
+    grid = np.arange(28)
+    mass = reference.sum()
+    assert abs(reference.sum(1) @ grid / mass - 14) <= 0.5
+    assert abs(reference.sum(0) @ grid / mass - 14) <= 0.5
+    assert reference.max() == 1.0 and reference[0].max() == 0 and reference[:, 0].max() == 0
+
+
+def test_seed_method_pads_a_centred_square(ink):
+    out = preprocess(ink, "seed").image
+    rows, cols = np.nonzero(out > 0.05)
+    assert rows.max() - rows.min() + 1 in range(19, 23)  # the longer side: 28 / 1.4 = 20
+    assert abs((rows.min() + rows.max()) / 2 - 13.5) <= 1
+    assert abs((cols.min() + cols.max()) / 2 - 13.5) <= 1
+
+
+@pytest.mark.parametrize("method", pp.METHODS)
+def test_translation_and_canvas_size_do_not_change_the_result(method):
+    base = preprocess(draw_digit(), method).image
+    for size, offset in [((300, 300), (-60, 40)), ((500, 350), (200, 10)), ((420, 800), (0, 500))]:
+        moved = preprocess(draw_digit(size=size, offset=offset), method).image
+        np.testing.assert_array_equal(moved, base)
+
+
+def test_scale_changes_the_result_only_slightly():
+    small = preprocess(draw_digit(scale=1.0)).image
+    large = preprocess(draw_digit(size=(700, 700), scale=2.5)).image
+    assert np.abs(small - large).mean() < 0.03
+
+
+def test_light_ink_on_dark_canvas_is_detected(ink, reference):
+    np.testing.assert_array_equal(preprocess(255 - ink).image, reference)
+    dark_grey_bg = (255 - ink) // 2 + 20  # a dim grey stroke on a dark grey board
+    assert np.abs(preprocess(dark_grey_bg).image - reference).mean() < 0.02
+
+
+def test_transparent_canvas_is_not_black_ink(ink, reference):
+    black_strokes = rgba_on_transparent(ink, colour=0)  # RGB 0 everywhere, ink only in alpha
+    np.testing.assert_array_equal(preprocess(black_strokes).image, reference)
+    white_strokes = rgba_on_transparent(ink, colour=255)  # a white brush in a dark theme
+    np.testing.assert_array_equal(preprocess(white_strokes).image, reference)
+
+
+def test_coloured_and_grey_pens_are_stretched_to_full_ink(ink, reference):
+    blue = np.where(ink[..., None] < 128, [30, 60, 200], 255).astype(np.uint8)
+    assert np.abs(preprocess(blue).image - reference).mean() < 0.02
+    grey = np.where(ink < 128, 120, 255).astype(np.uint8)
+    assert preprocess(grey).image.max() == 1.0
+
+
+def test_faint_noise_and_far_speckles_are_ignored(ink, reference):
+    rng = np.random.default_rng(0)
+    noisy = np.clip(ink.astype(int) - rng.integers(0, 40, ink.shape), 0, 255).astype(np.uint8)
+    assert np.abs(preprocess(noisy).image - reference).mean() < 0.01
+    speckled = ink.copy()
+    speckled[[5, 290, 10, 280], [5, 8, 290, 295]] = 0  # four isolated black pixels in corners
+    np.testing.assert_array_equal(preprocess(speckled).image, reference)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        {"background": None, "layers": [], "composite": None},
+        {"background": None, "layers": None, "composite": None},
+        np.full((280, 280), 255, np.uint8),
+        np.zeros((280, 280), np.uint8),
+        np.zeros((280, 280, 4), np.uint8),  # fully transparent, hidden RGB black
+        np.full((280, 280, 3), 0.5, np.float32),
+        np.random.default_rng(0).integers(215, 256, (280, 280)).astype(np.uint8),  # faint noise
+        Image.new("RGBA", (400, 400), (255, 255, 255, 0)),
+    ],
+    ids=[
+        "None",
+        "editor all None",
+        "editor layers None",
+        "white",
+        "black",
+        "transparent",
+        "grey",
+        "faint noise",
+        "PIL transparent",
+    ],
+)
+def test_empty_canvas_is_reported_not_guessed(value):
+    with pytest.raises(EmptyCanvasError, match="^Draw a digit first: the canvas is empty.$"):
+        preprocess(value)
+
+
+def test_a_stray_dot_is_an_empty_canvas():
+    canvas = np.full((600, 600), 255, np.uint8)
+    canvas[300:306, 300:306] = 0
+    with pytest.raises(EmptyCanvasError):
+        preprocess(canvas)
+
+
+def test_mnist_digits_survive_the_mnist_recipe_almost_unchanged(mnist):
+    digits = mnist.test_images[:200]
+    out = np.stack([preprocess(d).image for d in digits])
+    diff = np.abs(out - digits / 255).mean(axis=(1, 2))
+    assert np.median(diff) < 0.02 and np.mean(diff) < 0.03
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (np.full((30, 30), np.nan, np.float32), "NaN or infinite"),
+        (np.full((30, 30), np.inf), "NaN or infinite"),
+        (np.full((30, 30), -0.5), r"expected \[0, 1\] or \[0, 255\]"),
+        (np.full((30, 30), 300.0), r"expected \[0, 1\] or \[0, 255\]"),
+        (np.full((30, 30), 1000, np.int32), r"expected \[0, 255\]"),
+        (np.zeros((30, 30, 5), np.uint8), "shape"),
+        (np.zeros((30,), np.uint8), "shape"),
+        (np.zeros((2, 30, 30, 1), np.uint8), "shape"),
+        (np.zeros((0, 30), np.uint8), "empty"),
+        (np.zeros((30, 30), np.complex64), "dtype"),
+        (np.zeros((30, 30), object), "dtype"),
+        ([[0, 255], [255, 0]], "unsupported input list"),
+        (42, "unsupported input int"),
+    ],
+)
+def test_bad_arrays_raise_image_input_error(value, match):
+    with pytest.raises(ImageInputError, match=match):
+        preprocess(value)
+
+
+def test_too_many_pixels_is_refused(monkeypatch):
+    monkeypatch.setattr(pp, "MAX_PIXELS", 100 * 100)
+    with pytest.raises(ImageInputError, match="pixel limit"):
+        preprocess(np.zeros((101, 100), np.uint8))
+
+
+def test_unknown_method_is_a_plain_value_error(ink):
+    with pytest.raises(ValueError, match="unknown preprocessing method") as info:
+        preprocess(ink, "bilinear")
+    assert not isinstance(info.value, ImageInputError)
+
+
+# ---------------------------------------------------------------------------------------- files
+
+
+def save(img: Image.Image, path, **kwargs):
+    img.save(path, **kwargs)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP"])
+def test_accepted_formats_load_and_predict_the_same_digit(fmt, ink, reference, tmp_path):
+    path = save(Image.fromarray(ink).convert("RGB"), tmp_path / f"d.{fmt.lower()}", format=fmt)
+    img = load_image_file(path)
+    assert isinstance(img, Image.Image) and img.size == ink.shape[::-1]
+    assert np.abs(preprocess(img).image - reference).mean() < 0.02  # JPEG/WebP are lossy
+
+
+def test_gif_uses_the_first_frame(ink, reference, tmp_path):
+    frames = [Image.fromarray(ink).convert("P"), Image.new("P", ink.shape[::-1], 0)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100)
+    np.testing.assert_allclose(preprocess(load_image_file(path)).image, reference, atol=1e-6)
+
+
+def test_sixteen_bit_palette_and_cmyk_files_convert_correctly(ink, reference, tmp_path):
+    sixteen = save(Image.fromarray(ink.astype(np.uint16) * 257), tmp_path / "16.png")
+    assert load_image_file(sixteen).mode.startswith("I")
+    palette = Image.fromarray(rgba_on_transparent(ink)).convert("P")  # keeps transparency
+    cmyk = Image.fromarray(np.repeat(ink[..., None], 3, 2)).convert("CMYK")
+    for path in [
+        sixteen,
+        save(palette, tmp_path / "p.png"),
+        save(cmyk, tmp_path / "cmyk.jpg", quality=95),
+    ]:
+        assert np.abs(preprocess(load_image_file(path)).image - reference).mean() < 0.02
+
+
+def test_exif_orientation_is_applied(ink, tmp_path):
+    rotated = Image.fromarray(ink).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": undoes ROTATE_90 (counter-clockwise)
+    path = save(rotated, tmp_path / "rot.jpg", exif=exif, quality=95)
+    assert load_image_file(path).size == ink.shape[::-1]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", "empty file"),
+        (b"hello, not an image", "not an image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "not an image|cannot decode"),
+    ],
+)
+def test_unreadable_files_raise_image_input_error(content, match, tmp_path):
+    path = tmp_path / "bad.png"
+    path.write_bytes(content)
+    with pytest.raises(ImageInputError, match=match):
+        load_image_file(path)
+
+
+def test_truncated_png_is_refused(ink, tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(ink).save(buf, format="PNG")
+    path = tmp_path / "cut.png"
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(ImageInputError, match="truncated|cannot decode"):
+        preprocess(load_image_file(path))
+
+
+def test_unlisted_format_is_refused(ink, tmp_path):
+    path = save(Image.fromarray(ink), tmp_path / "d.tiff", format="TIFF")
+    with pytest.raises(ImageInputError, match="PNG, JPEG, WebP, GIF or BMP"):
+        load_image_file(path)
+
+
+def test_byte_and_pixel_caps(ink, tmp_path):
+    path = save(Image.fromarray(ink), tmp_path / "d.png")
+    with pytest.raises(ImageInputError, match="byte limit"):
+        load_image_file(path, max_bytes=100)
+    with pytest.raises(ImageInputError, match="pixel limit"):
+        load_image_file(path, max_pixels=299 * 300)
+    assert load_image_file(path, max_pixels=300 * 300).size == (300, 300)
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path, monkeypatch):
+    # 5000 x 5000 1-bit pixels compress to a few kB; decoding would need 25 MB as "L".
+    path = save(Image.new("1", (5000, 5000), 1), tmp_path / "bomb.png", optimize=True)
+    assert path.stat().st_size < 100_000
+    with pytest.raises(ImageInputError, match="pixel limit"):
+        load_image_file(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's own guard, also caught
+    with pytest.raises(ImageInputError, match="decompression bomb"):
+        load_image_file(path, max_pixels=10**9)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(ImageInputError, match="no such file"):
+        load_image_file(tmp_path / "nope.png")
+    with pytest.raises(ImageInputError, match="is a directory"):
+        load_image_file(tmp_path)
+
+
+# -------------------------------------------------------------------------------- properties
+
+_DTYPES = [np.uint8, np.uint16, np.int32, np.float16, np.float32, np.float64, np.bool_]
+
+
+@st.composite
+def image_arrays(draw):
+    dtype = np.dtype(draw(st.sampled_from(_DTYPES)))
+    height, width = draw(st.integers(1, 48)), draw(st.integers(1, 48))
+    channels = draw(st.sampled_from([None, 1, 2, 3, 4, 5]))
+    shape = (height, width) if channels is None else (height, width, channels)
+    elements = None
+    if dtype.kind == "f":
+        elements = st.one_of(
+            st.floats(0, 1, width=16),
+            st.floats(-2, 300, width=16),
+            st.sampled_from([float("nan"), float("inf"), -float("inf")]),
+        )
+    return draw(hnp.arrays(dtype, shape, elements=elements))
+
+
+@settings(max_examples=150, deadline=None)
+@given(image_arrays(), st.sampled_from(pp.METHODS))
+def test_any_array_gives_a_valid_image_or_an_image_input_error(array, method):
+    try:
+        result = preprocess(array, method)
+    except ImageInputError:
+        return
+    assert_valid(result)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(40, 400),
+    st.integers(40, 400),
+    st.floats(0.05, 0.95),
+    st.floats(0.05, 0.95),
+    st.floats(0.1, 0.9),
+    st.floats(0.1, 0.9),
+)
+def test_any_blob_is_centred_and_polarity_does_not_matter(h, w, fy, fx, fh, fw):
+    canvas = np.full((h, w), 255, np.uint8)
+    bh, bw = max(3, int(fh * h)), max(3, int(fw * w))
+    top, left = min(int(fy * h), h - bh), min(int(fx * w), w - bw)
+    canvas[top : top + bh, left : left + bw] = 0
+    canvas[top + bh // 3 : top + bh // 2, left + bw // 3 : left + bw // 2] = 255
+    try:
+        dark_ink = preprocess(canvas).image
+    except EmptyCanvasError:  # a box under MIN_EXTENT of the canvas is a stray mark
+        assert max(bh, bw) < pp.MIN_EXTENT * max(h, w) + 2
+        return
+    assert dark_ink.max() > 0.5  # a thin bar shrinks to a grey anti-aliased line
+    grid = np.arange(28)
+    assert abs(dark_ink.sum(1) @ grid / dark_ink.sum() - 14) <= 1.0
+    np.testing.assert_array_equal(preprocess(255 - canvas).image, dark_ink)
