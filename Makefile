@@ -9,7 +9,7 @@ EPOCHS ?= 5
 MODELS ?= models
 RUNS   ?= runs
 
-.PHONY: all install data train export compare report serve canvas-eval test lint format \
+.PHONY: all install data train export compare report serve canvas-eval bench test lint format \
         browser-deps clean
 
 all: install data train export compare canvas-eval
@@ -48,6 +48,12 @@ canvas-eval: export
 
 serve: install
 	$(FD) serve --models $(MODELS)
+
+# Benchmarks (not tests): writes benchmarks/results.json and BENCHMARKS.md. The PyTorch peer is
+# optional: torch==2.13.0 (CPU build from this machine's local wheel; elsewhere PyPI's build).
+bench: export
+	-$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) benchmarks/bench.py --models $(MODELS)
 
 # Debian's Chromium for the browser test (needs root or sudo; nothing downloads a browser).
 browser-deps:
