@@ -1,0 +1,339 @@
+"""ONNX export: the spec.py contract, parity with JAX on all 10k test images, int8, errors.
+
+The exports come from the shared `exported_models` fixture (1-epoch runs of both models, with
+--int8), built once per session; nothing here writes into it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx.reference import ReferenceEvaluator
+
+from flaxdigits import checkpoint
+from flaxdigits.checkpoint import CheckpointError
+from flaxdigits.cli import main
+from flaxdigits.export import compat, onnx_export
+from flaxdigits.export.onnx_export import ExportError, export_run
+from flaxdigits.models import count_params, create_model, predict_proba
+from flaxdigits.serve import spec
+from flaxdigits.train import TrainConfig, init_state, load_run
+
+NAMES = ("mlp", "cnn")
+FILES = tuple(f"{name}{variant}.onnx" for name in NAMES for variant in ("", ".int8"))
+PARAMS = {"mlp": 101_770, "cnn": 542_230}
+
+
+@pytest.fixture(scope="module")
+def test_images(mnist) -> np.ndarray:
+    """The 10,000 test images as model input: float32 (N, 28, 28, 1) in [0, 1]."""
+    return mnist.test_images.astype(np.float32)[..., None] / 255.0
+
+
+@pytest.fixture(scope="module")
+def jax_reference(trained_runs, mnist) -> dict[str, dict]:
+    """Accuracy and probabilities of each trained JAX model on the 10k test images."""
+    out = {}
+    for name, run_dir in trained_runs.items():
+        out[name] = onnx_export.jax_evaluation(
+            load_run(run_dir).model, mnist.test_images, mnist.test_labels
+        )
+    return out
+
+
+def manifest(models_dir, name) -> dict:
+    return json.loads((models_dir / f"{name}.json").read_text())
+
+
+def outputs_left(directory) -> list[str]:
+    """Anything an export may have left: models, manifests, side files, temp files."""
+    if not directory.exists():
+        return []
+    return sorted(
+        p.name for p in directory.iterdir() if p.suffix in (".onnx", ".json", ".data", ".tmp")
+    )
+
+
+# ------------------------------------------------------------------------------ the contract
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_file_is_self_contained_valid_onnx_with_the_spec_io(exported_models, file):
+    path = exported_models / file
+    model = onnx.load_model(path, load_external_data=False)
+    onnx.checker.check_model(model, full_check=True)
+    assert not list(exported_models.glob("*.data"))
+    assert all(t.data_location == onnx.TensorProto.DEFAULT for t in model.graph.initializer)
+    assert not any(t.external_data for t in model.graph.initializer)
+
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", onnx_export.OPSET)]
+    assert onnx_export.OPSET <= spec.MAX_OPSET
+    assert model.ir_version <= spec.MAX_IR_VERSION
+
+    (inp,) = model.graph.input
+    assert inp.name == spec.INPUT_NAME
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    in_dims = inp.type.tensor_type.shape.dim
+    assert in_dims[0].dim_param and [d.dim_value for d in in_dims[1:]] == [28, 28, 1]
+    (out,) = model.graph.output
+    assert out.name == spec.OUTPUT_NAME
+    assert out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    out_dims = out.type.tensor_type.shape.dim
+    assert out_dims[0].dim_param == in_dims[0].dim_param and out_dims[1].dim_value == 10
+    (last,) = [n for n in model.graph.node if spec.OUTPUT_NAME in n.output]
+    assert last.op_type == "Softmax"
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_metadata_names_model_training_source_and_contract(exported_models, trained_runs, file):
+    name = file.split(".")[0]
+    meta = {p.key: p.value for p in onnx.load_model(exported_models / file).metadata_props}
+    run_metrics = json.loads((trained_runs[name] / "metrics.json").read_text())
+    pointer = json.loads((trained_runs[name] / checkpoint.POINTER).read_text())
+
+    assert meta[spec.META_MODEL] == name
+    assert int(meta[spec.META_PARAMS]) == PARAMS[name]
+    assert float(meta[spec.META_TEST_ACCURACY]) == pytest.approx(run_metrics["test_accuracy"])
+    config = json.loads(meta[spec.META_TRAIN_CONFIG])
+    assert (config["model"], config["epochs"], config["batch_size"], config["seed"]) == (
+        name,
+        1,
+        32,
+        0,
+    )
+    assert meta[spec.META_PREPROCESSING] == spec.PREPROCESSING_SPEC
+    assert json.loads(meta[spec.META_LABELS]) == list(spec.LABELS)
+    assert meta[spec.META_INPUT] == spec.INPUT_DESCRIPTION
+    assert meta[spec.META_VERSION] and meta[spec.META_JAX2ONNX_VERSION]
+    assert meta[spec.META_CHECKPOINT_SHA256] == pointer["sha256"]
+    assert meta[spec.META_VARIANT] == ("int8" if ".int8." in file else "float32")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_manifest_lists_each_file_with_size_sha256_and_accuracy(exported_models, name):
+    doc = manifest(exported_models, name)
+    assert spec.manifest_path_for(str(exported_models / f"{name}.int8.onnx")).endswith(
+        f"{name}.json"
+    )
+    assert doc["schema"] == spec.MANIFEST_SCHEMA and doc["model"] == name
+    assert doc["opset"] == onnx_export.OPSET and doc["params"] == PARAMS[name]
+    assert doc["input"]["name"] == spec.INPUT_NAME and doc["input"]["shape"][1:] == [28, 28, 1]
+    assert doc["output"]["name"] == spec.OUTPUT_NAME and doc["output"]["labels"] == list(
+        spec.LABELS
+    )
+    assert doc["min_onnxruntime"] == onnx_export.MIN_ONNXRUNTIME
+    assert [e["file"] for e in doc["files"]] == [f"{name}.onnx", f"{name}.int8.onnx"]
+    for entry in doc["files"]:
+        data = (exported_models / entry["file"]).read_bytes()
+        assert entry["size"] == len(data)
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+        assert 0.9 < entry["test_accuracy"] <= 1.0
+        assert entry["parity"]["images"] == 10_000
+    float_entry = doc["files"][0]
+    assert float_entry["test_accuracy"] == doc["test_accuracy"]
+    assert float_entry["parity"]["max_abs_diff"] <= onnx_export.PARITY_TOLERANCE
+    assert float_entry["parity"]["argmax_mismatches"] == 0
+
+
+# -------------------------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 128, 10_000])
+@pytest.mark.parametrize("name", NAMES)
+def test_onnxruntime_matches_jax_on_all_test_images(
+    exported_models, jax_reference, test_images, mnist, name, batch_size
+):
+    sess = onnx_export.session(exported_models / f"{name}.onnx")
+    probs = onnx_export.onnxruntime_probabilities(sess, test_images, batch_size)
+    reference = jax_reference[name]["probabilities"]
+    assert probs.shape == (10_000, 10) and probs.dtype == np.float32
+    assert np.max(np.abs(probs - reference)) <= onnx_export.PARITY_TOLERANCE
+    np.testing.assert_array_equal(probs.argmax(-1), reference.argmax(-1))
+    accuracy = float(np.mean(probs.argmax(-1) == mnist.test_labels))
+    assert accuracy == jax_reference[name]["accuracy"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_onnx_reference_evaluator_agrees_with_jax(
+    exported_models, jax_reference, test_images, name
+):
+    evaluator = ReferenceEvaluator(onnx.load_model(exported_models / f"{name}.onnx"))
+    (probs,) = evaluator.run(None, {spec.INPUT_NAME: test_images[:300]})
+    reference = jax_reference[name]["probabilities"][:300]
+    assert np.max(np.abs(probs - reference)) <= onnx_export.PARITY_TOLERANCE
+    np.testing.assert_array_equal(probs.argmax(-1), reference.argmax(-1))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_int8_is_static_qdq_small_and_within_0_2_points(
+    exported_models, jax_reference, test_images, mnist, name
+):
+    float_path, int8_path = exported_models / f"{name}.onnx", exported_models / f"{name}.int8.onnx"
+    ops = {n.op_type for n in onnx.load_model(int8_path).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert not ops & {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}
+    assert int8_path.stat().st_size <= 0.30 * float_path.stat().st_size
+
+    probs = onnx_export.onnxruntime_probabilities(int8_path, test_images, 256)
+    accuracy = float(np.mean(probs.argmax(-1) == mnist.test_labels))
+    assert accuracy >= jax_reference[name]["accuracy"] - 0.002
+    assert manifest(exported_models, name)["files"][1]["test_accuracy"] == accuracy
+    assert np.allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_compat_check_runs_files_in_another_interpreter(exported_models, test_images):
+    paths = [exported_models / "mlp.onnx", exported_models / "mlp.int8.onnx"]
+    report = compat.check_with(sys.executable, paths, test_images[:50])
+    assert report["onnxruntime"] == onnxruntime.__version__
+    for path in paths:
+        assert report["files"][str(path)] == {
+            "loads": True,
+            "max_abs_diff": 0.0,
+            "argmax_agreement": 1.0,
+        }
+
+
+def test_untrained_parameters_export_with_parity_too(test_images):
+    model = create_model("cnn", seed=3)
+    data = onnx_export.serialize(onnx_export.to_onnx_model(model, "cnn"))
+    probs = onnx_export.onnxruntime_probabilities(data, test_images[:64])
+    reference = np.asarray(predict_proba(model, test_images[:64]))
+    assert count_params(model) == PARAMS["cnn"]
+    assert np.max(np.abs(probs - reference)) <= onnx_export.PARITY_TOLERANCE
+
+
+# ----------------------------------------------------------------------- determinism, writes
+
+
+def test_exporting_twice_gives_byte_identical_files(exported_models, trained_runs, tmp_path):
+    for name, run_dir in trained_runs.items():
+        export_run(run_dir, tmp_path / f"{name}.onnx", int8=True)
+    for file in (*FILES, "mlp.json", "cnn.json"):
+        assert (tmp_path / file).read_bytes() == (exported_models / file).read_bytes(), file
+    assert outputs_left(tmp_path) == sorted((*FILES, "mlp.json", "cnn.json"))
+
+
+def test_float_only_export_drops_a_stale_int8_file(trained_runs, tmp_path):
+    stale = tmp_path / "mlp.int8.onnx"
+    stale.write_bytes(b"old")
+    doc = export_run(trained_runs["mlp"], tmp_path / "mlp.onnx", int8=False)
+    assert [e["file"] for e in doc["files"]] == ["mlp.onnx"]
+    assert outputs_left(tmp_path) == ["mlp.json", "mlp.onnx"]
+    assert (tmp_path / "mlp.onnx").stat().st_mode & 0o777 == 0o644
+
+
+def test_failed_export_leaves_previous_files_untouched(trained_runs, tmp_path, monkeypatch):
+    out = tmp_path / "mlp.onnx"
+    out.write_bytes(b"previous model")
+
+    def broken(*args, **kwargs):
+        raise ExportError("quantizer failed")
+
+    monkeypatch.setattr(onnx_export, "quantize_int8", broken)
+    with pytest.raises(ExportError, match="quantizer failed"):
+        export_run(trained_runs["mlp"], out, int8=True)
+    assert out.read_bytes() == b"previous model"
+    assert outputs_left(tmp_path) == ["mlp.onnx"]
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+def copy_run(run_dir, tmp_path):
+    dest = tmp_path / "run"
+    shutil.copytree(run_dir, dest)
+    return dest
+
+
+def save_checkpoint(run_dir, model: str, config_model: str):
+    """A complete, hashed checkpoint of `model`'s state whose config names `config_model`."""
+    _, state = init_state(TrainConfig(model=model, epochs=1))
+    config = TrainConfig(model=model, epochs=1).to_dict() | {"model": config_model}
+    checkpoint.save(run_dir, state, {"config": config}, epoch=1)
+    return run_dir
+
+
+def truncate_checkpoint(run_dir):
+    path = run_dir / json.loads((run_dir / checkpoint.POINTER).read_text())["file"]
+    path.write_bytes(path.read_bytes()[:1000])
+    return run_dir
+
+
+def foreign_checkpoint(run_dir):
+    blob = b"\x82\xa6format\xa4evil\xa5state\xc0"
+    (run_dir / "ckpt-0001.msgpack").write_bytes(blob)
+    pointer = {
+        "format": checkpoint.FORMAT,
+        "file": "ckpt-0001.msgpack",
+        "sha256": hashlib.sha256(blob).hexdigest(),
+    }
+    (run_dir / checkpoint.POINTER).write_text(json.dumps(pointer))
+    return run_dir
+
+
+BAD_RUNS = {
+    "missing": (lambda run, tmp: tmp / "no-such-run", "has no checkpoint"),
+    "empty": (lambda run, tmp: tmp, "has no checkpoint"),
+    "half-written": (lambda run, tmp: truncate_checkpoint(copy_run(run, tmp)), "sha256"),
+    "foreign": (lambda run, tmp: foreign_checkpoint(tmp), "not a flaxdigits checkpoint"),
+    "other model's params": (lambda run, tmp: save_checkpoint(tmp, "mlp", "cnn"), "does not fit"),
+    "unknown model": (lambda run, tmp: save_checkpoint(tmp, "mlp", "resnet"), "unknown model"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RUNS))
+def test_bad_checkpoint_is_a_one_line_error_and_writes_nothing(trained_runs, tmp_path, case):
+    make, message = BAD_RUNS[case]
+    (tmp_path / "runs").mkdir()
+    run_dir = make(trained_runs["mlp"], tmp_path / "runs")
+    out_dir = tmp_path / "models"
+    with pytest.raises(CheckpointError, match=message) as info:
+        export_run(run_dir, out_dir / "mlp.onnx", int8=True)
+    assert "\n" not in str(info.value)
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("models/mlp.txt", "must name NAME.onnx"),
+        ("models/mlp.int8.onnx", "must name NAME.onnx"),
+        ("blocker/mlp.onnx", "is not a directory"),
+        ("blocker/sub/mlp.onnx", "is not a directory"),
+        ("adir.onnx", "is a directory"),
+    ],
+)
+def test_unusable_output_path_is_a_one_line_error_and_writes_nothing(
+    trained_runs, tmp_path, out, message
+):
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    (tmp_path / "adir.onnx").mkdir()
+    with pytest.raises(ExportError, match=message) as info:
+        export_run(trained_runs["mlp"], tmp_path / out, int8=False)
+    assert "\n" not in str(info.value)
+    assert not list(tmp_path.rglob("*.onnx.*")) and not list(tmp_path.rglob("*.json"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir.onnx", "blocker"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_output_directory_is_refused_before_any_work(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir(mode=0o500)
+    with pytest.raises(ExportError, match="cannot write in"):
+        export_run(tmp_path / "no-run-needed", models / "mlp.onnx")
+
+
+def test_cli_export_reports_a_bad_run_in_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("flaxdigits export: error:") and err.count("\n") == 1
+    assert "flaxdigits train" in err
+    assert outputs_left(tmp_path) == []
