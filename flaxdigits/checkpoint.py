@@ -142,7 +142,7 @@ def fill(saved: dict[str, Any], template, where: str = "checkpoint"):
     restored = []
     for key, (_, want) in zip(keys, leaves, strict=True):
         got = flat[key]
-        want_shape, want_dtype = np.shape(want), np.asarray(want).dtype
+        want_shape, want_dtype = tuple(want.shape), np.dtype(want.dtype)  # arrays or abstract
         if not isinstance(got, np.ndarray) or got.shape != want_shape or got.dtype != want_dtype:
             shape = getattr(got, "shape", None)
             dtype = getattr(got, "dtype", type(got).__name__)

@@ -472,7 +472,8 @@ def load_run(run_dir: Path) -> Run:
     except (KeyError, ValueError, TypeError) as e:
         msg = f"{run_dir}: checkpoint config is not ours ({e})"
         raise checkpoint.CheckpointError(msg) from None
-    graphdef, template = init_state(config)
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: models.create_model(config.model)), nnx.Param)
+    template = jax.eval_shape(lambda: init_state(config)[1])  # shapes only: nothing computed
     state = checkpoint.fill(saved, template, str(run_dir))
     metrics_path = run_dir / "metrics.json"
     try:

@@ -96,8 +96,8 @@ def test_step_loop_runs_under_a_host_to_device_transfer_guard(tmp_path, small, m
 
     real_split = train_module.split_data
 
-    def host_split(mnist, config):  # the dataset left on the host: every step would copy it
-        split = real_split(mnist, config)
+    def host_split(mnist, config, sharding=None):  # left on the host: every step would copy it
+        split = real_split(mnist, config, sharding)
         fields = dataclasses.fields(split)
         return train_module.Split(**{f.name: np.asarray(getattr(split, f.name)) for f in fields})
 
