@@ -9,7 +9,7 @@ EPOCHS ?= 5
 MODELS ?= models
 RUNS   ?= runs
 
-.PHONY: all install data train export compare report serve canvas-eval bench test lint format \
+.PHONY: all install data train export compare report serve canvas-eval bench loadtest test lint format \
         browser-deps clean
 
 all: install data train export compare canvas-eval
@@ -54,6 +54,11 @@ serve: install
 bench: export
 	-$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) benchmarks/bench.py --models $(MODELS)
+
+# Load test of the page on loopback (bounded; stops by itself): 50 clients x 20 requests + a burst
+# past the queue limit. `make test` runs a smaller count (tests/test_load.py).
+loadtest: export
+	$(PY) benchmarks/loadtest.py --models $(MODELS) --clients 50 --requests 20 --burst 200
 
 # Debian's Chromium for the browser test (needs root or sudo; nothing downloads a browser).
 browser-deps:

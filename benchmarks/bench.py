@@ -234,11 +234,12 @@ def process_bench(models_dir: Path, runs: int = 3) -> dict:
 def page_bench(models_dir: Path, mnist, requests: int) -> dict:
     """Round trip through gradio_client: p50/p95 with 1 and 8 concurrent clients (loopback)."""
     from gradio_client import Client, handle_file
+    from loadtest import free_port
     from PIL import Image
 
-    from flaxdigits.serve.app import start_server
+    from flaxdigits.serve.app import launch
 
-    server = start_server(models_dir, host="127.0.0.1", port=0)
+    server = launch(models_dir, host="127.0.0.1", port=free_port(), block=False)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             files = []
@@ -249,7 +250,7 @@ def page_bench(models_dir: Path, mnist, requests: int) -> dict:
                 files.append(str(path))
             out = {}
             for clients in (1, 8):
-                conns = [Client(server.url, verbose=False) for _ in range(clients)]
+                conns = [Client(server.local_url, verbose=False) for _ in range(clients)]
 
                 def worker(k, conns=conns, clients=clients):
                     times = []

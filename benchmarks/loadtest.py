@@ -1,0 +1,215 @@
+"""`make loadtest`: many gradio_client clients against `flaxdigits serve` on loopback.
+
+Bounded in count and time, stops by itself. Checks: no errors, every answer equal to the offline
+predictor's, latency percentiles, a clean "busy" answer past the queue limit with the server
+still up afterwards, and the server's RSS before/after.
+
+    python benchmarks/loadtest.py --models models --clients 50 --requests 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of a process (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def drawings(directory: Path, n: int, seed: int = 0) -> list[tuple[Path, int]]:
+    """n MNIST test digits redrawn as canvases (PNG files), with their labels."""
+    from PIL import Image
+
+    from flaxdigits.data import load_mnist
+    from flaxdigits.serve.canvas_eval import render_canvas
+
+    mnist = load_mnist()
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        path = directory / f"digit{i:03d}.png"
+        Image.fromarray(render_canvas(mnist.test_images[i], rng)).save(path)
+        out.append((path, int(mnist.test_labels[i])))
+    return out
+
+
+def offline_answers(models: Path, files: list[Path]) -> dict[str, dict]:
+    """What the offline predictor says for each file (the reference for the server's answers)."""
+    from flaxdigits.serve.predictor import Predictor
+    from flaxdigits.serve.preprocess import load_image_file, preprocess
+
+    predictors = {n: Predictor(models / f"{n}.onnx") for n in ("mlp", "cnn")}
+    answers = {}
+    for path in files:
+        image = preprocess(load_image_file(path), "mnist").image
+        answers[str(path)] = {n: p.predict(image) for n, p in predictors.items()}
+    return answers
+
+
+def start_server(models: Path, port: int, threads: int = 1) -> subprocess.Popen:
+    """`flaxdigits serve` on 127.0.0.1:port; returns once the page answers (or raises)."""
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and entry point
+        [sys.executable, "-m", "flaxdigits", "serve", "--models", str(models), "--port", str(port)]
+        + ["--threads", str(threads)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):  # noqa: S310
+                return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("server did not start within 120 s")
+
+
+def run_clients(url: str, files, answers, clients: int, requests: int, timeout: float) -> dict:
+    """clients threads x requests each; returns latencies, errors and mismatches."""
+    from gradio_client import Client, handle_file
+
+    def worker(k: int):
+        client = Client(url, verbose=False)
+        times, errors, mismatches = [], [], 0
+        for j in range(requests):
+            path, _ = files[(k * requests + j) % len(files)]
+            t = time.perf_counter()
+            try:
+                job = client.submit(handle_file(str(path)), "mnist", api_name="/predict")
+                result = job.result(timeout=timeout)
+            except Exception as e:  # noqa: BLE001 - every failure is counted and reported
+                errors.append(f"{type(e).__name__}: {e}"[:200])
+                continue
+            times.append(time.perf_counter() - t)
+            expected = answers[str(path)]
+            for name, pred in expected.items():
+                got = result["models"][name]
+                same_digit = got["digit"] == pred.digit
+                close = np.allclose(got["probabilities"], pred.probabilities, atol=2e-6)
+                if not (same_digit and close):
+                    mismatches += 1
+        return times, errors, mismatches
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(worker, range(clients)))
+    times = [t for r in results for t in r[0]]
+    ms = np.asarray(times) * 1000 if times else np.zeros(1)
+    return {
+        "clients": clients,
+        "requests": clients * requests,
+        "ok": len(times),
+        "errors": [e for r in results for e in r[1]],
+        "mismatches": sum(r[2] for r in results),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
+
+
+def overload(url: str, path: Path, burst: int) -> dict:
+    """Submit a burst larger than the queue at once: extra requests must get a clean 'full'."""
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False, max_workers=burst)  # the whole burst in flight at once
+    image = handle_file(str(path))
+    jobs = [client.submit(image, "mnist", api_name="/predict") for _ in range(burst)]
+    ok, busy, other = 0, 0, []
+    for job in jobs:
+        try:
+            job.result(timeout=300)
+            ok += 1
+        except Exception as e:  # noqa: BLE001 - classified below
+            text = str(e).lower()
+            if "full" in text or "busy" in text:
+                busy += 1
+            else:
+                other.append(f"{type(e).__name__}: {e}"[:200])
+    return {"burst": burst, "ok": ok, "busy": busy, "other_errors": other}
+
+
+def main(argv=None) -> int:
+    """Run the load test; exit 1 if any check fails."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="models")
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--requests", type=int, default=20)
+    ap.add_argument("--burst", type=int, default=200, help="overload burst > queue (0: skip)")
+    ap.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, s")
+    ap.add_argument("--out", default="benchmarks/loadtest.json")
+    args = ap.parse_args(argv)
+    models = Path(args.models)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with tempfile.TemporaryDirectory(prefix="flaxdigits-load-") as tmp:
+        files = drawings(Path(tmp), 20)
+        answers = offline_answers(models, [p for p, _ in files])
+        server = start_server(models, port)
+        try:
+            warm = run_clients(url, files, answers, 2, 5, args.timeout)
+            rss_before = rss_mib(server.pid)
+            load = run_clients(url, files, answers, args.clients, args.requests, args.timeout)
+            rss_after = rss_mib(server.pid)
+            over = overload(url, files[0][0], args.burst) if args.burst else None
+            after = run_clients(url, files, answers, 1, 3, args.timeout)  # still up and right
+            alive = server.poll() is None
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    report = {
+        "warmup": warm,
+        "load": load,
+        "rss_mib_before": rss_before,
+        "rss_mib_after": rss_after,
+        "overload": over,
+        "after_overload": after,
+        "server_alive_after": alive,
+        "cores": os.cpu_count(),
+    }
+    checks = {
+        "no errors": not load["errors"] and not after["errors"],
+        "answers equal offline predictor": load["mismatches"] == 0 and after["mismatches"] == 0,
+        "server alive after overload": alive and after["ok"] == after["requests"],
+        "overload answered cleanly": over is None or not over["other_errors"],
+        "past the queue limit: busy answers": over is None or over["busy"] > 0,
+        "no RSS growth beyond 100 MiB": rss_after - rss_before < 100,
+    }
+    report["checks"] = checks
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in ("load", "overload")}, indent=1))
+    print(f"RSS {rss_before:.0f} -> {rss_after:.0f} MiB; checks: {checks}")
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""The page under load (small count; `make loadtest` runs 50 clients x 20 requests)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def test_concurrent_clients_get_offline_answers_and_overload_gets_busy(exported_models, tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import loadtest
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    out = tmp_path / "load.json"
+    args = ["--models", str(exported_models), "--clients", "8", "--requests", "3"]
+    code = loadtest.main([*args, "--burst", "160", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert code == 0, report["checks"]
+    assert report["load"]["ok"] == 24 and report["load"]["mismatches"] == 0
+    assert report["overload"]["busy"] > 0 and not report["overload"]["other_errors"]
+    assert report["server_alive_after"]
