@@ -94,7 +94,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from flaxdigits.serve.cli import predict_files
+    from flaxdigits.serve.preprocess import configure_pillow
 
+    configure_pillow()  # pixel cap and decoder allow-list for this process
     return predict_files(
         args.model, args.files, method=args.preprocess, as_json=args.json, threads=args.threads
     )

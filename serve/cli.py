@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
+
+from PIL import Image
 
 from flaxdigits.serve.predictor import ModelLoadError, Predictor
 from flaxdigits.serve.preprocess import METHODS, ImageInputError, load_image_file, preprocess
@@ -34,14 +37,19 @@ def predict_files(model_path, files, *, method="mnist", as_json=False, threads=1
         print(f"flaxdigits predict: error: {e}", file=sys.stderr)
         return EXIT_BAD_MODEL
     status = EXIT_OK
-    for file in files:
-        try:
-            image = preprocess(load_image_file(file), method).image
-        except ImageInputError as e:
-            status = EXIT_FILE_FAILED
-            _print_error(str(file), str(e), as_json)
-            continue
-        _print_prediction(str(file), predictor.predict(image), as_json)
+    with warnings.catch_warnings():  # process-wide while it runs (the CLI has one thread)
+        # Pillow warns on stderr about corrupt EXIF, odd chunks or large images: each file's
+        # problem is already its own line. A decompression-bomb warning becomes that file's error.
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for file in files:
+            try:
+                image = preprocess(load_image_file(file), method).image
+            except ImageInputError as e:
+                status = EXIT_FILE_FAILED
+                _print_error(str(file), str(e), as_json)
+                continue
+            _print_prediction(str(file), predictor.predict(image), as_json)
     return status
 
 
@@ -55,7 +63,8 @@ def _print_prediction(file: str, prediction, as_json: bool) -> None:
         }
         print(json.dumps(line), flush=True)
     else:
-        print(f"{file}: {prediction.digit} (confidence {prediction.confidence:.3f})", flush=True)
+        shown = _printable(file)
+        print(f"{shown}: {prediction.digit} (confidence {prediction.confidence:.3f})", flush=True)
 
 
 def _print_error(file: str, message: str, as_json: bool) -> None:
@@ -64,4 +73,12 @@ def _print_error(file: str, message: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"file": file, "error": message}), flush=True)
     else:
-        print(f"{file}: error: {message}", file=sys.stderr, flush=True)
+        print(f"{_printable(file)}: error: {_printable(message)}", file=sys.stderr, flush=True)
+
+
+def _printable(text: str) -> str:
+    """One printable line on any terminal: undecodable bytes and control characters escaped."""
+    # A file name from bytes that are not UTF-8 (b"\xff.png") arrives as "\udcff.png": printed
+    # as is, a strict-UTF-8 stdout raises and the run stops; a newline would split the line.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")

@@ -10,7 +10,9 @@ and a probe run returns probabilities.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +81,15 @@ class Predictor:
             )
         _onnx_check(data, str(self.path))
         self._session = _session(data, threads, str(self.path))
-        self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
-        self._batch = self._check_io()
+        try:  # onnxruntime hands names and metadata over as bytes that need not be UTF-8
+            meta = self._session.get_modelmeta()
+            self.metadata: dict[str, str] = dict(meta.custom_metadata_map)
+            self._batch = self._check_io()
+        except UnicodeDecodeError as e:
+            raise ModelLoadError(
+                f"{self.path}: not a valid ONNX model: a name or metadata entry is not UTF-8 "
+                f"text ({e.reason} at byte {e.start})"
+            ) from None
         self._check_metadata()
         self.name: str = self.metadata.get(spec.META_MODEL) or self.path.name.split(".")[0]
         self._probe()
@@ -164,7 +173,8 @@ class Predictor:
         raw = _read_capped(path, MAX_MANIFEST_BYTES, what="manifest")
         try:
             doc = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, a 5000-digit number,
+            # or arrays nested deeper than the parser's recursion limit
             raise ModelLoadError(f"{path}: not a JSON manifest ({e})") from None
         if not isinstance(doc, dict) or doc.get("schema") != spec.MANIFEST_SCHEMA:
             raise ModelLoadError(f"{path}: not a {spec.MANIFEST_SCHEMA} manifest")
@@ -227,11 +237,12 @@ class Predictor:
         if labels is not None:
             try:
                 parsed = json.loads(labels)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # see _check_manifest
                 parsed = None
             if parsed != list(spec.LABELS):
+                shown = labels if len(labels) <= 80 else labels[:80] + "…"
                 raise ModelLoadError(
-                    f"{self.path}: labels {labels!r}, expected {json.dumps(list(spec.LABELS))}"
+                    f"{self.path}: labels {shown!r}, expected {json.dumps(list(spec.LABELS))}"
                 )
 
     def _probe(self) -> None:
@@ -298,10 +309,17 @@ def _session(data: bytes, threads: int, where: str):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only: no optimizer chatter on stderr
     try:
-        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        # On a ValueError or RuntimeError (a name that is not UTF-8, say) onnxruntime prints an
+        # "EP Error ... Falling back" banner on stdout and retries on the same CPU provider:
+        # stdout belongs to `flaxdigits predict --json`. Sessions are made at start-up, so
+        # redirecting the process's stdout for the moment costs nothing.
+        with contextlib.redirect_stdout(io.StringIO()):
+            session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime's Fail/InvalidGraph/InvalidProtobuf are not ValueErrors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"{where}: onnxruntime cannot load the model: {first}") from None
+    session.disable_fallback()  # nor print and retry when a run fails
+    return session
 
 
 # ------------------------------------------------------------------ external data, wire level

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
 
 METHODS = ("mnist", "seed")
 DEFAULT_METHOD = "mnist"
@@ -30,6 +31,10 @@ DEFAULT_METHOD = "mnist"
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096  # far below Pillow's own bomb limit, so we refuse before decoding
+# Pillow keeps an 8-byte pointer per image row: a 16.7M x 1 column within MAX_PIXELS peaked at
+# 430 MB in preprocess, a 4096x4096 RGBA canvas at 225 MB (tests/test_fuzz.py).
+MAX_SIDE = 16384
+_CONVERT_ELEMENTS = 1 << 20  # array values scaled to uint8 per step: bounds the float32 temporaries
 
 # Ink is measured as the fraction of full contrast between the background and the darkest
 # (or, on a dark canvas, lightest) possible value. Below NOISE_LEVEL it is background: JPEG
@@ -142,6 +147,45 @@ def load_image_file(
     return _decode(data, name, max_pixels)
 
 
+def configure_pillow(max_pixels: int = MAX_PIXELS, formats=FORMATS) -> None:
+    """Hold every Pillow decode in this process to our limits: call once when a server starts.
+
+    Frameworks decode uploads before preprocess sees them (Gradio's Image, Sketchpad and
+    ImageEditor call `PIL.Image.open` with no format list), so the limits must be Pillow's own,
+    process-wide: `Image.MAX_IMAGE_PIXELS = max_pixels` with DecompressionBombWarning made an
+    error (Pillow only warns up to twice the limit), truncated images never padded, and every
+    decoder not in `formats` switched off through Pillow's public `register_open` (EPS, which
+    runs Ghostscript, among them): such files then fail as "cannot identify image file", even
+    with `Image.open(formats=[...])`. Pillow has no global format switch of its own. A plugin
+    imported after this call registers itself again: call it after importing such plugins.
+
+    Args:
+        max_pixels: the largest image (width * height) any decoder may open.
+        formats: Pillow format names to keep (default FORMATS; one this Pillow was built
+            without stays absent); None keeps every decoder.
+
+    Raises:
+        ValueError: max_pixels is not a positive integer.
+    """
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    if formats is None:
+        return
+    Image.init()  # import every plugin now, so that none registers itself again later
+    keep = {f.upper() for f in formats}
+    for name, (factory, _accept) in list(Image.OPEN.items()):
+        if name not in keep:
+            Image.register_open(name, factory, _never)
+
+
+def _never(prefix: bytes) -> bool:
+    """The accept test of a switched-off Pillow decoder."""
+    return False
+
+
 # ------------------------------------------------------------------------------------- inputs
 
 
@@ -156,13 +200,18 @@ def _decode(data: bytes, name: str, max_pixels: int) -> Image.Image:
             raise ImageInputError(
                 f"{name}: {img.width}x{img.height} is more than the {max_pixels:,}-pixel limit"
             )
+        if max(img.size) > MAX_SIDE:
+            raise ImageInputError(
+                f"{name}: {img.width}x{img.height} has a side over the {MAX_SIDE:,}-pixel limit"
+            )
         img.load()  # the first frame of an animated GIF/WebP
         return ImageOps.exif_transpose(img)
     except ImageInputError:
         raise
     except UnidentifiedImageError:
         raise ImageInputError(f"{name}: not an image ({formats} expected)") from None
-    except Image.DecompressionBombError:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the latter: an error
+        # after configure_pillow, for sizes between Image.MAX_IMAGE_PIXELS and twice it
         raise ImageInputError(f"{name}: too many pixels (decompression bomb?)") from None
     except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, struct.error, ...
         raise ImageInputError(f"{name}: cannot decode image: {e}") from None
@@ -195,19 +244,33 @@ def _from_editor(value: Mapping) -> Image.Image:
         raise ImageInputError(
             "unsupported dict: expected a Gradio editor value with background, layers, composite"
         )
-    if value.get("composite") is not None:
-        return _to_image(value["composite"])
-    parts = [value.get("background")] + list(value.get("layers") or [])
-    images = [_to_image(p).convert("RGBA") for p in parts if p is not None]
-    if not images:
-        raise EmptyCanvasError()
-    canvas = images[0]
-    for layer in images[1:]:
+    layers = value.get("layers")
+    if layers is None:
+        layers = []
+    if not isinstance(layers, list | tuple):
+        raise ImageInputError(
+            f"editor layers must be a list of images, got {type(layers).__name__}"
+        )
+    parts = [value.get("composite"), value.get("background"), *layers]
+    if any(isinstance(p, Mapping) for p in parts):  # would recurse, without end if cyclic
+        raise ImageInputError("an editor value cannot hold another editor value")
+    if parts[0] is not None:
+        return _to_image(parts[0])
+    canvas = None
+    for part in parts[1:]:  # one layer decoded at a time: memory stays at two canvases
+        if part is None:
+            continue
+        layer = _to_image(part).convert("RGBA")
+        if canvas is None:
+            canvas = layer
+            continue
         if layer.size != canvas.size:  # a layer is anchored at the top left of the background
             padded = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
             padded.paste(layer, (0, 0))
             layer = padded
         canvas = Image.alpha_composite(canvas, layer)
+    if canvas is None:
+        raise EmptyCanvasError()
     return canvas
 
 
@@ -217,6 +280,10 @@ def _check_size(width: int, height: int) -> None:
     if width * height > MAX_PIXELS:
         raise ImageInputError(
             f"the image is {width}x{height}: more than the {MAX_PIXELS:,}-pixel limit"
+        )
+    if max(width, height) > MAX_SIDE:
+        raise ImageInputError(
+            f"the image is {width}x{height}: a side over the {MAX_SIDE:,}-pixel limit"
         )
 
 
@@ -273,7 +340,7 @@ def _to_uint8(a: np.ndarray, *, sixteen_bit: bool = False) -> np.ndarray:
     if kind == "f" and not np.isfinite(a).all():
         raise ImageInputError("the image array contains NaN or infinite values")
     lo, hi = float(a.min()), float(a.max())
-    if a.dtype == np.uint16 or sixteen_bit:
+    if (kind == "u" and a.dtype.itemsize == 2) or sixteen_bit:  # uint16 of either byte order
         top = 65535.0
     elif kind == "f" and lo >= -1e-6 and hi <= 1.0 + 1e-6:
         top = 1.0
@@ -284,8 +351,14 @@ def _to_uint8(a: np.ndarray, *, sixteen_bit: bool = False) -> np.ndarray:
         raise ImageInputError(
             f"image values span [{lo:g}, {hi:g}]: expected {expected} for {a.dtype}"
         )
-    scaled = np.clip(a.astype(np.float32) * np.float32(255.0 / top), 0, 255)
-    return np.rint(scaled).astype(np.uint8)
+    out = np.empty(a.shape, np.uint8)
+    factor = np.float32(255.0 / top)
+    step = max(1, _CONVERT_ELEMENTS // max(1, a[0].size))  # rows per step
+    for start in range(0, a.shape[0], step):  # a 4096x4096x4 float64 needs no 256 MB copies
+        block = a[start : start + step].astype(np.float32) * factor
+        np.clip(block, 0, 255, out=block)
+        out[start : start + step] = np.rint(block, out=block)
+    return out
 
 
 # ------------------------------------------------------------------------------------ pipeline

@@ -1,0 +1,491 @@
+"""The drawing page: draw or upload a digit and watch the MLP and the CNN read it side by side.
+
+Gradio Blocks over the JAX-free serving core (preprocess + Predictor): numpy, Pillow, onnxruntime
+and gradio only. The logic lives in small pure functions that tests call directly (predict_all,
+page_outputs, render_result, step_images); build_app wires them to components and launch serves
+the page on 127.0.0.1 by default, with a public share link only when asked.
+
+One named API endpoint, for gradio_client:
+
+    /predict(image: image file, method: "mnist" | "seed" = "mnist") -> JSON
+    {"method": "mnist", "models": {"mlp": {"digit": 7, "confidence": 0.98, "probabilities": [10]},
+                                   "cnn": {...}}}
+
+An empty or unreadable image is an error with a readable message (gradio_client raises AppError).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from flaxdigits.serve import spec
+from flaxdigits.serve.predictor import Prediction, Predictor
+from flaxdigits.serve.preprocess import (
+    DEFAULT_METHOD,
+    MAX_FILE_BYTES,
+    METHODS,
+    EmptyCanvasError,
+    ImageInputError,
+    Preprocessed,
+    configure_pillow,
+    preprocess,
+)
+
+MODEL_NAMES = ("mlp", "cnn")
+API_NAME = "predict"
+
+CANVAS_SIZE = (400, 400)  # (width, height) in pixels
+# Radius in canvas pixels: a ~28 px stroke on a digit ~300 px tall is MNIST's stroke/height ratio.
+BRUSH_RADIUS = 14
+ERASER_RADIUS = 24
+UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"]  # preprocess.FORMATS
+QUEUE_MAX_SIZE = 64  # waiting events: 50+ API clients at once; beyond it a clean "queue full"
+DELETE_CACHE = (900, 1800)  # every 15 min, delete uploads and outputs older than 30 min
+STEP_SIDE = 112  # steps smaller than this are shown enlarged with crisp (nearest) pixels
+
+API_DESCRIPTION = (
+    "Read the digit in an image file (PNG, JPEG, WebP, GIF or BMP) with the MLP and the CNN. "
+    'Returns {"method", "models": {"mlp": {"digit", "confidence", "probabilities" (10)}, '
+    '"cnn": {...}}}. An empty or unreadable image is an error that says why.'
+)
+UPLOAD_PROMPT = "Upload an image of a digit (PNG, JPEG, WebP, GIF or BMP)."
+METHOD_INFO = (
+    "mnist: fit the ink into 20x20 and centre it by mass, the way MNIST was made. "
+    "seed: pad the ink box to a square with 20% margins."
+)
+INTRO = """\
+# flaxdigits: draw a digit
+Draw a digit from 0 to 9 with the mouse or a finger: the MLP and the CNN, trained on MNIST and
+run by onnxruntime, read it as you draw. Or upload a photo or scan of a handwritten digit.
+"""
+
+CARD_CSS = """
+.fd-card { border: 1px solid var(--border-color-primary); border-radius: var(--radius-lg);
+  padding: 12px 14px; background: var(--block-background-fill); }
+.fd-title { font-weight: 600; font-size: 1.05em; }
+.fd-sub { color: var(--body-text-color-subdued); font-size: 0.85em; min-height: 1.2em; }
+.fd-main { display: flex; align-items: baseline; gap: 12px; margin: 6px 0 10px; }
+.fd-digit { font-size: 3.5em; font-weight: 700; line-height: 1; min-width: 0.7em; }
+.fd-none, .fd-conf { color: var(--body-text-color-subdued); }
+.fd-bars { display: flex; gap: 4px; align-items: stretch; height: 130px; }
+.fd-col { flex: 1; display: flex; flex-direction: column; align-items: center; min-width: 0; }
+.fd-pct { font-size: 0.7em; color: var(--body-text-color-subdued); height: 1.3em; }
+.fd-track { flex: 1; width: 100%; display: flex; align-items: flex-end; border-radius: 3px;
+  background: var(--background-fill-secondary); }
+.fd-fill { width: 100%; min-height: 1px; border-radius: 3px; background: var(--neutral-400); }
+.fd-top .fd-fill { background: var(--color-accent); }
+.fd-label { font-size: 0.9em; margin-top: 2px; }
+.fd-top .fd-label { font-weight: 700; color: var(--color-accent); }
+"""
+
+
+# ---------------------------------------------------------------------------------- models
+
+
+def load_predictors(models_dir, *, threads: int = 1) -> dict[str, Predictor]:
+    """Load MODELS_DIR/mlp.onnx and cnn.onnx, each checked against its manifest.
+
+    Args:
+        models_dir: the directory `make all` (or `flaxdigits export`) writes the models to.
+        threads: onnxruntime intra-op threads per model (0: onnxruntime's default, all cores).
+
+    Returns:
+        {"mlp": Predictor, "cnn": Predictor}, in that order.
+
+    Raises:
+        FileNotFoundError: the directory or one of the models is missing.
+        ModelLoadError: a model file is not a usable flaxdigits export.
+    """
+    directory = Path(models_dir)
+    missing = [f"{name}.onnx" for name in MODEL_NAMES if not (directory / f"{name}.onnx").is_file()]
+    if missing:
+        where = (
+            f"no models directory {directory}"
+            if not directory.is_dir()
+            else f"{directory} has no {' or '.join(missing)}"
+        )
+        raise FileNotFoundError(
+            f"{where}: train and export the models first with `make all` "
+            f"(or `flaxdigits export RUN_DIR --out {directory}/NAME.onnx` for mlp and cnn)"
+        )
+    return {name: Predictor(directory / f"{name}.onnx", threads=threads) for name in MODEL_NAMES}
+
+
+def concurrency_limit(threads: int, cores: int | None = None) -> int:
+    """How many predictions may run at once: the cores divided by the ORT threads each uses."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = max(1, cores or 1)
+    per_request = threads if threads > 0 else cores  # 0: onnxruntime takes every core
+    return max(1, cores // per_request)
+
+
+def model_subtitle(predictor: Predictor) -> str:
+    """'101,770 parameters · 97.6% test accuracy', from whatever metadata the model carries."""
+    parts = []
+    try:
+        parts.append(f"{int(predictor.metadata[spec.META_PARAMS]):,} parameters")
+    except (KeyError, ValueError):
+        pass
+    try:
+        accuracy = float(predictor.metadata[spec.META_TEST_ACCURACY])
+    except (KeyError, ValueError):
+        accuracy = None
+    if accuracy is not None and 0.0 <= accuracy <= 1.0:
+        parts.append(f"{accuracy:.1%} test accuracy")
+    return " · ".join(parts)
+
+
+# ------------------------------------------------------------------------------ prediction
+
+
+def classify(image28: np.ndarray, predictors: Mapping[str, Predictor]) -> dict[str, Prediction]:
+    """Every model's prediction for one preprocessed (28, 28) image."""
+    return {name: predictor.predict(image28) for name, predictor in predictors.items()}
+
+
+def prediction_json(prediction: Prediction) -> dict:
+    """A Prediction as JSON-ready numbers (6 decimals, as `flaxdigits predict --json`)."""
+    return {
+        "digit": prediction.digit,
+        "confidence": round(prediction.confidence, 6),
+        "probabilities": [round(p, 6) for p in prediction.probabilities],
+    }
+
+
+def predict_all(value, method: str, predictors: Mapping[str, Predictor]) -> dict:
+    """Preprocess once and classify with every model: the JSON the /predict endpoint returns.
+
+    Args:
+        value: anything preprocess() accepts (image file path, PIL image, array, editor dict).
+        method: "mnist" or "seed".
+        predictors: model name -> Predictor.
+
+    Returns:
+        {"method": method, "models": {name: {"digit", "confidence", "probabilities"}}}.
+
+    Raises:
+        EmptyCanvasError: nothing is drawn.
+        ImageInputError: the image cannot be read.
+        ValueError: unknown method.
+    """
+    pre = preprocess(value, method)
+    predictions = classify(pre.image, predictors)
+    return {
+        "method": method,
+        "models": {name: prediction_json(p) for name, p in predictions.items()},
+    }
+
+
+# -------------------------------------------------------------------------------- rendering
+
+
+def render_result(name: str, prediction: Prediction | None, subtitle: str = "") -> str:
+    """One model's card: the digit, its confidence and a bar per class, the top one highlighted.
+
+    The root carries data-model and data-digit ("" without a prediction) for scripts and tests.
+    """
+    digit = "" if prediction is None else str(prediction.digit)
+    probs = (0.0,) * len(spec.LABELS) if prediction is None else prediction.probabilities
+    columns = []
+    for label, p in zip(spec.LABELS, probs, strict=True):
+        top = " fd-top" if label == digit else ""
+        pct = f"{p:.0%}" if p >= 0.005 else ""
+        columns.append(
+            f'<div class="fd-col{top}" title="{label}: {p:.1%}">'
+            f'<div class="fd-pct">{pct}</div>'
+            f'<div class="fd-track"><div class="fd-fill" style="height: {100 * p:.1f}%">'
+            "</div></div>"
+            f'<div class="fd-label">{label}</div></div>'
+        )
+    described = ", ".join(f"{label}: {p:.1%}" for label, p in zip(spec.LABELS, probs, strict=True))
+    confidence = "no prediction" if prediction is None else f"{prediction.confidence:.1%} confident"
+    name_attr = html.escape(name, quote=True)
+    return (
+        f'<div class="fd-card" data-model="{name_attr}" data-digit="{digit}">'
+        f'<div class="fd-title">{html.escape(name.upper())}</div>'
+        f'<div class="fd-sub">{html.escape(subtitle)}</div>'
+        f'<div class="fd-main"><span class="fd-digit{"" if digit else " fd-none"}">'
+        f"{digit or '?'}</span>"
+        f'<span class="fd-conf">{confidence}</span></div>'
+        f'<div class="fd-bars" role="img" aria-label="probabilities: {described}">'
+        f"{''.join(columns)}</div></div>"
+    )
+
+
+def step_images(pre: Preprocessed) -> list[tuple[np.ndarray, str]]:
+    """The preprocessing steps as (image, caption) for a gallery; small ones enlarged crisply."""
+    captions = {
+        "original": "original",
+        "grayscale": "ink",
+        "cropped": "cropped",
+        "28x28": "28x28 input",
+    }
+    out = []
+    for key, step in pre.steps.items():
+        img = Image.fromarray(step)
+        if max(img.size) < STEP_SIDE:
+            scale = STEP_SIDE // max(img.size) + 1
+            img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+        out.append((np.asarray(img), captions.get(key, key)))
+    return out
+
+
+def summary(predictions: Mapping[str, Prediction]) -> str:
+    """One line that says what the models read and whether they agree (Markdown)."""
+    digits = {p.digit for p in predictions.values()}
+    if len(digits) == 1:
+        who = "Both models" if len(predictions) == 2 else "All models"
+        return f"{who} read **{digits.pop()}**."
+    parts = ", ".join(f"{name.upper()} reads **{p.digit}**" for name, p in predictions.items())
+    return f"The models disagree: {parts}."
+
+
+def page_outputs(
+    value,
+    method: str,
+    predictors: Mapping[str, Predictor],
+    *,
+    empty_message: str | None = None,
+    subtitles: Mapping[str, str] | None = None,
+) -> tuple[str, list[str], list[tuple[np.ndarray, str]]]:
+    """Everything the page shows for one input: (status Markdown, one card per model, steps).
+
+    An empty canvas or an unreadable image gives a message and empty cards, never an exception.
+    """
+    subtitles = subtitles or {}
+    try:
+        pre = preprocess(value, method)
+    except EmptyCanvasError as e:
+        message, pre = empty_message or str(e), None
+    except ImageInputError as e:
+        reason = str(e)
+        if isinstance(value, str):  # load_image_file names the (temporary) file first
+            reason = reason.removeprefix(f"{value}: ")
+        message, pre = f"Cannot read this image: {reason}", None
+    if pre is None:
+        cards = [render_result(name, None, subtitles.get(name, "")) for name in predictors]
+        return html.escape(message), cards, []
+    predictions = classify(pre.image, predictors)
+    cards = [render_result(name, p, subtitles.get(name, "")) for name, p in predictions.items()]
+    return summary(predictions), cards, step_images(pre)
+
+
+# -------------------------------------------------------------------------------------- app
+
+
+def blank_canvas() -> dict:
+    """The Sketchpad's starting value: a white background, so the brush is active at once.
+
+    Gradio 6 selects the brush on load only when the editor has a value; with an empty one it
+    shows "select the draw tool to start" and a person must find the brush button first.
+    """
+    return {"background": Image.new("RGB", CANVAS_SIZE, "white"), "layers": [], "composite": None}
+
+
+def build_app(predictors: Mapping[str, Predictor], *, concurrency: int = 1) -> gr.Blocks:
+    """The page: Sketchpad and upload on the left; per-model cards and the steps on the right.
+
+    Args:
+        predictors: model name -> Predictor, shown left to right.
+        concurrency: predictions allowed to run at once (see concurrency_limit).
+
+    Returns:
+        The Blocks with its queue configured; call .launch(**launch_options(...)).
+    """
+    predictors = dict(predictors)
+    subtitles = {name: model_subtitle(p) for name, p in predictors.items()}
+
+    def outputs_for(source: str, value, method: str) -> list:
+        empty = UPLOAD_PROMPT if source == "upload" else None
+        status, cards, steps = page_outputs(
+            value, method, predictors, empty_message=empty, subtitles=subtitles
+        )
+        return [source, status, *cards, steps]
+
+    def on_draw(value, method):
+        return outputs_for("draw", value, method)
+
+    def on_stroke(source, value, method):
+        if source == "upload":  # queued before the person switched to Upload: stale, drop it
+            return [gr.skip()] * (3 + len(predictors))
+        return outputs_for("draw", value, method)
+
+    def on_upload(path, method):
+        return outputs_for("upload", path, method)
+
+    def on_method(source, drawing, path, method):
+        return outputs_for(source, path if source == "upload" else drawing, method)
+
+    def on_clear(method):
+        return [blank_canvas(), *outputs_for("draw", None, method)]
+
+    def predict(image: str | None, method: str) -> dict:
+        """Classify an image file with both models (JSON: digit, confidence, probabilities)."""
+        if image is None:
+            raise gr.Error("No image: pass an image file.", print_exception=False)
+        try:
+            return predict_all(image, method or DEFAULT_METHOD, predictors)
+        except ImageInputError as e:
+            reason = str(e).removeprefix(f"{image}: ")
+            raise gr.Error(reason, print_exception=False) from None
+
+    with gr.Blocks(
+        title="flaxdigits: draw a digit", analytics_enabled=False, delete_cache=DELETE_CACHE
+    ) as demo:
+        gr.Markdown(INTRO)
+        source = gr.State("draw")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=440):
+                with gr.Tabs():
+                    with gr.Tab("Draw") as draw_tab:
+                        sketch = gr.Sketchpad(
+                            value=blank_canvas(),
+                            type="pil",
+                            image_mode="RGBA",
+                            canvas_size=CANVAS_SIZE,
+                            height=CANVAS_SIZE[1] + 110,
+                            brush=gr.Brush(
+                                default_size=BRUSH_RADIUS,
+                                colors=["#000000"],
+                                default_color="#000000",
+                                color_mode="fixed",
+                            ),
+                            eraser=gr.Eraser(default_size=ERASER_RADIUS),
+                            layers=False,
+                            transforms=(),
+                            buttons=["download"],
+                            format="png",
+                            label="Draw a digit (0-9)",
+                            elem_id="sketch",
+                        )
+                    with gr.Tab("Upload") as upload_tab:
+                        # A file, not gr.Image: gr.Image decodes the upload itself and fails
+                        # on a bad file with a bare "Error"; here load_image_file reads it
+                        # (format allow-list, pixel cap) and says what is wrong.
+                        upload = gr.File(
+                            file_types=UPLOAD_TYPES,
+                            type="filepath",
+                            label="Upload an image of a digit",
+                            elem_id="upload",
+                        )
+                method = gr.Radio(
+                    list(METHODS),
+                    value=DEFAULT_METHOD,
+                    label="Preprocessing",
+                    info=METHOD_INFO,
+                    elem_id="method",
+                )
+            with gr.Column(scale=1, min_width=440):
+                status = gr.Markdown(str(EmptyCanvasError()), elem_id="status")
+                with gr.Row():
+                    cards = [
+                        gr.HTML(
+                            render_result(name, None, subtitles[name]),
+                            css_template=CARD_CSS,
+                            js_on_load=None,
+                            elem_id=f"result-{name}",
+                            min_width=220,
+                        )
+                        for name in predictors
+                    ]
+                steps = gr.Gallery(
+                    label="Preprocessing steps",
+                    columns=4,
+                    rows=1,
+                    height=190,
+                    object_fit="contain",
+                    format="png",
+                    allow_preview=True,
+                    interactive=False,
+                    elem_id="steps",
+                )
+        # The API: hidden inputs and output, one named endpoint; the page's events stay private.
+        api_image = gr.File(file_types=UPLOAD_TYPES, type="filepath", label="image", visible=False)
+        api_result = gr.JSON(label="result", visible=False)
+        api_trigger = gr.Button(visible=False)
+
+        page = [source, status, *cards, steps]
+        common = {
+            "show_progress": "hidden",
+            "api_visibility": "private",
+            "concurrency_id": "predict",
+            "trigger_mode": "always_last",  # while drawing: at most one queued, the latest
+        }
+        # .input fires once per finished stroke (and on undo/redo); .change is not dispatched.
+        sketch.input(on_stroke, [source, sketch, method], page, **common)
+        sketch.clear(on_clear, [method], [sketch, *page], **common)
+        draw_tab.select(on_draw, [sketch, method], page, **common)
+        upload.change(on_upload, [upload, method], page, **common)
+        upload_tab.select(on_upload, [upload, method], page, **common)
+        method.change(on_method, [source, sketch, upload, method], page, **common)
+        api_trigger.click(
+            predict,
+            [api_image, method],
+            api_result,
+            api_name=API_NAME,
+            api_description=API_DESCRIPTION,
+            concurrency_id="predict",
+        )
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=concurrency)
+    return demo
+
+
+def launch_options(host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> dict:
+    """Keyword arguments for Blocks.launch: loopback by default, upload cap, nothing phoning out."""
+    return {
+        "server_name": host,
+        "server_port": port,
+        "share": share,
+        "max_file_size": MAX_FILE_BYTES,
+        "enable_monitoring": False,
+        "footer_links": ["api"],
+        "run_history": False,
+        "mcp_server": False,
+        "ssr_mode": False,
+        "pwa": False,
+        "show_error": False,
+        "inbrowser": False,
+    }
+
+
+def launch(
+    models_dir="models",
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    share: bool = False,
+    threads: int = 1,
+    *,
+    block: bool = True,
+) -> gr.Blocks:
+    """Serve the drawing page (`flaxdigits serve`, `make serve`).
+
+    Args:
+        models_dir: directory holding mlp.onnx and cnn.onnx (+ manifests).
+        host: interface to bind; 127.0.0.1 keeps the page on this machine.
+        port: TCP port.
+        share: create a public *.gradio.live link (off unless asked).
+        threads: onnxruntime intra-op threads per model.
+        block: serve until interrupted; False returns at once with the server running.
+
+    Returns:
+        The running Blocks (its .local_url, .close()).
+
+    Raises:
+        FileNotFoundError: models are missing (run `make all`).
+        ModelLoadError: a model is unusable.
+    """
+    predictors = load_predictors(models_dir, threads=threads)
+    demo = build_app(predictors, concurrency=concurrency_limit(threads))
+    # Gradio decodes the Sketchpad's images itself, before preprocess sees them: hold every
+    # Pillow decode in this process to preprocess's pixel cap and format list.
+    configure_pillow()
+    demo.launch(**launch_options(host, port, share), prevent_thread_lock=not block)
+    return demo

@@ -1,0 +1,143 @@
+"""The drawing page in headless Chromium: strokes drawn with the mouse are read by both models.
+
+Debian's Chromium (/usr/bin/chromium, `make browser-deps`) driven by Python Playwright; nothing
+downloads a browser. Without Chromium or Playwright the test is skipped with the reason, unless
+FLAXDIGITS_REQUIRE_BROWSER=1 (CI), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from flaxdigits.serve import app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",  # root in a container; the page is our own, on loopback
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 30_000  # software rendering on 2 cores: each stroke's canvas read-back is slow
+
+
+def browser_missing() -> str | None:
+    """Why the browser test cannot run here, or None."""
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} not found: install Debian's chromium (`make browser-deps`)"
+    if importlib.util.find_spec("playwright") is None:
+        return "Python Playwright is not installed (pip install -e '.[dev]')"
+    return None
+
+
+@pytest.fixture(scope="module")
+def page_url(request):
+    """The page with the 1-epoch exports on a free loopback port (checked for a browser first)."""
+    reason = browser_missing()
+    if reason:
+        if os.environ.get("FLAXDIGITS_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"FLAXDIGITS_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    exported_models = request.getfixturevalue("exported_models")  # trains: only when needed
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.MonkeyPatch.context() as mp:
+        # configure_pillow is process-wide (tested with preprocess): keep it out of the session.
+        mp.setattr(app, "configure_pillow", lambda: None)
+        demo = app.launch(models_dir=exported_models, host="127.0.0.1", port=port, block=False)
+        try:
+            yield demo.local_url
+        finally:
+            demo.close()
+
+
+@pytest.fixture
+def page(page_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),  # a fresh --user-data-dir
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1280, "height": 1000},
+        )
+        try:
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(page_url)
+            yield page
+        finally:
+            context.close()
+
+
+def stroke(page, points, steps=2) -> None:
+    """One mouse stroke through points given as fractions of the drawing canvas (x, y).
+
+    The brush joins pointer positions with straight segments, so a few moves per segment draw
+    a clean line; each move costs a canvas read-back in software rendering.
+    """
+    box = page.locator("#sketch canvas").first.bounding_box()
+    side = min(box["width"], box["height"])  # the square canvas, centred in the element
+    left = box["x"] + (box["width"] - side) / 2
+    top = box["y"] + (box["height"] - side) / 2
+    xy = [(left + fx * side, top + fy * side) for fx, fy in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for (x0, y0), (x1, y1) in zip(xy, xy[1:], strict=False):
+        for i in range(1, steps + 1):
+            page.mouse.move(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)
+    page.mouse.up()
+
+
+def read_digits(page) -> dict[str, str]:
+    """Wait until both cards show a digit; return them."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.fd-card')].length === 2 && "
+        "[...document.querySelectorAll('.fd-card')].every(c => c.dataset.digit !== '')"
+    )
+    return {
+        name: page.get_attribute(f"#result-{name} .fd-card", "data-digit")
+        for name in app.MODEL_NAMES
+    }
+
+
+def wait_for_empty(page) -> None:
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.fd-card')].every(c => c.dataset.digit === '')"
+    )
+
+
+def test_drawn_strokes_are_read_by_both_models(page):
+    # The brush is active as the page opens: no tool button to find first.
+    page.wait_for_selector("#sketch button[aria-label='Brush'].highlight")
+    assert "Draw a digit first" in page.inner_text("#status")
+
+    stroke(page, [(0.5, 0.15), (0.5, 0.85)])  # a "1"
+    assert read_digits(page) == {"mlp": "1", "cnn": "1"}
+    assert page.locator("#steps img").count() == 4
+    if shot := os.environ.get("FLAXDIGITS_SCREENSHOT"):
+        page.screenshot(path=shot, full_page=True)
+
+    # Clearing shows the message again and leaves the brush ready for the next digit.
+    page.click("#sketch button[aria-label='Clear canvas']")
+    wait_for_empty(page)
+    page.wait_for_selector("#sketch button[aria-label='Brush'].highlight")
+    assert "Draw a digit first" in page.inner_text("#status")
+
+    stroke(page, [(0.3, 0.2), (0.7, 0.2), (0.45, 0.85)])  # a "7"
+    assert read_digits(page) == {"mlp": "7", "cnn": "7"}
+    assert "Both models read" in page.inner_text("#status")
