@@ -16,10 +16,9 @@ import urllib.request
 
 import gradio as gr
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from PIL import Image, ImageDraw
+from toy_onnx import toy_model_bytes
 
 from flaxdigits.serve import app, spec
 from flaxdigits.serve.predictor import Predictor
@@ -27,32 +26,9 @@ from flaxdigits.serve.preprocess import MAX_FILE_BYTES, EmptyCanvasError, ImageI
 
 
 def toy_model(path, *, name: str, ink_digit: int) -> None:
-    """Flatten -> Gemm -> Softmax: `ink_digit` for any ink, 0 for a blank image."""
-    weights = np.zeros((784, 10), np.float32)
-    weights[:, ink_digit] = 1.0
-    bias = np.zeros(10, np.float32)
-    bias[0] = 2.0
-    graph = helper.make_graph(
-        [
-            helper.make_node("Flatten", [spec.INPUT_NAME], ["flat"], axis=1),
-            helper.make_node("Gemm", ["flat", "W", "b"], ["z"]),
-            helper.make_node("Softmax", ["z"], [spec.OUTPUT_NAME], axis=-1),
-        ],
-        "toy",
-        [helper.make_tensor_value_info(spec.INPUT_NAME, TensorProto.FLOAT, ["N", 28, 28, 1])],
-        [helper.make_tensor_value_info(spec.OUTPUT_NAME, TensorProto.FLOAT, ["N", 10])],
-        [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    metadata = {
-        spec.META_MODEL: name,
-        spec.META_PREPROCESSING: spec.PREPROCESSING_SPEC,
-        spec.META_PARAMS: "7850",
-        spec.META_TEST_ACCURACY: "0.9123",
-    }
-    for key, value in metadata.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save_model(model, path)
+    """The shared toy model: `ink_digit` for any ink, 0 for a blank image."""
+    metadata = {spec.META_PARAMS: "7850", spec.META_TEST_ACCURACY: "0.9123"}
+    path.write_bytes(toy_model_bytes(name=name, ink_digit=ink_digit, metadata=metadata))
 
 
 @pytest.fixture(scope="module")

@@ -85,3 +85,32 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path, mn
     assert checkpoint.pointer(run)["epoch"] == EPOCHS
     for a, b in zip(_leaves(reference), _leaves(run), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_sigkill_during_export_never_leaves_a_partial_model_or_manifest(tmp_path, trained_runs):
+    import json as jsonlib
+
+    import onnx
+
+    from flaxdigits.serve.predictor import Predictor
+
+    out = tmp_path / "models"
+    cmd = [sys.executable, "-m", "flaxdigits", "export", str(trained_runs["mlp"])]
+    cmd += ["--out", str(out / "mlp.onnx"), "--int8"]
+    rng = random.Random(99)
+    for _ in range(5):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 12.0))  # imports, conversion, evaluation, writes
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for path in out.glob("*") if out.exists() else []:
+            if path.name.startswith("."):
+                continue  # a killed write's temp file: never read, replaced next time
+            if path.suffix == ".onnx":
+                onnx.checker.check_model(onnx.load_from_string(path.read_bytes()))
+            else:
+                jsonlib.loads(path.read_text())
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("mlp.onnx", "mlp.int8.onnx"):
+        Predictor(out / name)  # complete, and its manifest agrees

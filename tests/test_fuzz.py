@@ -28,9 +28,10 @@ from unittest import mock
 import numpy as np
 import onnx
 import pytest
+import toy_onnx
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 from onnx.external_data_helper import set_external_data
 from PIL import Image
 
@@ -613,28 +614,8 @@ def test_configure_pillow_holds_every_decode_in_the_process_to_our_limits():
 
 
 def toy_model_bytes(labels: str | None = None) -> bytes:
-    """Flatten -> Gemm -> Softmax: 3 for any ink, 0 for a blank image (as test_predict_cli)."""
-    weights = np.zeros((784, 10), np.float32)
-    weights[:, 3] = 1.0
-    bias = np.zeros(10, np.float32)
-    bias[0] = 2.0
-    graph = helper.make_graph(
-        [
-            helper.make_node("Flatten", [spec.INPUT_NAME], ["flat"], axis=1),
-            helper.make_node("Gemm", ["flat", "W", "b"], ["z"]),
-            helper.make_node("Softmax", ["z"], [spec.OUTPUT_NAME], axis=-1),
-        ],
-        "toy",
-        [helper.make_tensor_value_info(spec.INPUT_NAME, TensorProto.FLOAT, ["N", 28, 28, 1])],
-        [helper.make_tensor_value_info(spec.OUTPUT_NAME, TensorProto.FLOAT, ["N", 10])],
-        [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    model.metadata_props.add(key=spec.META_MODEL, value="mlp")
-    model.metadata_props.add(key=spec.META_PREPROCESSING, value=spec.PREPROCESSING_SPEC)
-    if labels is not None:
-        model.metadata_props.add(key=spec.META_LABELS, value=labels)
-    return model.SerializeToString()
+    """The shared toy model (3 for any ink), optionally with a labels metadata value."""
+    return toy_onnx.toy_model_bytes(metadata=None if labels is None else {spec.META_LABELS: labels})
 
 
 def write_with_manifest(directory: Path, data: bytes, name: str = "mlp") -> Path:

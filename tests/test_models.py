@@ -63,3 +63,19 @@ def test_flops_per_image_counts_the_dominant_products():
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         models.create_model("resnet")
+
+
+def test_cnn_forward_equals_reference_forward_with_reduce_window_pooling():
+    cnn = models.create_model("cnn", seed=3)
+    x = jax.random.uniform(jax.random.PRNGKey(1), (16, 28, 28, 1))
+
+    def reference(x):  # the textbook lowering: conv, relu, reduce_window max-pool, dense layers
+        h = jax.lax.conv_general_dilated(
+            x, cnn.conv.kernel[...], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        h = jax.nn.relu(h + cnn.conv.bias[...])
+        h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        h = jax.nn.relu(h.reshape(16, -1) @ cnn.hidden.kernel[...] + cnn.hidden.bias[...])
+        return h @ cnn.out.kernel[...] + cnn.out.bias[...]
+
+    np.testing.assert_allclose(np.asarray(cnn(x)), np.asarray(reference(x)), rtol=1e-5, atol=1e-5)

@@ -9,10 +9,9 @@ import sys
 import textwrap
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from PIL import Image, ImageDraw
+from toy_onnx import toy_model_bytes
 
 from flaxdigits.cli import main
 from flaxdigits.serve import spec
@@ -20,26 +19,8 @@ from flaxdigits.serve.cli import predict_files
 
 
 def toy_model(path, preprocessing=spec.PREPROCESSING_SPEC):
-    """Flatten -> MatMul -> Softmax that answers 3 for any ink and 0 for a blank image."""
-    weights = np.zeros((784, 10), np.float32)
-    weights[:, 3] = 1.0
-    bias = np.zeros(10, np.float32)
-    bias[0] = 2.0
-    graph = helper.make_graph(
-        [
-            helper.make_node("Flatten", [spec.INPUT_NAME], ["flat"], axis=1),
-            helper.make_node("Gemm", ["flat", "W", "b"], ["z"]),
-            helper.make_node("Softmax", ["z"], [spec.OUTPUT_NAME], axis=-1),
-        ],
-        "toy",
-        [helper.make_tensor_value_info(spec.INPUT_NAME, TensorProto.FLOAT, ["N", 28, 28, 1])],
-        [helper.make_tensor_value_info(spec.OUTPUT_NAME, TensorProto.FLOAT, ["N", 10])],
-        [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    model.metadata_props.add(key=spec.META_MODEL, value="mlp")
-    model.metadata_props.add(key=spec.META_PREPROCESSING, value=preprocessing)
-    onnx.save_model(model, path)
+    """The shared toy model (3 for any ink, 0 for a blank image) with a preprocessing spec."""
+    path.write_bytes(toy_model_bytes(metadata={spec.META_PREPROCESSING: preprocessing}))
     return path
 
 
