@@ -9,8 +9,8 @@ EPOCHS ?= 5
 MODELS ?= models
 RUNS   ?= runs
 
-.PHONY: all install data train export compare report serve canvas-eval bench loadtest test lint format \
-        browser-deps clean
+.PHONY: all install data train export compare report serve canvas-eval bench loadtest test lint \
+        format browser-deps clean
 
 all: install data train export compare canvas-eval
 	@echo "done: $(RUNS)/*/metrics.json, $(MODELS)/*.onnx, reports/comparison.md"
@@ -27,16 +27,21 @@ $(VENV)/.installed: pyproject.toml
 data: install
 	$(FD) data
 
-# Training never overwrites a finished run: delete $(RUNS)/NAME to retrain from scratch.
-train: install
-	@for m in mlp cnn; do \
-	  if [ -f $(RUNS)/$$m/metrics.json ]; then echo "$(RUNS)/$$m already trained"; \
-	  else $(FD) train --model $$m --epochs $(EPOCHS) --out $(RUNS)/$$m --resume || exit 1; fi; \
-	done
+# Training never overwrites a finished run: delete $(RUNS)/NAME to retrain from scratch;
+# an interrupted run resumes from its last checkpoint.
+train: $(RUNS)/mlp/metrics.json $(RUNS)/cnn/metrics.json
 
-export: train
-	$(FD) export $(RUNS)/mlp --out $(MODELS)/mlp.onnx --int8
-	$(FD) export $(RUNS)/cnn --out $(MODELS)/cnn.onnx --int8
+# Never let make delete a trained run or an exported model (on Ctrl-C or as "intermediate").
+.PRECIOUS: $(RUNS)/%/metrics.json $(MODELS)/%.onnx
+
+$(RUNS)/%/metrics.json: | install
+	$(FD) train --model $* --epochs $(EPOCHS) --out $(RUNS)/$* --resume
+
+# Re-exported only when the run's metrics (written at the end of training) are newer.
+export: $(MODELS)/mlp.onnx $(MODELS)/cnn.onnx
+
+$(MODELS)/%.onnx: $(RUNS)/%/metrics.json | install
+	$(FD) export $(RUNS)/$* --out $@ --int8
 
 compare: install
 	$(FD) compare --epochs 5 10 --out reports
