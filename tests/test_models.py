@@ -19,6 +19,7 @@ def test_parameter_count_is_exact(name, count):
 def test_layer_shapes_are_pinned():
     cnn = models.create_model("cnn")
     assert cnn.conv.kernel.shape == (3, 3, 1, 32)
+    assert cnn.conv_bias.shape == (32,) and cnn.conv.bias is None
     assert cnn.hidden.kernel.shape == (5408, 100)
     assert cnn.out.kernel.shape == (100, 10)
     mlp = models.create_model("mlp")
@@ -73,9 +74,9 @@ def test_cnn_forward_equals_reference_forward_with_reduce_window_pooling():
         h = jax.lax.conv_general_dilated(
             x, cnn.conv.kernel[...], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
-        h = jax.nn.relu(h + cnn.conv.bias[...])
+        h = jax.nn.relu(h + cnn.conv_bias[...].reshape(1, 1, 1, -1))
         h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-        h = jax.nn.relu(h.reshape(16, -1) @ cnn.hidden.kernel[...] + cnn.hidden.bias[...])
-        return h @ cnn.out.kernel[...] + cnn.out.bias[...]
+        h = jax.nn.relu(h.reshape(16, -1) @ cnn.hidden.kernel[...] + cnn.hidden.bias[None])
+        return h @ cnn.out.kernel[...] + cnn.out.bias[None]
 
     np.testing.assert_allclose(np.asarray(cnn(x)), np.asarray(reference(x)), rtol=1e-5, atol=1e-5)
