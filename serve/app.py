@@ -434,7 +434,9 @@ def build_app(predictors: Mapping[str, Predictor], *, concurrency: int = 1) -> g
             api_description=API_DESCRIPTION,
             concurrency_id="predict",
         )
-    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=concurrency)
+    # api_open=False: Gradio otherwise (off Spaces) lets POST /gradio_api/api/NAME skip the queue
+    # and with it the size and concurrency limits.
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=concurrency, api_open=False)
     return demo
 
 

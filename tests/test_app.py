@@ -187,6 +187,7 @@ def test_app_exposes_one_named_endpoint_and_limits_its_queue(toys):
     assert public == {app.API_NAME}
     assert demo._queue.max_size == app.QUEUE_MAX_SIZE
     assert demo._queue.default_concurrency_limit == 2
+    assert demo.api_open is False
     sketch = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "sketch")
     assert sketch.brush.default_size == app.BRUSH_RADIUS
     assert sketch.brush.colors == ["#000000"]
@@ -319,6 +320,18 @@ def test_served_page_is_on_loopback_with_upload_cap_and_no_monitoring(served):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(url + "monitoring", timeout=10)
     assert e.value.code in (403, 404)
+
+
+def test_direct_http_post_cannot_bypass_the_queue(served):
+    request = urllib.request.Request(
+        served.local_url + "gradio_api/api/predict/",
+        data=json.dumps({"data": [None, "mnist"]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(request, timeout=10)
+    assert e.value.code == 404
+    assert "join the queue" in e.value.read().decode()
 
 
 def test_api_lists_one_predict_endpoint_taking_a_file_and_a_method(client):

@@ -114,3 +114,38 @@ def test_sigkill_during_export_never_leaves_a_partial_model_or_manifest(tmp_path
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in ("mlp.onnx", "mlp.int8.onnx"):
         Predictor(out / name)  # complete, and its manifest agrees
+
+
+def test_sigkill_during_compare_never_leaves_a_partial_report(tmp_path, trained_runs):
+    import json as jsonlib
+    import shutil
+
+    from PIL import Image
+
+    for name, run_dir in trained_runs.items():  # finished runs: compare only evaluates and writes
+        shutil.copytree(run_dir, tmp_path / "runs" / f"{name}-seed0")
+    cmd = [sys.executable, "-m", "flaxdigits", "compare", "--epochs", "1", "--out", str(tmp_path)]
+
+    def check_complete():
+        for path in tmp_path.rglob("*"):
+            if path.is_dir() or path.name.startswith("."):
+                continue  # a killed write's temp file: never read, replaced next time
+            if path.suffix == ".json":
+                jsonlib.loads(path.read_text())
+            elif path.suffix == ".png":
+                with Image.open(path) as img:
+                    img.load()
+            elif path.suffix == ".md":
+                assert path.read_text().endswith("\n"), path
+
+    rng = random.Random(7)
+    for _ in range(5):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(3.0, 12.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        check_complete()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    check_complete()
+    assert "| Test accuracy |" in (tmp_path / "comparison.md").read_text()
