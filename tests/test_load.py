@@ -17,7 +17,7 @@ def test_concurrent_clients_get_offline_answers_and_overload_gets_busy(exported_
         sys.path.remove(str(BENCHMARKS))
     out = tmp_path / "load.json"
     args = ["--models", str(exported_models), "--clients", "8", "--requests", "3"]
-    code = loadtest.main([*args, "--burst", "160", "--out", str(out)])
+    code = loadtest.main([*args, "--rounds", "1", "--burst", "160", "--out", str(out)])
     report = json.loads(out.read_text())
     assert code == 0, report["checks"]
     assert report["load"]["ok"] == 24 and report["load"]["mismatches"] == 0
