@@ -83,7 +83,8 @@ def start_server(models: Path, port: int, threads: int = 1) -> subprocess.Popen:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):  # noqa: S310
+            page = f"http://127.0.0.1:{port}/"  # loopback only, built here
+            with urllib.request.urlopen(page, timeout=2):  # noqa: S310 - fixed loopback URL
                 return proc
         except OSError:
             time.sleep(0.3)
