@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -192,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (OSError, ValueError, RuntimeError) as e:
         # Our errors (MNISTError, CheckpointError, ExportError, ModelLoadError, ...) subclass
-        # these and carry a message that says what to do.
+        # these and carry a message that says what to do. FLAXDIGITS_DEBUG=1: the traceback.
+        if os.environ.get("FLAXDIGITS_DEBUG"):
+            raise
         print(f"flaxdigits {args.command}: error: {e}", file=sys.stderr)
         return 1
 
