@@ -34,19 +34,20 @@ def evaluate_run(
     from flax import nnx
 
     from flaxdigits.data import load_mnist
-    from flaxdigits.train import evaluate_arrays, load_run, split_data, split_metrics
+    from flaxdigits.train import evaluate_splits, load_run, split_data, summarize_splits
 
     run = load_run(Path(run_dir))
     mnist = load_mnist(data_source)
     split = split_data(mnist, run.config)
     graphdef, params = nnx.split(run.model, nnx.Param)
+    results = evaluate_splits(graphdef, params, split, run.config.eval_batch_size)
     result: dict[str, Any] = {
         "model": run.config.model,
         "params": run.metrics.get("params"),
         **run.config.to_dict(),
-        **split_metrics(graphdef, params, split, run.config),
+        **summarize_splits(results),
     }
-    test = evaluate_arrays(graphdef, params, split.test_images, split.test_labels)
+    test = results["test"]
     confusion = confusion_matrix(mnist.test_labels, test["predictions"])
     result["confusion_matrix"] = confusion.tolist()
     result["per_class_accuracy"] = per_class_accuracy(confusion).tolist()

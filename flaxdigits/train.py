@@ -423,22 +423,36 @@ def train(
     return metrics
 
 
+def evaluate_splits(graphdef, params, split: Split, batch_size: int) -> dict[str, dict]:
+    """evaluate_arrays on the train, test and (if any) validation splits, once each."""
+    parts = {
+        "train": (split.train_images, split.train_labels),
+        "test": (split.test_images, split.test_labels),
+        "val": (split.val_images, split.val_labels),
+    }
+    return {
+        name: evaluate_arrays(graphdef, params, images, labels, batch_size)
+        for name, (images, labels) in parts.items()
+        if int(images.shape[0])
+    }
+
+
+def summarize_splits(results: dict[str, dict]) -> dict[str, float]:
+    """Loss and accuracy per split, plus the overfitting gap train - test."""
+    out = {}
+    for name in ("train", "test", "val"):
+        if name in results:
+            out |= {
+                f"{name}_accuracy": results[name]["accuracy"],
+                f"{name}_loss": results[name]["loss"],
+            }
+    out["overfit_gap"] = out["train_accuracy"] - out["test_accuracy"]
+    return out
+
+
 def split_metrics(graphdef, params, split: Split, config: TrainConfig) -> dict[str, float]:
     """Train/val/test loss and accuracy of params, plus the overfitting gap train - test."""
-    bs = config.eval_batch_size
-    tr = evaluate_arrays(graphdef, params, split.train_images, split.train_labels, bs)
-    te = evaluate_arrays(graphdef, params, split.test_images, split.test_labels, bs)
-    out = {
-        "train_accuracy": tr["accuracy"],
-        "train_loss": tr["loss"],
-        "test_accuracy": te["accuracy"],
-        "test_loss": te["loss"],
-        "overfit_gap": tr["accuracy"] - te["accuracy"],
-    }
-    if int(split.val_images.shape[0]):
-        va = evaluate_arrays(graphdef, params, split.val_images, split.val_labels, bs)
-        out |= {"val_accuracy": va["accuracy"], "val_loss": va["loss"]}
-    return out
+    return summarize_splits(evaluate_splits(graphdef, params, split, config.eval_batch_size))
 
 
 def _check_resumable(saved: TrainConfig, wanted: TrainConfig) -> None:
