@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flaxdigits.atomic import write_json_atomic
+
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
@@ -241,9 +243,7 @@ def main(argv=None) -> int:
         and rss_after - rss_before < 100,
     }
     report["checks"] = checks
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(args.out, report)
     print(json.dumps({k: report[k] for k in ("load", "overload")}, indent=1))
     print(f"RSS {rss_before:.0f} -> {rss_after:.0f} MiB; checks: {checks}")
     return 0 if all(checks.values()) else 1

@@ -14,7 +14,6 @@ numpy, Pillow and onnxruntime only.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from flaxdigits.atomic import write_json_atomic
 from flaxdigits.serve.predictor import Predictor, model_files
 from flaxdigits.serve.preprocess import METHODS, ImageInputError, preprocess
 
@@ -193,11 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError) as e:
         print(f"canvas_eval: error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(out)
+    out = write_json_atomic(args.out, report)
     seconds = report["seconds"]
     print(report["table"])
     print(
