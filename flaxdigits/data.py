@@ -187,12 +187,13 @@ def from_dir(directory: str | os.PathLike) -> MNIST:
     return _verify(files, f"dir {directory}")
 
 
-def _records_digest(images: np.ndarray, labels: np.ndarray) -> str:
-    """sha256 of the (label byte + 784 pixel bytes) records sorted bytewise: order-independent."""
+def _records_digest(images: np.ndarray, labels: np.ndarray) -> tuple[str, np.ndarray]:
+    """sha256 of the (label byte + 784 pixel bytes) records sorted bytewise (order-independent),
+    and that sorting order."""
     records = np.concatenate([labels.reshape(-1, 1), images.reshape(len(images), -1)], axis=1)
     records = np.ascontiguousarray(records, dtype=np.uint8)
     order = np.lexsort(records.T[::-1])
-    return hashlib.sha256(records[order].tobytes()).hexdigest()
+    return hashlib.sha256(records[order].tobytes()).hexdigest(), order
 
 
 def from_tfds(data_dir: str | os.PathLike | None = None) -> MNIST:
@@ -223,11 +224,9 @@ def _from_unordered(splits: dict[str, tuple[np.ndarray, np.ndarray]], source: st
     """Verify splits in an unknown order by record digest; return them sorted by record."""
     out = {}
     for split, (images, labels) in splits.items():
-        digest = _records_digest(images, labels)
+        digest, order = _records_digest(images, labels)
         if digest != RECORD_DIGESTS[split]:
             raise MNISTError(f"{source}: {split} records digest {digest[:16]}… is not MNIST's")
-        records = np.concatenate([labels.reshape(-1, 1), images.reshape(len(images), -1)], axis=1)
-        order = np.lexsort(records.T[::-1])
         out[split] = (images[order], labels[order])
     return MNIST(*out["train"], *out["test"], source=source)
 
