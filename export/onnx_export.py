@@ -158,7 +158,35 @@ def to_onnx_model(model, name: str) -> onnx.ModelProto:
             input_names=[spec.INPUT_NAME],
             output_names=[spec.OUTPUT_NAME],
         )
-    return _normalize(proto)
+    return _normalize(_fold_weight_transposes(proto))
+
+
+def _fold_weight_transposes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Bake `Transpose(initializer)` into the initializer (the conv kernel, HWIO -> OIHW).
+
+    jax2onnx emits that Transpose when the conv kernel reaches lax.conv as a traced value, as it
+    does through the CNN's custom-gradient conv+pool. onnxruntime would fold it at load time
+    anyway; baking it keeps the file's graph to the computation itself.
+    """
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    for node in list(graph.node):
+        if node.op_type != "Transpose" or node.input[0] not in inits or uses[node.input[0]] != 1:
+            continue
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        src = inits.pop(node.input[0])
+        baked = onnx.numpy_helper.from_array(
+            np.ascontiguousarray(np.transpose(onnx.numpy_helper.to_array(src), perm)),
+            name=node.output[0],
+        )
+        graph.initializer.remove(src)
+        graph.initializer.append(baked)
+        graph.node.remove(node)
+    return model
 
 
 def quantize_int8(float_bytes: bytes, calibration: np.ndarray) -> onnx.ModelProto:

@@ -92,6 +92,19 @@ def test_file_is_self_contained_valid_onnx_with_the_spec_io(exported_models, fil
     assert last.op_type == "Softmax"
 
 
+def test_cnn_graph_is_conv_slices_max_and_gemms(exported_models):
+    # The training-time custom gradient leaves no trace in the graph: one Conv on a baked OIHW
+    # kernel, 2x2 pooling as 4 Slices and 3 Max, two Gemms, Softmax.
+    model = onnx.load_model(exported_models / "cnn.onnx")
+    ops = [n.op_type for n in model.graph.node]
+    counts = {op: ops.count(op) for op in ("Conv", "Slice", "Max", "Gemm", "Softmax", "Transpose")}
+    assert counts == {"Conv": 1, "Slice": 4, "Max": 3, "Gemm": 2, "Softmax": 1, "Transpose": 2}
+    inits = {t.name: t for t in model.graph.initializer}
+    (conv,) = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert list(inits[conv.input[1]].dims) == [32, 1, 3, 3]  # OIHW, no Transpose in front
+    assert not any(n.op_type == "Transpose" and n.input[0] in inits for n in model.graph.node)
+
+
 @pytest.mark.parametrize("file", FILES)
 def test_metadata_names_model_training_source_and_contract(exported_models, trained_runs, file):
     name = file.split(".")[0]

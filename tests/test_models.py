@@ -56,6 +56,52 @@ def test_training_max_pool_equals_reduce_window_values_and_grads():
     np.testing.assert_allclose(np.asarray(g_ours), np.asarray(g_ref), rtol=1e-6)
 
 
+def _reference_conv_pool(x, kernel):  # autodiff of the textbook ops: conv, reduce_window max
+    y = jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    return jax.lax.reduce_window(y, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+def _assert_close_at_float32_scale(ours, ref):
+    # A kernel-gradient entry sums B*26*26 (5,408 for B=8) products; summed in another order,
+    # float32 differs by a few ulps of the gradient's overall scale, not of each small entry.
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=2e-6 * float(np.abs(ref).max()))
+
+
+def test_conv_max_pool_training_forward_and_gradients_equal_autodiff_of_the_reference():
+    kernel = models.create_model("cnn", seed=2).conv.kernel[...]
+    x = jax.random.uniform(jax.random.PRNGKey(4), (8, 28, 28, 1))  # continuous: no pooling ties
+    g = jax.random.normal(jax.random.PRNGKey(5), (8, 13, 13, 32))
+    out, vjp = jax.vjp(models.conv_max_pool, x, kernel)  # the forward training runs
+    ref_out, ref_vjp = jax.vjp(_reference_conv_pool, x, kernel)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref_out), rtol=1e-6, atol=1e-6)
+    for ours, ref in zip(vjp(g), ref_vjp(g), strict=True):
+        assert ours.shape == ref.shape
+        _assert_close_at_float32_scale(ours, ref)
+
+
+def test_conv_max_pool_kernel_gradient_on_real_digits_with_ties(mnist):
+    # Real digits: most windows are all-zero background, where all 4 positions tie.
+    kernel = models.create_model("cnn", seed=2).conv.kernel[...]
+    x = jnp.asarray(mnist.test_images[:64], jnp.float32)[..., None] / 255.0
+    g = jax.random.normal(jax.random.PRNGKey(6), (64, 13, 13, 32))
+    dk = jax.vjp(lambda k: models.conv_max_pool(x, k), kernel)[1](g)[0]
+    ref = jax.vjp(lambda k: _reference_conv_pool(x, k), kernel)[1](g)[0]
+    _assert_close_at_float32_scale(dk, ref)
+
+
+def test_conv_max_pool_tie_sends_the_gradient_to_the_first_maximum():
+    # A 1x1 "identity" kernel on a constant image: every window ties; the row-major first wins.
+    x = jnp.ones((1, 4, 4, 1))
+    kernel = jnp.ones((1, 1, 1, 1))
+    (dx,) = jax.grad(lambda v: jnp.sum(models.conv_max_pool(v, kernel)), argnums=(0,))(x)
+    expected = np.zeros((1, 4, 4, 1))
+    expected[0, ::2, ::2, 0] = 1.0
+    np.testing.assert_array_equal(np.asarray(dx), expected)
+
+
 def test_flops_per_image_counts_the_dominant_products():
     assert models.flops_per_image("mlp") > 2 * 784 * 128
     assert models.flops_per_image("cnn") > 2 * 5408 * 100 + 2 * 26 * 26 * 32 * 9
