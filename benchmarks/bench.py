@@ -65,7 +65,12 @@ def machine() -> dict:
 
 
 def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
-    """This machine's float32 matmul rate through XLA (median of repeats), GFLOP/s."""
+    """This machine's float32 matmul rate through XLA (median of repeats), GFLOP/s.
+
+    main() samples it before every training benchmark and takes the best sample: on a shared
+    (virtual) machine the rate swings ~20% with the neighbours' load, and the best rate gives
+    the lowest floor, so the ratio to it is the strict one.
+    """
     import jax
     import jax.numpy as jnp
 
@@ -289,13 +294,15 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).parent))
 
     from flaxdigits.data import load_mnist
-    from flaxdigits.models import flops_per_image
+    from flaxdigits.models import train_flops_per_image
 
     mnist = load_mnist()
     epochs = 3 if args.quick else 10
     results: dict = {"machine": machine(), "training": {}, "peer": {}}
+    rates = []
     for name in ("mlp", "cnn"):
         for batch in (32, 128, 1024):
+            rates.append(matmul_gflops())
             n_epochs = epochs if batch == 32 else 3
             print(f"training {name} batch {batch} ({n_epochs} epochs)", flush=True)
             results["training"][f"{name}/{batch}"] = train_bench(mnist, name, batch, n_epochs)
@@ -304,11 +311,11 @@ def main(argv=None) -> int:
                 peer = peer_bench(mnist, name, batch, 3)
                 if peer:
                     results["peer"][f"{name}/{batch}"] = peer
-    rate = matmul_gflops()
-    results["floor"] = {"matmul_gflops": rate}
+    rates.append(matmul_gflops())
+    rate = max(rates)
+    results["floor"] = {"matmul_gflops": rate, "matmul_gflops_samples": rates}
     for name in ("mlp", "cnn"):
-        # Training ~ 3x forward FLOPs (forward + backward w.r.t. activations and weights).
-        epoch_flops = 3 * flops_per_image(name) * 54_000
+        epoch_flops = train_flops_per_image(name) * 54_000
         floor_s = epoch_flops / (rate * 1e9)
         measured = results["training"][f"{name}/32"]["seconds_per_epoch"]
         results["floor"][name] = {
@@ -384,8 +391,12 @@ def to_markdown(r: dict) -> str:
         "",
         "## Compute floor",
         "",
-        f"float32 matmul rate (XLA, 1024×1024): {f['matmul_gflops']:.1f} GFLOP/s. "
-        "Training FLOPs per epoch = 3 × forward FLOPs × 54,000.",
+        f"float32 matmul rate (XLA, 1024×1024): {f['matmul_gflops']:.1f} GFLOP/s, the best of "
+        f"{len(f.get('matmul_gflops_samples', [0]))} samples taken through the run (median "
+        f"{statistics.median(f.get('matmul_gflops_samples', [f['matmul_gflops']])):.1f}). "
+        "Training FLOPs per epoch = 54,000 × (forward FLOPs + the backward products training "
+        "needs: all weight gradients, activation gradients of all layers but the first; "
+        "`flaxdigits.models.train_flops_per_image`).",
         "",
         "| Model | FLOPs/epoch | floor s/epoch | measured/floor b32 | measured/floor b128 |",
         "|---|---:|---:|---:|---:|",

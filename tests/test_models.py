@@ -107,6 +107,16 @@ def test_flops_per_image_counts_the_dominant_products():
     assert models.flops_per_image("cnn") > 2 * 5408 * 100 + 2 * 26 * 26 * 32 * 9
 
 
+def test_train_flops_count_forward_and_the_needed_backward_products():
+    # CNN: forward + conv kernel gradient + both dense layers' weight and input gradients.
+    assert models.train_flops_per_image("cnn") == models.flops_per_image("cnn") + 2 * (
+        26 * 26 * 32 * 9
+    ) + 4 * (5408 * 100 + 100 * 10)
+    # MLP: no gradient with respect to the image, so less than 3x the forward pass.
+    assert 2 * models.flops_per_image("mlp") < models.train_flops_per_image("mlp")
+    assert models.train_flops_per_image("mlp") < 3 * models.flops_per_image("mlp")
+
+
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         models.create_model("resnet")
