@@ -202,7 +202,7 @@ def train_steps(
 
     The TrainState crosses the call boundary as its flat list of leaves (treedef rebuilds it):
     one dispatch per STEPS_PER_CALL steps, and no per-step Python pytree work, which on a 2-core
-    CPU competes with XLA's threads for the cores (together ~20% of a batch-32 CNN step).
+    CPU competes with XLA's threads for the cores (measured: ~15% of a batch-32 CNN step).
     """
     step = functools.partial(
         indexed_train_step, graphdef, tx, steps_per_epoch, batch_size, batch_sharding
