@@ -32,6 +32,11 @@ VAL_SIZE_FRACTION = 0.1
 # Training steps per jitted call (a fori_loop on the device); the host syncs once per call to
 # update the progress bar. Results do not depend on it.
 STEPS_PER_CALL = 200
+# XLA:CPU compile options for the step loop. Without region analysis, copy insertion copies
+# every loop-carried array at the top of the fori_loop body (the CNN's 5408x100 kernel: 2.2 MB
+# per step) instead of updating it in place. Same numbers bit for bit; measured ~7% off a
+# batch-32 CNN step on a 2-core CPU (paired median of 40 alternating calls).
+CPU_COMPILER_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,6 +219,43 @@ def train_steps(
     return jax.tree.leaves(state), sums
 
 
+def compile_train_steps(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    state: TrainState,
+    config: TrainConfig,
+    steps_per_epoch: int,
+    batch_sharding: jax.sharding.NamedSharding,
+    order: jax.Array,
+    split: Split,
+) -> jax.stages.Compiled:
+    """train_steps compiled for state's leaves and split's device arrays (donates leaves, sums).
+
+    Call it as (leaves, sums, n, order, train_images, train_labels) -> (leaves, sums). On CPU
+    it is compiled with CPU_COMPILER_OPTIONS.
+    """
+    leaves, treedef = jax.tree.flatten(state)
+    fn = jax.jit(
+        functools.partial(
+            train_steps,
+            graphdef,
+            tx,
+            steps_per_epoch,
+            config.batch_size,
+            batch_sharding,
+            treedef,
+        ),
+        donate_argnums=(0, 1),
+    )
+    cpu = all(d.platform == "cpu" for d in batch_sharding.mesh.devices.flat)
+    replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
+    sums = jax.device_put(jnp.zeros((2,), jnp.float32), replicated)
+    n = jax.device_put(jnp.int32(STEPS_PER_CALL), replicated)
+    return fn.lower(leaves, sums, n, order, split.train_images, split.train_labels).compile(
+        compiler_options=CPU_COMPILER_OPTIONS if cpu else None
+    )
+
+
 def eval_chunk(graphdef, params, images, labels, mask):
     """Summed loss, correct count, predictions and probabilities of one padded chunk."""
     loss, logits = loss_and_logits(graphdef, params, to_float(images), labels)
@@ -376,18 +418,6 @@ def train(
 
     state = jax.device_put(state, replicated)
     leaves, treedef = jax.tree.flatten(state)
-    step_fn = jax.jit(
-        functools.partial(
-            train_steps,
-            graphdef,
-            tx,
-            steps_per_epoch,
-            config.batch_size,
-            batch_sharding,
-            treedef,
-        ),
-        donate_argnums=(0, 1),
-    )
     order_fn = jax.jit(epoch_order, static_argnums=2)
     # The step counts a call may run, put on the device before the transfer guard goes up.
     chunks = [
@@ -396,10 +426,9 @@ def train(
     counts = {n: jax.device_put(jnp.int32(n), replicated) for n in set(chunks)}
     t0 = time.perf_counter()
     order = order_fn(state.rng, jnp.int32(0), n_train)
-    zeros = jax.device_put(jnp.zeros((2,), jnp.float32), replicated)
-    step_fn = step_fn.lower(
-        leaves, zeros, counts[chunks[0]], order, split.train_images, split.train_labels
-    ).compile()
+    step_fn = compile_train_steps(
+        graphdef, tx, state, config, steps_per_epoch, batch_sharding, order, split
+    )
     compile_seconds = time.perf_counter() - t0
 
     snapshot_epochs = set(snapshot_epochs) | {config.epochs}

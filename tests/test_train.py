@@ -181,3 +181,41 @@ def test_config_validation_is_actionable():
         TrainConfig(model="mlp", epochs=0)
     with pytest.raises(ValueError, match="exceeds"):
         TrainConfig(model="mlp", batch_size=10**6).steps_per_epoch(54000)
+
+
+def test_cpu_step_loop_updates_the_kernel_in_place_with_the_same_numbers(small, monkeypatch):
+    # CPU_COMPILER_OPTIONS lets XLA:CPU update the loop-carried parameters in place (no
+    # per-step copy of the CNN's 5408x100 kernel) and must not change a single number.
+    import re
+
+    import jax.numpy as jnp
+
+    import flaxdigits.train as t
+
+    config = TrainConfig(model="cnn")
+    mesh = t.make_mesh(1)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    split = t.split_data(small, config, replicated)
+    n_train = int(split.train_images.shape[0])
+    steps_per_epoch = config.steps_per_epoch(n_train)
+    graphdef, state = t.init_state(config)
+    state = jax.device_put(state, replicated)
+    tx = t.make_optimizer(config)
+    order = t.epoch_order(state.rng, jnp.int32(0), n_train)
+    args = (graphdef, tx, state, config, steps_per_epoch, batch_sharding, order, split)
+
+    def run(compiled):
+        leaves = [jnp.copy(x) for x in jax.tree.leaves(state)]  # the call donates them
+        sums = jax.device_put(jnp.zeros((2,), jnp.float32), replicated)
+        n = jax.device_put(jnp.int32(20), replicated)
+        leaves, sums = compiled(leaves, sums, n, order, split.train_images, split.train_labels)
+        return [np.asarray(x) for x in [*leaves, sums]]
+
+    tuned = t.compile_train_steps(*args)
+    kernel_copy = re.compile(r"= f32\[5408,100\]\{[0-9,]*\} copy\(")
+    assert not kernel_copy.search(tuned.as_text())
+    monkeypatch.setattr(t, "CPU_COMPILER_OPTIONS", {})
+    plain = t.compile_train_steps(*args)
+    for a, b in zip(run(tuned), run(plain), strict=True):
+        np.testing.assert_array_equal(a, b)
