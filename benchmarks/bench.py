@@ -392,8 +392,8 @@ def to_markdown(r: dict) -> str:
         "## Compute floor",
         "",
         f"float32 matmul rate (XLA, 1024×1024): {f['matmul_gflops']:.1f} GFLOP/s, the best of "
-        f"{len(f.get('matmul_gflops_samples', [0]))} samples taken through the run (median "
-        f"{statistics.median(f.get('matmul_gflops_samples', [f['matmul_gflops']])):.1f}). "
+        f"{len(f['matmul_gflops_samples'])} samples taken through the run (median "
+        f"{statistics.median(f['matmul_gflops_samples']):.1f}). "
         "Training FLOPs per epoch = 54,000 × (forward FLOPs + the backward products training "
         "needs: all weight gradients, activation gradients of all layers but the first; "
         "`flaxdigits.models.train_flops_per_image`).",
@@ -415,7 +415,7 @@ def to_markdown(r: dict) -> str:
     lines += [
         "",
         f"CNN batch-32 epochs in this run: {min(spread):.2f}–{max(spread):.2f} s; matmul-rate "
-        f"samples {min(f.get('matmul_gflops_samples', [f['matmul_gflops']])):.0f}–"
+        f"samples {min(f['matmul_gflops_samples']):.0f}–"
         f"{f['matmul_gflops']:.0f} GFLOP/s (a shared virtual machine: the neighbours' load moves "
         "both).",
     ]

@@ -163,16 +163,25 @@ def count_params(model: nnx.Module) -> int:
     return sum(int(p.size) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
+# Multiply-adds of each weight layer for one image, input side first, and the forward pass's
+# elementwise FLOPs (bias, ReLU, 3 comparisons per 2x2 pooling window).
+_LAYER_MACS = {"mlp": (784 * 128, 128 * 10), "cnn": (26 * 26 * 32 * 9, 5408 * 100, 100 * 10)}
+_ELEMENTWISE = {
+    "mlp": 128 + 128 + 10,
+    "cnn": 2 * 26 * 26 * 32 + 13 * 13 * 32 * 3 + 2 * 100 + 10,
+}
+
+
+def _layer_macs(name: str) -> tuple[int, ...]:
+    try:
+        return _LAYER_MACS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
+
+
 def flops_per_image(name: str) -> int:
     """Forward-pass FLOPs for one image (multiply-add = 2 FLOPs; bias, ReLU, pool = 1 each)."""
-    if name == "mlp":
-        return 2 * 784 * 128 + 128 + 128 + 2 * 128 * 10 + 10
-    if name == "cnn":
-        conv = 2 * 26 * 26 * 32 * 9 + 2 * 26 * 26 * 32  # MACs, then bias + ReLU
-        pool = 13 * 13 * 32 * 3  # three comparisons per 2x2 window
-        dense = 2 * 5408 * 100 + 2 * 100 + 2 * 100 * 10 + 10
-        return conv + pool + dense
-    raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    return 2 * sum(_layer_macs(name)) + _ELEMENTWISE[name]
 
 
 def train_flops_per_image(name: str) -> int:
@@ -181,13 +190,8 @@ def train_flops_per_image(name: str) -> int:
     (nobody asks for the gradient of the input image). Elementwise backward work (ReLU and
     pooling masks, bias sums) is left out: under 2% of the total for either model.
     """
-    if name == "mlp":
-        return flops_per_image(name) + 2 * 784 * 128 + 2 * (2 * 128 * 10)
-    if name == "cnn":
-        conv_kernel_grad = 2 * 26 * 26 * 32 * 9
-        dense = 2 * (2 * 5408 * 100) + 2 * (2 * 100 * 10)  # weight and input gradients
-        return flops_per_image(name) + conv_kernel_grad + dense
-    raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    macs = _layer_macs(name)
+    return flops_per_image(name) + 2 * sum(macs) + 2 * sum(macs[1:])
 
 
 def predict_proba(model: nnx.Module, images: jax.Array) -> jax.Array:
