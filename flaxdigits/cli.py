@@ -12,6 +12,9 @@ import os
 import sys
 from pathlib import Path
 
+# 128 + SIGPIPE: what a shell reports for a command its downstream reader closed on.
+EXIT_BROKEN_PIPE = 141
+
 
 def _cmd_data(args: argparse.Namespace) -> int:
     from flaxdigits.data import load_mnist
@@ -191,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Whoever read our output went away (`flaxdigits predict *.png | head -1`): stop quietly
+        # with the shell's SIGPIPE status, as coreutils do. stdout now points at /dev/null, so
+        # the interpreter's exit-time flush cannot raise the error again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except (OSError, ValueError, RuntimeError) as e:
         # Our errors (MNISTError, CheckpointError, ExportError, ModelLoadError, ...) subclass
         # these and carry a message that says what to do. FLAXDIGITS_DEBUG=1: the traceback.

@@ -121,6 +121,22 @@ def test_predict_never_imports_jax_or_flax(model, files):
     assert report == {"code": 0, "heavy": []}
 
 
+def test_reader_closing_the_pipe_stops_quietly_with_the_sigpipe_status(model, files):
+    # `flaxdigits predict *.png | head -1`: more output than a pipe buffers, the reader leaves
+    # after one line. Before the fix: a "Broken pipe" error line plus Python's exit-time trace.
+    many = [files["digit.png"]] * 4000  # ~60 bytes a line: well past a 64 KiB pipe buffer
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flaxdigits", "predict", "--json", "--model", model, *many],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert json.loads(proc.stdout.readline())["digit"] == 3
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert err == ""
+
+
 def test_exported_cnn_reads_real_digits_from_png_files(exported_models, mnist, tmp_path, capsys):
     from flaxdigits.serve.canvas_eval import render_canvas
 
