@@ -23,7 +23,7 @@ MAX_IR_VERSION = 10
 # metadata_props keys written by export/ into every .onnx file.
 META_MODEL = "flaxdigits.model"  # "mlp" | "cnn"
 META_PARAMS = "flaxdigits.params"  # parameter count, decimal string
-META_TEST_ACCURACY = "flaxdigits.test_accuracy"  # of the float model on the 10k test set
+META_TEST_ACCURACY = "flaxdigits.test_accuracy"  # of this file on the 10k test set
 META_TRAIN_CONFIG = "flaxdigits.train_config"  # JSON: epochs, batch_size, seed, ...
 META_PREPROCESSING = "flaxdigits.preprocessing"  # PREPROCESSING_SPEC
 META_LABELS = "flaxdigits.labels"  # JSON list "0".."9"
