@@ -186,6 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _silence_stdout() -> None:
+    """Point file descriptor 1 at /dev/null, so that the interpreter's exit-time flush of the
+    closed pipe cannot raise again. A stdout that is no real file (tests' StringIO) is left be."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # None, or io.UnsupportedOperation
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run one subcommand; expected failures print one line, not a traceback."""
     args = build_parser().parse_args(argv)
@@ -196,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # Whoever read our output went away (`flaxdigits predict *.png | head -1`): stop quietly
-        # with the shell's SIGPIPE status, as coreutils do. stdout now points at /dev/null, so
-        # the interpreter's exit-time flush cannot raise the error again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # with the shell's SIGPIPE status, as coreutils do.
+        if os.environ.get("FLAXDIGITS_DEBUG"):
+            raise
+        _silence_stdout()
         return EXIT_BROKEN_PIPE
     except (OSError, ValueError, RuntimeError) as e:
         # Our errors (MNISTError, CheckpointError, ExportError, ModelLoadError, ...) subclass
