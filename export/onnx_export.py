@@ -42,7 +42,7 @@ CALIBRATION_IMAGES = 1000  # evenly spaced over the training split (never valida
 PARITY_TOLERANCE = 1e-5  # max |probability difference| between onnxruntime and JAX
 INT8_MAX_ACCURACY_DROP = 0.002  # test accuracy the int8 file may lose against the float model
 INT8_MAX_SIZE_RATIO = 0.30
-EVAL_BATCH = 1000
+EVAL_BATCH = 1000  # onnxruntime batch for the 10k-image checks (the JAX side uses its own default)
 QUANTIZATION = {
     "method": "onnxruntime.quantization.quantize_static",
     "format": "QDQ",
@@ -316,7 +316,7 @@ def jax_evaluation(model, images: np.ndarray, labels: np.ndarray) -> dict[str, A
     from flaxdigits.train import evaluate_arrays
 
     graphdef, params = nnx.split(model, nnx.Param)
-    return evaluate_arrays(graphdef, params, images, labels.astype(np.int32), EVAL_BATCH)
+    return evaluate_arrays(graphdef, params, images, labels.astype(np.int32))
 
 
 def session(model, threads: int = 1):

@@ -282,7 +282,11 @@ def _jitted_eval_chunk(graphdef: nnx.GraphDef):
 
 
 def evaluate_arrays(
-    graphdef: nnx.GraphDef, params: nnx.State, images, labels, batch_size: int = 1000
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    images,
+    labels,
+    batch_size: int = TrainConfig.eval_batch_size,
 ) -> dict[str, Any]:
     """Loss, accuracy, predictions and probabilities over a whole (on-device) uint8 split."""
     n = int(images.shape[0])
@@ -432,6 +436,10 @@ def train(
     step_fn = compile_train_steps(
         graphdef, tx, state, config, steps_per_epoch, batch_sharding, order, split
     )
+    if int(split.val_images.shape[0]):  # the validation pass's executable, on its first chunk
+        first = slice(0, config.eval_batch_size)
+        x, y = split.val_images[first], split.val_labels[first]
+        evaluate_arrays(graphdef, state.params, x, y, config.eval_batch_size)
     compile_seconds = time.perf_counter() - t0
 
     snapshot_epochs = set(snapshot_epochs) | {config.epochs}
