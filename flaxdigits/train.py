@@ -489,12 +489,13 @@ def train(
             {"config": config.to_dict(), "history": history, "snapshots": snapshots},
             epoch=epoch + 1,
         )
-        log(
-            f"{config.model} epoch {epoch + 1}: loss {train_loss:.4f} acc {train_acc:.4f}"
-            + (f" val_acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else "")
-            + f" ({seconds:.1f} s"
-            + (f", validation {record['val_seconds']:.1f} s)" if "val_seconds" in record else ")")
-        )
+        line = f"{config.model} epoch {epoch + 1}: loss {train_loss:.4f} acc {train_acc:.4f}"
+        if "val_accuracy" in record:
+            line += f" val_acc {record['val_accuracy']:.4f}"
+            timing = f"{seconds:.1f} s, validation {record['val_seconds']:.1f} s"
+        else:
+            timing = f"{seconds:.1f} s"
+        log(f"{line} ({timing})")
 
     final = snapshots[str(config.epochs)]
     epoch_seconds = [h["seconds"] for h in history]

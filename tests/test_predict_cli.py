@@ -124,7 +124,7 @@ def test_predict_never_imports_jax_or_flax(model, files):
 def test_reader_closing_the_pipe_stops_quietly_with_the_sigpipe_status(model, files):
     # `flaxdigits predict *.png | head -1`: more output than a pipe buffers, the reader leaves
     # after one line. Before the fix: a "Broken pipe" error line plus Python's exit-time trace.
-    many = [files["digit.png"]] * 4000  # ~60 bytes a line: well past a 64 KiB pipe buffer
+    many = [files["digit.png"]] * 4000  # ~200-byte JSON lines: ~0.8 MB, past any pipe buffer
     proc = subprocess.Popen(
         [sys.executable, "-m", "flaxdigits", "predict", "--json", "--model", model, *many],
         stdout=subprocess.PIPE,
