@@ -94,12 +94,22 @@ def start_server(models: Path, port: int, threads: int = 1) -> subprocess.Popen:
     raise RuntimeError("server did not start within 120 s")
 
 
+def client_for(url: str, timeout: float):
+    """A gradio_client Client whose every HTTP call (config, upload, queue join, event stream)
+    waits up to `timeout` seconds. Left alone, the upload and the queue join use httpx's 5 s
+    default: a client giving up early under load would be counted as a server error."""
+    import httpx
+    from gradio_client import Client
+
+    return Client(url, verbose=False, httpx_kwargs={"timeout": httpx.Timeout(timeout)})
+
+
 def run_clients(url: str, files, answers, clients: int, requests: int, timeout: float) -> dict:
     """clients threads x requests each; returns latencies, errors and mismatches."""
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     def worker(k: int):
-        client = Client(url, verbose=False)
+        client = client_for(url, timeout)
         times, errors, mismatches = [], [], 0
         for j in range(requests):
             path, _ = files[(k * requests + j) % len(files)]
@@ -151,31 +161,42 @@ def _merge(rounds: list[dict]) -> dict:
     return merged
 
 
-def overload(url: str, path: Path, burst: int) -> dict:
+def overload(url: str, path: Path, burst: int, timeout: float) -> dict:
     """A burst larger than the queue, one client per request, all at once: the extra requests
-    must get a clean "queue full" (the server's HTTP 503), never another error."""
-    from gradio_client import Client, handle_file
+    must get a clean "queue full" (the server's HTTP 503), never another error, within the
+    per-request timeout. Reports how long the slowest answer of each kind took."""
+    from gradio_client import handle_file
 
-    clients = [Client(url, verbose=False) for _ in range(burst)]
+    clients = [client_for(url, timeout) for _ in range(burst)]
     image = handle_file(str(path))
     start = threading.Barrier(burst)
 
-    def one(client):
+    def one(client) -> tuple[str, float]:
         start.wait()
+        t = time.perf_counter()
         try:
-            client.predict(image, "mnist", api_name="/predict")
-            return "ok"
+            client.submit(image, "mnist", api_name="/predict").result(timeout=timeout)
+            return "ok", time.perf_counter() - t
         except Exception as e:  # noqa: BLE001 - classified below
             text = str(e).lower()
-            return "busy" if "full" in text or "busy" in text else f"{type(e).__name__}: {e}"[:200]
+            kind = "busy" if "full" in text or "busy" in text else f"{type(e).__name__}: {e}"[:200]
+            return kind, time.perf_counter() - t
 
     with concurrent.futures.ThreadPoolExecutor(burst) as pool:
         outcomes = list(pool.map(one, clients))
+    kinds = [k for k, _ in outcomes]
+
+    def slowest(kind: str) -> float | None:
+        times = [s for k, s in outcomes if k == kind]
+        return round(max(times), 2) if times else None
+
     return {
         "burst": burst,
-        "ok": outcomes.count("ok"),
-        "busy": outcomes.count("busy"),
-        "other_errors": [o for o in outcomes if o not in ("ok", "busy")],
+        "ok": kinds.count("ok"),
+        "busy": kinds.count("busy"),
+        "other_errors": [k for k in kinds if k not in ("ok", "busy")],
+        "slowest_ok_s": slowest("ok"),
+        "slowest_busy_s": slowest("busy"),
     }
 
 
@@ -187,7 +208,9 @@ def main(argv=None) -> int:
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--burst", type=int, default=200, help="overload burst > queue (0: skip)")
     ap.add_argument("--rounds", type=int, default=3, help="load rounds (RSS after each)")
-    ap.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, s")
+    ap.add_argument(
+        "--timeout", type=float, default=120.0, help="per-request timeout (every HTTP call), s"
+    )
     ap.add_argument("--out", default="benchmarks/loadtest.json")
     args = ap.parse_args(argv)
     models = Path(args.models)
@@ -210,7 +233,7 @@ def main(argv=None) -> int:
                 rss.append(rss_mib(server.pid))
             load = _merge(rounds)
             rss_before, rss_after = rss[0], rss[-1]
-            over = overload(url, files[0][0], args.burst) if args.burst else None
+            over = overload(url, files[0][0], args.burst, args.timeout) if args.burst else None
             after = run_clients(url, files, answers, 1, 3, args.timeout)  # still up and right
             alive = server.poll() is None
         finally:
