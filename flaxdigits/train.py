@@ -116,6 +116,18 @@ class Run:
     checkpoint_sha256: str
 
 
+class Setup(NamedTuple):
+    """What a training job is built from before its first step (see prepare)."""
+
+    replicated: jax.sharding.NamedSharding  # whole arrays on every mesh device
+    batch_sharding: jax.sharding.NamedSharding  # the batch axis split over the mesh
+    split: Split  # on the device(s), replicated
+    steps_per_epoch: int
+    tx: optax.GradientTransformation
+    graphdef: nnx.GraphDef
+    state: TrainState  # fresh from config.seed, not yet placed on the mesh
+
+
 # ------------------------------------------------------------------------------ pure functions
 
 
@@ -223,16 +235,9 @@ def train_steps(
 
 
 def compile_train_steps(
-    graphdef: nnx.GraphDef,
-    tx: optax.GradientTransformation,
-    state: TrainState,
-    config: TrainConfig,
-    steps_per_epoch: int,
-    batch_sharding: jax.sharding.NamedSharding,
-    order: jax.Array,
-    split: Split,
+    setup: Setup, config: TrainConfig, state: TrainState, order: jax.Array
 ) -> jax.stages.Compiled:
-    """train_steps compiled for state's leaves and split's device arrays (donates leaves, sums).
+    """train_steps compiled for state's leaves and setup's device arrays (donates leaves, sums).
 
     Call it as (leaves, sums, n, order, train_images, train_labels) -> (leaves, sums). On CPU
     it is compiled with CPU_COMPILER_OPTIONS.
@@ -241,19 +246,19 @@ def compile_train_steps(
     fn = jax.jit(
         functools.partial(
             train_steps,
-            graphdef,
-            tx,
-            steps_per_epoch,
+            setup.graphdef,
+            setup.tx,
+            setup.steps_per_epoch,
             config.batch_size,
-            batch_sharding,
+            setup.batch_sharding,
             treedef,
         ),
         donate_argnums=(0, 1),
     )
-    cpu = all(d.platform == "cpu" for d in batch_sharding.mesh.devices.flat)
-    replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
-    sums = jax.device_put(jnp.zeros((2,), jnp.float32), replicated)
-    n = jax.device_put(jnp.int32(STEPS_PER_CALL), replicated)
+    cpu = all(d.platform == "cpu" for d in setup.batch_sharding.mesh.devices.flat)
+    sums = jax.device_put(jnp.zeros((2,), jnp.float32), setup.replicated)
+    n = jax.device_put(jnp.int32(STEPS_PER_CALL), setup.replicated)
+    split = setup.split
     return fn.lower(leaves, sums, n, order, split.train_images, split.train_labels).compile(
         compiler_options=CPU_COMPILER_OPTIONS if cpu else None
     )
@@ -347,6 +352,22 @@ def split_data(
     )
 
 
+def prepare(config: TrainConfig, mnist: MNIST, mesh: jax.sharding.Mesh) -> Setup:
+    """Shardings over mesh, the data on the device(s), the optimizer and a fresh state."""
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    split = split_data(mnist, config, replicated)
+    graphdef, state = init_state(config)
+    return Setup(
+        replicated=replicated,
+        batch_sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")),
+        split=split,
+        steps_per_epoch=config.steps_per_epoch(int(split.train_images.shape[0])),
+        tx=make_optimizer(config),
+        graphdef=graphdef,
+        state=state,
+    )
+
+
 def device_description() -> str:
     """E.g. 'cpu (x86_64, 2 devices)' or 'gpu (NVIDIA H100 80GB HBM3, 1 device)'."""
     devices = jax.local_devices()
@@ -404,14 +425,11 @@ def train(
     n_devices = mesh.devices.size
     if config.batch_size % n_devices:
         raise ValueError(f"batch size {config.batch_size} does not split over {n_devices} devices")
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     mnist = data if data is not None else load_mnist(data_source, log=log)
-    split = split_data(mnist, config, replicated)
+    setup = prepare(config, mnist, mesh)
+    replicated, split, graphdef, state = setup.replicated, setup.split, setup.graphdef, setup.state
     n_train = int(split.train_images.shape[0])
-    steps_per_epoch = config.steps_per_epoch(n_train)
-    tx = make_optimizer(config)
-    graphdef, state = init_state(config)
+    steps_per_epoch = setup.steps_per_epoch
 
     history: list[dict[str, Any]] = []
     snapshots: dict[str, dict[str, float]] = {}
@@ -433,9 +451,7 @@ def train(
     counts = {n: jax.device_put(jnp.int32(n), replicated) for n in set(chunks)}
     t0 = time.perf_counter()
     order = order_fn(state.rng, jnp.int32(0), n_train)
-    step_fn = compile_train_steps(
-        graphdef, tx, state, config, steps_per_epoch, batch_sharding, order, split
-    )
+    step_fn = compile_train_steps(setup, config, state, order)
     if int(split.val_images.shape[0]):  # the validation pass's executable, on its first chunk
         first = slice(0, config.eval_batch_size)
         x, y = split.val_images[first], split.val_labels[first]

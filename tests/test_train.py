@@ -197,17 +197,11 @@ def test_cpu_step_loop_updates_the_kernel_in_place_with_the_same_numbers(small, 
     import flaxdigits.train as t
 
     config = TrainConfig(model="cnn")
-    mesh = t.make_mesh(1)
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    split = t.split_data(small, config, replicated)
-    n_train = int(split.train_images.shape[0])
-    steps_per_epoch = config.steps_per_epoch(n_train)
-    graphdef, state = t.init_state(config)
-    state = jax.device_put(state, replicated)
-    tx = t.make_optimizer(config)
-    order = t.epoch_order(state.rng, jnp.int32(0), n_train)
-    args = (graphdef, tx, state, config, steps_per_epoch, batch_sharding, order, split)
+    setup = t.prepare(config, small, t.make_mesh(1))  # as train() builds its job
+    replicated, split = setup.replicated, setup.split
+    state = jax.device_put(setup.state, replicated)
+    order = t.epoch_order(state.rng, jnp.int32(0), int(split.train_images.shape[0]))
+    args = (setup, config, state, order)
 
     def run(compiled):
         leaves = [jnp.copy(x) for x in jax.tree.leaves(state)]  # the call donates them
