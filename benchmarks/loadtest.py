@@ -176,11 +176,11 @@ def overload(url: str, path: Path, burst: int, timeout: float) -> dict:
         t = time.perf_counter()
         try:
             client.submit(image, "mnist", api_name="/predict").result(timeout=timeout)
-            return "ok", time.perf_counter() - t
+            kind = "ok"
         except Exception as e:  # noqa: BLE001 - classified below
             text = str(e).lower()
             kind = "busy" if "full" in text or "busy" in text else f"{type(e).__name__}: {e}"[:200]
-            return kind, time.perf_counter() - t
+        return kind, time.perf_counter() - t
 
     with concurrent.futures.ThreadPoolExecutor(burst) as pool:
         outcomes = list(pool.map(one, clients))
