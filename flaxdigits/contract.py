@@ -1,0 +1,85 @@
+"""The contract every layer shares: model names, the model input and its scaling, labels, the
+ONNX graph's I/O names, metadata keys, the preprocessing spec and methods, the manifest schema.
+
+Standard library and numpy only: training, export and the JAX-free serve side all import it, and
+nothing here imports any other flaxdigits module.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# The two compared architectures, in report and page order.
+MODEL_NAMES = ("mlp", "cnn")
+
+# The model input: float32 [N, 28, 28, 1] NHWC, values in [0, 1], white digit on black (MNIST).
+IMAGE_SIDE = 28
+PIXEL_MAX = 255.0  # uint8 pixel value that maps to 1.0
+INPUT_NAME = "image"
+INPUT_SHAPE = ("N", IMAGE_SIDE, IMAGE_SIDE, 1)
+OUTPUT_NAME = "probabilities"  # float32 [N, 10], softmax inside the graph
+LABELS = tuple(str(d) for d in range(10))
+INPUT_DESCRIPTION = "image: float32 [N,28,28,1] NHWC, values in [0,1], white digit on black"
+
+# What a model expects its input to look like. serve/ refuses a model whose spec it does not know.
+# Bump the version whenever the meaning of the model input changes (layout, range, polarity).
+PREPROCESSING_SPEC = "flaxdigits.mnist28.v1"
+KNOWN_PREPROCESSING_SPECS = frozenset({PREPROCESSING_SPEC})
+# How a drawing becomes that input (serve/preprocess.py): "mnist" fits the ink into 20x20 and
+# centres it by mass, as MNIST was made; "seed" pads the ink box to a square with 20% margins.
+PREPROCESS_METHODS = ("mnist", "seed")
+DEFAULT_PREPROCESS_METHOD = "mnist"
+
+# Highest opset/IR we emit: onnxruntime >= 1.17 (and older ARM builds) load these.
+MAX_OPSET = 21
+MAX_IR_VERSION = 10
+
+# metadata_props keys written by export/ into every .onnx file.
+META_MODEL = "flaxdigits.model"  # one of MODEL_NAMES
+META_PARAMS = "flaxdigits.params"  # parameter count, decimal string
+META_TEST_ACCURACY = "flaxdigits.test_accuracy"  # of this file on the 10k test set
+META_TRAIN_CONFIG = "flaxdigits.train_config"  # JSON: epochs, batch_size, seed, ...
+META_PREPROCESSING = "flaxdigits.preprocessing"  # PREPROCESSING_SPEC
+META_LABELS = "flaxdigits.labels"  # JSON list "0".."9"
+META_INPUT = "flaxdigits.input"  # human-readable layout and value range
+META_VERSION = "flaxdigits.version"
+META_JAX2ONNX_VERSION = "jax2onnx.version"
+META_CHECKPOINT_SHA256 = "flaxdigits.checkpoint_sha256"
+META_VARIANT = "flaxdigits.variant"  # "float32" | "int8"
+
+# Manifest written next to NAME.onnx as NAME.json.
+MANIFEST_SCHEMA = "flaxdigits.manifest.v1"
+
+
+def check_model_name(name: str) -> str:
+    """name if it is one of MODEL_NAMES, else a ValueError that lists them."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODEL_NAMES)}")
+    return name
+
+
+def check_method(method: str) -> str:
+    """method if it is one of PREPROCESS_METHODS, else a ValueError that lists them."""
+    if method not in PREPROCESS_METHODS:
+        raise ValueError(
+            f"unknown preprocessing method {method!r}: expected one of {PREPROCESS_METHODS}"
+        )
+    return method
+
+
+def scale_pixels(pixels, xp=np):
+    """uint8 pixels (any shape) -> float32 in [0, 1]; xp is numpy or jax.numpy."""
+    return xp.asarray(pixels).astype(xp.float32) / PIXEL_MAX
+
+
+def to_model_input(images, xp=np):
+    """uint8 images (N, 28, 28) -> the model input float32 (N, 28, 28, 1) in [0, 1]."""
+    return xp.asarray(images).astype(xp.float32)[..., None] / PIXEL_MAX
+
+
+def manifest_path_for(model_path: str) -> str:
+    """NAME.json for NAME.onnx and NAME.int8.onnx alike."""
+    stem = model_path[: -len(".onnx")] if model_path.endswith(".onnx") else model_path
+    if stem.endswith(".int8"):
+        stem = stem[: -len(".int8")]
+    return stem + ".json"
