@@ -2,102 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
+
+from flaxdigits import contract
+from flaxdigits.conv_pool import conv_max_pool, conv_max_pool_reference
 
 # Keras' defaults (glorot-uniform kernels, zero biases): the recipe the seed experiment used.
 _KERNEL_INIT = nnx.initializers.glorot_uniform()
-
-
-def max_pool_2x2(x: jax.Array) -> jax.Array:
-    """2x2/2 max-pooling as the max of four strided slices: (B, H, W, C) -> (B, H/2, W/2, C).
-
-    Same values as lax.reduce_window. lax.slice (not x[:, ::2]) keeps the exported ONNX graph to
-    plain Slice ops for any batch size. H and W must be even.
-    """
-
-    def part(i: int, j: int) -> jax.Array:
-        return jax.lax.slice(x, (0, i, j, 0), x.shape, (1, 2, 2, 1))
-
-    return jnp.maximum(jnp.maximum(part(0, 0), part(0, 1)), jnp.maximum(part(1, 0), part(1, 1)))
-
-
-def _conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-
-
-@functools.lru_cache(maxsize=16)
-def _pool_major_patches(shape: tuple[int, ...], kh: int, kw: int) -> np.ndarray:
-    """Indices into x.reshape(-1) of the conv input patches, grouped by pooling-window position.
-
-    For x of shape (B, H, W, Cin): (4 * B * Ho * Wo, kh * kw * Cin), row (q, b, i, j) holding
-    the patch under conv output (2i + qi, 2j + qj) for window position q = (qi, qj) in row-major
-    order, columns in the HWIO kernel's (di, dj, ci) order.
-    """
-    b, h, w, cin = shape
-    ho, wo = (h - kh + 1) // 2, (w - kw + 1) // 2
-    q = np.array([(0, 0), (0, 1), (1, 0), (1, 1)]).reshape(4, 1, 1, 1, 1, 2)
-    taps = np.array([(di, dj, ci) for di in range(kh) for dj in range(kw) for ci in range(cin)])
-    taps = taps.reshape(1, 1, 1, 1, -1, 3)
-    bb = np.arange(b).reshape(1, b, 1, 1, 1)
-    rows = 2 * np.arange(ho).reshape(1, 1, ho, 1, 1) + q[..., 0] + taps[..., 0]
-    cols = 2 * np.arange(wo).reshape(1, 1, 1, wo, 1) + q[..., 1] + taps[..., 1]
-    index = ((bb * h + rows) * w + cols) * cin + taps[..., 2]
-    return index.reshape(4 * b * ho * wo, kh * kw * cin).astype(np.int32)
-
-
-@jax.custom_vjp
-def conv_max_pool(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """max_pool_2x2(VALID conv(x, kernel)), bias-free: (B, H, W, Cin) -> (B, Ho, Wo, C).
-
-    Evaluated (inference, ONNX export) it is exactly that composition of standard ops. Under
-    autodiff (training) it runs a hand-written forward and backward instead, ~2x faster on
-    XLA:CPU at batch 32, whose own gradient (a filter-gradient convolution plus a scatter of
-    the pooling gradient) took ~1 ms of a 3 ms step. The conv is computed directly in
-    pooling-window-major order, one GEMM of the gathered input patches (4*B*Ho*Wo, kh*kw*Cin)
-    with the kernel, so pooling is a max of 4 contiguous blocks; the pooling gradient is one
-    select and the kernel gradient one more GEMM. A tie inside a pooling window sends the
-    gradient to the first maximum in row-major order, as TF/Keras and PyTorch do.
-    """
-    return max_pool_2x2(_conv_valid(x, kernel))
-
-
-def _conv_max_pool_fwd(x, kernel):
-    b, h, w, _ = x.shape
-    kh, kw, _, c = kernel.shape
-    index = _pool_major_patches(x.shape, kh, kw)
-    patches = x.reshape(-1)[index]  # (4N, K)
-    y = (patches @ kernel.reshape(-1, c)).reshape(4, -1, c)  # (4, N, C), N = B*Ho*Wo
-    out = jnp.maximum(jnp.maximum(y[0], y[1]), jnp.maximum(y[2], y[3]))  # (N, C)
-    ho, wo = (h - kh + 1) // 2, (w - kw + 1) // 2
-    return out.reshape(b, ho, wo, c), (x, kernel, y, out)
-
-
-def _conv_max_pool_bwd(res, g):
-    x, kernel, y, out = res
-    kh, kw, _, c = kernel.shape
-    g = g.reshape(-1, c)
-    # The window position that held the max (first of ties), then the pooling gradient as one
-    # select over the (4, N, C) conv output: no scatter, no concatenation.
-    first = jnp.where(y[0] == out, 0, jnp.where(y[1] == out, 1, jnp.where(y[2] == out, 2, 3)))
-    position = jax.lax.broadcasted_iota(jnp.int32, (4, 1, 1), 0)
-    gy = jnp.where(first[None] == position, g[None], 0.0).reshape(-1, c)  # (4N, C)
-    index = _pool_major_patches(x.shape, kh, kw)
-    dkernel = (x.reshape(-1)[index.T] @ gy).reshape(kernel.shape)  # (K, 4N) @ (4N, C)
-    # Input gradient: the patches' gradient scattered back (XLA drops it when, as in training,
-    # nothing asks for it).
-    dpatches = gy @ kernel.reshape(-1, c).T  # (4N, K)
-    dx = jnp.zeros(x.size, x.dtype).at[index].add(dpatches).reshape(x.shape)
-    return dx, dkernel
-
-
-conv_max_pool.defvjp(_conv_max_pool_fwd, _conv_max_pool_bwd)
 
 
 class MLP(nnx.Module):
@@ -116,15 +29,15 @@ class MLP(nnx.Module):
 class CNN(nnx.Module):
     """Conv 32 3x3 VALID ReLU -> MaxPool 2x2 -> Flatten 5408 -> Dense 100 ReLU -> Dense 10.
 
+    Parameters are those of a plain nnx.Conv/nnx.Linear stack (`conv.kernel` HWIO, `conv.bias`).
     The conv's bias and ReLU are applied after the pooling: max-pooling commutes with adding a
-    per-channel constant and with ReLU (both monotonic), so this is the same function, with 4x
-    less elementwise work on the largest tensor (~15% faster training steps on CPU). The conv
-    and pooling run as one `conv_max_pool`: the same function, with a training forward and
-    backward ~2x faster than XLA:CPU's autodiff at batch 32. The kernel stays
-    `self.conv.kernel` (HWIO): checkpoints and exports see nnx.Conv's parameter.
+    per-channel constant and with ReLU (both monotonic), so this is the same function with 4x
+    less elementwise work on the largest tensor. With fast=True (the default) the conv and pooling
+    run as `conv_max_pool`, whose training gradient is ~2x faster than XLA:CPU's autodiff;
+    fast=False uses the textbook ops and JAX's own gradient (same values).
     """
 
-    def __init__(self, *, rngs: nnx.Rngs):
+    def __init__(self, *, rngs: nnx.Rngs, fast: bool = True):
         self.conv = nnx.Conv(
             1,
             32,
@@ -134,28 +47,29 @@ class CNN(nnx.Module):
             kernel_init=_KERNEL_INIT,
             rngs=rngs,
         )
-        self.conv_bias = nnx.Param(jnp.zeros((32,), jnp.float32))
+        # The bias is added after construction: nnx.Conv(use_bias=True) would draw a key for it
+        # from rngs and shift every later layer's initialisation (zeros need no key).
+        self.conv.use_bias = True
+        self.conv.bias = nnx.Param(jnp.zeros((32,), jnp.float32))
         self.hidden = nnx.Linear(13 * 13 * 32, 100, kernel_init=_KERNEL_INIT, rngs=rngs)
         self.out = nnx.Linear(100, 10, kernel_init=_KERNEL_INIT, rngs=rngs)
+        self.fast = fast
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """(B, 28, 28, 1) images -> (B, 10) logits."""
-        x = conv_max_pool(x, self.conv.kernel[...])  # conv (B, 26, 26, 32), pool (B, 13, 13, 32)
-        x = nnx.relu(x + self.conv_bias[...].reshape(1, 1, 1, -1))
+        conv_pool = conv_max_pool if self.fast else conv_max_pool_reference
+        x = conv_pool(x, self.conv.kernel[...])  # conv (B, 26, 26, 32), pool (B, 13, 13, 32)
+        x = nnx.relu(x + self.conv.bias[...].reshape(1, 1, 1, -1))
         x = x.reshape(x.shape[0], -1)  # (B, 5408)
         return self.out(nnx.relu(self.hidden(x)))
 
 
-MODELS: dict[str, type[nnx.Module]] = {"mlp": MLP, "cnn": CNN}
+MODELS: dict[str, type[nnx.Module]] = {"mlp": MLP, "cnn": CNN}  # contract.MODEL_NAMES
 
 
 def create_model(name: str, seed: int = 0) -> nnx.Module:
-    """Build a freshly initialised model by name ('mlp' or 'cnn')."""
-    try:
-        cls = MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
-    return cls(rngs=nnx.Rngs(params=seed))
+    """Build a freshly initialised model by name (one of contract.MODEL_NAMES)."""
+    return MODELS[contract.check_model_name(name)](rngs=nnx.Rngs(params=seed))
 
 
 def count_params(model: nnx.Module) -> int:
@@ -173,10 +87,7 @@ _ELEMENTWISE = {
 
 
 def _layer_macs(name: str) -> tuple[int, ...]:
-    try:
-        return _LAYER_MACS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
+    return _LAYER_MACS[contract.check_model_name(name)]
 
 
 def flops_per_image(name: str) -> int:
@@ -206,8 +117,6 @@ __all__ = [
     "count_params",
     "create_model",
     "flops_per_image",
-    "conv_max_pool",
-    "max_pool_2x2",
     "predict_proba",
     "train_flops_per_image",
 ]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from flaxdigits import models
+from flaxdigits import contract, models
 
 
 @pytest.mark.parametrize(("name", "count"), [("mlp", 101_770), ("cnn", 542_230)])
@@ -19,7 +19,7 @@ def test_parameter_count_is_exact(name, count):
 def test_layer_shapes_are_pinned():
     cnn = models.create_model("cnn")
     assert cnn.conv.kernel.shape == (3, 3, 1, 32)
-    assert cnn.conv_bias.shape == (32,) and cnn.conv.bias is None
+    assert cnn.conv.bias.shape == (32,)  # a plain nnx.Conv's layout: kernel and bias in the layer
     assert cnn.hidden.kernel.shape == (5408, 100)
     assert cnn.out.kernel.shape == (100, 10)
     mlp = models.create_model("mlp")
@@ -46,62 +46,6 @@ def test_same_seed_same_init_other_seed_differs():
     assert not np.array_equal(jax.tree.leaves(a)[-1], jax.tree.leaves(c)[-1])
 
 
-def test_training_max_pool_equals_reduce_window_values_and_grads():
-    x = jax.random.normal(jax.random.PRNGKey(0), (4, 26, 26, 32))  # no ties
-    ours = models.max_pool_2x2(x)
-    reference = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
-    np.testing.assert_array_equal(np.asarray(ours), np.asarray(reference))
-    g_ours = jax.grad(lambda v: jnp.sum(models.max_pool_2x2(v) ** 2))(x)
-    g_ref = jax.grad(lambda v: jnp.sum(nnx.max_pool(v, (2, 2), strides=(2, 2)) ** 2))(x)
-    np.testing.assert_allclose(np.asarray(g_ours), np.asarray(g_ref), rtol=1e-6)
-
-
-def _reference_conv_pool(x, kernel):  # autodiff of the textbook ops: conv, reduce_window max
-    y = jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-    return jax.lax.reduce_window(y, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-
-
-def _assert_close_at_float32_scale(ours, ref):
-    # A kernel-gradient entry sums B*26*26 (5,408 for B=8) products; summed in another order,
-    # float32 differs by a few ulps of the gradient's overall scale, not of each small entry.
-    ours, ref = np.asarray(ours), np.asarray(ref)
-    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=2e-6 * float(np.abs(ref).max()))
-
-
-def test_conv_max_pool_training_forward_and_gradients_equal_autodiff_of_the_reference():
-    kernel = models.create_model("cnn", seed=2).conv.kernel[...]
-    x = jax.random.uniform(jax.random.PRNGKey(4), (8, 28, 28, 1))  # continuous: no pooling ties
-    g = jax.random.normal(jax.random.PRNGKey(5), (8, 13, 13, 32))
-    out, vjp = jax.vjp(models.conv_max_pool, x, kernel)  # the forward training runs
-    ref_out, ref_vjp = jax.vjp(_reference_conv_pool, x, kernel)
-    np.testing.assert_allclose(np.asarray(out), np.asarray(ref_out), rtol=1e-6, atol=1e-6)
-    for ours, ref in zip(vjp(g), ref_vjp(g), strict=True):
-        assert ours.shape == ref.shape
-        _assert_close_at_float32_scale(ours, ref)
-
-
-def test_conv_max_pool_kernel_gradient_on_real_digits_with_ties(mnist):
-    # Real digits: most windows are all-zero background, where all 4 positions tie.
-    kernel = models.create_model("cnn", seed=2).conv.kernel[...]
-    x = jnp.asarray(mnist.test_images[:64], jnp.float32)[..., None] / 255.0
-    g = jax.random.normal(jax.random.PRNGKey(6), (64, 13, 13, 32))
-    dk = jax.vjp(lambda k: models.conv_max_pool(x, k), kernel)[1](g)[0]
-    ref = jax.vjp(lambda k: _reference_conv_pool(x, k), kernel)[1](g)[0]
-    _assert_close_at_float32_scale(dk, ref)
-
-
-def test_conv_max_pool_tie_sends_the_gradient_to_the_first_maximum():
-    # A 1x1 "identity" kernel on a constant image: every window ties; the row-major first wins.
-    x = jnp.ones((1, 4, 4, 1))
-    kernel = jnp.ones((1, 1, 1, 1))
-    (dx,) = jax.grad(lambda v: jnp.sum(models.conv_max_pool(v, kernel)), argnums=(0,))(x)
-    expected = np.zeros((1, 4, 4, 1))
-    expected[0, ::2, ::2, 0] = 1.0
-    np.testing.assert_array_equal(np.asarray(dx), expected)
-
-
 def test_flops_per_image_counts_the_dominant_products():
     assert models.flops_per_image("mlp") > 2 * 784 * 128
     assert models.flops_per_image("cnn") > 2 * 5408 * 100 + 2 * 26 * 26 * 32 * 9
@@ -126,13 +70,28 @@ def test_cnn_forward_equals_reference_forward_with_reduce_window_pooling():
     cnn = models.create_model("cnn", seed=3)
     x = jax.random.uniform(jax.random.PRNGKey(1), (16, 28, 28, 1))
 
-    def reference(x):  # the textbook lowering: conv, relu, reduce_window max-pool, dense layers
-        h = jax.lax.conv_general_dilated(
-            x, cnn.conv.kernel[...], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
-        h = jax.nn.relu(h + cnn.conv_bias[...].reshape(1, 1, 1, -1))
+    def reference(x):  # the textbook stack: nnx.Conv's own call (bias inside), relu, pool, dense
+        h = jax.nn.relu(cnn.conv(x))
         h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
         h = jax.nn.relu(h.reshape(16, -1) @ cnn.hidden.kernel[...] + cnn.hidden.bias[None])
         return h @ cnn.out.kernel[...] + cnn.out.bias[None]
 
     np.testing.assert_allclose(np.asarray(cnn(x)), np.asarray(reference(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_fast_and_textbook_cnn_compute_the_same_function_and_gradients():
+    fast = models.create_model("cnn", seed=4)
+    textbook = models.CNN(rngs=nnx.Rngs(params=4), fast=False)
+    x = jax.random.uniform(jax.random.PRNGKey(2), (8, 28, 28, 1))  # continuous: no pooling ties
+    np.testing.assert_allclose(np.asarray(fast(x)), np.asarray(textbook(x)), rtol=1e-5, atol=1e-5)
+
+    def grads(model):
+        graphdef, params = nnx.split(model, nnx.Param)
+        return jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(x) ** 2))(params)
+
+    for a, b in zip(jax.tree.leaves(grads(fast)), jax.tree.leaves(grads(textbook)), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_model_names_are_the_contracts():
+    assert tuple(models.MODELS) == contract.MODEL_NAMES
