@@ -29,6 +29,9 @@ FORMAT = "flaxdigits.checkpoint.v1"
 POINTER = "checkpoint.json"
 _FILE_RE = re.compile(r"^ckpt-(\d{4,})\.msgpack$")
 _KEEP = 2
+# Key renames for checkpoints written before the CNN kept its conv bias inside nnx.Conv (same
+# values, another tree path): such runs still load and resume.
+_LEGACY_KEYS = (("['conv_bias']", "['conv']['bias']"),)
 
 
 class CheckpointError(ValueError):
@@ -127,9 +130,15 @@ def restore(run_dir: Path, template):
     return fill(saved, template, str(run_dir)), saved["meta"]
 
 
+def _current_key(key: str) -> str:
+    for old, new in _LEGACY_KEYS:
+        key = key.replace(old, new)
+    return key
+
+
 def fill(saved: dict[str, Any], template, where: str = "checkpoint"):
     """The arrays of a read() checkpoint in template's structure; paths/shapes/dtypes checked."""
-    flat = saved["state"]
+    flat = {_current_key(k): v for k, v in saved["state"].items()}
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     keys = [jax.tree_util.keystr(path) for path, _ in leaves]
     missing = [k for k in keys if k not in flat]

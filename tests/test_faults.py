@@ -12,17 +12,21 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from flaxdigits import checkpoint
-from flaxdigits.train import load_run
+from flaxdigits.runs import load_run
+
+pytestmark = pytest.mark.slow  # real-MNIST training and exports, killed and restarted
 
 # Tiny epochs (10 steps each) so that much of the run is spent writing checkpoints.
 SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
+    from flaxdigits.config import TrainConfig
     from flaxdigits.data import MNIST, load_mnist
-    from flaxdigits.train import TrainConfig, train
+    from flaxdigits.train import train
 
     m = load_mnist("cache")
     tiny = MNIST(m.train_images[:220], m.train_labels[:220], m.test_images[:100],
@@ -123,8 +127,9 @@ def test_sigkill_during_compare_never_leaves_a_partial_report(tmp_path, trained_
     from PIL import Image
 
     for name, run_dir in trained_runs.items():  # finished runs: compare only evaluates and writes
-        shutil.copytree(run_dir, tmp_path / "runs" / f"{name}-seed0")
-    cmd = [sys.executable, "-m", "flaxdigits", "compare", "--epochs", "1", "--out", str(tmp_path)]
+        shutil.copytree(run_dir, tmp_path / "runs" / name)
+    cmd = [sys.executable, "-m", "flaxdigits", "compare", "--epochs", "1"]
+    cmd += ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]
 
     def check_complete():
         for path in tmp_path.rglob("*"):

@@ -8,13 +8,17 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
     import json, sys, tempfile
     from pathlib import Path
     import jax, numpy as np
-    from flaxdigits.data import load_mnist
-    from flaxdigits.train import MNIST, TrainConfig, load_run, train
+    from flaxdigits.config import TrainConfig
+    from flaxdigits.data import MNIST, load_mnist
+    from flaxdigits.runs import load_run
+    from flaxdigits.train import train
 
     assert len(jax.local_devices()) == 4, jax.local_devices()
     m = load_mnist("cache")
@@ -38,6 +42,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # trains both models on real MNIST in a subprocess
 def test_four_devices_match_one_device_within_float_tolerance(mnist):  # mnist fills the cache
     env = dict(os.environ)
     env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"

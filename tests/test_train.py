@@ -1,4 +1,4 @@
-"""Training: real-data accuracy after one epoch, resume equivalence, determinism, checkpoints."""
+"""Training: real-data accuracy after one epoch, resume equivalence, determinism, guards."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from flaxdigits import checkpoint
+from flaxdigits.config import TrainConfig
 from flaxdigits.data import MNIST
-from flaxdigits.train import TrainConfig, load_run, train
+from flaxdigits.runs import load_run
+from flaxdigits.train import train
 
 METRIC_KEYS = {
     "model",
@@ -27,6 +29,9 @@ METRIC_KEYS = {
     "seconds_per_epoch",
     "history",
 }
+
+
+pytestmark = pytest.mark.slow  # every test here trains on real MNIST (a subset or all of it)
 
 
 @pytest.fixture(scope="module")
@@ -94,18 +99,12 @@ def test_same_seed_is_bitwise_deterministic_and_seed_matters(tmp_path, small):
 def test_step_loop_runs_under_a_host_to_device_transfer_guard(tmp_path, small, monkeypatch):
     # train() guards its step loop; an implicit copy inside the loop must fail loudly.
     train(TrainConfig(model="mlp", epochs=1), tmp_path / "ok", data=small, progress=False)
-    import dataclasses
-
     import flaxdigits.train as train_module
 
-    real_split = train_module.split_data
+    def host_split(split, sharding):  # left on the host: every step would copy it
+        return split
 
-    def host_split(mnist, config, sharding=None):  # left on the host: every step would copy it
-        split = real_split(mnist, config, sharding)
-        fields = dataclasses.fields(split)
-        return train_module.Split(**{f.name: np.asarray(getattr(split, f.name)) for f in fields})
-
-    monkeypatch.setattr(train_module, "split_data", host_split)
+    monkeypatch.setattr(train_module, "place_split", host_split)
     with pytest.raises(Exception, match="Disallowed host-to-device transfer"):
         train(TrainConfig(model="mlp", epochs=1), tmp_path / "bad", data=small, progress=False)
 
@@ -130,90 +129,12 @@ def test_resume_refuses_a_different_job(tmp_path, small):
         )
 
 
-@pytest.fixture
-def saved_run(tmp_path, small):
-    run = tmp_path / "run"
-    train(TrainConfig(model="mlp", epochs=2, batch_size=100), run, data=small, progress=False)
-    return run
-
-
-def test_checkpoint_keeps_the_two_newest_files(saved_run):
-    assert sorted(p.name for p in saved_run.glob("ckpt-*.msgpack")) == [
-        "ckpt-0001.msgpack",
-        "ckpt-0002.msgpack",
-    ]
-    assert not list(saved_run.glob("*.tmp"))
-
-
-def test_tampered_checkpoint_is_refused(saved_run):
-    path = saved_run / checkpoint.pointer(saved_run)["file"]
-    blob = bytearray(path.read_bytes())
-    blob[len(blob) // 2] ^= 0xFF
-    path.write_bytes(bytes(blob))
-    with pytest.raises(checkpoint.CheckpointError, match="does not match the pointer"):
-        load_run(saved_run)
-
-
-def test_truncated_checkpoint_is_refused(saved_run):
-    path = saved_run / checkpoint.pointer(saved_run)["file"]
-    path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(checkpoint.CheckpointError, match="truncated or modified"):
-        load_run(saved_run)
-
-
-def test_missing_and_foreign_checkpoints_are_refused(tmp_path, saved_run):
-    with pytest.raises(checkpoint.CheckpointError, match="has no checkpoint"):
-        load_run(tmp_path / "nothing-here")
-    (tmp_path / "foreign").mkdir()
-    (tmp_path / "foreign" / checkpoint.POINTER).write_text('{"hello": "world"}')
-    with pytest.raises(checkpoint.CheckpointError, match="not a flaxdigits checkpoint pointer"):
-        load_run(tmp_path / "foreign")
-
-
-def test_checkpoint_of_another_model_does_not_load(saved_run):
-    from flaxdigits.train import init_state
-
-    _, cnn_template = init_state(TrainConfig(model="cnn"))
-    with pytest.raises(checkpoint.CheckpointError, match="does not fit this model"):
-        checkpoint.restore(saved_run, cnn_template)
-
-
-def test_config_validation_is_actionable():
-    with pytest.raises(ValueError, match="unknown model"):
-        TrainConfig(model="vgg")
-    with pytest.raises(ValueError, match="must be positive"):
-        TrainConfig(model="mlp", epochs=0)
-    with pytest.raises(ValueError, match="exceeds"):
-        TrainConfig(model="mlp", batch_size=10**6).steps_per_epoch(54000)
-
-
-def test_cpu_step_loop_updates_the_kernel_in_place_with_the_same_numbers(small, monkeypatch):
-    # CPU_COMPILER_OPTIONS lets XLA:CPU update the loop-carried parameters in place (no
-    # per-step copy of the CNN's 5408x100 kernel) and must not change a single number.
-    import re
-
-    import jax.numpy as jnp
-
-    import flaxdigits.train as t
-
-    config = TrainConfig(model="cnn")
-    setup = t.prepare(config, small, t.make_mesh(1))  # as train() builds its job
-    replicated, split = setup.replicated, setup.split
-    state = jax.device_put(setup.state, replicated)
-    order = t.epoch_order(state.rng, jnp.int32(0), int(split.train_images.shape[0]))
-    args = (setup, config, state, order)
-
-    def run(compiled):
-        leaves = [jnp.copy(x) for x in jax.tree.leaves(state)]  # the call donates them
-        sums = jax.device_put(jnp.zeros((2,), jnp.float32), replicated)
-        n = jax.device_put(jnp.int32(20), replicated)
-        leaves, sums = compiled(leaves, sums, n, order, split.train_images, split.train_labels)
-        return [np.asarray(x) for x in [*leaves, sums]]
-
-    tuned = t.compile_train_steps(*args)
-    kernel_copy = re.compile(r"= f32\[5408,100\]\{[0-9,]*\} copy\(")
-    assert not kernel_copy.search(tuned.as_text())
-    monkeypatch.setattr(t, "CPU_COMPILER_OPTIONS", {})
-    plain = t.compile_train_steps(*args)
-    for a, b in zip(run(tuned), run(plain), strict=True):
-        np.testing.assert_array_equal(a, b)
+def test_a_run_snapshots_the_requested_epochs_as_the_report_reads_them(tmp_path, small):
+    config = TrainConfig(model="mlp", epochs=2, batch_size=100)
+    metrics = train(config, tmp_path / "run", data=small, snapshot_epochs=[1], progress=False)
+    assert set(metrics["snapshots"]) == {"1", "2"}
+    assert metrics["test_accuracy"] == metrics["snapshots"]["2"]["test_accuracy"]
+    short = train(
+        TrainConfig(model="mlp", epochs=1, batch_size=100), tmp_path / "short", data=small
+    )
+    assert short["snapshots"]["1"] == metrics["snapshots"]["1"]  # epoch 1 of 2 == a 1-epoch run

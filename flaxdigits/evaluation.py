@@ -1,0 +1,101 @@
+"""Evaluation of parameters over whole uint8 splits: loss, accuracy, predictions, probabilities."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from flaxdigits import contract
+from flaxdigits.config import TrainConfig
+from flaxdigits.data import Split
+
+
+def loss_and_logits(graphdef: nnx.GraphDef, params: nnx.State, images, labels):
+    """Mean cross-entropy and logits of float images (B, 28, 28, 1) with int labels (B,)."""
+    logits = nnx.merge(graphdef, params)(images)  # (B, 10)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, logits
+
+
+def eval_chunk(graphdef, params, images, labels, mask):
+    """Summed loss, correct count, predictions and probabilities of one padded uint8 chunk."""
+    _, logits = loss_and_logits(graphdef, params, contract.to_model_input(images, jnp), labels)
+    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    preds = jnp.argmax(logits, -1)
+    return (
+        jnp.sum(per_example * mask),
+        jnp.sum((preds == labels) * mask),
+        preds,
+        jax.nn.softmax(logits, -1),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_eval_chunk(graphdef: nnx.GraphDef):
+    return jax.jit(functools.partial(eval_chunk, graphdef))
+
+
+def evaluate_arrays(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    images,
+    labels,
+    batch_size: int = TrainConfig.eval_batch_size,
+) -> dict[str, Any]:
+    """Loss, accuracy, predictions and probabilities over a whole uint8 split (host or device)."""
+    n = int(images.shape[0])
+    fn = _jitted_eval_chunk(graphdef)
+    loss_sum, correct, preds, probs = 0.0, 0, [], []
+    for start in range(0, n, batch_size):
+        x, y = images[start : start + batch_size], labels[start : start + batch_size]
+        m = x.shape[0]
+        mask = jnp.ones((batch_size,), jnp.float32)
+        if m < batch_size:  # pad the last chunk to the static shape, masked out
+            pad = batch_size - m
+            x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
+            y = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)])
+            mask = mask.at[m:].set(0.0)
+        s, c, p, pr = fn(params, x, y, mask)
+        loss_sum += float(s)
+        correct += int(c)
+        preds.append(np.asarray(p[:m]))
+        probs.append(np.asarray(pr[:m]))
+    return {
+        "loss": loss_sum / n,
+        "accuracy": correct / n,
+        "predictions": np.concatenate(preds),
+        "probabilities": np.concatenate(probs),
+    }
+
+
+def evaluate_splits(graphdef, params, split: Split, batch_size: int) -> dict[str, dict]:
+    """evaluate_arrays on the train, test and (if any) validation splits, once each."""
+    parts = {
+        "train": (split.train_images, split.train_labels),
+        "test": (split.test_images, split.test_labels),
+        "val": (split.val_images, split.val_labels),
+    }
+    return {
+        name: evaluate_arrays(graphdef, params, images, labels, batch_size)
+        for name, (images, labels) in parts.items()
+        if int(images.shape[0])
+    }
+
+
+def summarize_splits(results: dict[str, dict]) -> dict[str, float]:
+    """Loss and accuracy per split, plus the overfitting gap train - test."""
+    out = {}
+    for name in ("train", "test", "val"):
+        if name in results:
+            out |= {
+                f"{name}_accuracy": results[name]["accuracy"],
+                f"{name}_loss": results[name]["loss"],
+            }
+    out["overfit_gap"] = out["train_accuracy"] - out["test_accuracy"]
+    return out

@@ -1,0 +1,46 @@
+"""All mutable training state in one pytree, its optimizer and its fresh initialisation."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from flaxdigits import models
+from flaxdigits.config import TrainConfig
+
+
+class TrainState(NamedTuple):
+    """All mutable training state, one pytree: checkpoint, resume and export take this."""
+
+    params: nnx.State
+    opt_state: optax.OptState
+    step: jax.Array  # int32 scalar: optimizer steps taken
+    rng: jax.Array  # uint32[2]: data-order key; epoch e shuffles with fold_in(rng, e)
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """Adam with the config's constant learning rate (Keras' defaults otherwise)."""
+    return optax.adam(config.learning_rate, b1=0.9, b2=0.999, eps=1e-7)
+
+
+def init_state(config: TrainConfig) -> tuple[nnx.GraphDef, TrainState]:
+    """Fresh model parameters and optimizer state from config.seed."""
+    model = models.create_model(config.model, seed=config.seed)
+    graphdef, params = nnx.split(model, nnx.Param)
+    state = TrainState(
+        params=params,
+        opt_state=make_optimizer(config).init(params),
+        step=jnp.zeros((), jnp.int32),
+        rng=jax.random.fold_in(jax.random.PRNGKey(config.seed), 1),  # 0 is model init
+    )
+    return graphdef, state
+
+
+def abstract_state(config: TrainConfig) -> tuple[nnx.GraphDef, TrainState]:
+    """The graphdef and the shapes/dtypes of init_state(config), with nothing computed."""
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: models.create_model(config.model)), nnx.Param)
+    return graphdef, jax.eval_shape(lambda: init_state(config)[1])

@@ -1,0 +1,37 @@
+"""The training config: validated on construction, JSON round trip, what may change on resume."""
+
+from __future__ import annotations
+
+import pytest
+
+from flaxdigits.config import TrainConfig
+
+
+def test_config_validation_is_actionable():
+    with pytest.raises(ValueError, match="unknown model"):
+        TrainConfig(model="vgg")
+    with pytest.raises(ValueError, match="must be positive"):
+        TrainConfig(model="mlp", epochs=0)
+    with pytest.raises(ValueError, match="exceeds"):
+        TrainConfig(model="mlp", batch_size=10**6).steps_per_epoch(54000)
+
+
+def test_config_round_trips_through_its_dict_and_refuses_unknown_keys():
+    config = TrainConfig(model="mlp", epochs=3, learning_rate=5e-4, seed=2)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown training config keys"):
+        TrainConfig.from_dict(config.to_dict() | {"dropout": 0.5})
+
+
+def test_only_the_epoch_count_and_evaluation_chunk_may_change_on_resume():
+    saved = TrainConfig(model="mlp", epochs=2, batch_size=100)
+    assert TrainConfig(model="mlp", epochs=5, batch_size=100).resume_conflicts(saved) == {}
+    assert (
+        TrainConfig(model="mlp", epochs=2, batch_size=100, eval_batch_size=1000).resume_conflicts(
+            saved
+        )
+        == {}
+    )
+    assert TrainConfig(model="mlp", epochs=2, batch_size=50).resume_conflicts(saved) == {
+        "batch_size": (100, 50)
+    }
