@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flaxdigits import contract, onnxrt
 from flaxdigits.atomic import write_json_atomic, write_text_atomic
 
 SEED_TARGETS = {"mlp": 0.977, "cnn": 0.986}  # the seed's 5-epoch test accuracies
@@ -87,7 +88,8 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
 
 def train_bench(mnist, name: str, batch: int, epochs: int) -> dict:
     """flaxdigits training: per-epoch seconds (median), compile, test accuracy per epoch."""
-    from flaxdigits.train import TrainConfig, train
+    from flaxdigits.config import TrainConfig
+    from flaxdigits.train import train
 
     cfg = TrainConfig(model=name, epochs=epochs, batch_size=batch)
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,17 +146,13 @@ def _percentiles(times_s: list[float]) -> dict:
 
 def inference_bench(models_dir: Path, mnist, runs: int) -> dict:
     """onnxruntime batch-1 latency (1 thread) and batch-256 throughput, float and int8."""
-    import onnxruntime as ort
 
     out = {}
-    x = (mnist.test_images.astype(np.float32) / 255.0)[..., None]
+    x = contract.to_model_input(mnist.test_images)
     for path in sorted(models_dir.glob("*.onnx")):
         res = {"bytes": path.stat().st_size}
         for threads in (1, 2):
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            sess = onnxrt.session(path, threads=threads)
             for _ in range(20):
                 sess.run(None, {"image": x[:1]})
             times = []
@@ -186,7 +184,7 @@ def canvas_bench(models_dir: Path, mnist, runs: int) -> dict:
     canvas = Image.new("L", (800, 800), 255)
     canvas.paste(digit, (120, 120))
     canvas = np.asarray(canvas.convert("RGB"))  # (800, 800, 3) dark ink on white
-    predictors = [Predictor(models_dir / f"{n}.onnx") for n in ("mlp", "cnn")]
+    predictors = [Predictor(models_dir / f"{n}.onnx") for n in contract.MODEL_NAMES]
     res = {}
     for method in ("mnist", "seed"):
         pre, e2e = [], []
@@ -303,7 +301,7 @@ def main(argv=None) -> int:
     epochs = 3 if args.quick else 10
     results: dict = {"machine": machine(), "training": {}, "peer": {}}
     rates = []
-    for name in ("mlp", "cnn"):
+    for name in contract.MODEL_NAMES:
         for batch in (32, 128, 1024):
             rates.append(matmul_gflops())
             n_epochs = epochs if batch == 32 else 3
@@ -317,7 +315,7 @@ def main(argv=None) -> int:
     rates.append(matmul_gflops())
     rate = max(rates)
     results["floor"] = {"matmul_gflops": rate, "matmul_gflops_samples": rates}
-    for name in ("mlp", "cnn"):
+    for name in contract.MODEL_NAMES:
         epoch_flops = train_flops_per_image(name) * 54_000
         floor_s = epoch_flops / (rate * 1e9)
         measured = results["training"][f"{name}/32"]["seconds_per_epoch"]
@@ -380,7 +378,7 @@ def to_markdown(r: dict) -> str:
             f"{t['compile_seconds']:.2f} | {ps} | {ratio} |"
         )
     lines += ["", "Time to the seed's 5-epoch test accuracy (batch 32, training time only):", ""]
-    for name in ("mlp", "cnn"):
+    for name in contract.MODEL_NAMES:
         t = r["training"][f"{name}/32"]
         target = SEED_TARGETS[name]
         if t["seconds_to_seed_accuracy"] is None:
@@ -410,7 +408,7 @@ def to_markdown(r: dict) -> str:
         "| median/floor b128 |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name in ("mlp", "cnn"):
+    for name in contract.MODEL_NAMES:
         g = f[name]
         fastest = min(r["training"][f"{name}/32"]["epoch_seconds"])
         lines.append(
@@ -452,11 +450,10 @@ def to_markdown(r: dict) -> str:
                 )
         lines += ["", "| Canvas 800×800 | preprocess p50 ms | canvas → both models p50 ms |"]
         lines += ["|---|---:|---:|"]
-        for method, c in r["canvas"].items():
-            lines.append(
-                f"| {method} | {c['preprocess']['p50_ms']:.2f} | "
-                f"{c['canvas_to_both']['p50_ms']:.2f} |"
-            )
+        lines += [
+            f"| {method} | {c['preprocess']['p50_ms']:.2f} | {c['canvas_to_both']['p50_ms']:.2f} |"
+            for method, c in r["canvas"].items()
+        ]
         lines += ["", "| Predictor process | cold start s | peak RSS MiB | JAX imported |"]
         lines += ["|---|---:|---:|---|"]
         for k, p in r["process"].items():

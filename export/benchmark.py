@@ -1,24 +1,20 @@
 """Speed of exported files in onnxruntime (CPU): milliseconds per call by batch size and threads.
 
 Kept out of the manifest (timings differ run to run; the manifest is byte-for-byte repeatable)
-and out of the tests. Usage: python -m flaxdigits.export.benchmark models/*.onnx
+and out of the tests. Usage: flaxdigits benchmark models/*.onnx
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import statistics
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flaxdigits.export.onnx_export import session
-from flaxdigits.serve import spec
+from flaxdigits import contract, onnxrt
 
 
 def benchmark(
@@ -34,11 +30,11 @@ def benchmark(
     rows = []
     for path in paths:
         for n_threads in threads:
-            sess = session(Path(path), threads=n_threads)
+            sess = onnxrt.session(Path(path), threads=n_threads)
             for batch in batch_sizes:
                 x = rng.random((batch, 28, 28, 1), dtype=np.float32)
-                call = functools.partial(sess.run, None, {spec.INPUT_NAME: x})
-                per_call = _time_calls(call, blocks, block_seconds)
+                call = functools.partial(sess.run, None, {contract.INPUT_NAME: x})
+                per_call = onnxrt.time_calls(call, blocks, block_seconds)
                 median = statistics.median(per_call) * 1e3
                 rows.append(
                     {
@@ -53,22 +49,6 @@ def benchmark(
     return rows
 
 
-def _time_calls(call, blocks: int, block_seconds: float) -> list[float]:
-    """Seconds per call in each of `blocks` timed blocks of about block_seconds each."""
-    for _ in range(3):
-        call()
-    start = time.perf_counter()
-    call()
-    n = max(1, int(block_seconds / max(time.perf_counter() - start, 1e-6)))
-    out = []
-    for _ in range(blocks):
-        start = time.perf_counter()
-        for _ in range(n):
-            call()
-        out.append((time.perf_counter() - start) / n)
-    return out
-
-
 def format_rows(rows: list[dict[str, Any]]) -> str:
     """A plain-text table of benchmark rows."""
     lines = [f"{'file':<18} {'threads':>7} {'batch':>6} {'ms':>9} {'best ms':>9} {'img/s':>9}"]
@@ -78,18 +58,3 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
             f"{r['ms_best']:>9.3f} {r['images_per_s']:>9}"
         )
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Print the benchmark table for the given .onnx files."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", type=Path)
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 256])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    args = parser.parse_args(argv)
-    print(format_rows(benchmark(args.models, args.batch, args.threads)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

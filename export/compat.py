@@ -3,15 +3,13 @@
 How MIN_ONNXRUNTIME was checked, repeatable (needs the package index once, never in tests):
 
   python3.8 -m venv /tmp/ort17 && /tmp/ort17/bin/pip install onnxruntime==1.7.0 "numpy<1.24"
-  python -m flaxdigits.export.compat /tmp/ort17/bin/python models/*.onnx
+  flaxdigits compat /tmp/ort17/bin/python models/*.onnx
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess  # noqa: S404 - runs the given interpreter on a fixed script, no shell
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from flaxdigits import contract
 from flaxdigits.export.onnx_export import onnxruntime_probabilities
-from flaxdigits.serve import spec
 
 # Runs inside the other interpreter: numpy and onnxruntime only, Python 3.6+ syntax.
 _PROBE = """
@@ -36,7 +34,7 @@ for path in sys.argv[2:]:
     except Exception as e:
         out["files"][path] = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
 print(json.dumps(out))
-""" % (spec.OUTPUT_NAME, spec.INPUT_NAME)  # noqa: UP031 - the probe must stay Python-3.6 text
+""" % (contract.OUTPUT_NAME, contract.INPUT_NAME)  # noqa: UP031 - the probe must stay Python-3.6 text
 
 
 def check_with(python: str, paths: Sequence[Path], images: np.ndarray) -> dict[str, Any]:
@@ -70,20 +68,8 @@ def check_with(python: str, paths: Sequence[Path], images: np.ndarray) -> dict[s
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print the comparison for the given interpreter and files on 500 MNIST test images."""
+def check_files(python: str, paths: Sequence[Path], images: int = 500) -> dict[str, Any]:
+    """check_with on the first `images` MNIST test images; the report says which files load."""
     from flaxdigits.data import load_mnist
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("python", help="interpreter of the venv with the other onnxruntime")
-    parser.add_argument("models", nargs="+", type=Path)
-    parser.add_argument("--images", type=int, default=500)
-    args = parser.parse_args(argv)
-    images = load_mnist().test_images[: args.images].astype(np.float32)[..., None] / 255.0
-    report = check_with(args.python, args.models, images)
-    print(json.dumps(report, indent=2))
-    return 0 if all(f["loads"] for f in report["files"].values()) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return check_with(python, paths, contract.to_model_input(load_mnist().test_images[:images]))

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from flaxdigits.contract import DEFAULT_PREPROCESS_METHOD, MODEL_NAMES, PREPROCESS_METHODS
+
 # 128 + SIGPIPE: what a shell reports for a command its downstream reader closed on.
 EXIT_BROKEN_PIPE = 141
 
@@ -28,7 +30,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _train_config(args: argparse.Namespace):
-    from flaxdigits.train import TrainConfig
+    from flaxdigits.config import TrainConfig
 
     return TrainConfig(
         model=args.model,
@@ -47,6 +49,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         Path(args.out),
         resume=args.resume,
         data_source=args.source,
+        snapshot_epochs=args.snapshot_epochs,
         devices=args.devices,
     )
     print(
@@ -58,15 +61,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from flaxdigits.evaluate import evaluate_run
+    from flaxdigits.runs import evaluate_run, format_evaluation
 
     result = evaluate_run(Path(args.run_dir), data_source=args.source)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        from flaxdigits.evaluate import format_evaluation
-
-        print(format_evaluation(result))
+    print(json.dumps(result) if args.json else format_evaluation(result))
     return 0
 
 
@@ -79,6 +77,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         out=Path(args.out),
         data_source=args.source,
+        runs_dir=Path(args.runs),
     )
     print(f"report: {path}")
     return 0
@@ -96,9 +95,33 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from flaxdigits.export.benchmark import benchmark, format_rows
+
+    print(format_rows(benchmark([Path(p) for p in args.models], args.batch, args.threads)))
+    return 0
+
+
+def _cmd_compat(args: argparse.Namespace) -> int:
+    from flaxdigits.export.compat import check_files
+
+    report = check_files(args.python, [Path(p) for p in args.models], args.images)
+    print(json.dumps(report, indent=2))
+    return 0 if all(f["loads"] for f in report["files"].values()) else 1
+
+
+def _cmd_canvas_eval(args: argparse.Namespace) -> int:
+    from flaxdigits.serve import canvas_eval
+
+    canvas_eval.run(
+        Path(args.models), Path(args.out), limit=args.limit, seed=args.seed, workers=args.workers
+    )
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from flaxdigits.serve.cli import predict_files
-    from flaxdigits.serve.preprocess import configure_pillow
+    from flaxdigits.serve.decode import configure_pillow
 
     configure_pillow()  # pixel cap and decoder allow-list for this process
     return predict_files(
@@ -135,8 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("train", help="train one model; writes checkpoints and metrics.json")
-    p.add_argument("--model", required=True, choices=("mlp", "cnn"))
+    p.add_argument("--model", required=True, choices=MODEL_NAMES)
     p.add_argument("--epochs", type=int, default=5)
+    p.add_argument(
+        "--snapshot-epochs",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also record train/test metrics after these epochs (the report reads them)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -154,10 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_source(p)
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("compare", help="train both models and write the comparison report")
+    p = sub.add_parser(
+        "compare", help="the MLP-vs-CNN report from the runs (trains only runs that are missing)"
+    )
     p.add_argument("--epochs", type=int, nargs="+", default=[5, 10])
     p.add_argument("--seeds", type=int, default=1, help="K seeds -> mean ± std")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--runs", default="runs", help="run directories: RUNS/mlp, RUNS/cnn[-seedK]")
     p.add_argument("--out", default="reports")
     add_source(p)
     p.set_defaults(func=_cmd_compare)
@@ -168,9 +201,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="also write NAME.int8.onnx (static QDQ)")
     p.set_defaults(func=_cmd_export)
 
+    p = sub.add_parser("benchmark", help="onnxruntime ms per call of .onnx files (CPU)")
+    p.add_argument("models", nargs="+")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 256])
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.set_defaults(func=_cmd_benchmark)
+
+    p = sub.add_parser("compat", help="run .onnx files in another Python's onnxruntime")
+    p.add_argument("python", help="interpreter of the venv with the other onnxruntime")
+    p.add_argument("models", nargs="+")
+    p.add_argument("--images", type=int, default=500, help="MNIST test images to compare on")
+    p.set_defaults(func=_cmd_compat)
+
+    p = sub.add_parser(
+        "canvas-eval", help="accuracy of the exported models on MNIST digits redrawn as canvases"
+    )
+    p.add_argument("--models", default="models", help="directory with the .onnx models")
+    p.add_argument("--out", default="reports/canvas_accuracy.json")
+    p.add_argument("--limit", type=int, help="only the first N test digits")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.set_defaults(func=_cmd_canvas_eval)
+
     p = sub.add_parser("predict", help="predict digits in image files with an ONNX model")
     p.add_argument("--model", required=True, help="an exported .onnx file")
-    p.add_argument("--preprocess", default="mnist", choices=("mnist", "seed"))
+    p.add_argument("--preprocess", default=DEFAULT_PREPROCESS_METHOD, choices=PREPROCESS_METHODS)
     p.add_argument("--json", action="store_true", help="one JSON line per file")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     p.add_argument("files", nargs="+")

@@ -1,8 +1,10 @@
-"""The MLP-vs-CNN comparison: train both per seed, tabulate at each epoch count, plot.
+"""The MLP-vs-CNN comparison: read (or train what is missing of) one run per model and seed,
+tabulate at each epoch count, plot.
 
 One run per (model, seed) trains to the largest requested epoch count and snapshots train/test
 metrics at the smaller ones: with a constant learning rate and data order = f(seed, epoch), the
-epoch-5 snapshot of a 10-epoch run is exactly a 5-epoch run, at half the cost.
+epoch-5 snapshot of a 10-epoch run is exactly a 5-epoch run, at half the cost. `make all` trains
+runs/mlp and runs/cnn that way once; the report and the export both read them.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from flaxdigits.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from flaxdigits.contract import MODEL_NAMES
 
-MODEL_NAMES = ("mlp", "cnn")
 _ROWS = (
     ("Train accuracy", "train_accuracy", "pct"),
     ("Test accuracy", "test_accuracy", "pct"),
@@ -44,8 +46,14 @@ def _figure_bytes(fig) -> bytes:
     return buf.getvalue()
 
 
+def run_dir_for(runs: Path, name: str, seed: int) -> Path:
+    """Where the run of model `name` with `seed` lives: runs/NAME for seed 0 (the run that is
+    exported and served), runs/NAME-seedK for the other seeds."""
+    return Path(runs) / (name if seed == 0 else f"{name}-seed{seed}")
+
+
 def _run_one(config, run_dir: Path, snapshot_epochs: Sequence[int], data) -> dict[str, Any]:
-    """Train (or reuse / resume) one run and return its metrics."""
+    """Reuse (or train / resume) one run and return its metrics."""
     from flaxdigits import checkpoint
     from flaxdigits.train import train
 
@@ -72,17 +80,20 @@ def compare(
     batch_size: int = 32,
     out: Path = Path("reports"),
     data_source: str = "auto",
+    runs_dir: Path = Path("runs"),
 ) -> Path:
-    """Train MLP and CNN for each seed and write out/comparison.md, comparison.json and plots.
+    """Compare MLP and CNN over seeds; write out/comparison.md, comparison.json and plots.
 
-    Returns the path of comparison.md.
+    Each (model, seed) run is read from run_dir_for(runs_dir, ...) when it was trained with
+    this recipe to max(epochs) with snapshots at the others; only a missing or different run is
+    trained (or resumed) there. Returns the path of comparison.md.
     """
     import jax
 
+    from flaxdigits.config import TrainConfig
     from flaxdigits.data import load_mnist
-    from flaxdigits.evaluate import evaluate_run
     from flaxdigits.models import create_model, flops_per_image
-    from flaxdigits.train import TrainConfig
+    from flaxdigits.runs import evaluate_run
 
     epochs = sorted(set(int(e) for e in epochs))
     if not epochs or epochs[0] < 1 or seeds < 1:
@@ -93,13 +104,11 @@ def compare(
     for seed in range(seeds):
         for name in MODEL_NAMES:
             config = TrainConfig(model=name, epochs=epochs[-1], batch_size=batch_size, seed=seed)
-            run_dir = out / "runs" / f"{name}-seed{seed}"
+            run_dir = run_dir_for(runs_dir, name, seed)
             runs[name].append(_run_one(config, run_dir, epochs, mnist))
 
     evaluations = {
-        name: evaluate_run(
-            out / "runs" / f"{name}-seed0", data_source=data_source, with_predictions=True
-        )
+        name: evaluate_run(run_dir_for(runs_dir, name, 0), mnist=mnist, with_predictions=True)
         for name in MODEL_NAMES
     }
     from flaxdigits.models import count_params

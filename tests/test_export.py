@@ -1,4 +1,4 @@
-"""ONNX export: the spec.py contract, parity with JAX on all 10k test images, int8, errors.
+"""ONNX export: the contract, parity with JAX on all 10k test images, int8, errors.
 
 The exports come from the shared `exported_models` fixture (1-epoch runs of both models, with
 --int8), built once per session; nothing here writes into it.
@@ -10,24 +10,22 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 
 import numpy as np
 import onnx
-import onnxruntime
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from flaxdigits import checkpoint
+from flaxdigits import checkpoint, contract, onnxrt
 from flaxdigits.checkpoint import CheckpointError
 from flaxdigits.cli import main
-from flaxdigits.export import compat, onnx_export
+from flaxdigits.config import TrainConfig
+from flaxdigits.export import onnx_export, onnx_graph
 from flaxdigits.export.onnx_export import ExportError, export_run
-from flaxdigits.models import count_params, create_model, predict_proba
-from flaxdigits.serve import spec
-from flaxdigits.train import TrainConfig, init_state, load_run
+from flaxdigits.runs import load_run
+from flaxdigits.state import init_state
 
-NAMES = ("mlp", "cnn")
+NAMES = contract.MODEL_NAMES
 FILES = tuple(f"{name}{variant}.onnx" for name in NAMES for variant in ("", ".int8"))
 PARAMS = {"mlp": 101_770, "cnn": 542_230}
 
@@ -35,7 +33,7 @@ PARAMS = {"mlp": 101_770, "cnn": 542_230}
 @pytest.fixture(scope="module")
 def test_images(mnist) -> np.ndarray:
     """The 10,000 test images as model input: float32 (N, 28, 28, 1) in [0, 1]."""
-    return mnist.test_images.astype(np.float32)[..., None] / 255.0
+    return contract.to_model_input(mnist.test_images)
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +41,7 @@ def jax_reference(trained_runs, mnist) -> dict[str, dict]:
     """Accuracy and probabilities of each trained JAX model on the 10k test images."""
     out = {}
     for name, run_dir in trained_runs.items():
-        out[name] = onnx_export.jax_evaluation(
-            load_run(run_dir).model, mnist.test_images, mnist.test_labels
-        )
+        out[name] = load_run(run_dir).evaluate(mnist.test_images, mnist.test_labels)
     return out
 
 
@@ -74,21 +70,21 @@ def test_file_is_self_contained_valid_onnx_with_the_spec_io(exported_models, fil
     assert all(t.data_location == onnx.TensorProto.DEFAULT for t in model.graph.initializer)
     assert not any(t.external_data for t in model.graph.initializer)
 
-    assert [(o.domain, o.version) for o in model.opset_import] == [("", onnx_export.OPSET)]
-    assert onnx_export.OPSET <= spec.MAX_OPSET
-    assert model.ir_version <= spec.MAX_IR_VERSION
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", onnx_graph.OPSET)]
+    assert onnx_graph.OPSET <= contract.MAX_OPSET
+    assert model.ir_version <= contract.MAX_IR_VERSION
 
     (inp,) = model.graph.input
-    assert inp.name == spec.INPUT_NAME
+    assert inp.name == contract.INPUT_NAME
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     in_dims = inp.type.tensor_type.shape.dim
     assert in_dims[0].dim_param and [d.dim_value for d in in_dims[1:]] == [28, 28, 1]
     (out,) = model.graph.output
-    assert out.name == spec.OUTPUT_NAME
+    assert out.name == contract.OUTPUT_NAME
     assert out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     out_dims = out.type.tensor_type.shape.dim
     assert out_dims[0].dim_param == in_dims[0].dim_param and out_dims[1].dim_value == 10
-    (last,) = [n for n in model.graph.node if spec.OUTPUT_NAME in n.output]
+    (last,) = [n for n in model.graph.node if contract.OUTPUT_NAME in n.output]
     assert last.op_type == "Softmax"
 
 
@@ -112,39 +108,43 @@ def test_metadata_names_model_training_source_and_contract(exported_models, trai
     run_metrics = json.loads((trained_runs[name] / "metrics.json").read_text())
     pointer = json.loads((trained_runs[name] / checkpoint.POINTER).read_text())
 
-    assert meta[spec.META_MODEL] == name
-    assert int(meta[spec.META_PARAMS]) == PARAMS[name]
+    assert meta[contract.META_MODEL] == name
+    assert int(meta[contract.META_PARAMS]) == PARAMS[name]
     # Each file's own accuracy: the run's for the float file, the quantized graph's for int8.
     (entry,) = [e for e in manifest(exported_models, name)["files"] if e["file"] == file]
-    assert float(meta[spec.META_TEST_ACCURACY]) == pytest.approx(entry["test_accuracy"], abs=5e-5)
+    assert float(meta[contract.META_TEST_ACCURACY]) == pytest.approx(
+        entry["test_accuracy"], abs=5e-5
+    )
     if ".int8." not in file:
-        assert float(meta[spec.META_TEST_ACCURACY]) == pytest.approx(run_metrics["test_accuracy"])
-    config = json.loads(meta[spec.META_TRAIN_CONFIG])
+        assert float(meta[contract.META_TEST_ACCURACY]) == pytest.approx(
+            run_metrics["test_accuracy"]
+        )
+    config = json.loads(meta[contract.META_TRAIN_CONFIG])
     assert (config["model"], config["epochs"], config["batch_size"], config["seed"]) == (
         name,
         1,
         32,
         0,
     )
-    assert meta[spec.META_PREPROCESSING] == spec.PREPROCESSING_SPEC
-    assert json.loads(meta[spec.META_LABELS]) == list(spec.LABELS)
-    assert meta[spec.META_INPUT] == spec.INPUT_DESCRIPTION
-    assert meta[spec.META_VERSION] and meta[spec.META_JAX2ONNX_VERSION]
-    assert meta[spec.META_CHECKPOINT_SHA256] == pointer["sha256"]
-    assert meta[spec.META_VARIANT] == ("int8" if ".int8." in file else "float32")
+    assert meta[contract.META_PREPROCESSING] == contract.PREPROCESSING_SPEC
+    assert json.loads(meta[contract.META_LABELS]) == list(contract.LABELS)
+    assert meta[contract.META_INPUT] == contract.INPUT_DESCRIPTION
+    assert meta[contract.META_VERSION] and meta[contract.META_JAX2ONNX_VERSION]
+    assert meta[contract.META_CHECKPOINT_SHA256] == pointer["sha256"]
+    assert meta[contract.META_VARIANT] == ("int8" if ".int8." in file else "float32")
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_manifest_lists_each_file_with_size_sha256_and_accuracy(exported_models, name):
     doc = manifest(exported_models, name)
-    assert spec.manifest_path_for(str(exported_models / f"{name}.int8.onnx")).endswith(
+    assert contract.manifest_path_for(str(exported_models / f"{name}.int8.onnx")).endswith(
         f"{name}.json"
     )
-    assert doc["schema"] == spec.MANIFEST_SCHEMA and doc["model"] == name
-    assert doc["opset"] == onnx_export.OPSET and doc["params"] == PARAMS[name]
-    assert doc["input"]["name"] == spec.INPUT_NAME and doc["input"]["shape"][1:] == [28, 28, 1]
-    assert doc["output"]["name"] == spec.OUTPUT_NAME and doc["output"]["labels"] == list(
-        spec.LABELS
+    assert doc["schema"] == contract.MANIFEST_SCHEMA and doc["model"] == name
+    assert doc["opset"] == onnx_graph.OPSET and doc["params"] == PARAMS[name]
+    assert doc["input"]["name"] == contract.INPUT_NAME and doc["input"]["shape"][1:] == [28, 28, 1]
+    assert doc["output"]["name"] == contract.OUTPUT_NAME and doc["output"]["labels"] == list(
+        contract.LABELS
     )
     assert doc["min_onnxruntime"] == onnx_export.MIN_ONNXRUNTIME
     assert [e["file"] for e in doc["files"]] == [f"{name}.onnx", f"{name}.int8.onnx"]
@@ -168,7 +168,7 @@ def test_manifest_lists_each_file_with_size_sha256_and_accuracy(exported_models,
 def test_onnxruntime_matches_jax_on_all_test_images(
     exported_models, jax_reference, test_images, mnist, name, batch_size
 ):
-    sess = onnx_export.session(exported_models / f"{name}.onnx")
+    sess = onnxrt.session(exported_models / f"{name}.onnx")
     probs = onnx_export.onnxruntime_probabilities(sess, test_images, batch_size)
     reference = jax_reference[name]["probabilities"]
     assert probs.shape == (10_000, 10) and probs.dtype == np.float32
@@ -183,7 +183,7 @@ def test_onnx_reference_evaluator_agrees_with_jax(
     exported_models, jax_reference, test_images, name
 ):
     evaluator = ReferenceEvaluator(onnx.load_model(exported_models / f"{name}.onnx"))
-    (probs,) = evaluator.run(None, {spec.INPUT_NAME: test_images[:300]})
+    (probs,) = evaluator.run(None, {contract.INPUT_NAME: test_images[:300]})
     reference = jax_reference[name]["probabilities"][:300]
     assert np.max(np.abs(probs - reference)) <= onnx_export.PARITY_TOLERANCE
     np.testing.assert_array_equal(probs.argmax(-1), reference.argmax(-1))
@@ -204,27 +204,6 @@ def test_int8_is_static_qdq_small_and_within_0_2_points(
     assert accuracy >= jax_reference[name]["accuracy"] - 0.002
     assert manifest(exported_models, name)["files"][1]["test_accuracy"] == accuracy
     assert np.allclose(probs.sum(-1), 1.0, atol=1e-5)
-
-
-def test_compat_check_runs_files_in_another_interpreter(exported_models, test_images):
-    paths = [exported_models / "mlp.onnx", exported_models / "mlp.int8.onnx"]
-    report = compat.check_with(sys.executable, paths, test_images[:50])
-    assert report["onnxruntime"] == onnxruntime.__version__
-    for path in paths:
-        assert report["files"][str(path)] == {
-            "loads": True,
-            "max_abs_diff": 0.0,
-            "argmax_agreement": 1.0,
-        }
-
-
-def test_untrained_parameters_export_with_parity_too(test_images):
-    model = create_model("cnn", seed=3)
-    data = onnx_export.serialize(onnx_export.to_onnx_model(model, "cnn"))
-    probs = onnx_export.onnxruntime_probabilities(data, test_images[:64])
-    reference = np.asarray(predict_proba(model, test_images[:64]))
-    assert count_params(model) == PARAMS["cnn"]
-    assert np.max(np.abs(probs - reference)) <= onnx_export.PARITY_TOLERANCE
 
 
 # ----------------------------------------------------------------------- determinism, writes

@@ -1,0 +1,52 @@
+"""The comparison report: read from finished runs (never retrained), tables, plots, numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from flaxdigits import report
+from flaxdigits.cli import main
+
+
+def test_compare_writes_tables_and_plots_reusing_finished_runs(tmp_path, trained_runs, capsys):
+    for name, run_dir in trained_runs.items():
+        shutil.copytree(run_dir, tmp_path / "runs" / name)
+    runs = str(tmp_path / "runs")
+    assert main(["compare", "--epochs", "1", "--runs", runs, "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("reusing") == 2  # no retraining
+    text = (tmp_path / "comparison.md").read_text()
+    assert "## Results after 1 epoch" in text
+    for row in ("Train accuracy", "Test accuracy", "Train loss", "Test loss", "Overfit gap"):
+        assert f"| {row}" in text
+    assert "| Parameters | 101,770 | 542,230 |" in text
+    for png in ("training_curves", "confusion_matrices", "test_predictions", "training_samples"):
+        blob = (tmp_path / f"{png}.png").read_bytes()
+        assert blob.startswith(b"\x89PNG") and len(blob) > 10_000
+    summary = json.loads((tmp_path / "comparison.json").read_text())
+    mlp_acc = json.loads((trained_runs["mlp"] / "metrics.json").read_text())["test_accuracy"]
+    assert summary["results"]["1"]["mlp"][0]["test_accuracy"] == mlp_acc
+
+
+def test_run_dirs_are_named_by_model_and_seed(tmp_path):
+    assert report.run_dir_for(tmp_path, "cnn", 0) == tmp_path / "cnn"
+    assert report.run_dir_for(tmp_path, "mlp", 2) == tmp_path / "mlp-seed2"
+
+
+def test_cells_are_mean_with_sample_std_over_seeds():
+    assert report._fmt([0.98], "pct") == "98.00%"
+    assert report._fmt([0.97, 0.99], "pct") == "98.00% ± 1.41"
+    assert report._fmt([0.0123], "loss") == "0.0123"
+    assert report._fmt([0.01], "pct", signed=True) == "+1.00%"
+
+
+def test_a_run_of_another_recipe_is_not_reused(tmp_path, trained_runs, monkeypatch):
+    for name, run_dir in trained_runs.items():
+        shutil.copytree(run_dir, tmp_path / name)
+    trained = []
+    monkeypatch.setattr("flaxdigits.train.train", lambda config, *a, **k: trained.append(config))
+    with pytest.raises(TypeError):  # the stub returns no metrics: only the call matters here
+        report.compare(epochs=[1], batch_size=64, out=tmp_path / "out", runs_dir=tmp_path)
+    assert trained and trained[0].batch_size == 64  # batch 32 runs do not answer a batch-64 report
