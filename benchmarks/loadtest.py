@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flaxdigits import contract
 from flaxdigits.atomic import write_json_atomic
 
 
@@ -61,10 +62,11 @@ def drawings(directory: Path, n: int, seed: int = 0) -> list[tuple[Path, int]]:
 
 def offline_answers(models: Path, files: list[Path]) -> dict[str, dict]:
     """What the offline predictor says for each file (the reference for the server's answers)."""
+    from flaxdigits.serve.decode import load_image_file
     from flaxdigits.serve.predictor import Predictor
-    from flaxdigits.serve.preprocess import load_image_file, preprocess
+    from flaxdigits.serve.preprocess import preprocess
 
-    predictors = {n: Predictor(models / f"{n}.onnx") for n in ("mlp", "cnn")}
+    predictors = {n: Predictor(models / f"{n}.onnx") for n in contract.MODEL_NAMES}
     answers = {}
     for path in files:
         image = preprocess(load_image_file(path), "mnist").image

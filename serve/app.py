@@ -1,9 +1,10 @@
 """The drawing page: draw or upload a digit and watch the MLP and the CNN read it side by side.
 
 Gradio Blocks over the JAX-free serving core (preprocess + Predictor): numpy, Pillow, onnxruntime
-and gradio only. The logic lives in small pure functions that tests call directly (predict_all,
-page_outputs, render_result, step_images); build_app wires them to components and launch serves
-the page on 127.0.0.1 by default, with a public share link only when asked.
+and gradio only. What the page and the API show lives in serve/page.py as pure functions that
+tests call directly (predict_all, page_outputs, render_result); build_app wires them to
+components and launch serves the page on 127.0.0.1 by default, with a public share link only when
+asked.
 
 One named API endpoint, for gradio_client:
 
@@ -16,46 +17,47 @@ An empty or unreadable image is an error with a readable message (gradio_client 
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
-from PIL import Image
 
-from flaxdigits.serve import spec
-from flaxdigits.serve.predictor import Prediction, Predictor
-from flaxdigits.serve.preprocess import (
-    DEFAULT_METHOD,
+from flaxdigits import contract
+from flaxdigits.serve.decode import (
+    EXTENSIONS,
+    FORMAT_NAMES,
     MAX_FILE_BYTES,
-    METHODS,
-    EmptyCanvasError,
     ImageInputError,
-    Preprocessed,
     configure_pillow,
-    preprocess,
 )
+from flaxdigits.serve.page import (
+    CANVAS_SIZE,
+    CARD_CSS,
+    UPLOAD_PROMPT,
+    blank_canvas,
+    model_subtitle,
+    page_outputs,
+    predict_all,
+    render_result,
+)
+from flaxdigits.serve.predictor import Predictor
+from flaxdigits.serve.preprocess import EmptyCanvasError
 
-MODEL_NAMES = ("mlp", "cnn")
 API_NAME = "predict"
 
-CANVAS_SIZE = (400, 400)  # (width, height) in pixels
 # Radius in canvas pixels: a ~28 px stroke on a digit ~300 px tall is MNIST's stroke/height ratio.
 BRUSH_RADIUS = 14
 ERASER_RADIUS = 24
-UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"]  # preprocess.FORMATS
+UPLOAD_TYPES = list(EXTENSIONS)
 QUEUE_MAX_SIZE = 64  # waiting events: 50+ API clients at once; beyond it a clean "queue full"
 DELETE_CACHE = (900, 1800)  # every 15 min, delete uploads and outputs older than 30 min
-STEP_SIDE = 112  # steps smaller than this are shown enlarged with crisp (nearest) pixels
 
 API_DESCRIPTION = (
-    "Read the digit in an image file (PNG, JPEG, WebP, GIF or BMP) with the MLP and the CNN. "
+    f"Read the digit in an image file ({FORMAT_NAMES}) with the MLP and the CNN. "
     'Returns {"method", "models": {"mlp": {"digit", "confidence", "probabilities" (10)}, '
     '"cnn": {...}}}. An empty or unreadable image is an error that says why.'
 )
-UPLOAD_PROMPT = "Upload an image of a digit (PNG, JPEG, WebP, GIF or BMP)."
 METHOD_INFO = (
     "mnist: fit the ink into 20x20 and centre it by mass, the way MNIST was made. "
     "seed: pad the ink box to a square with 20% margins."
@@ -65,26 +67,6 @@ INTRO = """\
 Draw a digit from 0 to 9 with the mouse or a finger: the MLP and the CNN, trained on MNIST and
 run by onnxruntime, read it as you draw. Or upload a photo or scan of a handwritten digit.
 """
-
-CARD_CSS = """
-.fd-card { border: 1px solid var(--border-color-primary); border-radius: var(--radius-lg);
-  padding: 12px 14px; background: var(--block-background-fill); }
-.fd-title { font-weight: 600; font-size: 1.05em; }
-.fd-sub { color: var(--body-text-color-subdued); font-size: 0.85em; min-height: 1.2em; }
-.fd-main { display: flex; align-items: baseline; gap: 12px; margin: 6px 0 10px; }
-.fd-digit { font-size: 3.5em; font-weight: 700; line-height: 1; min-width: 0.7em; }
-.fd-none, .fd-conf { color: var(--body-text-color-subdued); }
-.fd-bars { display: flex; gap: 4px; align-items: stretch; height: 130px; }
-.fd-col { flex: 1; display: flex; flex-direction: column; align-items: center; min-width: 0; }
-.fd-pct { font-size: 0.7em; color: var(--body-text-color-subdued); height: 1.3em; }
-.fd-track { flex: 1; width: 100%; display: flex; align-items: flex-end; border-radius: 3px;
-  background: var(--background-fill-secondary); }
-.fd-fill { width: 100%; min-height: 1px; border-radius: 3px; background: var(--neutral-400); }
-.fd-top .fd-fill { background: var(--color-accent); }
-.fd-label { font-size: 0.9em; margin-top: 2px; }
-.fd-top .fd-label { font-weight: 700; color: var(--color-accent); }
-"""
-
 
 # ---------------------------------------------------------------------------------- models
 
@@ -104,7 +86,8 @@ def load_predictors(models_dir, *, threads: int = 1) -> dict[str, Predictor]:
         ModelLoadError: a model file is not a usable flaxdigits export.
     """
     directory = Path(models_dir)
-    missing = [f"{name}.onnx" for name in MODEL_NAMES if not (directory / f"{name}.onnx").is_file()]
+    names = contract.MODEL_NAMES
+    missing = [f"{name}.onnx" for name in names if not (directory / f"{name}.onnx").is_file()]
     if missing:
         where = (
             f"no models directory {directory}"
@@ -115,7 +98,7 @@ def load_predictors(models_dir, *, threads: int = 1) -> dict[str, Predictor]:
             f"{where}: train and export the models first with `make all` "
             f"(or `flaxdigits export RUN_DIR --out {directory}/NAME.onnx` for mlp and cnn)"
         )
-    return {name: Predictor(directory / f"{name}.onnx", threads=threads) for name in MODEL_NAMES}
+    return {name: Predictor(directory / f"{name}.onnx", threads=threads) for name in names}
 
 
 def concurrency_limit(threads: int, cores: int | None = None) -> int:
@@ -127,167 +110,7 @@ def concurrency_limit(threads: int, cores: int | None = None) -> int:
     return max(1, cores // per_request)
 
 
-def model_subtitle(predictor: Predictor) -> str:
-    """'101,770 parameters · 97.6% test accuracy', from whatever metadata the model carries."""
-    parts = []
-    try:
-        parts.append(f"{int(predictor.metadata[spec.META_PARAMS]):,} parameters")
-    except (KeyError, ValueError):
-        pass
-    try:
-        accuracy = float(predictor.metadata[spec.META_TEST_ACCURACY])
-    except (KeyError, ValueError):
-        accuracy = None
-    if accuracy is not None and 0.0 <= accuracy <= 1.0:
-        parts.append(f"{accuracy:.1%} test accuracy")
-    return " · ".join(parts)
-
-
-# ------------------------------------------------------------------------------ prediction
-
-
-def classify(image28: np.ndarray, predictors: Mapping[str, Predictor]) -> dict[str, Prediction]:
-    """Every model's prediction for one preprocessed (28, 28) image."""
-    return {name: predictor.predict(image28) for name, predictor in predictors.items()}
-
-
-def prediction_json(prediction: Prediction) -> dict:
-    """A Prediction as JSON-ready numbers (6 decimals, as `flaxdigits predict --json`)."""
-    return {
-        "digit": prediction.digit,
-        "confidence": round(prediction.confidence, 6),
-        "probabilities": [round(p, 6) for p in prediction.probabilities],
-    }
-
-
-def predict_all(value, method: str, predictors: Mapping[str, Predictor]) -> dict:
-    """Preprocess once and classify with every model: the JSON the /predict endpoint returns.
-
-    Args:
-        value: anything preprocess() accepts (image file path, PIL image, array, editor dict).
-        method: "mnist" or "seed".
-        predictors: model name -> Predictor.
-
-    Returns:
-        {"method": method, "models": {name: {"digit", "confidence", "probabilities"}}}.
-
-    Raises:
-        EmptyCanvasError: nothing is drawn.
-        ImageInputError: the image cannot be read.
-        ValueError: unknown method.
-    """
-    pre = preprocess(value, method)
-    predictions = classify(pre.image, predictors)
-    return {
-        "method": method,
-        "models": {name: prediction_json(p) for name, p in predictions.items()},
-    }
-
-
-# -------------------------------------------------------------------------------- rendering
-
-
-def render_result(name: str, prediction: Prediction | None, subtitle: str = "") -> str:
-    """One model's card: the digit, its confidence and a bar per class, the top one highlighted.
-
-    The root carries data-model and data-digit ("" without a prediction) for scripts and tests.
-    """
-    digit = "" if prediction is None else str(prediction.digit)
-    probs = (0.0,) * len(spec.LABELS) if prediction is None else prediction.probabilities
-    columns = []
-    for label, p in zip(spec.LABELS, probs, strict=True):
-        top = " fd-top" if label == digit else ""
-        pct = f"{p:.0%}" if p >= 0.005 else ""
-        columns.append(
-            f'<div class="fd-col{top}" title="{label}: {p:.1%}">'
-            f'<div class="fd-pct">{pct}</div>'
-            f'<div class="fd-track"><div class="fd-fill" style="height: {100 * p:.1f}%">'
-            "</div></div>"
-            f'<div class="fd-label">{label}</div></div>'
-        )
-    described = ", ".join(f"{label}: {p:.1%}" for label, p in zip(spec.LABELS, probs, strict=True))
-    confidence = "no prediction" if prediction is None else f"{prediction.confidence:.1%} confident"
-    name_attr = html.escape(name, quote=True)
-    return (
-        f'<div class="fd-card" data-model="{name_attr}" data-digit="{digit}">'
-        f'<div class="fd-title">{html.escape(name.upper())}</div>'
-        f'<div class="fd-sub">{html.escape(subtitle)}</div>'
-        f'<div class="fd-main"><span class="fd-digit{"" if digit else " fd-none"}">'
-        f"{digit or '?'}</span>"
-        f'<span class="fd-conf">{confidence}</span></div>'
-        f'<div class="fd-bars" role="img" aria-label="probabilities: {described}">'
-        f"{''.join(columns)}</div></div>"
-    )
-
-
-def step_images(pre: Preprocessed) -> list[tuple[np.ndarray, str]]:
-    """The preprocessing steps as (image, caption) for a gallery; small ones enlarged crisply."""
-    captions = {
-        "original": "original",
-        "grayscale": "ink",
-        "cropped": "cropped",
-        "28x28": "28x28 input",
-    }
-    out = []
-    for key, step in pre.steps.items():
-        img = Image.fromarray(step)
-        if max(img.size) < STEP_SIDE:
-            scale = STEP_SIDE // max(img.size) + 1
-            img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-        out.append((np.asarray(img), captions.get(key, key)))
-    return out
-
-
-def summary(predictions: Mapping[str, Prediction]) -> str:
-    """One line that says what the models read and whether they agree (Markdown)."""
-    digits = {p.digit for p in predictions.values()}
-    if len(digits) == 1:
-        who = "Both models" if len(predictions) == 2 else "All models"
-        return f"{who} read **{digits.pop()}**."
-    parts = ", ".join(f"{name.upper()} reads **{p.digit}**" for name, p in predictions.items())
-    return f"The models disagree: {parts}."
-
-
-def page_outputs(
-    value,
-    method: str,
-    predictors: Mapping[str, Predictor],
-    *,
-    empty_message: str | None = None,
-    subtitles: Mapping[str, str] | None = None,
-) -> tuple[str, list[str], list[tuple[np.ndarray, str]]]:
-    """Everything the page shows for one input: (status Markdown, one card per model, steps).
-
-    An empty canvas or an unreadable image gives a message and empty cards, never an exception.
-    """
-    subtitles = subtitles or {}
-    try:
-        pre = preprocess(value, method)
-    except EmptyCanvasError as e:
-        message, pre = empty_message or str(e), None
-    except ImageInputError as e:
-        reason = str(e)
-        if isinstance(value, str):  # load_image_file names the (temporary) file first
-            reason = reason.removeprefix(f"{value}: ")
-        message, pre = f"Cannot read this image: {reason}", None
-    if pre is None:
-        cards = [render_result(name, None, subtitles.get(name, "")) for name in predictors]
-        return html.escape(message), cards, []
-    predictions = classify(pre.image, predictors)
-    cards = [render_result(name, p, subtitles.get(name, "")) for name, p in predictions.items()]
-    return summary(predictions), cards, step_images(pre)
-
-
 # -------------------------------------------------------------------------------------- app
-
-
-def blank_canvas() -> dict:
-    """The Sketchpad's starting value: a white background, so the brush is active at once.
-
-    Gradio 6 selects the brush on load only when the editor has a value; with an empty one it
-    shows "select the draw tool to start" and a person must find the brush button first.
-    """
-    return {"background": Image.new("RGB", CANVAS_SIZE, "white"), "layers": [], "composite": None}
 
 
 def build_app(predictors: Mapping[str, Predictor], *, concurrency: int = 1) -> gr.Blocks:
@@ -332,7 +155,7 @@ def build_app(predictors: Mapping[str, Predictor], *, concurrency: int = 1) -> g
         if image is None:
             raise gr.Error("No image: pass an image file.", print_exception=False)
         try:
-            return predict_all(image, method or DEFAULT_METHOD, predictors)
+            return predict_all(image, method or contract.DEFAULT_PREPROCESS_METHOD, predictors)
         except ImageInputError as e:
             reason = str(e).removeprefix(f"{image}: ")
             raise gr.Error(reason, print_exception=False) from None
@@ -377,8 +200,8 @@ def build_app(predictors: Mapping[str, Predictor], *, concurrency: int = 1) -> g
                             elem_id="upload",
                         )
                 method = gr.Radio(
-                    list(METHODS),
-                    value=DEFAULT_METHOD,
+                    list(contract.PREPROCESS_METHODS),
+                    value=contract.DEFAULT_PREPROCESS_METHOD,
                     label="Preprocessing",
                     info=METHOD_INFO,
                     elem_id="method",

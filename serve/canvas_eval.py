@@ -1,7 +1,7 @@
 """Canvas accuracy: the MNIST test digits redrawn the way a person's canvas looks, through
 preprocessing and every exported model.
 
-    python -m flaxdigits.serve.canvas_eval --models models --out reports/canvas_accuracy.json
+    flaxdigits canvas-eval --models models --out reports/canvas_accuracy.json
 
 Each test digit becomes a large canvas (280-800 px a side, random size and position), black ink
 on white (RGB) or on a transparent RGBA canvas like the Sketchpad's, with a smooth stroke of
@@ -13,20 +13,20 @@ numpy, Pillow and onnxruntime only.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
-import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from flaxdigits import contract
 from flaxdigits.atomic import write_json_atomic
+from flaxdigits.serve.decode import ImageInputError
 from flaxdigits.serve.predictor import Predictor, model_files
-from flaxdigits.serve.preprocess import METHODS, ImageInputError, preprocess
+from flaxdigits.serve.preprocess import preprocess
 
 SCHEMA = "flaxdigits.canvas_accuracy.v1"
 CANVAS_SIDE = (280, 800)  # pixels, each side drawn independently
@@ -36,6 +36,7 @@ THRESHOLD = (0.2, 0.6)  # stroke edge level: low -> thick stroke, high -> thin
 EDGE = 0.08  # width of the anti-aliasing ramp around the threshold, in intensity
 TRANSPARENT = 0.5  # share of canvases drawn on transparent RGBA instead of white RGB
 _CHUNK = 250  # digits per worker task
+METHODS = contract.PREPROCESS_METHODS
 
 
 def render_canvas(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -124,7 +125,7 @@ def evaluate_canvas(
 
     start = time.perf_counter()
     accuracy, raw = {}, {}
-    raw_images = digits.astype(np.float32) / 255
+    raw_images = contract.scale_pixels(digits)  # (N, 28, 28) float32 in [0, 1]
     for name, predictor in predictors.items():
         raw[name] = _accuracy(predictor.predict_batch(raw_images), labels)
         accuracy[name] = {}
@@ -177,31 +178,23 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: evaluate, print the table, write the JSON report."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="models", help="directory with the .onnx models")
-    parser.add_argument("--out", default="reports/canvas_accuracy.json")
-    parser.add_argument("--limit", type=int, help="only the first N test digits")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, help="processes (default: all cores)")
-    args = parser.parse_args(argv)
-    try:
-        report = evaluate_canvas(
-            Path(args.models), limit=args.limit, seed=args.seed, workers=args.workers
-        )
-    except (OSError, ValueError, RuntimeError) as e:
-        print(f"canvas_eval: error: {e}", file=sys.stderr)
-        return 2
-    out = write_json_atomic(args.out, report)
+def run(
+    models_dir,
+    out,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    log: Callable[[str], object] = print,
+) -> dict:
+    """`flaxdigits canvas-eval`: evaluate_canvas, write the report to `out` atomically, log the
+    table and a summary line; returns the report. Raises what evaluate_canvas raises."""
+    report = evaluate_canvas(models_dir, limit=limit, seed=seed, workers=workers)
+    path = write_json_atomic(out, report)
     seconds = report["seconds"]
-    print(report["table"])
-    print(
+    log(report["table"])
+    log(
         f"{report['n']} canvases: render + preprocess {seconds['render_and_preprocess']} s, "
-        f"predict {seconds['predict']} s -> {out}"
+        f"predict {seconds['predict']} s -> {path}"
     )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return report

@@ -8,13 +8,22 @@ import warnings
 
 from PIL import Image
 
-from flaxdigits.serve.predictor import ModelLoadError, Predictor
-from flaxdigits.serve.preprocess import METHODS, ImageInputError, load_image_file, preprocess
+from flaxdigits import contract
+from flaxdigits.serve.decode import ImageInputError, load_image_file
+from flaxdigits.serve.predictor import ModelLoadError, Prediction, Predictor
+from flaxdigits.serve.preprocess import preprocess
 
 EXIT_OK, EXIT_FILE_FAILED, EXIT_BAD_MODEL = 0, 1, 2
 
 
-def predict_files(model_path, files, *, method="mnist", as_json=False, threads=1) -> int:
+def predict_files(
+    model_path,
+    files,
+    *,
+    method=contract.DEFAULT_PREPROCESS_METHOD,
+    as_json=False,
+    threads=1,
+) -> int:
     """Predict the digit in each image file and print one line per file.
 
     Args:
@@ -28,7 +37,9 @@ def predict_files(model_path, files, *, method="mnist", as_json=False, threads=1
     Returns:
         The exit status: 0 all predicted, 1 some file failed, 2 the model or options are unusable.
     """
-    if method not in METHODS:
+    try:
+        contract.check_method(method)
+    except ValueError:
         print(f"flaxdigits predict: error: unknown --preprocess {method!r}", file=sys.stderr)
         return EXIT_BAD_MODEL
     try:
@@ -53,15 +64,9 @@ def predict_files(model_path, files, *, method="mnist", as_json=False, threads=1
     return status
 
 
-def _print_prediction(file: str, prediction, as_json: bool) -> None:
+def _print_prediction(file: str, prediction: Prediction, as_json: bool) -> None:
     if as_json:
-        line = {
-            "file": file,
-            "digit": prediction.digit,
-            "confidence": round(prediction.confidence, 6),
-            "probabilities": [round(p, 6) for p in prediction.probabilities],
-        }
-        print(json.dumps(line), flush=True)
+        print(json.dumps({"file": file, **prediction.to_json()}), flush=True)
     else:
         shown = _printable(file)
         print(f"{shown}: {prediction.digit} (confidence {prediction.confidence:.3f})", flush=True)

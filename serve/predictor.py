@@ -3,23 +3,23 @@
 numpy + onnxruntime only; the `onnx` package, when installed, adds its checker. A model is
 refused (ModelLoadError) unless: the file is within the size cap, its sha256 and size match its
 manifest entry (when a manifest is used), it holds no external-data references, it passes
-onnx.checker (when available) and onnxruntime loads it, its I/O is the spec.py contract
+onnx.checker (when available) and onnxruntime loads it, its I/O is the flaxdigits.contract
 (`image` float [N, 28, 28, 1] -> `probabilities` float [N, 10]), its preprocessing spec is known,
 and a probe run returns probabilities.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from flaxdigits.serve import spec
+from flaxdigits import contract, onnxrt
+from flaxdigits.files import ReadError, read_capped
+from flaxdigits.serve.onnx_wire import WireError, external_data_refs
 
 MAX_MODEL_BYTES = 64 * 1024 * 1024  # the exported CNN is a few MB
 MAX_MANIFEST_BYTES = 1024 * 1024
@@ -38,6 +38,14 @@ class Prediction:
     digit: int
     confidence: float
     probabilities: tuple[float, ...]  # 10 values
+
+    def to_json(self) -> dict:
+        """JSON-ready numbers rounded to 6 decimals: the predict CLI's lines, the page's API."""
+        return {
+            "digit": self.digit,
+            "confidence": round(self.confidence, 6),
+            "probabilities": [round(p, 6) for p in self.probabilities],
+        }
 
 
 class Predictor:
@@ -69,7 +77,7 @@ class Predictor:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise ValueError(f"threads must be a non-negative integer, got {threads!r}")
         self.path = Path(model_path)
-        data = _read_capped(self.path, max_bytes)
+        data = _read_capped(self.path, max_bytes, what="model file")
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.manifest_entry = self._check_manifest(len(data), manifest)
         refs = _external_data_refs(data, str(self.path))
@@ -91,7 +99,7 @@ class Predictor:
                 f"text ({e.reason} at byte {e.start})"
             ) from None
         self._check_metadata()
-        self.name: str = self.metadata.get(spec.META_MODEL) or self.path.name.split(".")[0]
+        self.name: str = self.metadata.get(contract.META_MODEL) or self.path.name.split(".")[0]
         self._probe()
 
     def __repr__(self) -> str:
@@ -155,7 +163,7 @@ class Predictor:
         n = len(x)
         if self._batch and n < self._batch:
             x = np.concatenate([x, np.zeros((self._batch - n, 28, 28, 1), np.float32)])
-        (probs,) = self._session.run([spec.OUTPUT_NAME], {spec.INPUT_NAME: x})
+        (probs,) = self._session.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: x})
         return np.asarray(probs, np.float32)[:n]
 
     # -------------------------------------------------------------------------------- checks
@@ -165,7 +173,7 @@ class Predictor:
         if manifest is None:
             return None
         if manifest == "auto":
-            path = Path(spec.manifest_path_for(str(self.path)))
+            path = Path(contract.manifest_path_for(str(self.path)))
             if not path.is_file():
                 return None
         else:
@@ -176,8 +184,8 @@ class Predictor:
         except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, a 5000-digit number,
             # or arrays nested deeper than the parser's recursion limit
             raise ModelLoadError(f"{path}: not a JSON manifest ({e})") from None
-        if not isinstance(doc, dict) or doc.get("schema") != spec.MANIFEST_SCHEMA:
-            raise ModelLoadError(f"{path}: not a {spec.MANIFEST_SCHEMA} manifest")
+        if not isinstance(doc, dict) or doc.get("schema") != contract.MANIFEST_SCHEMA:
+            raise ModelLoadError(f"{path}: not a {contract.MANIFEST_SCHEMA} manifest")
         files = doc.get("files")
         entries = [e for e in files if isinstance(e, dict)] if isinstance(files, list) else []
         entry = next((e for e in entries if e.get("file") == self.path.name), None)
@@ -192,29 +200,29 @@ class Predictor:
         return entry
 
     def _check_io(self) -> int | None:
-        """Check the graph I/O against spec.py; the fixed batch size, or None if dynamic."""
+        """Check the graph I/O against contract.py; the fixed batch size, or None if dynamic."""
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         where = f"{self.path}: not a flaxdigits model:"
-        if len(inputs) != 1 or inputs[0].name != spec.INPUT_NAME:
+        if len(inputs) != 1 or inputs[0].name != contract.INPUT_NAME:
             names = [i.name for i in inputs]
-            raise ModelLoadError(f"{where} inputs {names}, expected [{spec.INPUT_NAME!r}]")
+            raise ModelLoadError(f"{where} inputs {names}, expected [{contract.INPUT_NAME!r}]")
         shape = list(inputs[0].shape)
         if inputs[0].type != "tensor(float)" or len(shape) != 4 or shape[1:] != [28, 28, 1]:
             raise ModelLoadError(
-                f"{where} input {spec.INPUT_NAME!r} is {inputs[0].type} {shape}, "
+                f"{where} input {contract.INPUT_NAME!r} is {inputs[0].type} {shape}, "
                 "expected tensor(float) [N, 28, 28, 1]"
             )
-        out = next((o for o in outputs if o.name == spec.OUTPUT_NAME), None)
+        out = next((o for o in outputs if o.name == contract.OUTPUT_NAME), None)
         if out is None:
             names = [o.name for o in outputs]
-            raise ModelLoadError(f"{where} outputs {names}, expected {spec.OUTPUT_NAME!r}")
+            raise ModelLoadError(f"{where} outputs {names}, expected {contract.OUTPUT_NAME!r}")
         # Output dims may be symbolic in a valid export; the probe run checks the real (1, 10).
         shape = list(out.shape or [])
         if out.type != "tensor(float)" or (
             shape and (len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != 10))
         ):
             raise ModelLoadError(
-                f"{where} output {spec.OUTPUT_NAME!r} is {out.type} {shape}, "
+                f"{where} output {contract.OUTPUT_NAME!r} is {out.type} {shape}, "
                 "expected tensor(float) [N, 10]"
             )
         batch = shape[0]
@@ -222,27 +230,27 @@ class Predictor:
 
     def _check_metadata(self) -> None:
         """Refuse a preprocessing spec or label set this serve code does not implement."""
-        pre = self.metadata.get(spec.META_PREPROCESSING)
+        pre = self.metadata.get(contract.META_PREPROCESSING)
         if pre is None:
             raise ModelLoadError(
-                f"{self.path}: no {spec.META_PREPROCESSING} metadata: not a flaxdigits export"
+                f"{self.path}: no {contract.META_PREPROCESSING} metadata: not a flaxdigits export"
             )
-        if pre not in spec.KNOWN_PREPROCESSING_SPECS:
-            known = ", ".join(sorted(spec.KNOWN_PREPROCESSING_SPECS))
+        if pre not in contract.KNOWN_PREPROCESSING_SPECS:
+            known = ", ".join(sorted(contract.KNOWN_PREPROCESSING_SPECS))
             raise ModelLoadError(
                 f"{self.path}: expects preprocessing {pre!r}, but this version of flaxdigits "
                 f"implements only {known}: upgrade flaxdigits or re-export the model"
             )
-        labels = self.metadata.get(spec.META_LABELS)
+        labels = self.metadata.get(contract.META_LABELS)
         if labels is not None:
             try:
                 parsed = json.loads(labels)
             except (ValueError, RecursionError):  # see _check_manifest
                 parsed = None
-            if parsed != list(spec.LABELS):
+            if parsed != list(contract.LABELS):
                 shown = labels if len(labels) <= 80 else labels[:80] + "…"
                 raise ModelLoadError(
-                    f"{self.path}: labels {shown!r}, expected {json.dumps(list(spec.LABELS))}"
+                    f"{self.path}: labels {shown!r}, expected {json.dumps(list(contract.LABELS))}"
                 )
 
     def _probe(self) -> None:
@@ -258,7 +266,7 @@ class Predictor:
             or abs(float(probs.sum()) - 1.0) > _PROB_TOLERANCE
         ):
             raise ModelLoadError(
-                f"{self.path}: output {spec.OUTPUT_NAME!r} is not a probability vector "
+                f"{self.path}: output {contract.OUTPUT_NAME!r} is not a probability vector "
                 f"(got shape {probs.shape}, sum {float(probs.sum()):.3g})"
             )
 
@@ -266,20 +274,12 @@ class Predictor:
 # ---------------------------------------------------------------------------------- helpers
 
 
-def _read_capped(path: Path, max_bytes: int, what: str = "model") -> bytes:
-    """Read a whole file, refusing one over max_bytes without reading all of it."""
+def _read_capped(path: Path, max_bytes: int, what: str) -> bytes:
+    """A whole file of at most max_bytes (files.read_capped), refused if empty."""
     try:
-        if not path.is_file():
-            raise ModelLoadError(f"{path}: no such {what} file")
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise ModelLoadError(f"{path}: {size:,} bytes, over the {max_bytes:,}-byte limit")
-        with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
-    except OSError as e:
-        raise ModelLoadError(f"{path}: cannot read {what}: {e.strerror or e}") from None
-    if len(data) > max_bytes:
-        raise ModelLoadError(f"{path}: over the {max_bytes:,}-byte limit")
+        data = read_capped(path, max_bytes, what)
+    except ReadError as e:
+        raise ModelLoadError(f"{path}: {e}") from None
     if not data:
         raise ModelLoadError(f"{path}: empty file")
     return data
@@ -295,121 +295,30 @@ def _onnx_check(data: bytes, where: str) -> None:
         model = onnx.load_model_from_string(data)
         onnx.checker.check_model(model)
     except Exception as e:  # DecodeError, ValidationError, ...: all mean "not a valid model"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"{where}: not a valid ONNX model: {first}") from None
+        raise ModelLoadError(f"{where}: not a valid ONNX model: {_first_line(e)}") from None
 
 
 def _session(data: bytes, threads: int, where: str):
     """An onnxruntime CPU session over the bytes we checked (no second read of the file)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3  # errors only: no optimizer chatter on stderr
     try:
-        # On a ValueError or RuntimeError (a name that is not UTF-8, say) onnxruntime prints an
-        # "EP Error ... Falling back" banner on stdout and retries on the same CPU provider:
-        # stdout belongs to `flaxdigits predict --json`. Sessions are made at start-up, so
-        # redirecting the process's stdout for the moment costs nothing.
-        with contextlib.redirect_stdout(io.StringIO()):
-            session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        return onnxrt.session(data, threads)
     except Exception as e:  # onnxruntime's Fail/InvalidGraph/InvalidProtobuf are not ValueErrors
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"{where}: onnxruntime cannot load the model: {first}") from None
-    session.disable_fallback()  # nor print and retry when a run fails
-    return session
-
-
-# ------------------------------------------------------------------ external data, wire level
-#
-# onnxruntime resolves external data of a model loaded from bytes against the current directory,
-# so a model could read arbitrary files next to the server. The onnx package is optional, so the
-# check walks the protobuf wire format itself: every TensorProto reachable from the model (graphs,
-# node attributes, sparse tensors, functions, training info) is inspected for data_location
-# EXTERNAL (field 14 = 1) or external_data entries (field 13).
-
-# message -> {field number: message type of that (length-delimited) field}
-_SCHEMA: dict[str, dict[int, str]] = {
-    "Model": {7: "Graph", 20: "TrainingInfo", 25: "Function"},
-    "TrainingInfo": {1: "Graph", 2: "Graph"},
-    "Graph": {1: "Node", 5: "Tensor", 15: "Sparse"},
-    "Function": {7: "Node", 11: "Attribute"},
-    "Node": {5: "Attribute"},
-    "Attribute": {5: "Tensor", 6: "Graph", 10: "Tensor", 11: "Graph", 22: "Sparse", 23: "Sparse"},
-    "Sparse": {1: "Tensor", 2: "Tensor"},
-    "Tensor": {},
-}
-_MAX_DEPTH = 64
-
-
-def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
-    """Decode a protobuf varint at pos: (value, next position)."""
-    value = shift = 0
-    while True:
-        if pos >= end or shift > 63:
-            raise ModelLoadError("truncated or malformed protobuf")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, pos
-
-
-def _walk(buf: bytes, pos: int, end: int, kind: str, depth: int, refs: set[str]) -> None:
-    """Collect external-data locations in the message buf[pos:end] of type kind."""
-    if depth > _MAX_DEPTH:
-        raise ModelLoadError("graph nesting too deep")
-    schema = _SCHEMA[kind]
-    while pos < end:
-        key, pos = _varint(buf, pos, end)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos, end)
-            if kind == "Tensor" and field == 14 and value == 1:
-                refs.add("")  # named in the message as data_location=EXTERNAL
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        elif wire == 2:
-            length, pos = _varint(buf, pos, end)
-            if pos + length > end:
-                raise ModelLoadError("truncated or malformed protobuf")
-            if kind == "Tensor" and field == 13:
-                refs.add(_external_location(buf[pos : pos + length]))
-            elif field in schema:
-                _walk(buf, pos, pos + length, schema[field], depth + 1, refs)
-            pos += length
-        else:  # groups (3, 4) are not used by ONNX; anything else is not protobuf
-            raise ModelLoadError(f"unexpected protobuf wire type {wire}")
-    if pos != end:
-        raise ModelLoadError("truncated or malformed protobuf")
-
-
-def _external_location(entry: bytes) -> str:
-    """The file named by an external_data entry (key "location"), else "" (offset, length...)."""
-    pos, fields = 0, {}
-    while pos < len(entry):
-        key, pos = _varint(entry, pos, len(entry))
-        if key & 7 != 2:
-            return ""
-        length, pos = _varint(entry, pos, len(entry))
-        fields[key >> 3] = entry[pos : pos + length].decode("utf-8", "replace")
-        pos += length
-    return fields.get(2, "") if fields.get(1) == "location" else ""
+        reason = _first_line(e)
+        raise ModelLoadError(f"{where}: onnxruntime cannot load the model: {reason}") from None
 
 
 def _external_data_refs(data: bytes, where: str) -> set[str]:
-    """External-data locations referenced anywhere in a serialized ModelProto."""
-    refs: set[str] = set()
+    """onnx_wire.external_data_refs, a malformed file refused as a ModelLoadError."""
     try:
-        _walk(data, 0, len(data), "Model", 0, refs)
-    except ModelLoadError as e:
+        return external_data_refs(data)
+    except WireError as e:
         raise ModelLoadError(f"{where}: not a valid ONNX file ({e})") from None
-    return refs
+
+
+def _first_line(e: Exception) -> str:
+    """The first line of an exception's message (parsers' messages run to many), or its type."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def model_files(directory) -> list[Path]:

@@ -1,11 +1,11 @@
 """What a person drew or uploaded -> the 28x28 white-on-black input the models expect.
 
 The one place preprocessing lives: the drawing page, the predict CLI and the canvas-accuracy report
-all call `preprocess`. numpy and Pillow only.
+all call `preprocess`. numpy and Pillow only; decoding files and bytes is serve/decode.py's.
 
 Pipeline: any input -> 8-bit grey ("original", alpha composited onto a plain background) -> ink
 map ("grayscale": white digit on black, background level and polarity detected, faint noise
-removed) -> ink bounding box ("cropped") -> 28x28 by one of two methods:
+removed) -> ink bounding box ("cropped") -> 28x28 by one of the two contract.PREPROCESS_METHODS:
 
 - ``mnist`` (default), the recipe MNIST itself was made with: fit the ink box into 20x20 keeping
   its aspect ratio (anti-aliased), then place it in 28x28 so its centre of mass sits where MNIST
@@ -16,24 +16,21 @@ removed) -> ink bounding box ("cropped") -> 28x28 by one of two methods:
 
 from __future__ import annotations
 
-import io
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter
 
-METHODS = ("mnist", "seed")
-DEFAULT_METHOD = "mnist"
+from flaxdigits import contract
+from flaxdigits.serve.decode import (
+    ImageInputError,
+    check_size,
+    decode_bytes,
+    load_image_file,
+)
 
-FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
-MAX_FILE_BYTES = 10 * 1024 * 1024
-MAX_PIXELS = 4096 * 4096  # far below Pillow's own bomb limit, so we refuse before decoding
-# Pillow keeps an 8-byte pointer per image row: a 16.7M x 1 column within MAX_PIXELS peaked at
-# 430 MB in preprocess, a 4096x4096 RGBA canvas at 225 MB (tests/test_fuzz.py).
-MAX_SIDE = 16384
 _CONVERT_ELEMENTS = 1 << 20  # array values scaled to uint8 per step: bounds the float32 temporaries
 
 # Ink is measured as the fraction of full contrast between the background and the darkest
@@ -59,10 +56,6 @@ SEED_PADDING = 0.2  # of the longer side of the ink box, on every side
 EMPTY_MESSAGE = "Draw a digit first: the canvas is empty."
 
 
-class ImageInputError(ValueError):
-    """The input cannot be read as an image: unreadable, unsupported or too large."""
-
-
 class EmptyCanvasError(ImageInputError):
     """The image holds no ink to recognise."""
 
@@ -81,7 +74,7 @@ class Preprocessed:
     method: str
 
 
-def preprocess(value, method: str = DEFAULT_METHOD) -> Preprocessed:
+def preprocess(value, method: str = contract.DEFAULT_PREPROCESS_METHOD) -> Preprocessed:
     """Turn an image, array, file path or Gradio editor value into a 28x28 MNIST-style input.
 
     Args:
@@ -97,10 +90,9 @@ def preprocess(value, method: str = DEFAULT_METHOD) -> Preprocessed:
     Raises:
         EmptyCanvasError: nothing is drawn (blank, transparent, only faint noise or a dot).
         ImageInputError: the input is not a readable image (bad type, shape, values or file).
-        ValueError: method is not one of METHODS.
+        ValueError: method is not one of contract.PREPROCESS_METHODS.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown preprocessing method {method!r}: expected one of {METHODS}")
+    contract.check_method(method)
     grey = _grey(_to_image(value))
     ink = _ink(grey)
     box = _ink_box(ink)
@@ -112,109 +104,10 @@ def preprocess(value, method: str = DEFAULT_METHOD) -> Preprocessed:
         "cropped": np.asarray(square),
         "28x28": final,
     }
-    return Preprocessed(image=final.astype(np.float32) / 255.0, steps=steps, method=method)
-
-
-def load_image_file(
-    path, *, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS
-) -> Image.Image:
-    """Open an image file defensively: byte and pixel caps, known formats, first frame only.
-
-    Args:
-        path: the file to read.
-        max_bytes: refuse larger files.
-        max_pixels: refuse images with more pixels (decompression bombs), before decoding.
-
-    Returns:
-        The decoded first frame, EXIF orientation applied, detached from the file.
-
-    Raises:
-        ImageInputError: missing, unreadable, too large, truncated or not PNG/JPEG/WebP/GIF/BMP.
-    """
-    name = os.fsdecode(path) if isinstance(path, bytes | os.PathLike) else str(path)
-    try:
-        if os.path.isdir(path):
-            raise ImageInputError(f"{name}: is a directory")
-        if not os.path.isfile(path):  # missing, or a FIFO/device that could block or never end
-            exists = os.path.exists(path)
-            raise ImageInputError(f"{name}: {'not a regular file' if exists else 'no such file'}")
-        with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
-    except OSError as e:
-        raise ImageInputError(f"{name}: cannot read: {e.strerror or e}") from None
-    if len(data) > max_bytes:
-        raise ImageInputError(f"{name}: file is larger than the {max_bytes:,}-byte limit")
-    return _decode(data, name, max_pixels)
-
-
-def configure_pillow(max_pixels: int = MAX_PIXELS, formats=FORMATS) -> None:
-    """Hold every Pillow decode in this process to our limits: call once when a server starts.
-
-    Frameworks decode uploads before preprocess sees them (Gradio's Image, Sketchpad and
-    ImageEditor call `PIL.Image.open` with no format list), so the limits must be Pillow's own,
-    process-wide: `Image.MAX_IMAGE_PIXELS = max_pixels` with DecompressionBombWarning made an
-    error (Pillow only warns up to twice the limit), truncated images never padded, and every
-    decoder not in `formats` switched off through Pillow's public `register_open` (EPS, which
-    runs Ghostscript, among them): such files then fail as "cannot identify image file", even
-    with `Image.open(formats=[...])`. Pillow has no global format switch of its own. A plugin
-    imported after this call registers itself again: call it after importing such plugins.
-
-    Args:
-        max_pixels: the largest image (width * height) any decoder may open.
-        formats: Pillow format names to keep (default FORMATS; one this Pillow was built
-            without stays absent); None keeps every decoder.
-
-    Raises:
-        ValueError: max_pixels is not a positive integer.
-    """
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    if formats is None:
-        return
-    Image.init()  # import every plugin now, so that none registers itself again later
-    keep = {f.upper() for f in formats}
-    for name, (factory, _accept) in list(Image.OPEN.items()):
-        if name not in keep:
-            Image.register_open(name, factory, _never)
-
-
-def _never(prefix: bytes) -> bool:
-    """The accept test of a switched-off Pillow decoder."""
-    return False
+    return Preprocessed(image=contract.scale_pixels(final), steps=steps, method=method)
 
 
 # ------------------------------------------------------------------------------------- inputs
-
-
-def _decode(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """Decode image bytes with the format allow-list and the pixel cap."""
-    if not data:
-        raise ImageInputError(f"{name}: empty file, not an image")
-    formats = "PNG, JPEG, WebP, GIF or BMP"
-    try:
-        img = Image.open(io.BytesIO(data), formats=FORMATS)
-        if img.width * img.height > max_pixels:
-            raise ImageInputError(
-                f"{name}: {img.width}x{img.height} is more than the {max_pixels:,}-pixel limit"
-            )
-        if max(img.size) > MAX_SIDE:
-            raise ImageInputError(
-                f"{name}: {img.width}x{img.height} has a side over the {MAX_SIDE:,}-pixel limit"
-            )
-        img.load()  # the first frame of an animated GIF/WebP
-        return ImageOps.exif_transpose(img)
-    except ImageInputError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageInputError(f"{name}: not an image ({formats} expected)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the latter: an error
-        # after configure_pillow, for sizes between Image.MAX_IMAGE_PIXELS and twice it
-        raise ImageInputError(f"{name}: too many pixels (decompression bomb?)") from None
-    except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, struct.error, ...
-        raise ImageInputError(f"{name}: cannot decode image: {e}") from None
 
 
 def _to_image(value) -> Image.Image:
@@ -226,9 +119,7 @@ def _to_image(value) -> Image.Image:
     if isinstance(value, str | os.PathLike):
         return _from_pil(load_image_file(value))
     if isinstance(value, bytes | bytearray):  # an encoded file already in memory
-        if len(value) > MAX_FILE_BYTES:
-            raise ImageInputError(f"the image is larger than the {MAX_FILE_BYTES:,}-byte limit")
-        return _from_pil(_decode(bytes(value), "image", MAX_PIXELS))
+        return _from_pil(decode_bytes(value))
     if isinstance(value, Image.Image):
         return _from_pil(value)
     if isinstance(value, np.ndarray):
@@ -274,22 +165,9 @@ def _from_editor(value: Mapping) -> Image.Image:
     return canvas
 
 
-def _check_size(width: int, height: int) -> None:
-    if width < 1 or height < 1:
-        raise ImageInputError(f"the image is empty ({width}x{height} pixels)")
-    if width * height > MAX_PIXELS:
-        raise ImageInputError(
-            f"the image is {width}x{height}: more than the {MAX_PIXELS:,}-pixel limit"
-        )
-    if max(width, height) > MAX_SIDE:
-        raise ImageInputError(
-            f"the image is {width}x{height}: a side over the {MAX_SIDE:,}-pixel limit"
-        )
-
-
 def _from_pil(img: Image.Image) -> Image.Image:
     """Normalise a PIL image of any mode to "L" or "RGBA"."""
-    _check_size(img.width, img.height)
+    check_size(img.width, img.height)
     mode = img.mode
     if mode.startswith("I") or mode == "F":  # 16/32-bit integer or float: scale, don't clip
         return _from_array(np.asarray(img), sixteen_bit=mode.startswith("I"))
@@ -317,7 +195,7 @@ def _from_array(a: np.ndarray, *, sixteen_bit: bool = False) -> Image.Image:
         raise ImageInputError(
             f"expected an image array of shape (H, W) or (H, W, 1|2|3|4), got {a.shape}"
         )
-    _check_size(a.shape[1], a.shape[0])
+    check_size(a.shape[1], a.shape[0])
     a = _to_uint8(a, sixteen_bit=sixteen_bit)
     if channels == 1:
         return Image.fromarray(a.reshape(a.shape[:2]))

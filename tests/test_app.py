@@ -1,8 +1,10 @@
-"""The drawing page: pure page logic on hand-built models, then the served page end to end.
+"""The drawing page's app: loading the models, the Blocks' endpoints, events and queue, launch
+options; then the served page end to end.
 
-The first half needs no server: two toy ONNX graphs (any ink -> 3, resp. 8) exercise loading,
-predict_all, the cards, the steps and the messages. The second half launches the real page on a
-free loopback port with the 1-epoch exports and calls its /predict endpoint with gradio_client.
+The first half needs no server: two toy ONNX graphs (any ink -> 3, resp. 8; conftest's toy_dir)
+exercise loading, the events and the options; what the page shows is tests/test_page.py's. The
+second half launches the real page on a free loopback port with the 1-epoch exports and calls its
+/predict endpoint with gradio_client.
 """
 
 from __future__ import annotations
@@ -17,39 +19,13 @@ import urllib.request
 import gradio as gr
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
-from toy_onnx import toy_model_bytes
+from drawings import card_digit, drawing
+from PIL import Image
 
-from flaxdigits.serve import app, spec
+from flaxdigits import contract
+from flaxdigits.serve import app, page
+from flaxdigits.serve.decode import MAX_FILE_BYTES
 from flaxdigits.serve.predictor import Predictor
-from flaxdigits.serve.preprocess import MAX_FILE_BYTES, EmptyCanvasError, ImageInputError
-
-
-def toy_model(path, *, name: str, ink_digit: int) -> None:
-    """The shared toy model: `ink_digit` for any ink, 0 for a blank image."""
-    metadata = {spec.META_PARAMS: "7850", spec.META_TEST_ACCURACY: "0.9123"}
-    path.write_bytes(toy_model_bytes(name=name, ink_digit=ink_digit, metadata=metadata))
-
-
-@pytest.fixture(scope="module")
-def toy_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("toy_models")
-    toy_model(directory / "mlp.onnx", name="mlp", ink_digit=3)
-    toy_model(directory / "cnn.onnx", name="cnn", ink_digit=8)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def toys(toy_dir) -> dict[str, Predictor]:
-    return app.load_predictors(toy_dir)
-
-
-def drawing(size=(400, 400)) -> Image.Image:
-    """A black '7' on white, as a person would draw it."""
-    img = Image.new("RGB", size, "white")
-    ImageDraw.Draw(img).line([(120, 90), (280, 90), (170, 320)], fill="black", width=24)
-    return img
-
 
 # ---------------------------------------------------------------------------------- loading
 
@@ -69,7 +45,7 @@ def test_missing_model_file_is_named(toy_dir, tmp_path):
 
 def test_models_load_in_page_order_with_their_metadata(toys):
     assert list(toys) == ["mlp", "cnn"]
-    assert app.model_subtitle(toys["mlp"]) == "7,850 parameters · 91.2% test accuracy"
+    assert page.model_subtitle(toys["mlp"]) == "7,850 parameters · 91.2% test accuracy"
 
 
 @pytest.mark.parametrize(
@@ -80,105 +56,7 @@ def test_concurrency_is_cores_over_onnxruntime_threads(threads, cores, expected)
     assert app.concurrency_limit(threads, cores) == expected
 
 
-# ------------------------------------------------------------------------------- prediction
-
-
-@pytest.mark.parametrize("method", ["mnist", "seed"])
-def test_predict_all_returns_both_models_as_json(toys, method):
-    result = app.predict_all(drawing(), method, toys)
-    assert json.loads(json.dumps(result)) == result
-    assert result["method"] == method
-    assert list(result["models"]) == ["mlp", "cnn"]
-    for name, digit in (("mlp", 3), ("cnn", 8)):
-        model = result["models"][name]
-        assert set(model) == {"digit", "confidence", "probabilities"}
-        assert model["digit"] == digit
-        assert len(model["probabilities"]) == 10
-        assert sum(model["probabilities"]) == pytest.approx(1.0, abs=1e-4)
-        assert model["confidence"] == max(model["probabilities"])
-
-
-def test_predict_all_on_an_empty_canvas_raises_instead_of_guessing(toys):
-    with pytest.raises(EmptyCanvasError):
-        app.predict_all(Image.new("RGB", (400, 400), "white"), "mnist", toys)
-    with pytest.raises(ImageInputError):
-        app.predict_all(np.zeros((3, 3, 3, 3), np.uint8), "mnist", toys)
-
-
-def test_sketchpad_value_is_read_like_the_image_it_shows(toys):
-    """Gradio's editor dict: white background, a transparent layer holding the strokes."""
-    strokes = Image.new("RGBA", (400, 400), (0, 0, 0, 0))
-    ImageDraw.Draw(strokes).line([(120, 90), (280, 90), (170, 320)], fill="black", width=24)
-    background = Image.new("RGBA", (400, 400), "white")
-    value = {
-        "background": background,
-        "layers": [strokes],
-        "composite": Image.alpha_composite(background, strokes),
-    }
-    assert app.predict_all(value, "mnist", toys) == app.predict_all(drawing(), "mnist", toys)
-    blank = app.blank_canvas()
-    assert blank["background"].size == app.CANVAS_SIZE
-    with pytest.raises(EmptyCanvasError):
-        app.predict_all(blank, "mnist", toys)
-
-
-# -------------------------------------------------------------------------------- the page
-
-
-def card_digit(card: str) -> str:
-    return card.split('data-digit="', 1)[1].split('"', 1)[0]
-
-
-def test_page_shows_both_cards_the_disagreement_and_four_steps(toys):
-    status, cards, steps = app.page_outputs(drawing(), "mnist", toys)
-    assert status == "The models disagree: MLP reads **3**, CNN reads **8**."
-    assert [card_digit(c) for c in cards] == ["3", "8"]
-    assert [caption for _, caption in steps] == [
-        "original",
-        "ink",
-        "cropped",
-        "28x28 input",
-    ]
-    model_input = steps[-1][0]
-    assert model_input.dtype == np.uint8
-    assert min(model_input.shape[:2]) >= app.STEP_SIDE  # 28x28 enlarged, whole pixels
-    assert model_input.shape[0] % 28 == 0
-
-
-def test_empty_canvas_shows_a_message_and_no_prediction(toys):
-    for value in (None, app.blank_canvas(), Image.new("L", (400, 400), 255)):
-        status, cards, steps = app.page_outputs(value, "mnist", toys)
-        assert status == "Draw a digit first: the canvas is empty."
-        assert [card_digit(c) for c in cards] == ["", ""]
-        assert "no prediction" in cards[0]
-        assert steps == []
-    status, _, _ = app.page_outputs(None, "mnist", toys, empty_message=app.UPLOAD_PROMPT)
-    assert status == app.UPLOAD_PROMPT
-
-
-def test_unreadable_upload_says_why_without_the_temporary_path(toys, tmp_path):
-    path = tmp_path / "digit.png"
-    path.write_bytes(b"not a png at all")
-    status, cards, steps = app.page_outputs(str(path), "mnist", toys)
-    assert status.startswith("Cannot read this image: not an image")
-    assert str(tmp_path) not in status
-    assert [card_digit(c) for c in cards] == ["", ""]
-    assert steps == []
-
-
-def test_card_highlights_exactly_the_top_class(toys):
-    prediction = toys["cnn"].predict(np.ones((28, 28), np.float32))
-    card = app.render_result("cnn", prediction, "sub")
-    assert card.count("fd-top") == 1
-    assert 'class="fd-col fd-top" title="8: ' in card
-    assert card.count('class="fd-fill"') == 10
-    assert f"{prediction.confidence:.1%} confident" in card
-
-
-def test_card_escapes_names_and_subtitles():
-    card = app.render_result('<img src=x onerror="alert(1)">', None, "<b>")
-    assert "<img" not in card and "<b>" not in card
-    assert "&lt;IMG" in card and "&lt;b&gt;" in card
+# ---------------------------------------------------------------------------------------- the app
 
 
 def test_app_exposes_one_named_endpoint_and_limits_its_queue(toys):
@@ -192,7 +70,7 @@ def test_app_exposes_one_named_endpoint_and_limits_its_queue(toys):
     assert sketch.brush.default_size == app.BRUSH_RADIUS
     assert sketch.brush.colors == ["#000000"]
     assert sketch.layers.disabled and not sketch.transforms and not sketch.sources
-    assert sketch.canvas_size == app.CANVAS_SIZE
+    assert sketch.canvas_size == page.CANVAS_SIZE
 
 
 def test_page_events_are_private_latest_only_and_share_one_concurrency_group(toys):
@@ -287,7 +165,7 @@ def client(served):
 
 def clear_digits(mnist, models_dir, count=3) -> list[tuple[np.ndarray, int]]:
     """Test digits that both models get right with confidence > 0.9 on the raw 28x28."""
-    predictors = [Predictor(models_dir / f"{n}.onnx") for n in app.MODEL_NAMES]
+    predictors = [Predictor(models_dir / f"{n}.onnx") for n in contract.MODEL_NAMES]
     images = mnist.test_images[:200].astype(np.float32) / 255
     probs = [p.predict_batch(images) for p in predictors]
     labels = mnist.test_labels[:200]

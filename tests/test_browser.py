@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from flaxdigits import contract
 from flaxdigits.serve import app
 
 pytestmark = pytest.mark.browser
@@ -111,7 +112,7 @@ def read_digits(page) -> dict[str, str]:
     )
     return {
         name: page.get_attribute(f"#result-{name} .fd-card", "data-digit")
-        for name in app.MODEL_NAMES
+        for name in contract.MODEL_NAMES
     }
 
 

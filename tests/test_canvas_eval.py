@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from flaxdigits.serve import canvas_eval
 from flaxdigits.serve.canvas_eval import render_canvas
@@ -34,9 +35,9 @@ def test_canvases_are_large_seeded_and_black_on_white_or_transparent(mnist):
 
 def test_report_on_100_digits(exported_models, tmp_path, capsys):
     out = tmp_path / "reports" / "canvas.json"
-    argv = ["--models", str(exported_models), "--out", str(out), "--limit", "100", "--workers", "2"]
-    assert canvas_eval.main(argv) == 0
+    returned = canvas_eval.run(exported_models, out, limit=100, workers=2)
     report = json.loads(out.read_text())
+    assert json.loads(json.dumps(returned)) == report  # what was written is what was returned
     assert report["n"] == 100 and report["schema"] == canvas_eval.SCHEMA
     assert set(report["accuracy"]) >= {"mlp", "cnn"}
     for by_method in report["accuracy"].values():
@@ -47,6 +48,7 @@ def test_report_on_100_digits(exported_models, tmp_path, capsys):
     assert report["table"] in capsys.readouterr().out
 
 
-def test_missing_models_dir_is_one_line_error(tmp_path, capsys):
-    assert canvas_eval.main(["--models", str(tmp_path), "--out", str(tmp_path / "r.json")]) == 2
-    assert "no .onnx models" in capsys.readouterr().err
+def test_missing_models_dir_is_a_clear_error_and_writes_nothing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no .onnx models"):
+        canvas_eval.run(tmp_path, tmp_path / "r.json")
+    assert not (tmp_path / "r.json").exists()

@@ -1,27 +1,30 @@
-"""`flaxdigits predict`: one line per file, errors per file, exit codes, and never JAX."""
+"""`flaxdigits predict`: one line per file, errors per file, exit codes, and never JAX; the
+hostile corpus and mutated files each end as one line of their own."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import event, given
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
+from strategies import CORPUS, DIGIT_PNG, INDEX, fuzz, mutated_files
 from toy_onnx import toy_model_bytes
 
+from flaxdigits import contract
 from flaxdigits.cli import main
-from flaxdigits.serve import spec
 from flaxdigits.serve.cli import predict_files
-
-
-def toy_model(path, preprocessing=spec.PREPROCESSING_SPEC):
-    """The shared toy model (3 for any ink, 0 for a blank image) with a preprocessing spec."""
-    path.write_bytes(toy_model_bytes(metadata={spec.META_PREPROCESSING: preprocessing}))
-    return path
+from flaxdigits.serve.preprocess import EmptyCanvasError
 
 
 @pytest.fixture
@@ -41,8 +44,8 @@ def files(tmp_path) -> dict[str, str]:
 
 
 @pytest.fixture
-def model(tmp_path):
-    return str(toy_model(tmp_path / "toy.onnx"))
+def model(toy_model) -> str:
+    return str(toy_model)
 
 
 def test_good_file_prints_one_json_line_and_exits_zero(model, files, capsys):
@@ -81,7 +84,8 @@ def test_readable_lines_without_json(model, files, capsys):
 
 
 def test_bad_model_is_one_line_and_exit_two(tmp_path, files, capsys):
-    foreign = toy_model(tmp_path / "foreign.onnx", preprocessing="someone.else.v1")
+    foreign = tmp_path / "foreign.onnx"
+    foreign.write_bytes(toy_model_bytes(metadata={contract.META_PREPROCESSING: "someone.else.v1"}))
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x08\x07" + b"\xff" * 50)
     for bad in (foreign, garbage, tmp_path / "absent.onnx"):
@@ -153,3 +157,82 @@ def test_exported_cnn_reads_real_digits_from_png_files(exported_models, mnist, t
         digits = [json.loads(line)["digit"] for line in capsys.readouterr().out.splitlines()]
         correct = sum(d == y for d, y in zip(digits, mnist.test_labels[:10], strict=True))
         assert correct >= at_least, f"{method}: {digits} vs {mnist.test_labels[:10].tolist()}"
+
+
+# ---------------------------------------------------------------------------------- hostile files
+
+
+def test_predict_cli_over_the_whole_corpus_prints_one_json_line_per_file(toy_model):
+    files = [str(CORPUS / e["file"]) for e in INDEX] + [str(CORPUS / "missing.png"), str(CORPUS)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "flaxdigits.cli", "predict", "--json", "--model", str(toy_model)]
+        + files,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr == ""  # no traceback, and no Pillow warning either
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["file"] for r in records] == files
+    for entry, record in zip(INDEX, records, strict=False):
+        if entry["expect"] in ("match", "ok"):
+            assert record.get("digit") == 3, record
+        elif entry["expect"] == "empty":
+            assert record == {"file": record["file"], "error": preprocess_empty_message()}
+        elif entry["expect"] == "error":
+            assert set(record) == {"file", "error"} and record["error"], record
+        else:
+            assert set(record) in (
+                {"file", "error"},
+                {"file", "digit", "confidence", "probabilities"},
+            )
+    assert records[-2]["error"] == "no such file" and records[-1]["error"] == "is a directory"
+
+
+def preprocess_empty_message() -> str:
+    return str(EmptyCanvasError())
+
+
+@fuzz(100)
+@given(st.lists(st.one_of(mutated_files(), st.none()), min_size=1, max_size=3))
+def test_predict_cli_reports_each_hostile_file_on_its_own_line(toy_model, contents):
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for i, data in enumerate(contents):
+            path = os.path.join(tmp, f"{i}.png")
+            if data is not None:  # None: a path that does not exist
+                Path(path).write_bytes(data)
+            files.append(path)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = predict_files(str(toy_model), files, as_json=True)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["file"] for r in records] == files and err.getvalue() == ""
+    failed = ["error" in r for r in records]
+    assert status == (1 if any(failed) else 0)
+    for r in records:
+        assert set(r) in ({"file", "error"}, {"file", "digit", "confidence", "probabilities"})
+        event("error line" if "error" in r else "prediction line")
+
+
+def test_undecodable_file_names_do_not_stop_readable_output(toy_model, tmp_path):
+    # b"\xff.png" reaches Python as "\udcff.png": printing it to a strict UTF-8 stdout raised
+    # UnicodeEncodeError, which ended the whole run after the files before it.
+    name = os.fsdecode(b"\xff.png")
+    (tmp_path / name).write_bytes(DIGIT_PNG)
+    files = [str(tmp_path / name), str(tmp_path / "a\nb.png"), str(tmp_path / name)]
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    script = "import sys; from flaxdigits.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "predict", "--model", str(toy_model), *files],
+        capture_output=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 1
+    out, err = proc.stdout.decode(), proc.stderr.decode()
+    assert out.count("\\udcff.png: 3 (confidence") == 2 and len(out.splitlines()) == 2
+    assert len(err.splitlines()) == 1 and "a\\nb.png: error: no such file" in err

@@ -1,90 +1,44 @@
 """Predictor: refuses anything but a sound flaxdigits model; predicts with hand-built ONNX graphs.
 
-The graphs here are made with onnx.helper, so these tests need no trained model; one test at the
-end runs the real 1-epoch exports on canvases of real MNIST test digits.
+The graphs are tests/toy_onnx.py's, so these tests need no trained model; hostile manifests,
+metadata and mutated models end in one clear ModelLoadError; one test at the end runs the real
+1-epoch exports on canvases of real MNIST test digits. The external-data check is
+tests/test_onnx_wire.py's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import subprocess
 import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-from onnx.external_data_helper import convert_model_to_external_data, set_external_data
+from hypothesis import event, given
+from hypothesis import strategies as st
+from strategies import CASE_SECONDS, CORPUS, INDEX, fuzz
+from toy_onnx import no_parsers, toy_model, toy_model_bytes, write_model
 
-from flaxdigits.serve import spec
+from flaxdigits import contract
+from flaxdigits.serve.cli import predict_files
 from flaxdigits.serve.predictor import ModelLoadError, Prediction, Predictor, model_files
 
+# Added to the toy model's name ("mlp") and preprocessing spec: blank images predict 0, any ink 3.
 METADATA = {
-    spec.META_MODEL: "mlp",
-    spec.META_PREPROCESSING: spec.PREPROCESSING_SPEC,
-    spec.META_LABELS: json.dumps(list(spec.LABELS)),
-    spec.META_VARIANT: "float32",
+    contract.META_LABELS: json.dumps(list(contract.LABELS)),
+    contract.META_VARIANT: "float32",
 }
-
-
-def linear_model(
-    *,
-    input_name=spec.INPUT_NAME,
-    input_shape=("N", 28, 28, 1),
-    output_name=spec.OUTPUT_NAME,
-    classes=10,
-    softmax=True,
-    metadata=None,
-) -> onnx.ModelProto:
-    """Flatten -> MatMul -> Add -> Softmax. Blank images predict 0; any ink predicts 3."""
-    weights = np.zeros((784, classes), np.float32)
-    weights[:, 3 % classes] = 1.0  # logit 3 = total ink
-    bias = np.zeros(classes, np.float32)
-    bias[0] = 2.0
-    inp = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_shape))
-    out = helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", classes])
-    nodes = [
-        helper.make_node("Flatten", [input_name], ["flat"], axis=1),
-        helper.make_node("MatMul", ["flat", "W"], ["xw"]),
-        helper.make_node("Add", ["xw", "b"], ["z" if softmax else output_name]),
-    ]
-    if softmax:
-        nodes.append(helper.make_node("Softmax", ["z"], [output_name], axis=-1))
-    graph = helper.make_graph(
-        nodes,
-        "linear",
-        [inp],
-        [out],
-        [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    for key, value in (METADATA if metadata is None else metadata).items():
-        model.metadata_props.add(key=key, value=value)
-    return model
-
-
-def write_model(directory, model, name="mlp", manifest=True, **manifest_changes):
-    """NAME.onnx (+ NAME.json manifest unless manifest=False); returns the model path."""
-    path = directory / f"{name}.onnx"
-    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    path.write_bytes(data)
-    if manifest:
-        entry = {
-            "file": path.name,
-            "size": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "test_accuracy": 0.5,
-            "variant": "float32",
-        }
-        entry.update(manifest_changes)
-        doc = {"schema": spec.MANIFEST_SCHEMA, "model": name, "files": [entry], "opset": 17}
-        (directory / f"{name}.json").write_text(json.dumps(doc))
-    return path
+GOOD_MODEL = toy_model_bytes()
 
 
 @pytest.fixture
 def good(tmp_path):
-    return write_model(tmp_path, linear_model())
+    return write_model(tmp_path, toy_model(metadata=METADATA))
 
 
 def ink_image() -> np.ndarray:
@@ -99,7 +53,7 @@ def ink_image() -> np.ndarray:
 def test_valid_model_loads_with_its_manifest_and_predicts(good):
     predictor = Predictor(good)
     assert predictor.name == "mlp"
-    assert predictor.metadata[spec.META_PREPROCESSING] == spec.PREPROCESSING_SPEC
+    assert predictor.metadata[contract.META_PREPROCESSING] == contract.PREPROCESSING_SPEC
     assert predictor.manifest_entry["file"] == "mlp.onnx"
     blank = predictor.predict(np.zeros((28, 28), np.float32))
     assert isinstance(blank, Prediction) and blank.digit == 0
@@ -144,7 +98,7 @@ def test_predict_refuses_a_batch(good):
 
 
 def test_fixed_batch_model_is_padded_and_chunked(tmp_path):
-    path = write_model(tmp_path, linear_model(input_shape=(1, 28, 28, 1)))
+    path = write_model(tmp_path, toy_model(metadata=METADATA, input_shape=(1, 28, 28, 1)))
     images = np.stack([np.zeros((28, 28), np.float32), ink_image(), ink_image()])
     assert Predictor(path).predict_batch(images).argmax(axis=1).tolist() == [0, 3, 3]
 
@@ -165,8 +119,8 @@ def test_model_files_lists_float_before_int8(tmp_path):
 
 
 def test_tampered_model_is_refused_by_its_manifest_sha256(tmp_path):
-    path = write_model(tmp_path, linear_model())
-    tampered = linear_model()
+    path = write_model(tmp_path, toy_model(metadata=METADATA))
+    tampered = toy_model(metadata=METADATA)
     tampered.graph.initializer[1].raw_data = np.full(10, 5.0, np.float32).tobytes()
     path.write_bytes(tampered.SerializeToString())  # same size, valid model, other weights
     with pytest.raises(ModelLoadError, match="does not match its manifest"):
@@ -175,13 +129,13 @@ def test_tampered_model_is_refused_by_its_manifest_sha256(tmp_path):
 
 
 def test_manifest_policy(tmp_path):
-    lone = write_model(tmp_path, linear_model(), manifest=False)
+    lone = write_model(tmp_path, toy_model(metadata=METADATA), manifest=False)
     assert Predictor(lone).manifest_entry is None  # "auto": no manifest, structural checks only
     with pytest.raises(ModelLoadError, match="no such manifest"):
         Predictor(lone, manifest=tmp_path / "missing.json")
     int8 = tmp_path / "mlp.int8.onnx"
     int8.write_bytes(lone.read_bytes())
-    write_model(tmp_path, linear_model())  # mlp.json lists only mlp.onnx
+    write_model(tmp_path, toy_model(metadata=METADATA))  # mlp.json lists only mlp.onnx
     with pytest.raises(ModelLoadError, match="does not list mlp.int8.onnx"):
         Predictor(int8)
     (tmp_path / "mlp.json").write_text('{"schema": "other.v9", "files": []}')
@@ -193,7 +147,7 @@ def test_manifest_policy(tmp_path):
 
 
 def test_manifest_with_a_wrong_size_is_refused(tmp_path):
-    path = write_model(tmp_path, linear_model(), size=1)
+    path = write_model(tmp_path, toy_model(metadata=METADATA), size=1)
     with pytest.raises(ModelLoadError, match="does not match"):
         Predictor(path)
 
@@ -214,21 +168,24 @@ def test_manifest_with_a_wrong_size_is_refused(tmp_path):
 )
 def test_foreign_models_with_other_io_are_refused(tmp_path, kwargs, match):
     with pytest.raises(ModelLoadError, match=match):
-        Predictor(write_model(tmp_path, linear_model(**kwargs)))
+        Predictor(write_model(tmp_path, toy_model(metadata=METADATA, **kwargs)))
 
 
 @pytest.mark.parametrize(
     ("metadata", "match"),
     [
-        ({**METADATA, spec.META_PREPROCESSING: "flaxdigits.mnist28.v2"}, "expects preprocessing"),
-        ({k: v for k, v in METADATA.items() if k != spec.META_PREPROCESSING}, "not a flaxdigits"),
-        ({**METADATA, spec.META_LABELS: json.dumps(list("9876543210"))}, "labels"),
+        (
+            {**METADATA, contract.META_PREPROCESSING: "flaxdigits.mnist28.v2"},
+            "expects preprocessing",
+        ),
+        ({**METADATA, contract.META_PREPROCESSING: None}, "not a flaxdigits"),
+        ({**METADATA, contract.META_LABELS: json.dumps(list("9876543210"))}, "labels"),
     ],
     ids=["unknown spec", "no spec", "other labels"],
 )
 def test_models_with_unknown_preprocessing_or_labels_are_refused(tmp_path, metadata, match):
     with pytest.raises(ModelLoadError, match=match):
-        Predictor(write_model(tmp_path, linear_model(metadata=metadata)))
+        Predictor(write_model(tmp_path, toy_model(metadata=metadata)))
 
 
 def test_too_large_truncated_and_garbage_files_are_refused(tmp_path, good):
@@ -248,42 +205,198 @@ def test_too_large_truncated_and_garbage_files_are_refused(tmp_path, good):
         Predictor(tmp_path / "absent.onnx")
 
 
-def external_model(tmp_path) -> onnx.ModelProto:
-    """Our linear model with its weights moved to weights.bin beside it (loadable by ORT)."""
-    model = linear_model()
-    convert_model_to_external_data(model, location="weights.bin", size_threshold=0)
-    onnx.save_model(model, tmp_path / "scratch.onnx")  # writes weights.bin
-    return model
+# ---------------------------------------------------------------------------------------- hostile
+
+
+@fuzz(200)
+@given(
+    st.sampled_from(["cut", "flip", "append", "insert"]),
+    st.integers(0, len(GOOD_MODEL) - 1),
+    st.integers(1, 255),
+)
+def test_changed_model_with_its_manifest_is_refused_before_any_parser(op, at, value):
+    data = bytearray(GOOD_MODEL)
+    if op == "cut":
+        del data[at:]
+    elif op == "flip":
+        data[at] ^= value
+    elif op == "append":
+        data += bytes([value]) * (at % 64 + 1)
+    else:
+        data[at:at] = bytes([value])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_model(Path(tmp), GOOD_MODEL)  # the manifest of the good model
+        path.write_bytes(bytes(data))
+        with no_parsers(), pytest.raises(ModelLoadError, match="does not match|empty file"):
+            Predictor(path)
+    event(op)
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        b"[" * 100_000,  # was RecursionError
+        b'{"schema": "flaxdigits.manifest.v1", "files": [{"size": ' + b"9" * 5000 + b"}]}",
+        b"\xff\xfe{}",
+        b"null",
+        b"[]",
+        b'{"schema": "flaxdigits.manifest.v1", "files": "mlp.onnx"}',
+        b'{"schema": "flaxdigits.manifest.v1", "files": [1, null, "mlp.onnx"]}',
+        b'{"schema": "flaxdigits.manifest.v1", "files": [{"file": "mlp.onnx", "size": "3"}]}',
+        b'{"schema": "flaxdigits.manifest.v1", "files": [{"file": "mlp.onnx", "sha256": 1}]}',
+        b" " * (1024 * 1024 + 1),
+    ],
+    ids=[
+        "nested 100000",
+        "5000-digit number",
+        "not UTF-8",
+        "null",
+        "list",
+        "files a string",
+        "entries not objects",
+        "size a string",
+        "sha256 a number",
+        "over 1 MB",
+    ],
+)
+def test_hostile_manifests_are_one_clear_error(tmp_path, capsys, manifest):
+    path = tmp_path / "mlp.onnx"
+    path.write_bytes(GOOD_MODEL)
+    (tmp_path / "mlp.json").write_bytes(manifest)
+    with no_parsers(), pytest.raises(ModelLoadError, match="mlp.json|mlp.onnx"):
+        Predictor(path)
+    assert predict_files(path, [str(CORPUS / "digit.png")], as_json=True) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and err.startswith("flaxdigits predict: error")
+
+
+@pytest.mark.parametrize(
+    "labels",
+    ["[" * 100_000, "1" * 5000, "\x00", json.dumps(["0"] * 10)],
+    ids=["nested 100000", "5000-digit number", "NUL", "ten zeros"],
+)
+def test_hostile_label_metadata_is_a_model_load_error(tmp_path, labels):
+    path = tmp_path / "mlp.onnx"
+    path.write_bytes(toy_model_bytes(metadata={contract.META_LABELS: labels}))
+    with pytest.raises(ModelLoadError, match="labels") as info:
+        Predictor(path)  # "[" * 100000 was RecursionError, "1" * 5000 a bare ValueError
+    assert len(str(info.value)) < 400
 
 
 @pytest.mark.parametrize("hide_onnx", [False, True], ids=["with onnx", "without onnx"])
-def test_external_data_is_refused(tmp_path, monkeypatch, hide_onnx):
-    model = external_model(tmp_path)
-    path = write_model(tmp_path, model)
-    monkeypatch.chdir(tmp_path)  # onnxruntime would resolve weights.bin against the cwd
-    if hide_onnx:
-        monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
-    with pytest.raises(ModelLoadError, match=r"external data \(weights.bin\)"):
-        Predictor(path)
+def test_model_with_metadata_that_is_not_utf8_is_a_model_load_error(tmp_path, hide_onnx):
+    # Was UnicodeDecodeError from onnxruntime's custom_metadata_map: found by the fuzz below.
+    model = onnx.load_model_from_string(GOOD_MODEL)
+    model.metadata_props.add(key="note", value="XX-MARKER")
+    data = model.SerializeToString().replace(b"XX-MARKER", b"\xff\xfe-MARKER")
+    path = tmp_path / "mlp.onnx"
+    path.write_bytes(data)
+    with mock.patch.dict(sys.modules, {"onnx": None} if hide_onnx else {}):
+        with pytest.raises(ModelLoadError, match="not UTF-8"):
+            Predictor(path, manifest=None)
 
 
-def test_external_data_in_a_nested_subgraph_is_found(tmp_path, monkeypatch):
-    tensor = numpy_helper.from_array(np.ones(10, np.float32), "hidden")
-    set_external_data(tensor, location="../../etc/passwd")
-    tensor.ClearField("raw_data")
-    branch = helper.make_graph(
-        [helper.make_node("Constant", [], ["c"], value=tensor)],
-        "branch",
-        [],
-        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [10])],
+def test_a_model_onnxruntime_refuses_prints_nothing_on_stdout(tmp_path):
+    # A node whose op type is not UTF-8: onnxruntime's error cannot be decoded, it prints an
+    # "EP Error ... Falling back" banner on stdout, retries, and fails again. Found by the fuzz
+    # below; stdout then held 4 lines that were not JSON. Without onnx, as on a board.
+    model = onnx.load_model_from_string(GOOD_MODEL)
+    model.graph.node[1].op_type = "GemmXX-MARK"
+    path = tmp_path / "mlp.onnx"
+    path.write_bytes(model.SerializeToString().replace(b"XX-MARK", b"\xff\xfe-MARK"))
+    script = (
+        "import sys; sys.modules['onnx'] = None; from flaxdigits.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
     )
-    model = linear_model()
-    model.graph.node.append(
-        helper.make_node("If", ["cond"], ["unused"], then_branch=branch, else_branch=branch)
+    args = ["predict", "--json", "--model", str(path), str(CORPUS / "digit.png")]
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120
     )
-    monkeypatch.setitem(sys.modules, "onnx", None)
-    with pytest.raises(ModelLoadError, match="etc/passwd"):
-        Predictor(write_model(tmp_path, model))
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    assert proc.stderr.startswith("flaxdigits predict: error: ")
+    assert len(proc.stderr.splitlines()) == 1 and "onnxruntime cannot load" in proc.stderr
+
+
+MODEL_FUZZ = textwrap.dedent(
+    """
+    import json, random, sys, time
+    from pathlib import Path
+    import numpy as np
+    import onnx
+    from flaxdigits.serve.predictor import ModelLoadError, Predictor
+
+    good = Path(sys.argv[1]).read_bytes()
+    out_dir = Path(sys.argv[2])
+    rng = random.Random(int(sys.argv[3]))
+    weights = onnx.load_model_from_string(good).graph.initializer[0].raw_data
+    blob = (good.index(weights), good.index(weights) + len(weights))
+    structure = [i for i in range(len(good)) if not blob[0] <= i < blob[1]]
+    foreign = [p.read_bytes() for p in sorted(Path(sys.argv[4]).iterdir()) if p.is_file()]
+    stages, slowest = {}, 0.0
+    for i in range(int(sys.argv[5])):
+        if i < len(foreign):
+            data = foreign[i]  # every corpus file, offered as a model
+        else:
+            data = bytearray(good)
+            for _ in range(rng.randint(1, 3)):
+                # mostly the graph, names and metadata: the weights are 98% of the bytes
+                at = rng.choice(structure) if rng.random() < 0.8 else rng.randrange(len(data))
+                at = min(at, len(data) - 1)
+                op = rng.choice(["flip", "flip", "set", "set", "cut", "insert", "delete"])
+                if op == "flip":
+                    data[at] ^= 1 << rng.randrange(8)
+                elif op == "set":
+                    data[at] = rng.choice([0, 1, 0x7F, 0x80, 0xFF, rng.randrange(256)])
+                elif op == "cut":
+                    del data[max(at, 1):]
+                elif op == "insert":
+                    data[at:at] = rng.randbytes(rng.randint(1, 8))
+                else:
+                    del data[at : at + rng.randint(1, 8)]
+        # Every other case without the onnx package, as on a board: onnxruntime parses alone.
+        sys.modules["onnx"] = None if i % 2 else onnx
+        path = out_dir / "fuzzed.onnx"
+        path.write_bytes(bytes(data))
+        t = time.perf_counter()
+        try:
+            p = Predictor(path, manifest=None)
+            probs = p.predict(np.zeros((28, 28), np.float32)).probabilities
+            assert len(probs) == 10
+            stage = "loaded and predicted"
+        except ModelLoadError as e:
+            text = str(e)
+            assert "Traceback" not in text and "\\n" not in text, text
+            stage = ("refused: names or metadata not UTF-8" if "not UTF-8" in text else
+                     "refused: wire walk" if "not a valid ONNX file" in text else
+                     "refused: onnx.checker" if "not a valid ONNX model" in text else
+                     "refused: onnxruntime" if "onnxruntime" in text else
+                     "refused: I/O or metadata checks")
+        slowest = max(slowest, time.perf_counter() - t)
+        stages[stage] = stages.get(stage, 0) + 1
+    print(json.dumps({"stages": stages, "slowest": slowest}))
+    """
+)
+
+
+@pytest.mark.timeout(300)
+def test_mutated_and_foreign_models_without_manifest_load_or_refuse_cleanly(tmp_path):
+    # In a subprocess: onnx and onnxruntime parse these, and a native crash must fail the test,
+    # not end pytest.
+    good = tmp_path / "good.onnx"
+    good.write_bytes(GOOD_MODEL)
+    cases = len(INDEX) + 400  # every corpus file, then 400 mutations
+    proc = subprocess.run(
+        [sys.executable, "-c", MODEL_FUZZ, str(good), str(tmp_path), "6", str(CORPUS), str(cases)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
+    report = json.loads(proc.stdout)
+    assert sum(report["stages"].values()) == cases
+    assert report["slowest"] < CASE_SECONDS
+    print(f"\nmodels: {cases} cases {report['stages']}, slowest {report['slowest']:.2f} s")
 
 
 # ------------------------------------------------------------------------------- real models

@@ -1,37 +1,23 @@
-"""Preprocessing: every input kind, polarity and alpha, empty canvases, geometry, file guards."""
+"""Preprocessing: every input kind, polarity and alpha, empty canvases, geometry, bad arrays.
+
+Reading files and bytes is tests/test_decode.py's; hostile inputs are test_preprocess_fuzz.py's.
+"""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
+from drawings import draw_digit, rgba_on_transparent, save
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
-from PIL import Image, ImageDraw
+from PIL import Image
+from strategies import image_arrays
 
+from flaxdigits import contract
+from flaxdigits.serve import decode
 from flaxdigits.serve import preprocess as pp
-from flaxdigits.serve.preprocess import (
-    EmptyCanvasError,
-    ImageInputError,
-    Preprocessed,
-    load_image_file,
-    preprocess,
-)
-
-
-def draw_digit(size=(300, 300), offset=(0, 0), scale=1.0, width=14) -> np.ndarray:
-    """A '7' with a crossbar, black ink on white, as an (H, W) uint8 canvas."""
-    img = Image.new("L", size, 255)
-    pts = [(90, 70), (200, 70), (130, 230)]
-    ox, oy = offset
-    pts = [(ox + x * scale, oy + y * scale) for x, y in pts]
-    draw = ImageDraw.Draw(img)
-    draw.line(pts, fill=0, width=round(width * scale), joint="curve")
-    bar = [(ox + 120 * scale, oy + 150 * scale), (ox + 190 * scale, oy + 150 * scale)]
-    draw.line(bar, fill=0, width=round(width * scale))
-    return np.asarray(img)
+from flaxdigits.serve.decode import ImageInputError, load_image_file
+from flaxdigits.serve.preprocess import EmptyCanvasError, Preprocessed, preprocess
 
 
 def assert_valid(result: Preprocessed) -> None:
@@ -45,24 +31,6 @@ def assert_valid(result: Preprocessed) -> None:
     np.testing.assert_array_equal(
         result.steps["28x28"], np.rint(result.image * 255).astype(np.uint8)
     )
-
-
-@pytest.fixture(scope="module")
-def ink() -> np.ndarray:
-    return draw_digit()
-
-
-@pytest.fixture(scope="module")
-def reference(ink) -> np.ndarray:
-    return preprocess(ink).image
-
-
-def rgba_on_transparent(ink: np.ndarray, colour: int = 0) -> np.ndarray:
-    """Strokes of one grey level on a transparent canvas whose hidden RGB is 0 (Sketchpad)."""
-    out = np.zeros(ink.shape + (4,), np.uint8)
-    out[..., :3] = np.where(ink[..., None] < 128, colour, 0)
-    out[..., 3] = 255 - ink
-    return out
 
 
 def input_kinds(ink: np.ndarray, tmp_path) -> dict[str, object]:
@@ -113,7 +81,7 @@ def input_kinds(ink: np.ndarray, tmp_path) -> dict[str, object]:
 
 def test_every_input_kind_gives_the_same_28x28(ink, reference, tmp_path):
     for kind, value in input_kinds(ink, tmp_path).items():
-        for method in pp.METHODS:
+        for method in contract.PREPROCESS_METHODS:
             result = preprocess(value, method)
             assert_valid(result)
             assert result.method == method
@@ -142,7 +110,7 @@ def test_seed_method_pads_a_centred_square(ink):
     assert abs((cols.min() + cols.max()) / 2 - 13.5) <= 1
 
 
-@pytest.mark.parametrize("method", pp.METHODS)
+@pytest.mark.parametrize("method", contract.PREPROCESS_METHODS)
 def test_translation_and_canvas_size_do_not_change_the_result(method):
     base = preprocess(draw_digit(), method).image
     for size, offset in [((300, 300), (-60, 40)), ((500, 350), (200, 10)), ((420, 800), (0, 500))]:
@@ -253,7 +221,7 @@ def test_bad_arrays_raise_image_input_error(value, match):
 
 
 def test_too_many_pixels_is_refused(monkeypatch):
-    monkeypatch.setattr(pp, "MAX_PIXELS", 100 * 100)
+    monkeypatch.setattr(decode, "MAX_PIXELS", 100 * 100)
     with pytest.raises(ImageInputError, match="pixel limit"):
         preprocess(np.zeros((101, 100), np.uint8))
 
@@ -264,27 +232,7 @@ def test_unknown_method_is_a_plain_value_error(ink):
     assert not isinstance(info.value, ImageInputError)
 
 
-# ---------------------------------------------------------------------------------------- files
-
-
-def save(img: Image.Image, path, **kwargs):
-    img.save(path, **kwargs)
-    return path
-
-
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP"])
-def test_accepted_formats_load_and_predict_the_same_digit(fmt, ink, reference, tmp_path):
-    path = save(Image.fromarray(ink).convert("RGB"), tmp_path / f"d.{fmt.lower()}", format=fmt)
-    img = load_image_file(path)
-    assert isinstance(img, Image.Image) and img.size == ink.shape[::-1]
-    assert np.abs(preprocess(img).image - reference).mean() < 0.02  # JPEG/WebP are lossy
-
-
-def test_gif_uses_the_first_frame(ink, reference, tmp_path):
-    frames = [Image.fromarray(ink).convert("P"), Image.new("P", ink.shape[::-1], 0)]
-    path = tmp_path / "anim.gif"
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100)
-    np.testing.assert_allclose(preprocess(load_image_file(path)).image, reference, atol=1e-6)
+# ----------------------------------------------------------------------------- decoded files
 
 
 def test_sixteen_bit_palette_and_cmyk_files_convert_correctly(ink, reference, tmp_path):
@@ -300,94 +248,11 @@ def test_sixteen_bit_palette_and_cmyk_files_convert_correctly(ink, reference, tm
         assert np.abs(preprocess(load_image_file(path)).image - reference).mean() < 0.02
 
 
-def test_exif_orientation_is_applied(ink, tmp_path):
-    rotated = Image.fromarray(ink).transpose(Image.Transpose.ROTATE_90)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90 CW to display": undoes ROTATE_90 (counter-clockwise)
-    path = save(rotated, tmp_path / "rot.jpg", exif=exif, quality=95)
-    assert load_image_file(path).size == ink.shape[::-1]
-
-
-@pytest.mark.parametrize(
-    ("content", "match"),
-    [
-        (b"", "empty file"),
-        (b"hello, not an image", "not an image"),
-        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "not an image|cannot decode"),
-    ],
-)
-def test_unreadable_files_raise_image_input_error(content, match, tmp_path):
-    path = tmp_path / "bad.png"
-    path.write_bytes(content)
-    with pytest.raises(ImageInputError, match=match):
-        load_image_file(path)
-
-
-def test_truncated_png_is_refused(ink, tmp_path):
-    buf = io.BytesIO()
-    Image.fromarray(ink).save(buf, format="PNG")
-    path = tmp_path / "cut.png"
-    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    with pytest.raises(ImageInputError, match="truncated|cannot decode"):
-        preprocess(load_image_file(path))
-
-
-def test_unlisted_format_is_refused(ink, tmp_path):
-    path = save(Image.fromarray(ink), tmp_path / "d.tiff", format="TIFF")
-    with pytest.raises(ImageInputError, match="PNG, JPEG, WebP, GIF or BMP"):
-        load_image_file(path)
-
-
-def test_byte_and_pixel_caps(ink, tmp_path):
-    path = save(Image.fromarray(ink), tmp_path / "d.png")
-    with pytest.raises(ImageInputError, match="byte limit"):
-        load_image_file(path, max_bytes=100)
-    with pytest.raises(ImageInputError, match="pixel limit"):
-        load_image_file(path, max_pixels=299 * 300)
-    assert load_image_file(path, max_pixels=300 * 300).size == (300, 300)
-
-
-def test_decompression_bomb_is_refused_before_decoding(tmp_path, monkeypatch):
-    # 5000 x 5000 1-bit pixels compress to a few kB; decoding would need 25 MB as "L".
-    path = save(Image.new("1", (5000, 5000), 1), tmp_path / "bomb.png", optimize=True)
-    assert path.stat().st_size < 100_000
-    with pytest.raises(ImageInputError, match="pixel limit"):
-        load_image_file(path)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's own guard, also caught
-    with pytest.raises(ImageInputError, match="decompression bomb"):
-        load_image_file(path, max_pixels=10**9)
-
-
-def test_missing_file_and_directory(tmp_path):
-    with pytest.raises(ImageInputError, match="no such file"):
-        load_image_file(tmp_path / "nope.png")
-    with pytest.raises(ImageInputError, match="is a directory"):
-        load_image_file(tmp_path)
-
-
 # -------------------------------------------------------------------------------- properties
-
-_DTYPES = [np.uint8, np.uint16, np.int32, np.float16, np.float32, np.float64, np.bool_]
-
-
-@st.composite
-def image_arrays(draw):
-    dtype = np.dtype(draw(st.sampled_from(_DTYPES)))
-    height, width = draw(st.integers(1, 48)), draw(st.integers(1, 48))
-    channels = draw(st.sampled_from([None, 1, 2, 3, 4, 5]))
-    shape = (height, width) if channels is None else (height, width, channels)
-    elements = None
-    if dtype.kind == "f":
-        elements = st.one_of(
-            st.floats(0, 1, width=16),
-            st.floats(-2, 300, width=16),
-            st.sampled_from([float("nan"), float("inf"), -float("inf")]),
-        )
-    return draw(hnp.arrays(dtype, shape, elements=elements))
 
 
 @settings(max_examples=150, deadline=None)
-@given(image_arrays(), st.sampled_from(pp.METHODS))
+@given(image_arrays(), st.sampled_from(contract.PREPROCESS_METHODS))
 def test_any_array_gives_a_valid_image_or_an_image_input_error(array, method):
     try:
         result = preprocess(array, method)

@@ -38,7 +38,8 @@ def test_pickle_is_used_only_by_the_hash_verified_data_source():
     files = subprocess.run(
         ["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
+    files = [f for f in files if (ROOT / f).is_file()]  # a deletion not yet committed is gone
     users = {
         f for f in files if re.search(r"^\s*(import|from)\s+pickle\b", (ROOT / f).read_text(), re.M)
     }
-    assert users <= {"flaxdigits/data.py", "tests/test_data.py"}, users
+    assert users <= {"flaxdigits/sources.py", "tests/test_sources.py"}, users

@@ -1,35 +1,113 @@
-"""A tiny hand-built ONNX model that obeys the export contract, for tests that need no training."""
+"""Tiny hand-built ONNX models that obey (or, by parameter, break) the export contract, for tests
+that need no training, and the helpers that write them with a manifest."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+from unittest import mock
+
 import numpy as np
+import onnx
 from onnx import TensorProto, helper, numpy_helper
+from onnx.external_data_helper import convert_model_to_external_data, set_external_data
 
-from flaxdigits.serve import spec
+from flaxdigits import contract
+from flaxdigits.serve import predictor as predictor_module
 
 
-def toy_model_bytes(*, name: str = "mlp", ink_digit: int = 3, metadata=None) -> bytes:
-    """Flatten -> Gemm -> Softmax: `ink_digit` for any ink, 0 for a blank image.
+def toy_model(
+    *,
+    name: str = "mlp",
+    ink_digit: int = 3,
+    input_name: str = contract.INPUT_NAME,
+    input_shape=("N", 28, 28, 1),
+    output_name: str = contract.OUTPUT_NAME,
+    classes: int = 10,
+    softmax: bool = True,
+    metadata=None,
+) -> onnx.ModelProto:
+    """Flatten -> Gemm (-> Softmax): `ink_digit` for any ink, 0 for a blank image.
 
-    metadata entries are added to (or override) the model name and preprocessing spec.
+    metadata entries are added to (or override) the model name and preprocessing spec; a value
+    of None removes that key.
     """
-    weights = np.zeros((784, 10), np.float32)
-    weights[:, ink_digit] = 1.0  # its logit is the total ink
-    bias = np.zeros(10, np.float32)
+    weights = np.zeros((784, classes), np.float32)
+    weights[:, ink_digit % classes] = 1.0  # its logit is the total ink
+    bias = np.zeros(classes, np.float32)
     bias[0] = 2.0
+    nodes = [
+        helper.make_node("Flatten", [input_name], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W", "b"], ["z" if softmax else output_name]),
+    ]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["z"], [output_name], axis=-1))
     graph = helper.make_graph(
-        [
-            helper.make_node("Flatten", [spec.INPUT_NAME], ["flat"], axis=1),
-            helper.make_node("Gemm", ["flat", "W", "b"], ["z"]),
-            helper.make_node("Softmax", ["z"], [spec.OUTPUT_NAME], axis=-1),
-        ],
+        nodes,
         "toy",
-        [helper.make_tensor_value_info(spec.INPUT_NAME, TensorProto.FLOAT, ["N", 28, 28, 1])],
-        [helper.make_tensor_value_info(spec.OUTPUT_NAME, TensorProto.FLOAT, ["N", 10])],
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", classes])],
         [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    props = {spec.META_MODEL: name, spec.META_PREPROCESSING: spec.PREPROCESSING_SPEC}
+    props = {contract.META_MODEL: name, contract.META_PREPROCESSING: contract.PREPROCESSING_SPEC}
     for key, value in (props | dict(metadata or {})).items():
-        model.metadata_props.add(key=key, value=value)
-    return model.SerializeToString()
+        if value is not None:
+            model.metadata_props.add(key=key, value=value)
+    return model
+
+
+def toy_model_bytes(**kwargs) -> bytes:
+    """toy_model(**kwargs), serialized."""
+    return toy_model(**kwargs).SerializeToString()
+
+
+def write_model(directory: Path, model, name="mlp", manifest=True, **manifest_changes) -> Path:
+    """NAME.onnx (+ a NAME.json manifest entry for exactly these bytes unless manifest=False);
+    returns the model path. manifest_changes override fields of the entry."""
+    path = directory / f"{name}.onnx"
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    path.write_bytes(data)
+    if manifest:
+        entry = {
+            "file": path.name,
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "test_accuracy": 0.5,
+            "variant": "float32",
+        }
+        entry.update(manifest_changes)
+        doc = {"schema": contract.MANIFEST_SCHEMA, "model": name, "files": [entry], "opset": 17}
+        (directory / f"{name}.json").write_text(json.dumps(doc))
+    return path
+
+
+def external_model(location: str, directory: Path | None = None) -> onnx.ModelProto:
+    """The toy model with its weights in external data at `location`.
+
+    With a directory, every initializer is moved to directory/location, written there, so
+    onnxruntime could load the model from that directory; without one, only the first
+    initializer points at `location` (nothing is written).
+    """
+    model = toy_model()
+    if directory is not None:
+        convert_model_to_external_data(model, location=location, size_threshold=0)
+        onnx.save_model(model, directory / "scratch.onnx")  # writes the external file
+        return model
+    weights = model.graph.initializer[0]
+    set_external_data(weights, location=location, offset=0, length=3136)
+    weights.ClearField("raw_data")
+    return model
+
+
+@contextlib.contextmanager
+def no_parsers():
+    """Any call of onnx.checker or onnxruntime fails the test: the model is refused before."""
+    boom = AssertionError("a parser was reached")
+    with (
+        mock.patch.object(predictor_module, "_onnx_check", side_effect=boom),
+        mock.patch.object(predictor_module, "_session", side_effect=boom),
+    ):
+        yield

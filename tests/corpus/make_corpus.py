@@ -1,4 +1,4 @@
-"""Build the hostile image corpus used by tests/test_fuzz.py: `python tests/corpus/make_corpus.py`.
+"""Build the hostile image corpus the serve fuzz tests use: `python tests/corpus/make_corpus.py`.
 
 Every file here is made by this script, deterministically: by hand with struct and zlib (PNG, GIF,
 BMP, WebP headers, decompression bombs that claim huge sizes over a few bytes of data), or by

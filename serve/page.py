@@ -1,0 +1,195 @@
+"""What the drawing page and its API show for one input: pure functions of predictors and values.
+
+predict_all is the /predict endpoint's answer; page_outputs the page's status line, one card per
+model and the preprocessing steps. No Gradio here: serve/app.py wires these to components, and
+tests call them directly. numpy, Pillow and the serve core only.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+
+import numpy as np
+from PIL import Image
+
+from flaxdigits import contract
+from flaxdigits.serve.decode import FORMAT_NAMES, ImageInputError
+from flaxdigits.serve.predictor import Prediction, Predictor
+from flaxdigits.serve.preprocess import EmptyCanvasError, Preprocessed, preprocess
+
+CANVAS_SIZE = (400, 400)  # (width, height) in pixels
+STEP_SIDE = 112  # steps smaller than this are shown enlarged with crisp (nearest) pixels
+UPLOAD_PROMPT = f"Upload an image of a digit ({FORMAT_NAMES})."
+
+CARD_CSS = """
+.fd-card { border: 1px solid var(--border-color-primary); border-radius: var(--radius-lg);
+  padding: 12px 14px; background: var(--block-background-fill); }
+.fd-title { font-weight: 600; font-size: 1.05em; }
+.fd-sub { color: var(--body-text-color-subdued); font-size: 0.85em; min-height: 1.2em; }
+.fd-main { display: flex; align-items: baseline; gap: 12px; margin: 6px 0 10px; }
+.fd-digit { font-size: 3.5em; font-weight: 700; line-height: 1; min-width: 0.7em; }
+.fd-none, .fd-conf { color: var(--body-text-color-subdued); }
+.fd-bars { display: flex; gap: 4px; align-items: stretch; height: 130px; }
+.fd-col { flex: 1; display: flex; flex-direction: column; align-items: center; min-width: 0; }
+.fd-pct { font-size: 0.7em; color: var(--body-text-color-subdued); height: 1.3em; }
+.fd-track { flex: 1; width: 100%; display: flex; align-items: flex-end; border-radius: 3px;
+  background: var(--background-fill-secondary); }
+.fd-fill { width: 100%; min-height: 1px; border-radius: 3px; background: var(--neutral-400); }
+.fd-top .fd-fill { background: var(--color-accent); }
+.fd-label { font-size: 0.9em; margin-top: 2px; }
+.fd-top .fd-label { font-weight: 700; color: var(--color-accent); }
+"""
+
+
+# ------------------------------------------------------------------------------ prediction
+
+
+def classify(image28: np.ndarray, predictors: Mapping[str, Predictor]) -> dict[str, Prediction]:
+    """Every model's prediction for one preprocessed (28, 28) image."""
+    return {name: predictor.predict(image28) for name, predictor in predictors.items()}
+
+
+def predict_all(value, method: str, predictors: Mapping[str, Predictor]) -> dict:
+    """Preprocess once and classify with every model: the JSON the /predict endpoint returns.
+
+    Args:
+        value: anything preprocess() accepts (image file path, PIL image, array, editor dict).
+        method: "mnist" or "seed".
+        predictors: model name -> Predictor.
+
+    Returns:
+        {"method": method, "models": {name: {"digit", "confidence", "probabilities"}}}.
+
+    Raises:
+        EmptyCanvasError: nothing is drawn.
+        ImageInputError: the image cannot be read.
+        ValueError: unknown method.
+    """
+    pre = preprocess(value, method)
+    predictions = classify(pre.image, predictors)
+    return {
+        "method": method,
+        "models": {name: p.to_json() for name, p in predictions.items()},
+    }
+
+
+# -------------------------------------------------------------------------------- rendering
+
+
+def model_subtitle(predictor: Predictor) -> str:
+    """'101,770 parameters · 97.6% test accuracy', from whatever metadata the model carries."""
+    parts = []
+    try:
+        parts.append(f"{int(predictor.metadata[contract.META_PARAMS]):,} parameters")
+    except (KeyError, ValueError):
+        pass
+    try:
+        accuracy = float(predictor.metadata[contract.META_TEST_ACCURACY])
+    except (KeyError, ValueError):
+        accuracy = None
+    if accuracy is not None and 0.0 <= accuracy <= 1.0:
+        parts.append(f"{accuracy:.1%} test accuracy")
+    return " · ".join(parts)
+
+
+def blank_canvas() -> dict:
+    """The Sketchpad's starting value: a white background, so the brush is active at once.
+
+    Gradio 6 selects the brush on load only when the editor has a value; with an empty one it
+    shows "select the draw tool to start" and a person must find the brush button first.
+    """
+    return {"background": Image.new("RGB", CANVAS_SIZE, "white"), "layers": [], "composite": None}
+
+
+def render_result(name: str, prediction: Prediction | None, subtitle: str = "") -> str:
+    """One model's card: the digit, its confidence and a bar per class, the top one highlighted.
+
+    The root carries data-model and data-digit ("" without a prediction) for scripts and tests.
+    """
+    digit = "" if prediction is None else str(prediction.digit)
+    probs = (0.0,) * len(contract.LABELS) if prediction is None else prediction.probabilities
+    columns = []
+    for label, p in zip(contract.LABELS, probs, strict=True):
+        top = " fd-top" if label == digit else ""
+        pct = f"{p:.0%}" if p >= 0.005 else ""
+        columns.append(
+            f'<div class="fd-col{top}" title="{label}: {p:.1%}">'
+            f'<div class="fd-pct">{pct}</div>'
+            f'<div class="fd-track"><div class="fd-fill" style="height: {100 * p:.1f}%">'
+            "</div></div>"
+            f'<div class="fd-label">{label}</div></div>'
+        )
+    described = ", ".join(
+        f"{label}: {p:.1%}" for label, p in zip(contract.LABELS, probs, strict=True)
+    )
+    confidence = "no prediction" if prediction is None else f"{prediction.confidence:.1%} confident"
+    name_attr = html.escape(name, quote=True)
+    return (
+        f'<div class="fd-card" data-model="{name_attr}" data-digit="{digit}">'
+        f'<div class="fd-title">{html.escape(name.upper())}</div>'
+        f'<div class="fd-sub">{html.escape(subtitle)}</div>'
+        f'<div class="fd-main"><span class="fd-digit{"" if digit else " fd-none"}">'
+        f"{digit or '?'}</span>"
+        f'<span class="fd-conf">{confidence}</span></div>'
+        f'<div class="fd-bars" role="img" aria-label="probabilities: {described}">'
+        f"{''.join(columns)}</div></div>"
+    )
+
+
+def step_images(pre: Preprocessed) -> list[tuple[np.ndarray, str]]:
+    """The preprocessing steps as (image, caption) for a gallery; small ones enlarged crisply."""
+    captions = {
+        "original": "original",
+        "grayscale": "ink",
+        "cropped": "cropped",
+        "28x28": "28x28 input",
+    }
+    out = []
+    for key, step in pre.steps.items():
+        img = Image.fromarray(step)
+        if max(img.size) < STEP_SIDE:
+            scale = STEP_SIDE // max(img.size) + 1
+            img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+        out.append((np.asarray(img), captions.get(key, key)))
+    return out
+
+
+def summary(predictions: Mapping[str, Prediction]) -> str:
+    """One line that says what the models read and whether they agree (Markdown)."""
+    digits = {p.digit for p in predictions.values()}
+    if len(digits) == 1:
+        who = "Both models" if len(predictions) == 2 else "All models"
+        return f"{who} read **{digits.pop()}**."
+    parts = ", ".join(f"{name.upper()} reads **{p.digit}**" for name, p in predictions.items())
+    return f"The models disagree: {parts}."
+
+
+def page_outputs(
+    value,
+    method: str,
+    predictors: Mapping[str, Predictor],
+    *,
+    empty_message: str | None = None,
+    subtitles: Mapping[str, str] | None = None,
+) -> tuple[str, list[str], list[tuple[np.ndarray, str]]]:
+    """Everything the page shows for one input: (status Markdown, one card per model, steps).
+
+    An empty canvas or an unreadable image gives a message and empty cards, never an exception.
+    """
+    subtitles = subtitles or {}
+    try:
+        pre = preprocess(value, method)
+    except EmptyCanvasError as e:
+        message, pre = empty_message or str(e), None
+    except ImageInputError as e:
+        reason = str(e)
+        if isinstance(value, str):  # load_image_file names the (temporary) file first
+            reason = reason.removeprefix(f"{value}: ")
+        message, pre = f"Cannot read this image: {reason}", None
+    if pre is None:
+        cards = [render_result(name, None, subtitles.get(name, "")) for name in predictors]
+        return html.escape(message), cards, []
+    predictions = classify(pre.image, predictors)
+    cards = [render_result(name, p, subtitles.get(name, "")) for name, p in predictions.items()]
+    return summary(predictions), cards, step_images(pre)

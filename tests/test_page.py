@@ -1,0 +1,106 @@
+"""What the page and its API show for one input, on two toy models (any ink -> 3, resp. 8): the
+/predict JSON, the status line, the cards and the preprocessing steps."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from drawings import card_digit, drawing
+from PIL import Image, ImageDraw
+
+from flaxdigits.serve import page
+from flaxdigits.serve.decode import ImageInputError
+from flaxdigits.serve.preprocess import EmptyCanvasError
+
+
+@pytest.mark.parametrize("method", ["mnist", "seed"])
+def test_predict_all_returns_both_models_as_json(toys, method):
+    result = page.predict_all(drawing(), method, toys)
+    assert json.loads(json.dumps(result)) == result
+    assert result["method"] == method
+    assert list(result["models"]) == ["mlp", "cnn"]
+    for name, digit in (("mlp", 3), ("cnn", 8)):
+        model = result["models"][name]
+        assert set(model) == {"digit", "confidence", "probabilities"}
+        assert model["digit"] == digit
+        assert len(model["probabilities"]) == 10
+        assert sum(model["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+        assert model["confidence"] == max(model["probabilities"])
+
+
+def test_predict_all_on_an_empty_canvas_raises_instead_of_guessing(toys):
+    with pytest.raises(EmptyCanvasError):
+        page.predict_all(Image.new("RGB", (400, 400), "white"), "mnist", toys)
+    with pytest.raises(ImageInputError):
+        page.predict_all(np.zeros((3, 3, 3, 3), np.uint8), "mnist", toys)
+
+
+def test_sketchpad_value_is_read_like_the_image_it_shows(toys):
+    """Gradio's editor dict: white background, a transparent layer holding the strokes."""
+    strokes = Image.new("RGBA", (400, 400), (0, 0, 0, 0))
+    ImageDraw.Draw(strokes).line([(120, 90), (280, 90), (170, 320)], fill="black", width=24)
+    background = Image.new("RGBA", (400, 400), "white")
+    value = {
+        "background": background,
+        "layers": [strokes],
+        "composite": Image.alpha_composite(background, strokes),
+    }
+    assert page.predict_all(value, "mnist", toys) == page.predict_all(drawing(), "mnist", toys)
+    blank = page.blank_canvas()
+    assert blank["background"].size == page.CANVAS_SIZE
+    with pytest.raises(EmptyCanvasError):
+        page.predict_all(blank, "mnist", toys)
+
+
+def test_page_shows_both_cards_the_disagreement_and_four_steps(toys):
+    status, cards, steps = page.page_outputs(drawing(), "mnist", toys)
+    assert status == "The models disagree: MLP reads **3**, CNN reads **8**."
+    assert [card_digit(c) for c in cards] == ["3", "8"]
+    assert [caption for _, caption in steps] == [
+        "original",
+        "ink",
+        "cropped",
+        "28x28 input",
+    ]
+    model_input = steps[-1][0]
+    assert model_input.dtype == np.uint8
+    assert min(model_input.shape[:2]) >= page.STEP_SIDE  # 28x28 enlarged, whole pixels
+    assert model_input.shape[0] % 28 == 0
+
+
+def test_empty_canvas_shows_a_message_and_no_prediction(toys):
+    for value in (None, page.blank_canvas(), Image.new("L", (400, 400), 255)):
+        status, cards, steps = page.page_outputs(value, "mnist", toys)
+        assert status == "Draw a digit first: the canvas is empty."
+        assert [card_digit(c) for c in cards] == ["", ""]
+        assert "no prediction" in cards[0]
+        assert steps == []
+    status, _, _ = page.page_outputs(None, "mnist", toys, empty_message=page.UPLOAD_PROMPT)
+    assert status == page.UPLOAD_PROMPT
+
+
+def test_unreadable_upload_says_why_without_the_temporary_path(toys, tmp_path):
+    path = tmp_path / "digit.png"
+    path.write_bytes(b"not a png at all")
+    status, cards, steps = page.page_outputs(str(path), "mnist", toys)
+    assert status.startswith("Cannot read this image: not an image")
+    assert str(tmp_path) not in status
+    assert [card_digit(c) for c in cards] == ["", ""]
+    assert steps == []
+
+
+def test_card_highlights_exactly_the_top_class(toys):
+    prediction = toys["cnn"].predict(np.ones((28, 28), np.float32))
+    card = page.render_result("cnn", prediction, "sub")
+    assert card.count("fd-top") == 1
+    assert 'class="fd-col fd-top" title="8: ' in card
+    assert card.count('class="fd-fill"') == 10
+    assert f"{prediction.confidence:.1%} confident" in card
+
+
+def test_card_escapes_names_and_subtitles():
+    card = page.render_result('<img src=x onerror="alert(1)">', None, "<b>")
+    assert "<img" not in card and "<b>" not in card
+    assert "&lt;IMG" in card and "&lt;b&gt;" in card
