@@ -1,6 +1,8 @@
 """Shared fixtures: real verified MNIST, 1-epoch runs of both models, their ONNX exports.
 
 Everything heavy is session-scoped and built once; tests that claim accuracy use real MNIST only.
+A test that uses the trained runs or exported models (real-MNIST training) is marked `slow`
+here, so `pytest -m "not slow"` is the quick inner loop.
 """
 
 from __future__ import annotations
@@ -10,9 +12,22 @@ from pathlib import Path
 
 import pytest
 
+from flaxdigits.contract import MODEL_NAMES
+
 # Strict numerics for the whole suite (equinox habit): implicit rank promotion is a bug here.
 os.environ.setdefault("JAX_NUMPY_RANK_PROMOTION", "raise")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# Fixtures that train on real MNIST: every test that uses one (directly or through another
+# fixture) is slow.
+SLOW_FIXTURES = frozenset({"trained_runs", "exported_models"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that needs a trained run as slow (explicit marks are kept too)."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +41,12 @@ def mnist():
 @pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory, mnist) -> dict[str, Path]:
     """Run dirs of MLP and CNN trained 1 epoch with the default recipe on real MNIST."""
-    from flaxdigits.train import TrainConfig, train
+    from flaxdigits.config import TrainConfig
+    from flaxdigits.train import train
 
     root = tmp_path_factory.mktemp("runs")
     runs = {}
-    for name in ("mlp", "cnn"):
+    for name in MODEL_NAMES:
         runs[name] = root / name
         train(TrainConfig(model=name, epochs=1), runs[name], data=mnist, progress=False)
     return runs
@@ -45,3 +61,57 @@ def exported_models(tmp_path_factory, trained_runs) -> Path:
     for name, run_dir in trained_runs.items():
         export_run(run_dir, out / f"{name}.onnx", int8=True)
     return out
+
+
+# ------------------------------------------------------------------------ serve: no training
+# Toy models and drawn digits shared by the serve tests (preprocess, decode, predictor, page,
+# app, predict CLI). Builders live in tests/toy_onnx.py and tests/drawings.py.
+
+
+@pytest.fixture(scope="session")
+def ink():
+    """A drawn '7' with a crossbar: (300, 300) uint8, black on white."""
+    from drawings import draw_digit
+
+    return draw_digit()
+
+
+@pytest.fixture(scope="session")
+def reference(ink):
+    """What preprocess makes of `ink`: the image every other form of the drawing must give."""
+    from flaxdigits.serve.preprocess import preprocess
+
+    return preprocess(ink).image
+
+
+@pytest.fixture(scope="session")
+def toy_model(tmp_path_factory) -> Path:
+    """The toy model file (3 for any ink, 0 for a blank image), no manifest."""
+    from toy_onnx import toy_model_bytes
+
+    path = tmp_path_factory.mktemp("model") / "toy.onnx"
+    path.write_bytes(toy_model_bytes())
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_dir(tmp_path_factory) -> Path:
+    """mlp.onnx (3 for any ink) and cnn.onnx (8), with parameter and accuracy metadata."""
+    from toy_onnx import toy_model_bytes
+
+    from flaxdigits import contract
+
+    directory = tmp_path_factory.mktemp("toy_models")
+    metadata = {contract.META_PARAMS: "7850", contract.META_TEST_ACCURACY: "0.9123"}
+    for name, ink_digit in (("mlp", 3), ("cnn", 8)):
+        data = toy_model_bytes(name=name, ink_digit=ink_digit, metadata=metadata)
+        (directory / f"{name}.onnx").write_bytes(data)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def toys(toy_dir):
+    """The page's predictors over toy_dir: {"mlp": 3 for any ink, "cnn": 8}."""
+    from flaxdigits.serve.app import load_predictors
+
+    return load_predictors(toy_dir)

@@ -1,0 +1,130 @@
+"""The layers import one way: base -> data -> models -> training -> runs -> {report, export} ->
+serve -> cli. Read from the source (ast, function-level imports included), nothing is run."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"flaxdigits": "flaxdigits", "export": "flaxdigits.export", "serve": "flaxdigits.serve"}
+
+# Module (or package prefix) -> layer. A module may import its own layer and the ones below.
+LAYERS = {
+    "flaxdigits": 0,  # the package itself: __version__ only
+    "flaxdigits.contract": 0,
+    "flaxdigits.atomic": 0,
+    "flaxdigits.files": 0,
+    "flaxdigits.onnxrt": 0,
+    "flaxdigits.mnist_files": 1,
+    "flaxdigits.sources": 1,
+    "flaxdigits.data": 1,
+    "flaxdigits.conv_pool": 2,
+    "flaxdigits.models": 2,
+    "flaxdigits.config": 3,
+    "flaxdigits.state": 3,
+    "flaxdigits.evaluation": 3,
+    "flaxdigits.steps": 3,
+    "flaxdigits.mesh": 3,
+    "flaxdigits.checkpoint": 3,
+    "flaxdigits.train": 3,
+    "flaxdigits.runs": 4,
+    "flaxdigits.report": 5,
+    "flaxdigits.export": 5,
+    "flaxdigits.serve": 6,
+    "flaxdigits.cli": 7,
+    "flaxdigits.__main__": 7,
+}
+TRAINING = {name for name, layer in LAYERS.items() if layer == 3}
+# What the JAX-free side (serve, and the data and base layers it stands on) may never import.
+TRAINING_STACK = {"jax", "jaxlib", "flax", "optax", "jax2onnx", "orbax"}
+
+
+def module_name(path: Path) -> str:
+    folder, stem = path.parent.name, path.stem
+    package = PACKAGES[folder]
+    return package if stem == "__init__" else f"{package}.{stem}"
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of a flaxdigits module: its own entry, else its package's."""
+    while module:
+        if module in LAYERS:
+            return LAYERS[module]
+        module = module.rpartition(".")[0]
+    return None
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (function-level imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+SOURCES = sorted(p for folder in PACKAGES for p in (ROOT / folder).glob("*.py"))
+
+
+def test_every_source_module_has_a_layer():
+    unplaced = [module_name(p) for p in SOURCES if layer_of(module_name(p)) is None]
+    assert not unplaced, f"add these modules to LAYERS: {unplaced}"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_no_module_imports_a_layer_above_its_own(path):
+    me = module_name(path)
+    mine = layer_of(me)
+    upward = sorted(
+        imported
+        for imported in imports_of(path)
+        if imported.startswith("flaxdigits.")
+        and layer_of(imported) is not None
+        and layer_of(imported) > mine
+    )
+    assert not upward, f"{me} (layer {mine}) imports upward: {upward}"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_the_serving_side_never_imports_the_training_stack(path):
+    me = module_name(path)
+    if layer_of(me) not in (0, 1, 6):  # base, data, serve
+        return
+    imported = imports_of(path)
+    stack = sorted(m for m in imported if m.split(".")[0] in TRAINING_STACK)
+    assert not stack, f"{me} must stay JAX-free, imports {stack}"
+    higher = sorted(
+        m for m in imported if m.startswith("flaxdigits.") and layer_of(m) in (2, 3, 4, 5)
+    )
+    assert not higher, f"{me} reads only model files and the contract, imports {higher}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "export").glob("*.py")), ids=lambda p: p.name)
+def test_export_takes_runs_through_the_runs_api_never_training_internals(path):
+    internals = sorted(m for m in imports_of(path) if layer_of(m) == 3 and m in TRAINING)
+    assert not internals, f"export/{path.name} imports training internals {internals}"
+
+
+def test_report_and_export_do_not_import_each_other():
+    for path in SOURCES:
+        me, imported = module_name(path), imports_of(path)
+        if me.startswith("flaxdigits.export"):
+            assert "flaxdigits.report" not in imported, me
+        if me == "flaxdigits.report":
+            assert not any(m.startswith("flaxdigits.export") for m in imported), me
+
+
+def test_the_rule_catches_what_it_guards(tmp_path):
+    # The reader itself, seen red: a serve module importing jax and training, an upward import.
+    folder = tmp_path / "serve"
+    folder.mkdir()
+    bad = folder / "bad.py"
+    bad.write_text("def f():\n    import jax\n    from flaxdigits.train import train\n")
+    assert {"jax", "flaxdigits.train", "flaxdigits.train.train"} <= imports_of(bad)
+    assert layer_of(module_name(bad)) == 6 and layer_of("flaxdigits.train.train") == 3
