@@ -67,3 +67,11 @@ def test_evaluate_gives_confusion_and_per_class_accuracy(trained_runs, capsys):
     assert saved["confusion_matrix"] == result["confusion_matrix"]
     assert main(["evaluate", str(trained_runs["mlp"])]) == 0
     assert "confusion matrix" in capsys.readouterr().out
+
+
+def test_canvas_eval_without_models_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "report.json"
+    assert main(["canvas-eval", "--models", str(tmp_path), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no .onnx models" in err and "Traceback" not in err
+    assert not out.exists()
