@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flaxdigits.files import ReadError, read_capped
+
 # name -> (sha256 of the uncompressed IDX file, IDX shape)
 FILES: dict[str, tuple[str, tuple[int, ...]]] = {
     "train-images-idx3-ubyte": (
@@ -108,12 +110,13 @@ def read_maybe_gz(path: Path) -> bytes:
                 data = f.read(_MAX_IDX + 1)
         except (OSError, EOFError, gzip.BadGzipFile) as e:
             raise MNISTError(f"{path}: not a valid gzip file ({e})") from None
-    else:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_IDX + 1)
-    if len(data) > _MAX_IDX:
-        raise MNISTError(f"{path}: larger than any MNIST file ({_MAX_IDX} bytes)")
-    return data
+        if len(data) > _MAX_IDX:
+            raise MNISTError(f"{path}: larger than any MNIST file ({_MAX_IDX} bytes)")
+        return data
+    try:
+        return read_capped(path, _MAX_IDX, what="MNIST file")
+    except ReadError as e:
+        raise MNISTError(f"{path}: {e} (no MNIST file is larger)") from None
 
 
 # ----------------------------------------------------------------------------------- sources

@@ -32,3 +32,13 @@ def test_gz_reader_reports_corrupt_gzip(tmp_path):
     ok = tmp_path / "ok.gz"
     ok.write_bytes(gzip.compress(b"abc"))
     assert mnist_files.read_maybe_gz(ok) == b"abc"
+
+
+def test_raw_reader_refuses_a_file_larger_than_any_mnist_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(mnist_files, "_MAX_IDX", 8)
+    big = tmp_path / "train-images-idx3-ubyte"
+    big.write_bytes(b"x" * 9)
+    with pytest.raises(MNISTError, match="over the 8-byte limit"):
+        mnist_files.read_maybe_gz(big)
+    with pytest.raises(MNISTError, match="is a directory"):
+        mnist_files.read_maybe_gz(tmp_path)
