@@ -12,7 +12,12 @@ import os
 import sys
 from pathlib import Path
 
-from flaxdigits.contract import DEFAULT_PREPROCESS_METHOD, MODEL_NAMES, PREPROCESS_METHODS
+from flaxdigits.contract import (
+    DEFAULT_PREPROCESS_METHOD,
+    MODEL_NAMES,
+    PREPROCESS_METHODS,
+    RECIPE_NAMES,
+)
 
 # 128 + SIGPIPE: what a shell reports for a command its downstream reader closed on.
 EXIT_BROKEN_PIPE = 141
@@ -32,7 +37,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _train_config(args: argparse.Namespace):
     from flaxdigits.config import TrainConfig
 
-    return TrainConfig(
+    return TrainConfig.for_recipe(
+        args.recipe,
         model=args.model,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -159,7 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one model; writes checkpoints and metrics.json")
     p.add_argument("--model", required=True, choices=MODEL_NAMES)
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument(
+        "--recipe",
+        default="seed",
+        choices=RECIPE_NAMES,
+        help="seed: the seed report's training; robust: augmentation + schedule (default: seed)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     p.add_argument(
         "--snapshot-epochs",
         type=int,
@@ -167,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="also record train/test metrics after these epochs (the report reads them)",
     )
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--learning-rate", type=float, default=None, help="peak; default: the recipe's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")

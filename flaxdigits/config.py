@@ -1,4 +1,10 @@
-"""The training job: one frozen config with its defaults in one place."""
+"""The training job: one frozen config, and the recipes (frozen sets of values) it names.
+
+A recipe says how a model is trained, never what the model is: both recipes train the same two
+architectures into the same exported graphs. `seed` is the seed report's training (Adam 1e-3
+constant, batch 32, no augmentation); `robust` adds on-device augmentation (augment.py) and a
+warm-up + cosine learning-rate schedule, for the digits people really draw.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,73 @@ VAL_SIZE_FRACTION = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
+class Augment:
+    """Random distortions of a share of every training batch, drawn on the device per step.
+
+    Each augmented image gets a random affine map (rotation, scale, slant, shift) sampled
+    bilinearly, then a stroke-thickness change, then is re-centred the MNIST way (ink box fitted
+    to 20 px, centre of mass at the centre), as the page's preprocessing treats a drawing.
+    """
+
+    share: float  # of each batch augmented at the start of training ...
+    share_end: float  # ... and at its end (linear in between): the last epochs are milder
+    rotation: float  # degrees, uniform in [-rotation, rotation]
+    scale: tuple[float, float]  # uniform factor range
+    slant: float  # shear x += slant * y, uniform in [-slant, slant]
+    shift: float  # pixels, uniform in [-shift, shift] on each axis
+    thickness: float  # stroke change in [-thickness, thickness]: < 0 erodes, > 0 dilates (px)
+    recentre: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How a model is trained: the defaults a TrainConfig of this recipe starts from."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float  # the peak, with a schedule
+    schedule: str  # "constant" | "warmup_cosine"
+    warmup_epochs: float = 0.0
+    end_fraction: float = 1.0  # final learning rate / peak (warmup_cosine)
+    augment: Augment | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict."""
+        return dataclasses.asdict(self)
+
+
+RECIPES: dict[str, Recipe] = {
+    "seed": Recipe(epochs=5, batch_size=32, learning_rate=1e-3, schedule="constant"),
+    "robust": Recipe(
+        epochs=20,
+        batch_size=64,
+        learning_rate=2e-3,
+        schedule="warmup_cosine",
+        warmup_epochs=1.0,
+        end_fraction=0.01,
+        augment=Augment(
+            share=0.8,
+            share_end=0.5,
+            rotation=45.0,
+            scale=(0.85, 1.15),
+            slant=0.4,
+            shift=2.0,
+            thickness=1.0,
+        ),
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training job. Defaults reproduce the seed experiment's recipe."""
 
     model: str = "cnn"
+    recipe: str = "seed"  # one of RECIPES: schedule and augmentation come from it
     epochs: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -26,12 +95,30 @@ class TrainConfig:
 
     def __post_init__(self):
         contract.check_model_name(self.model)
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {sorted(RECIPES)}")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError("epochs, batch_size and eval_batch_size must be positive")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+    @classmethod
+    def for_recipe(cls, recipe: str, **overrides: Any) -> TrainConfig:
+        """A config with the recipe's epochs, batch size and learning rate, unless overridden
+        (an override of None keeps the recipe's value)."""
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
+        r = RECIPES[recipe]
+        values = {"epochs": r.epochs, "batch_size": r.batch_size, "learning_rate": r.learning_rate}
+        values |= {k: v for k, v in overrides.items() if v is not None}
+        return cls(recipe=recipe, **values)
+
+    @property
+    def recipe_values(self) -> Recipe:
+        """The recipe this job follows."""
+        return RECIPES[self.recipe]
 
     def steps_per_epoch(self, n_train: int) -> int:
         """Full batches per epoch (the remainder, different every epoch, is skipped)."""
@@ -56,11 +143,15 @@ class TrainConfig:
     def resume_conflicts(self, saved: TrainConfig) -> dict[str, tuple[Any, Any]]:
         """{key: (saved, wanted)} of the settings that stop this job resuming `saved`'s.
 
-        Only the epoch count may grow; eval_batch_size may differ too (it chunks evaluation and
-        leaves the training unchanged).
+        Only the epoch count may grow, and only with a constant learning rate (a schedule is laid
+        over the whole run); eval_batch_size may differ too (it chunks evaluation and leaves the
+        training unchanged). A checkpoint from before recipes existed is the seed recipe's.
         """
+        free = {"eval_batch_size"}
+        if self.recipe_values.schedule == "constant":
+            free.add("epochs")
         return {
             k: (v, getattr(self, k))
             for k, v in saved.to_dict().items()
-            if k not in ("epochs", "eval_batch_size") and getattr(self, k) != v
+            if k not in free and getattr(self, k) != v
         }

@@ -11,6 +11,8 @@ import numpy as np
 
 # The two compared architectures, in report and page order.
 MODEL_NAMES = ("mlp", "cnn")
+# How a model was trained (flaxdigits/config.py RECIPES): the same graphs either way.
+RECIPE_NAMES = ("seed", "robust")
 
 # The model input: float32 [N, 28, 28, 1] NHWC, values in [0, 1], white digit on black (MNIST).
 IMAGE_SIDE = 28
@@ -38,7 +40,8 @@ MAX_IR_VERSION = 10
 META_MODEL = "flaxdigits.model"  # one of MODEL_NAMES
 META_PARAMS = "flaxdigits.params"  # parameter count, decimal string
 META_TEST_ACCURACY = "flaxdigits.test_accuracy"  # of this file on the 10k test set
-META_TRAIN_CONFIG = "flaxdigits.train_config"  # JSON: epochs, batch_size, seed, ...
+META_TRAIN_CONFIG = "flaxdigits.train_config"  # JSON: recipe, epochs, batch_size, seed, ...
+META_RECIPE = "flaxdigits.recipe"  # how the model was trained: "seed" | "robust"
 META_PREPROCESSING = "flaxdigits.preprocessing"  # PREPROCESSING_SPEC
 META_LABELS = "flaxdigits.labels"  # JSON list "0".."9"
 META_INPUT = "flaxdigits.input"  # human-readable layout and value range

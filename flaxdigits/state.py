@@ -22,9 +22,24 @@ class TrainState(NamedTuple):
     rng: jax.Array  # uint32[2]: data-order key; epoch e shuffles with fold_in(rng, e)
 
 
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Adam with the config's constant learning rate (Keras' defaults otherwise)."""
-    return optax.adam(config.learning_rate, b1=0.9, b2=0.999, eps=1e-7)
+def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
+    """Adam (Keras' defaults) with the recipe's learning rate: constant, or warm-up + cosine.
+
+    The schedule is laid over config.epochs * steps_per_epoch steps; the optimizer state has the
+    same structure for any steps_per_epoch, so shapes-only callers may leave it at 1.
+    """
+    recipe = config.recipe_values
+    if recipe.schedule == "constant":
+        return optax.adam(config.learning_rate, b1=0.9, b2=0.999, eps=1e-7)
+    warmup = max(1, round(recipe.warmup_epochs * steps_per_epoch))
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=config.learning_rate,
+        warmup_steps=warmup,
+        decay_steps=max(warmup + 1, config.epochs * steps_per_epoch),  # includes the warm-up
+        end_value=config.learning_rate * recipe.end_fraction,
+    )
+    return optax.adam(schedule, b1=0.9, b2=0.999, eps=1e-7)
 
 
 def init_state(config: TrainConfig) -> tuple[nnx.GraphDef, TrainState]:

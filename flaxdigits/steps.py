@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from flaxdigits import contract
+from flaxdigits import augment, contract
+from flaxdigits.config import Augment
 from flaxdigits.evaluation import loss_and_logits
 from flaxdigits.state import TrainState
 
@@ -37,6 +38,8 @@ class StepSpec:
     steps_per_epoch: int
     batch_size: int
     batch_sharding: jax.sharding.Sharding  # the batch axis split over the mesh
+    augment: Augment | None = None  # the recipe's on-device augmentation, if any
+    total_steps: int = 1  # of the whole run: how far training is, for the augmentation share
 
 
 def train_step(
@@ -68,6 +71,11 @@ def indexed_train_step(spec: StepSpec, state: TrainState, sums, order, images, l
     idx = jax.lax.dynamic_slice_in_dim(order, start, spec.batch_size)  # (B,)
     batch = (contract.to_model_input(images[idx], jnp), labels[idx])
     batch = jax.lax.with_sharding_constraint(batch, spec.batch_sharding)
+    if spec.augment is not None:  # (seed, step) -> the same distortions on a resumed run
+        key = augment.step_key(state.rng, state.step)
+        progress = state.step.astype(jnp.float32) / spec.total_steps
+        distorted = augment.augment_batch(key, batch[0], spec.augment, progress)
+        batch = jax.lax.with_sharding_constraint((distorted, batch[1]), spec.batch_sharding)
     state, metrics = train_step(spec.graphdef, spec.tx, state, batch)
     return state, sums + metrics
 

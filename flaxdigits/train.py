@@ -110,12 +110,15 @@ def prepare(config: TrainConfig, mnist: MNIST, job_mesh: jax.sharding.Mesh) -> S
     replicated = mesh.replicated(job_mesh)
     split = place_split(split_mnist(mnist, config.val_fraction), replicated)
     graphdef, state = init_state(config)
+    steps_per_epoch = config.steps_per_epoch(int(split.train_images.shape[0]))
     spec = StepSpec(
         graphdef=graphdef,
-        tx=make_optimizer(config),
-        steps_per_epoch=config.steps_per_epoch(int(split.train_images.shape[0])),
+        tx=make_optimizer(config, steps_per_epoch),
+        steps_per_epoch=steps_per_epoch,
         batch_size=config.batch_size,
         batch_sharding=mesh.batch_sharded(job_mesh),
+        augment=config.recipe_values.augment,
+        total_steps=steps_per_epoch * config.epochs,
     )
     return Setup(replicated=replicated, split=split, spec=spec, state=state)
 
@@ -251,6 +254,7 @@ def _final_metrics(config, loop: _EpochLoop, done: Progress, run_dir, source, n_
         "model": config.model,
         "params": models.count_params(nnx.merge(graphdef, loop.state().params)),
         **config.to_dict(),
+        "recipe_values": config.recipe_values.to_dict(),
         "device": mesh.device_description(),
         "devices_used": n_devices,
         **done.snapshots[str(config.epochs)],

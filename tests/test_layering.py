@@ -24,6 +24,7 @@ LAYERS = {
     "flaxdigits.conv_pool": 2,
     "flaxdigits.models": 2,
     "flaxdigits.config": 3,
+    "flaxdigits.augment": 3,
     "flaxdigits.state": 3,
     "flaxdigits.evaluation": 3,
     "flaxdigits.steps": 3,

@@ -138,3 +138,34 @@ def test_a_run_snapshots_the_requested_epochs_as_the_report_reads_them(tmp_path,
         TrainConfig(model="mlp", epochs=1, batch_size=100), tmp_path / "short", data=small
     )
     assert short["snapshots"]["1"] == metrics["snapshots"]["1"]  # epoch 1 of 2 == a 1-epoch run
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after_first_epoch(line: str) -> None:
+    if " epoch 1:" in line:  # logged right after epoch 1's checkpoint is saved
+        raise _Stop
+
+
+def test_robust_recipe_resumes_bit_identical_with_augmentation_and_schedule(tmp_path, small):
+    config = TrainConfig.for_recipe("robust", model="mlp", epochs=3, batch_size=100)
+    assert config.recipe_values.augment is not None
+    full = train(config, tmp_path / "full", data=small, progress=False, log=lambda _: None)
+    with pytest.raises(_Stop):  # "killed" after epoch 1
+        train(config, tmp_path / "cut", data=small, progress=False, log=_stop_after_first_epoch)
+    assert checkpoint.pointer(tmp_path / "cut")["epoch"] == 1
+    train(config, tmp_path / "cut", data=small, resume=True, progress=False)
+    for a, b in zip(_params(tmp_path / "full"), _params(tmp_path / "cut"), strict=True):
+        np.testing.assert_array_equal(a, b)  # the same distortions and learning rates replayed
+    assert full["recipe"] == "robust"
+    assert full["recipe_values"]["augment"]["rotation"] == config.recipe_values.augment.rotation
+
+
+def test_a_scheduled_recipe_refuses_to_resume_with_another_epoch_count(tmp_path, small):
+    config = TrainConfig.for_recipe("robust", model="mlp", epochs=1, batch_size=100)
+    train(config, tmp_path / "run", data=small, progress=False)
+    longer = TrainConfig.for_recipe("robust", model="mlp", epochs=2, batch_size=100)
+    with pytest.raises(checkpoint.CheckpointError, match="epochs: checkpoint 1"):
+        train(longer, tmp_path / "run", data=small, resume=True, progress=False)

@@ -1,0 +1,164 @@
+"""On-device augmentation: random affine warps, re-centring and stroke thickness, inside the jit.
+
+A pure function of (key, images): no host pipeline, so it runs unchanged on CPU, GPU and TPU, and
+the key is drawn from (seed, step), so a resumed run replays the same distortions. Shapes are
+fixed: images (B, 28, 28, 1) float32 in [0, 1], white digit on black.
+
+Per augmented image: an affine map (rotation, scale, slant, shift) about the frame's centre,
+sampled bilinearly; then re-centred the MNIST way (the warped ink box fitted to 20 px, its centre
+of mass at pixel (14, 14)), composed into the same single resampling; then strokes thickened
+(grey dilation) or thinned (grey erosion) by a fractional amount.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from flaxdigits.config import Augment
+
+SIDE = 28
+FRAME_CENTRE = (SIDE - 1) / 2  # 13.5: the affine maps turn about the middle of the frame
+MNIST_CENTRE = 14.0  # where MNIST (and the page's preprocessing) puts the centre of mass
+MNIST_BOX = 20.0  # the longer side of the ink box
+INK_LEVEL = 0.1  # a pixel above this counts towards the ink box
+MAX_REFIT = 1.6  # the box refit never magnifies more than this (a short stroke stays short)
+# Stream of the augmentation keys, apart from the epoch-order keys fold_in(rng, epoch).
+AUGMENT_STREAM = 0x41554731
+
+
+def step_key(rng: jax.Array, step: jax.Array) -> jax.Array:
+    """The augmentation key of one step: a function of (seed, step) only."""
+    return jax.random.fold_in(jax.random.fold_in(rng, AUGMENT_STREAM), step)
+
+
+def affine_matrices(rotation, scale, slant) -> jax.Array:
+    """(B, 2, 2) forward maps on (y, x) offsets: scale * rotate * slant (x += slant * y)."""
+    theta = jnp.deg2rad(rotation)
+    cos, sin = jnp.cos(theta), jnp.sin(theta)
+    rot = jnp.stack([jnp.stack([cos, -sin], -1), jnp.stack([sin, cos], -1)], -2)  # (B, 2, 2)
+    one, zero = jnp.ones_like(slant), jnp.zeros_like(slant)
+    shear = jnp.stack([jnp.stack([one, zero], -1), jnp.stack([slant, one], -1)], -2)
+    return scale[:, None, None] * rot @ shear
+
+
+GRID = jnp.stack(jnp.meshgrid(jnp.arange(SIDE), jnp.arange(SIDE), indexing="ij"), -1)
+GRID = GRID.reshape(-1, 2).astype(jnp.float32)  # (784, 2): every pixel's (y, x), row-major
+
+
+def inverse_2x2(m: jax.Array) -> jax.Array:
+    """Inverses of (B, 2, 2) matrices, written out (a batched LAPACK call costs ms on CPU)."""
+    a, b, c, d = m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1]
+    det = a * d - b * c
+    return jnp.stack([jnp.stack([d, -b], -1), jnp.stack([-c, a], -1)], -2) / det[:, None, None]
+
+
+def sample(images: jax.Array, source: jax.Array) -> jax.Array:
+    """Bilinear samples of images (B, 28, 28) at source (B, 784, 2) (y, x); zero outside."""
+
+    def one(image, points):
+        values = jax.scipy.ndimage.map_coordinates(
+            image, [points[:, 0], points[:, 1]], order=1, mode="constant", cval=0.0
+        )
+        return values.reshape(SIDE, SIDE)
+
+    return jax.vmap(one)(images, source)
+
+
+def refit_map(images, matrices, shifts):
+    """The forward map (B, 2, 2) and offset (B, 2) of the warp followed by MNIST re-centring.
+
+    The warp sends pixel p to M (p - c) + c + s (c: frame centre). Its ink box and centre of
+    mass are computed from the original ink's pixels sent through it (exact for an affine map),
+    then the box is fitted to 20 px (never magnified more than MAX_REFIT) and the mass moved to
+    (14, 14): p -> f M (p - c) + f (c + s - mass) + 14.
+    """
+    offsets = GRID - FRAME_CENTRE  # (784, 2)
+    moved = jnp.einsum("bij,pj->bpi", matrices, offsets) + FRAME_CENTRE + shifts[:, None]
+    ink = images.reshape(images.shape[0], -1)  # (B, 784)
+    inked = (ink > INK_LEVEL)[..., None]
+    low = jnp.min(jnp.where(inked, moved, jnp.inf), axis=1)
+    high = jnp.max(jnp.where(inked, moved, -jnp.inf), axis=1)
+    longest = jnp.max(high - low, axis=1) + 1.0  # (B,) in pixels
+    longest = jnp.where(jnp.isfinite(longest), jnp.maximum(longest, 1.0), MNIST_BOX)  # no ink
+    fit = jnp.minimum(MNIST_BOX / longest, MAX_REFIT)
+    total = jnp.maximum(jnp.sum(ink, axis=1, keepdims=True), 1e-6)
+    mass = jnp.einsum("bp,bpi->bi", ink, moved) / total  # (B, 2)
+    offset = fit[:, None] * (FRAME_CENTRE + shifts - mass) + MNIST_CENTRE
+    return fit[:, None, None] * matrices, offset
+
+
+def grey_dilate(images: jax.Array) -> jax.Array:
+    """3x3 grey dilation of (B, 28, 28): strokes one pixel wider on each side."""
+    return jax.lax.reduce_window(images, -jnp.inf, jax.lax.max, (1, 3, 3), (1, 1, 1), "SAME")
+
+
+def grey_erode(images: jax.Array) -> jax.Array:
+    """3x3 grey erosion of (B, 28, 28): strokes one pixel narrower on each side."""
+    return jax.lax.reduce_window(images, jnp.inf, jax.lax.min, (1, 3, 3), (1, 1, 1), "SAME")
+
+
+def change_thickness(images: jax.Array, amount: jax.Array) -> jax.Array:
+    """Fractional stroke change per image: amount (B,) in px per side, < 0 thins, > 0 thickens.
+
+    Between whole steps the result is the linear blend of the neighbouring whole steps (0, 1 or
+    2 dilations; 0 or 1 erosion), so the stroke width changes continuously with amount.
+    """
+    once = grey_dilate(images)
+    twice = grey_dilate(once)
+    eroded = grey_erode(images)
+    a = amount[:, None, None]
+    thick = images + jnp.clip(a, 0, 1) * (once - images) + jnp.clip(a - 1, 0, 1) * (twice - once)
+    thin = images + jnp.clip(-a, 0, 1) * (eroded - images)
+    return jnp.where(a >= 0, thick, thin)
+
+
+def sample_parameters(key: jax.Array, batch: int, aug: Augment) -> dict[str, jax.Array]:
+    """Per-image distortion parameters, each uniform in the recipe's range."""
+    keys = jax.random.split(key, 6)
+
+    def uniform(k, low, high, shape=(batch,)):
+        return jax.random.uniform(k, shape, jnp.float32, low, high)
+
+    return {
+        "rotation": uniform(keys[0], -aug.rotation, aug.rotation),
+        "scale": uniform(keys[1], *aug.scale),
+        "slant": uniform(keys[2], -aug.slant, aug.slant),
+        "shift": uniform(keys[3], -aug.shift, aug.shift, (batch, 2)),
+        "thickness": uniform(keys[4], -aug.thickness, aug.thickness),
+        "draw": uniform(keys[5], 0.0, 1.0),  # compared with the share: augmented or clean
+    }
+
+
+def distort(images: jax.Array, params: dict[str, jax.Array], recentre: bool = True) -> jax.Array:
+    """images (B, 28, 28) -> the same digits distorted by params (see sample_parameters).
+
+    One bilinear resampling of the original (the re-centring is composed into the warp), then
+    the stroke change, then the ink stretched so its strongest pixel is white again, as the
+    page's preprocessing does.
+    """
+    matrices = affine_matrices(params["rotation"], params["scale"], params["slant"])
+    shifts = params["shift"]
+    if recentre:
+        matrices, offsets = refit_map(images, matrices, shifts)
+    else:
+        offsets = FRAME_CENTRE + shifts
+    # Output pixel q comes from M^-1 (q - offset) + c.
+    source = jnp.einsum("bij,bpj->bpi", inverse_2x2(matrices), GRID[None] - offsets[:, None])
+    warped = sample(images, source + FRAME_CENTRE)
+    changed = jnp.clip(change_thickness(warped, params["thickness"]), 0.0, 1.0)
+    top = jnp.max(changed, axis=(1, 2), keepdims=True)
+    return jnp.where(top > 0, changed / jnp.maximum(top, 1e-6), changed)
+
+
+def augment_batch(key: jax.Array, images: jax.Array, aug: Augment, progress) -> jax.Array:
+    """A share of a batch (B, 28, 28, 1) distorted, the rest left as it is.
+
+    progress in [0, 1] (the share of training done) moves the share linearly from aug.share to
+    aug.share_end. Labels are untouched: a distortion never changes what digit it is.
+    """
+    params = sample_parameters(key, images.shape[0], aug)
+    share = aug.share + (aug.share_end - aug.share) * progress
+    distorted = distort(images[..., 0], params, aug.recentre)[..., None]
+    chosen = (params["draw"] < share)[:, None, None, None]
+    return jnp.where(chosen, distorted, images)
