@@ -13,11 +13,8 @@ numpy, Pillow and onnxruntime only.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -25,6 +22,14 @@ from PIL import Image, ImageFilter
 from flaxdigits import contract
 from flaxdigits.atomic import write_json_atomic
 from flaxdigits.serve.decode import ImageInputError
+from flaxdigits.serve.mnist_eval import (
+    accuracy,
+    check_limit,
+    chunks,
+    load_test_digits,
+    worker_count,
+    worker_pool,
+)
 from flaxdigits.serve.predictor import Predictor, model_files
 from flaxdigits.serve.preprocess import preprocess
 
@@ -35,7 +40,6 @@ BLUR = (0.0, 0.7)  # Gaussian radius before thresholding, in MNIST pixels
 THRESHOLD = (0.2, 0.6)  # stroke edge level: low -> thick stroke, high -> thin
 EDGE = 0.08  # width of the anti-aliasing ramp around the threshold, in intensity
 TRANSPARENT = 0.5  # share of canvases drawn on transparent RGBA instead of white RGB
-_CHUNK = 250  # digits per worker task
 METHODS = contract.PREPROCESS_METHODS
 
 
@@ -100,39 +104,30 @@ def evaluate_canvas(
         FileNotFoundError: models_dir holds no .onnx file.
         ValueError: limit is below 1.
     """
-    from flaxdigits.data import load_mnist
-
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
+    check_limit(limit)
     paths = model_files(models_dir)
     if not paths:
         raise FileNotFoundError(f"{models_dir}: no .onnx models (run `flaxdigits export`)")
-    workers = workers or os.cpu_count() or 1
+    workers = worker_count(workers)
     predictors = {p.name[: -len(".onnx")]: Predictor(p, threads=workers) for p in paths}
-    mnist = load_mnist()
-    digits, labels = mnist.test_images[:limit], mnist.test_labels[:limit].astype(np.int64)
+    digits, labels = load_test_digits(limit)
     n = len(digits)
 
     start = time.perf_counter()
-    chunks = [np.arange(i, min(i + _CHUNK, n)) for i in range(0, n, _CHUNK)]
-    # spawn, not fork: the parent already runs onnxruntime thread pools.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        parts = list(pool.map(_render_and_preprocess, *_chunk_args(digits, chunks, seed)))
+    with worker_pool(workers) as pool:
+        parts = list(pool.map(_render_and_preprocess, *_chunk_args(digits, chunks(n), seed)))
     images = {m: np.concatenate([p["images"][m] for p in parts]) for m in METHODS}
     failed = {m: np.concatenate([p["failed"][m] for p in parts]) for m in METHODS}
     render_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    accuracy, raw = {}, {}
+    by_method, raw = {}, {}
     raw_images = contract.scale_pixels(digits)  # (N, 28, 28) float32 in [0, 1]
     for name, predictor in predictors.items():
-        raw[name] = _accuracy(predictor.predict_batch(raw_images), labels)
-        accuracy[name] = {}
-        for method in METHODS:
-            predicted = predictor.predict_batch(images[method]).argmax(axis=1)
-            predicted[failed[method]] = -1  # an "empty canvas" answer is a wrong answer
-            accuracy[name][method] = float(np.mean(predicted == labels))
+        raw[name] = accuracy(predictor.predict_batch(raw_images), labels)
+        by_method[name] = {
+            m: accuracy(predictor.predict_batch(images[m]), labels, failed[m]) for m in METHODS
+        }
     predict_s = time.perf_counter() - start
 
     report = {
@@ -147,7 +142,7 @@ def evaluate_canvas(
             "transparent_share": TRANSPARENT,
         },
         "models": {name: str(p.path) for name, p in predictors.items()},
-        "accuracy": accuracy,
+        "accuracy": by_method,
         "test_accuracy_28x28": raw,
         "preprocessing_failures": {m: int(failed[m].sum()) for m in METHODS},
         "seconds": {"render_and_preprocess": round(render_s, 1), "predict": round(predict_s, 1)},
@@ -159,10 +154,6 @@ def evaluate_canvas(
 def _chunk_args(digits: np.ndarray, chunks: list[np.ndarray], seed: int):
     """pool.map argument columns: digit slices, their indices, the seed."""
     return [digits[c] for c in chunks], chunks, [seed] * len(chunks)
-
-
-def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(probabilities.argmax(axis=1) == labels))
 
 
 def format_table(report: dict) -> str:

@@ -28,16 +28,21 @@ def toy_model(
     classes: int = 10,
     softmax: bool = True,
     metadata=None,
+    weights=None,
 ) -> onnx.ModelProto:
     """Flatten -> Gemm (-> Softmax): `ink_digit` for any ink, 0 for a blank image.
 
-    metadata entries are added to (or override) the model name and preprocessing spec; a value
-    of None removes that key.
+    weights, a (weight (784, classes), bias (classes,)) pair, replace that rule by a linear
+    classifier. metadata entries are added to (or override) the model name and preprocessing
+    spec; a value of None removes that key.
     """
-    weights = np.zeros((784, classes), np.float32)
-    weights[:, ink_digit % classes] = 1.0  # its logit is the total ink
-    bias = np.zeros(classes, np.float32)
-    bias[0] = 2.0
+    if weights is None:
+        kernel = np.zeros((784, classes), np.float32)
+        kernel[:, ink_digit % classes] = 1.0  # its logit is the total ink
+        bias = np.zeros(classes, np.float32)
+        bias[0] = 2.0
+    else:
+        kernel, bias = (np.asarray(w, np.float32) for w in weights)
     nodes = [
         helper.make_node("Flatten", [input_name], ["flat"], axis=1),
         helper.make_node("Gemm", ["flat", "W", "b"], ["z" if softmax else output_name]),
@@ -49,7 +54,7 @@ def toy_model(
         "toy",
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_shape))],
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", classes])],
-        [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
+        [numpy_helper.from_array(kernel, "W"), numpy_helper.from_array(bias, "b")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     props = {contract.META_MODEL: name, contract.META_PREPROCESSING: contract.PREPROCESSING_SPEC}

@@ -1,0 +1,289 @@
+"""Robustness of the served models to deformed digits: accuracy over a grid of rotations,
+slants, stroke thicknesses, scales and shifts of the MNIST test digits.
+
+    flaxdigits robustness --models models models/seed --out reports/robustness.json
+
+Each test digit is deformed on a canvas (serve/distort.py) and re-centred by the served `mnist`
+preprocessing, in worker processes, once per (distortion, level, digit); as each distortion's
+images arrive, every model predicts them a level (all its digits) at a time through its
+Predictor, while the workers go on with the next distortion. The re-centring fits the
+ink box to 20 px and centres its mass, as the page does with a drawing: it undoes translation
+and most of scale, which measures what the served path does with them. A canvas the
+preprocessing refuses as empty (a digit thinned away) is a wrong answer, and is counted.
+Deterministic: no randomness, any worker count gives the same report. numpy, Pillow and
+onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from flaxdigits import contract
+from flaxdigits.atomic import write_json_atomic
+from flaxdigits.serve import mnist_eval
+from flaxdigits.serve.distort import CANVAS_SIDE, DISTORTIONS, SUPERSAMPLE, recentre
+from flaxdigits.serve.predictor import Predictor, model_files
+from flaxdigits.serve.preprocess import EmptyCanvasError
+
+SCHEMA = "flaxdigits.robustness.v1"
+# Levels per distortion (serve/distort.py DISTORTIONS), each holding its identity level.
+GRID: dict[str, tuple[float, ...]] = {
+    "rotation": (-45.0, -30.0, -15.0, 0.0, 15.0, 30.0, 45.0),
+    "slant": (-0.4, -0.3, -0.15, 0.0, 0.15, 0.3, 0.4),
+    "thickness": (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5),
+    "scale": (0.6, 0.8, 1.0, 1.2, 1.4),
+    "translation": (-8.0, -4.0, 0.0, 4.0, 8.0),
+}
+UNITS = {
+    "rotation": "degrees, counter-clockwise",
+    "slant": "shear: x += s * (y - centre)",
+    "thickness": "pixels per stroke edge, 28x28 scale",
+    "scale": "factor",
+    "translation": "canvas pixels, (t, t): right and down",
+}
+# An export made before recipes existed was trained with the seed recipe.
+DEFAULT_RECIPE = "seed"
+
+
+def model_fields(predictor: Predictor) -> dict[str, str]:
+    """What a model file is, from its metadata: model, recipe and variant."""
+    meta = predictor.metadata
+    variant = meta.get(contract.META_VARIANT)
+    if not variant:
+        variant = "int8" if ".int8." in predictor.path.name else "float32"
+    return {
+        "model": predictor.name,
+        "recipe": meta.get(contract.META_RECIPE) or DEFAULT_RECIPE,
+        "variant": variant,
+    }
+
+
+def _order(fields: Mapping[str, str]) -> tuple:
+    """Report order: recipe, then model, then variant, as contract lists them."""
+
+    def rank(value: str, known: Sequence[str]) -> tuple[int, str]:
+        return (known.index(value) if value in known else len(known), value)
+
+    return (
+        rank(fields["recipe"], contract.RECIPE_NAMES),
+        rank(fields["model"], contract.MODEL_NAMES),
+        rank(fields["variant"], ("float32", "int8")),
+    )
+
+
+def _load(model_paths: Iterable) -> dict[str, tuple[Predictor, dict[str, str]]]:
+    """{label "model/recipe/variant": (predictor, fields)} in report order."""
+    loaded: dict[str, tuple[Predictor, dict[str, str]]] = {}
+    for path in model_paths:
+        # One thread: the models predict while the workers deform the next distortion's digits.
+        predictor = Predictor(path, threads=1)
+        fields = model_fields(predictor)
+        label = "/".join(fields.values())
+        if label in loaded:
+            raise ValueError(
+                f"{loaded[label][0].path} and {predictor.path} are both {label} "
+                "(model/recipe/variant in their metadata): evaluate them in separate reports"
+            )
+        loaded[label] = (predictor, fields)
+    return dict(sorted(loaded.items(), key=lambda item: _order(item[1][1])))
+
+
+def _check_grid(grid: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+    """The grid as {distortion: [levels]}; unknown names or no levels raise ValueError."""
+    unknown = sorted(set(grid) - set(DISTORTIONS))
+    if unknown or not grid:
+        raise ValueError(f"unknown distortions {unknown}: choose from {sorted(DISTORTIONS)}")
+    empty = sorted(name for name, levels in grid.items() if not len(levels))
+    if empty:
+        raise ValueError(f"distortions without levels: {empty}")
+    return {name: [float(v) for v in levels] for name, levels in grid.items()}
+
+
+def _render(name: str, levels: Sequence[float], digits: np.ndarray):
+    """Worker: the model inputs of the digits under each level of one distortion, (L, n, 28, 28)
+    uint8, and which canvases the preprocessing refused as empty, (L, n) bool."""
+    deform = DISTORTIONS[name]
+    images = np.zeros((len(levels), len(digits), 28, 28), np.uint8)
+    refused = np.zeros((len(levels), len(digits)), bool)
+    for i, level in enumerate(levels):
+        for j, digit in enumerate(digits):
+            try:
+                images[i, j] = recentre(deform(digit, level))
+            except EmptyCanvasError:
+                refused[i, j] = True
+    return images, refused
+
+
+def _score(loaded, images: np.ndarray, refused: np.ndarray, labels: np.ndarray):
+    """{label: accuracy per level} of the models on images (L, N, 28, 28) uint8, a refused
+    (L, N) image a wrong answer."""
+    scores: dict[str, list[float]] = {label: [] for label in loaded}
+    for level_images, level_refused in zip(images, refused, strict=True):  # one float copy
+        x = contract.scale_pixels(level_images)  # (N, 28, 28) float32 in [0, 1]
+        for label, (predictor, _) in loaded.items():
+            probabilities = predictor.predict_batch(x)
+            scores[label].append(mnist_eval.accuracy(probabilities, labels, level_refused))
+    return scores
+
+
+def evaluate_robustness(
+    model_paths: Iterable,
+    *,
+    limit: int | None = None,
+    workers: int | None = None,
+    log: Callable[[str], object] = print,
+    grid: Mapping[str, Sequence[float]] | None = None,
+) -> dict:
+    """Accuracy of every model on the MNIST test digits under each level of each distortion.
+
+    Args:
+        model_paths: exported .onnx files; each is labelled model/recipe/variant from its
+            metadata (recipe "seed" when absent).
+        limit: use only the first `limit` test digits.
+        workers: processes deforming and preprocessing (default: all cores).
+        log: receives one progress line per distortion.
+        grid: {distortion: levels}, default GRID.
+
+    Returns:
+        The report (schema SCHEMA): per model label its fields, the clean 28x28 test accuracy
+        and accuracy[distortion] (one value per level of grid[distortion]), the refused
+        canvases per level, n, seconds, the machine and a markdown table.
+
+    Raises:
+        ModelLoadError: a model file is refused.
+        FileNotFoundError: no model paths.
+        ValueError: limit below 1, a bad grid, or two files with the same label.
+    """
+    mnist_eval.check_limit(limit)
+    grid = _check_grid(GRID if grid is None else grid)
+    workers = mnist_eval.worker_count(workers)
+    loaded = _load(model_paths)
+    if not loaded:
+        raise FileNotFoundError("no .onnx models to evaluate (run `flaxdigits export`)")
+    digits, labels = mnist_eval.load_test_digits(limit)
+    n = len(digits)
+
+    start = time.perf_counter()
+    clean = contract.scale_pixels(digits)  # (N, 28, 28) float32 in [0, 1]
+    models = {
+        label: {
+            "file": str(predictor.path),
+            **fields,
+            "test_accuracy_28x28": mnist_eval.accuracy(predictor.predict_batch(clean), labels),
+            "accuracy": {},
+        }
+        for label, (predictor, fields) in loaded.items()
+    }
+    refused_counts: dict[str, list[int]] = {}
+    predict_s = 0.0
+    parts = mnist_eval.chunks(n)
+    tasks = [(name, part) for name in grid for part in parts]
+    with mnist_eval.worker_pool(workers) as pool:
+        results = pool.map(
+            _render,
+            [name for name, _ in tasks],
+            [grid[name] for name, _ in tasks],
+            [digits[part] for _, part in tasks],
+        )
+        for name, levels in grid.items():  # results arrive in task order: a distortion at a time
+            pieces = [next(results) for _ in parts]
+            images = np.concatenate([p[0] for p in pieces], axis=1)  # (L, N, 28, 28) uint8
+            refused = np.concatenate([p[1] for p in pieces], axis=1)  # (L, N)
+            tic = time.perf_counter()
+            for label, by_level in _score(loaded, images, refused, labels).items():
+                models[label]["accuracy"][name] = by_level
+            predict_s += time.perf_counter() - tic
+            refused_counts[name] = [int(c) for c in refused.sum(axis=1)]
+            log(f"{name}: {len(levels)} levels x {n} digits ({time.perf_counter() - start:.0f} s)")
+
+    report = {
+        "schema": SCHEMA,
+        "n": n,
+        "canvas": {"side_px": CANVAS_SIDE, "supersample": SUPERSAMPLE, "preprocess": "mnist"},
+        "grid": {name: {"levels": levels, "unit": UNITS[name]} for name, levels in grid.items()},
+        "models": models,
+        "refused_empty": refused_counts,
+        "seconds": {
+            "total": round(time.perf_counter() - start, 1),
+            "predict": round(predict_s, 1),
+        },
+        "machine": _machine(workers),
+    }
+    report["table"] = format_table(report)
+    return report
+
+
+def _machine(workers: int) -> dict:
+    """Where the report was measured."""
+    import onnxruntime
+
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "workers": workers,
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def format_table(report: dict) -> str:
+    """The report's accuracies as markdown: one table per distortion, a row per model, with
+    the clean 28x28 accuracy first and a row of refused (empty) canvases where there are any."""
+    blocks = []
+    for name, spec in report["grid"].items():
+        levels = spec["levels"]
+        lines = [
+            f"{name} ({spec['unit']}), {report['n']} test digits:",
+            "",
+            "| model | clean 28x28 | " + " | ".join(f"{v:g}" for v in levels) + " |",
+            "|---|---:|" + "---:|" * len(levels),
+        ]
+        for label, model in report["models"].items():
+            cells = " | ".join(f"{100 * a:.2f}%" for a in model["accuracy"][name])
+            lines.append(f"| {label} | {100 * model['test_accuracy_28x28']:.2f}% | {cells} |")
+        refused = report["refused_empty"][name]
+        if any(refused):
+            lines.append("| refused as empty | | " + " | ".join(str(c) for c in refused) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def run(
+    models_dirs: Iterable,
+    out,
+    *,
+    limit: int | None = None,
+    workers: int | None = None,
+    log: Callable[[str], object] = print,
+) -> dict:
+    """`flaxdigits robustness`: evaluate_robustness on every .onnx file in models_dirs, write
+    the report to `out` atomically, log the tables and a summary line; returns the report.
+
+    Raises:
+        FileNotFoundError: a directory is missing or holds no .onnx file.
+        And what evaluate_robustness raises.
+    """
+    paths = []
+    for directory in map(Path, models_dirs):
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory}: no such models directory")
+        found = model_files(directory)
+        if not found:
+            raise FileNotFoundError(f"{directory}: no .onnx models (run `flaxdigits export`)")
+        paths += found
+    report = evaluate_robustness(paths, limit=limit, workers=workers, log=log)
+    path = write_json_atomic(out, report)
+    log(report["table"])
+    levels = sum(len(spec["levels"]) for spec in report["grid"].values())
+    log(
+        f"{report['n']} digits x {levels} distortion levels, {len(report['models'])} models: "
+        f"{report['seconds']['total']} s (predict {report['seconds']['predict']} s) -> {path}"
+    )
+    return report
