@@ -5,19 +5,20 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 FD     := $(BIN)/flaxdigits
-# Each model is trained once, to the report's longest epoch count, with metrics snapshotted at
-# the shorter one; the report and the export read those runs (the export takes the final epoch).
+# Each (model, recipe) is trained once and read by everything after it. The seed recipe's runs go
+# to the report's longest epoch count with metrics snapshotted at the shorter one (the 5/10-epoch
+# comparison); the robust recipe's runs are the models the page and `predict` serve.
 EPOCHS ?= 10
 SNAPSHOTS ?= 5
 MODELS ?= models
 RUNS   ?= runs
+NAMES  := mlp cnn
 
-.PHONY: all install data train export compare report serve canvas-eval bench loadtest test \
-        test-fast lint \
-        format browser-deps clean
+.PHONY: all install data train export compare report serve canvas-eval robustness bench \
+        loadtest test test-fast lint format browser-deps clean
 
-all: install data train export report canvas-eval
-	@echo "done: $(RUNS)/*/metrics.json, $(MODELS)/*.onnx, reports/comparison.md"
+all: install data train export canvas-eval robustness report
+	@echo "done: $(RUNS)/{seed,robust}/*/metrics.json, $(MODELS)/*.onnx (robust), $(MODELS)/seed/*.onnx, reports/comparison.md"
 	@echo "next: make serve  (the drawing page on http://127.0.0.1:7860)"
 
 install: $(VENV)/.installed
@@ -31,30 +32,45 @@ $(VENV)/.installed: pyproject.toml
 data: install
 	$(FD) data
 
-# Training never overwrites a finished run: delete $(RUNS)/NAME to retrain from scratch;
-# an interrupted run resumes from its last checkpoint.
-train: $(RUNS)/mlp/metrics.json $(RUNS)/cnn/metrics.json
+# Training never overwrites a finished run: delete $(RUNS)/RECIPE/NAME to retrain it from
+# scratch; an interrupted run resumes from its last checkpoint.
+train: $(foreach n,$(NAMES),$(RUNS)/seed/$(n)/metrics.json $(RUNS)/robust/$(n)/metrics.json)
 
 # Never let make delete a trained run or an exported model (on Ctrl-C or as "intermediate").
-.PRECIOUS: $(RUNS)/%/metrics.json $(MODELS)/%.onnx
+.PRECIOUS: $(RUNS)/seed/%/metrics.json $(RUNS)/robust/%/metrics.json $(MODELS)/%.onnx \
+           $(MODELS)/seed/%.onnx
 
-$(RUNS)/%/metrics.json: | install
-	$(FD) train --model $* --epochs $(EPOCHS) --snapshot-epochs $(SNAPSHOTS) --out $(RUNS)/$* --resume
+$(RUNS)/seed/%/metrics.json: | install
+	$(FD) train --recipe seed --model $* --epochs $(EPOCHS) --snapshot-epochs $(SNAPSHOTS) \
+	  --out $(RUNS)/seed/$* --resume
 
-# Re-exported only when the run's metrics (written at the end of training) are newer.
-export: $(MODELS)/mlp.onnx $(MODELS)/cnn.onnx
+$(RUNS)/robust/%/metrics.json: | install
+	$(FD) train --recipe robust --model $* --out $(RUNS)/robust/$* --resume
 
-$(MODELS)/%.onnx: $(RUNS)/%/metrics.json | install
-	$(FD) export $(RUNS)/$* --out $@ --int8
+# Re-exported only when the run's metrics (written at the end of training) are newer. The
+# robust models are the default ones; the seed recipe's stay exportable beside them.
+export: $(foreach n,$(NAMES),$(MODELS)/$(n).onnx $(MODELS)/seed/$(n).onnx)
 
-# The 5/10-epoch comparison from the trained runs (nothing is trained again).
-report: train
-	$(FD) compare --epochs $(SNAPSHOTS) $(EPOCHS) --runs $(RUNS) --out reports
+$(MODELS)/seed/%.onnx: $(RUNS)/seed/%/metrics.json | install
+	$(FD) export $(RUNS)/seed/$* --out $@ --int8
 
-compare: report
+$(MODELS)/%.onnx: $(RUNS)/robust/%/metrics.json | install
+	$(FD) export $(RUNS)/robust/$* --out $@ --int8
 
 canvas-eval: export
 	$(FD) canvas-eval --models $(MODELS) --out reports/canvas_accuracy.json
+	$(FD) canvas-eval --models $(MODELS)/seed --out reports/canvas_accuracy_seed.json
+
+# Accuracy of every exported model on the test set rotated, slanted, thickened, scaled, shifted.
+robustness: export
+	$(FD) robustness --models $(MODELS) $(MODELS)/seed --out reports/robustness.json
+
+# The report reads the runs and the measurements above (nothing is trained again).
+report: train
+	$(FD) compare --epochs $(SNAPSHOTS) $(EPOCHS) --runs $(RUNS)/seed --robust-runs $(RUNS)/robust \
+	  --out reports
+
+compare: report
 
 serve: install
 	$(FD) serve --models $(MODELS)

@@ -84,6 +84,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         out=Path(args.out),
         data_source=args.source,
         runs_dir=Path(args.runs),
+        robust_runs_dir=Path(args.robust_runs) if args.robust_runs else None,
     )
     print(f"report: {path}")
     return 0
@@ -121,6 +122,15 @@ def _cmd_canvas_eval(args: argparse.Namespace) -> int:
 
     canvas_eval.run(
         Path(args.models), Path(args.out), limit=args.limit, seed=args.seed, workers=args.workers
+    )
+    return 0
+
+
+def _cmd_robustness(args: argparse.Namespace) -> int:
+    from flaxdigits.serve import robustness
+
+    robustness.run(
+        [Path(d) for d in args.models], Path(args.out), limit=args.limit, workers=args.workers
     )
     return 0
 
@@ -203,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="K seeds -> mean ± std")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--runs", default="runs", help="run directories: RUNS/mlp, RUNS/cnn[-seedK]")
+    p.add_argument("--robust-runs", help="the robust recipe's runs (RUNS/mlp, RUNS/cnn), if any")
     p.add_argument("--out", default="reports")
     add_source(p)
     p.set_defaults(func=_cmd_compare)
@@ -234,6 +245,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     p.set_defaults(func=_cmd_canvas_eval)
+
+    p = sub.add_parser(
+        "robustness",
+        help="accuracy of the exported models on rotated, slanted, thinned or thickened, "
+        "scaled and shifted test digits",
+    )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["models"],
+        metavar="DIR",
+        help="directories with .onnx models, e.g. models models/seed",
+    )
+    p.add_argument("--out", default="reports/robustness.json")
+    p.add_argument("--limit", type=int, help="only the first N test digits")
+    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.set_defaults(func=_cmd_robustness)
 
     p = sub.add_parser("predict", help="predict digits in image files with an ONNX model")
     p.add_argument("--model", required=True, help="an exported .onnx file")

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from flaxdigits import report_robust
 from flaxdigits.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from flaxdigits.contract import MODEL_NAMES
 
@@ -81,12 +82,14 @@ def compare(
     out: Path = Path("reports"),
     data_source: str = "auto",
     runs_dir: Path = Path("runs"),
+    robust_runs_dir: Path | None = None,
 ) -> Path:
     """Compare MLP and CNN over seeds; write out/comparison.md, comparison.json and plots.
 
     Each (model, seed) run is read from run_dir_for(runs_dir, ...) when it was trained with
     this recipe to max(epochs) with snapshots at the others; only a missing or different run is
-    trained (or resumed) there. Returns the path of comparison.md.
+    trained (or resumed) there. The robustness sections read robust_runs_dir's runs and the
+    measurements in `out` (report_robust.py). Returns the path of comparison.md.
     """
     import jax
 
@@ -136,17 +139,19 @@ def compare(
         "per_class_accuracy": {n: evaluations[n]["per_class_accuracy"] for n in MODEL_NAMES},
     }
     plots = _write_plots(out, runs, evaluations, mnist)
+    robust = report_robust.sections(out, runs_dir, robust_runs_dir)
     write_json_atomic(out / "comparison.json", summary)
-    return write_text_atomic(out / "comparison.md", _markdown(summary, plots))
+    return write_text_atomic(out / "comparison.md", _markdown(summary, plots, robust))
 
 
-def _markdown(summary: dict[str, Any], plots: list[str]) -> str:
-    """The report text: per-epoch-count result tables, timing, structure, plots."""
+def _markdown(summary: dict[str, Any], plots: list[str], robust: list[str]) -> str:
+    """The report text: per-epoch-count result tables, timing, structure, plots, robustness."""
     seeds = summary["seeds"]
     lines = [
         "# MLP vs CNN on MNIST",
         "",
-        f"Adam lr 1e-3, batch {summary['batch_size']}, cross-entropy; the last 10% of the 60k "
+        f"Seed recipe: Adam lr 1e-3, batch {summary['batch_size']}, cross-entropy; the last 10% "
+        "of the 60k "
         "training images held out for validation (both models); test = the 10k test set. "
         f"{seeds} seed(s)" + (" (mean ± sample std)" if seeds > 1 else "") + ". "
         f"Device: {summary['device']}, JAX {summary['jax']}.",
@@ -200,6 +205,7 @@ def _markdown(summary: dict[str, Any], plots: list[str]) -> str:
         lines.append(f"| {name.upper()} | " + " | ".join(f"{a * 100:.1f}" for a in accs) + " |")
     lines += ["", "## Plots", ""]
     lines += [f"![{p}]({p})" for p in plots]
+    lines += ["", *robust]
     return "\n".join(lines) + "\n"
 
 

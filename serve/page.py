@@ -78,7 +78,8 @@ def predict_all(value, method: str, predictors: Mapping[str, Predictor]) -> dict
 
 
 def model_subtitle(predictor: Predictor) -> str:
-    """'101,770 parameters · 97.6% test accuracy', from whatever metadata the model carries."""
+    """'101,770 parameters · 97.6% test accuracy · robust recipe', from whatever metadata the
+    model carries (a recipe name outside contract.RECIPE_NAMES is not shown)."""
     parts = []
     try:
         parts.append(f"{int(predictor.metadata[contract.META_PARAMS]):,} parameters")
@@ -90,6 +91,9 @@ def model_subtitle(predictor: Predictor) -> str:
         accuracy = None
     if accuracy is not None and 0.0 <= accuracy <= 1.0:
         parts.append(f"{accuracy:.1%} test accuracy")
+    recipe = predictor.metadata.get(contract.META_RECIPE)
+    if recipe in contract.RECIPE_NAMES:
+        parts.append(f"{recipe} recipe")
     return " · ".join(parts)
 
 

@@ -33,6 +33,8 @@ LAYERS = {
     "flaxdigits.train": 3,
     "flaxdigits.runs": 4,
     "flaxdigits.report": 5,
+    "flaxdigits.report_robust": 5,
+    "flaxdigits.robustness_plots": 5,
     "flaxdigits.export": 5,
     "flaxdigits.serve": 6,
     "flaxdigits.cli": 7,

@@ -104,3 +104,21 @@ def test_card_escapes_names_and_subtitles():
     card = page.render_result('<img src=x onerror="alert(1)">', None, "<b>")
     assert "<img" not in card and "<b>" not in card
     assert "&lt;IMG" in card and "&lt;b&gt;" in card
+
+
+@pytest.mark.parametrize(
+    ("recipe", "shown"), [("robust", "robust recipe"), ("seed", "seed recipe"), ("<b>x</b>", None)]
+)
+def test_the_model_card_names_the_recipe_it_shows(tmp_path, recipe, shown):
+    from toy_onnx import toy_model_bytes
+
+    from flaxdigits import contract
+    from flaxdigits.serve.predictor import Predictor
+
+    path = tmp_path / "cnn.onnx"
+    path.write_bytes(toy_model_bytes(metadata={contract.META_RECIPE: recipe}))
+    subtitle = page.model_subtitle(Predictor(path))
+    if shown is None:
+        assert "recipe" not in subtitle and "<b>" not in subtitle
+    else:
+        assert subtitle.endswith(f" · {shown}") or subtitle == shown

@@ -1,0 +1,92 @@
+"""What on-device augmentation costs: seconds per training step of the robust recipe with and
+without its augmentation (same model, batch, schedule and data), and the robust CNN's time to
+99.0% test accuracy read from its run. A development script, not a test.
+
+    .venv/bin/python benchmarks/augment_cost.py [--runs runs/robust] [--calls 12]
+
+Timings alternate between the two compiled step loops, call by call, so that a neighbour's load
+on a shared machine hits both alike; the medians and their ratio are printed as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from flaxdigits import config, mesh, steps
+from flaxdigits.config import TrainConfig
+from flaxdigits.data import load_mnist
+from flaxdigits.train import compile_step_loop, prepare
+
+
+def step_seconds(job: TrainConfig, mnist, calls: int) -> dict[str, float]:
+    """Median seconds per step with the recipe's augmentation and with it switched off."""
+    loops = {}
+    for label, augment in (("augmented", job.recipe_values.augment), ("plain", None)):
+        setup = prepare(job, mnist, mesh.make_mesh(1))
+        setup = setup._replace(spec=dataclasses.replace(setup.spec, augment=augment))
+        state = jax.device_put(setup.state, setup.replicated)
+        loops[label] = (setup, state, compile_step_loop(setup, state))
+    times: dict[str, list[float]] = {label: [] for label in loops}
+    for _ in range(calls):
+        for label, (setup, state, compiled) in loops.items():
+            split = setup.split
+            leaves = [jnp.copy(x) for x in jax.tree.leaves(state)]
+            sums = jax.device_put(jnp.zeros((2,), jnp.float32), setup.replicated)
+            n = jax.device_put(jnp.int32(steps.STEPS_PER_CALL), setup.replicated)
+            order = steps.epoch_order(state.rng, jnp.int32(0), int(split.train_images.shape[0]))
+            jax.block_until_ready((leaves, sums, order))
+            start = time.perf_counter()
+            leaves, sums = compiled(leaves, sums, n, order, split.train_images, split.train_labels)
+            jax.block_until_ready(sums)
+            times[label].append((time.perf_counter() - start) / steps.STEPS_PER_CALL)
+    medians = {label: statistics.median(t[1:]) for label, t in times.items()}  # [0]: warm-up
+    return {
+        "ms_per_step_augmented": 1e3 * medians["augmented"],
+        "ms_per_step_plain": 1e3 * medians["plain"],
+        "augmentation_share_of_step": 1 - medians["plain"] / medians["augmented"],
+        "augmented_over_plain": medians["augmented"] / medians["plain"],
+    }
+
+
+def time_to_accuracy(run_dir: Path, target: float) -> dict | None:
+    """Training seconds and epochs until the run's test accuracy first reached target."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except OSError:
+        return None
+    seconds = 0.0
+    for record in metrics["history"]:
+        seconds += record["seconds"]
+        snapshot = metrics["snapshots"].get(str(record["epoch"]))
+        if snapshot and snapshot["test_accuracy"] >= target:
+            return {"epochs": record["epoch"], "training_seconds": round(seconds, 1)}
+    return {"epochs": None, "reached": False, "final": metrics["test_accuracy"]}
+
+
+def main(argv=None) -> int:
+    """Measure both models; print JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", default="runs/robust", help="robust-recipe run directories")
+    ap.add_argument("--calls", type=int, default=12, help="timed calls per variant")
+    args = ap.parse_args(argv)
+    mnist = load_mnist()
+    out = {"machine": f"{platform.machine()}, {jax.local_devices()[0].device_kind}"}
+    for name in config.RECIPES["robust"]:
+        job = TrainConfig.for_recipe("robust", model=name)
+        out[name] = step_seconds(job, mnist, args.calls)
+    out["cnn_time_to_99.0%"] = time_to_accuracy(Path(args.runs) / "cnn", 0.990)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
