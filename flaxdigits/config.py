@@ -83,14 +83,8 @@ RECIPES: dict[str, dict[str, Recipe]] = {
             _ROBUST,
             batch_size=64,
             learning_rate=2e-3,
-            augment=Augment(
-                share=0.5,
-                share_end=0.0,
-                rotation=30.0,
-                scale=(0.9, 1.1),
-                slant=0.3,
-                shift=1.5,
-                thickness=(-0.5, 1.2),
+            augment=dataclasses.replace(
+                _ROBUST.augment, share=0.5, rotation=30.0, slant=0.3, thickness=(-0.5, 1.2)
             ),
         ),
         "cnn": _ROBUST,

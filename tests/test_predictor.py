@@ -232,33 +232,25 @@ def test_changed_model_with_its_manifest_is_refused_before_any_parser(op, at, va
     event(op)
 
 
-@pytest.mark.parametrize(
-    "manifest",
-    [
-        b"[" * 100_000,  # was RecursionError
-        b'{"schema": "flaxdigits.manifest.v1", "files": [{"size": ' + b"9" * 5000 + b"}]}",
-        b"\xff\xfe{}",
-        b"null",
-        b"[]",
-        b'{"schema": "flaxdigits.manifest.v1", "files": "mlp.onnx"}',
-        b'{"schema": "flaxdigits.manifest.v1", "files": [1, null, "mlp.onnx"]}',
-        b'{"schema": "flaxdigits.manifest.v1", "files": [{"file": "mlp.onnx", "size": "3"}]}',
-        b'{"schema": "flaxdigits.manifest.v1", "files": [{"file": "mlp.onnx", "sha256": 1}]}',
-        b" " * (1024 * 1024 + 1),
-    ],
-    ids=[
-        "nested 100000",
-        "5000-digit number",
-        "not UTF-8",
-        "null",
-        "list",
-        "files a string",
-        "entries not objects",
-        "size a string",
-        "sha256 a number",
-        "over 1 MB",
-    ],
-)
+HOSTILE_MANIFESTS = {
+    "nested 100000": b"[" * 100_000,  # was RecursionError
+    "5000-digit number": b'{"schema": "flaxdigits.manifest.v1", "files": [{"size": '
+    + b"9" * 5000
+    + b"}]}",
+    "not UTF-8": b"\xff\xfe{}",
+    "null": b"null",
+    "list": b"[]",
+    "files a string": b'{"schema": "flaxdigits.manifest.v1", "files": "mlp.onnx"}',
+    "entries not objects": b'{"schema": "flaxdigits.manifest.v1", "files": [1, null, "mlp.onnx"]}',
+    "size a string": b'{"schema": "flaxdigits.manifest.v1", "files": [{"file": "mlp.onnx", '
+    b'"size": "3"}]}',
+    "sha256 a number": b'{"schema": "flaxdigits.manifest.v1", "files": [{"file": "mlp.onnx", '
+    b'"sha256": 1}]}',
+    "over 1 MB": b" " * (1024 * 1024 + 1),
+}
+
+
+@pytest.mark.parametrize("manifest", HOSTILE_MANIFESTS.values(), ids=HOSTILE_MANIFESTS.keys())
 def test_hostile_manifests_are_one_clear_error(tmp_path, capsys, manifest):
     path = tmp_path / "mlp.onnx"
     path.write_bytes(GOOD_MODEL)
