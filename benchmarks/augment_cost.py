@@ -72,17 +72,22 @@ def time_to_accuracy(run_dir: Path, target: float) -> dict | None:
     return {"epochs": None, "reached": False, "final": metrics["test_accuracy"]}
 
 
+def costs(mnist, calls: int = 12) -> dict[str, dict[str, float]]:
+    """step_seconds of each model's robust recipe."""
+    return {
+        name: step_seconds(TrainConfig.for_recipe("robust", model=name), mnist, calls)
+        for name in config.RECIPES["robust"]
+    }
+
+
 def main(argv=None) -> int:
     """Measure both models; print JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="runs/robust", help="robust-recipe run directories")
     ap.add_argument("--calls", type=int, default=12, help="timed calls per variant")
     args = ap.parse_args(argv)
-    mnist = load_mnist()
     out = {"machine": f"{platform.machine()}, {jax.local_devices()[0].device_kind}"}
-    for name in config.RECIPES["robust"]:
-        job = TrainConfig.for_recipe("robust", model=name)
-        out[name] = step_seconds(job, mnist, args.calls)
+    out |= costs(load_mnist(), args.calls)
     out["cnn_time_to_99.0%"] = time_to_accuracy(Path(args.runs) / "cnn", 0.990)
     print(json.dumps(out, indent=2))
     return 0

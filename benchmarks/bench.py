@@ -312,6 +312,10 @@ def main(argv=None) -> int:
                 peer = peer_bench(mnist, name, batch, 3)
                 if peer:
                     results["peer"][f"{name}/{batch}"] = peer
+    import augment_cost
+
+    print("augmentation cost (robust recipe)", flush=True)
+    results["augmentation"] = augment_cost.costs(mnist, 4 if args.quick else 12)
     rates.append(matmul_gflops())
     rate = max(rates)
     results["floor"] = {"matmul_gflops": rate, "matmul_gflops_samples": rates}
@@ -459,12 +463,29 @@ def to_markdown(r: dict) -> str:
         for k, p in r["process"].items():
             row = f"| {k} | {p['cold_start_s']:.2f} | {p['peak_rss_mib']:.0f} | "
             lines.append(row + f"{p['jax_imported']} |")
+    if "process" in r:
         page = r.get("page", {})
         if "clients1" in page:
             lines += ["", "| Page via gradio_client | requests | p50 ms | p95 ms |"]
             lines += ["|---|---:|---:|---:|"]
             for k, p in page.items():
                 lines.append(f"| {k} | {p['requests']} | {p['p50_ms']:.1f} | {p['p95_ms']:.1f} |")
+    if "augmentation" in r:
+        lines += [
+            "",
+            "## On-device augmentation (robust recipe)",
+            "",
+            "Median ms per training step at the recipe's batch, with and without its distortions "
+            "(benchmarks/augment_cost.py; the two compiled loops timed call by call in turn).",
+            "",
+            "| Model | ms/step augmented | ms/step plain | augmentation share of the step |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, a in r["augmentation"].items():
+            lines.append(
+                f"| {name.upper()} | {a['ms_per_step_augmented']:.2f} | "
+                f"{a['ms_per_step_plain']:.2f} | {100 * a['augmentation_share_of_step']:.0f}% |"
+            )
     return "\n".join(lines) + "\n"
 
 
