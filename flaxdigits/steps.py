@@ -27,9 +27,9 @@ STEPS_PER_CALL = 200
 # every loop-carried array at the top of the fori_loop body (the CNN's 5408x100 kernel: 2.2 MB
 # per step) instead of updating it in place. Same numbers bit for bit (tests/test_steps.py).
 CPU_COMPILER_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
-# Steps whose batches are augmented together (see augmented_batches). Results do not depend on
-# it; memory does: a group holds AUGMENT_GROUP * batch_size distorted images and their sampling
-# coordinates.
+# Steps whose batches are augmented together (see augmented_batches). Each step's distortion is
+# drawn from (seed, step) whatever the group; memory grows with it: a group holds
+# AUGMENT_GROUP * batch_size distorted images and their sampling coordinates.
 AUGMENT_GROUP = 25
 
 

@@ -1,0 +1,56 @@
+"""sha256 of every parameter array after a short training run: the check that a refactor left
+training bit-identical (run it before and after; the hashes must match on the same machine).
+
+    .venv/bin/python benchmarks/param_digest.py [--epochs 1] [--recipe seed]
+
+A development script, not a test: the bits depend on the CPU's kernels, so the hashes are only
+comparable on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+
+from flaxdigits.config import TrainConfig
+from flaxdigits.contract import MODEL_NAMES
+from flaxdigits.data import load_mnist
+from flaxdigits.runs import load_run
+from flaxdigits.train import train
+
+
+def digests(epochs: int = 1, recipe: str = "seed") -> dict[str, str]:
+    """{model + parameter path: sha256 of its bytes} after training each model."""
+    mnist = load_mnist()
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in MODEL_NAMES:
+            config = TrainConfig.for_recipe(recipe, model=name, epochs=epochs)
+            run_dir = Path(tmp) / name
+            train(config, run_dir, data=mnist, progress=False, log=lambda _: None)
+            params = nnx.state(load_run(run_dir).model, nnx.Param)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+                blob = np.ascontiguousarray(np.asarray(leaf)).tobytes()
+                out[name + jax.tree_util.keystr(path)] = hashlib.sha256(blob).hexdigest()
+    return out
+
+
+def main(argv=None) -> int:
+    """Print the digests as JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--recipe", default="seed")
+    args = ap.parse_args(argv)
+    print(json.dumps(digests(args.epochs, args.recipe), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
