@@ -68,7 +68,8 @@ def export_run(run_dir: Path, out: Path, int8: bool = False) -> dict[str, Any]:
     run = load_run(Path(run_dir))
     mnist = load_mnist()
     split = run.split(mnist)
-    test = _TestSet(split.test_images, split.test_labels, run.evaluate(*_test(split)))
+    reference = run.evaluate(split.test_images, split.test_labels)
+    test = _TestSet(split.test_images, split.test_labels, reference)
     float_bytes, float_entry = _float_file(run, out, test)
     files, blobs = [float_entry], {out: float_bytes}
     int8_out = out.with_name(out.name[: -len(".onnx")] + ".int8.onnx")
@@ -99,10 +100,6 @@ class _TestSet:
         self.labels = labels
         self.reference = reference["probabilities"]
         self.accuracy = float(reference["accuracy"])
-
-
-def _test(split) -> tuple[np.ndarray, np.ndarray]:
-    return split.test_images, split.test_labels
 
 
 def _float_file(run: Run, out: Path, test: _TestSet) -> tuple[bytes, dict]:

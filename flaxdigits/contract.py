@@ -77,7 +77,7 @@ def scale_pixels(pixels, xp=np):
 
 def to_model_input(images, xp=np):
     """uint8 images (N, 28, 28) -> the model input float32 (N, 28, 28, 1) in [0, 1]."""
-    return xp.asarray(images).astype(xp.float32)[..., None] / PIXEL_MAX
+    return scale_pixels(images, xp)[..., None]
 
 
 def manifest_path_for(model_path: str) -> str:

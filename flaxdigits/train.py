@@ -26,6 +26,9 @@ from flaxdigits.evaluation import evaluate_arrays, evaluate_splits, summarize_sp
 from flaxdigits.state import TrainState, init_state, make_optimizer
 from flaxdigits.steps import STEPS_PER_CALL, StepSpec, compile_train_steps, epoch_order
 
+# The epoch's permutation, compiled once per training size (the size is static).
+_epoch_order = jax.jit(epoch_order, static_argnums=2)
+
 
 class Setup(NamedTuple):
     """What a training job is built from before its first step (see prepare)."""
@@ -155,7 +158,6 @@ class _EpochLoop:
         self.leaves, self.treedef = jax.tree.flatten(state)
         spec, split = setup.spec, setup.split
         self.n_train = int(split.train_images.shape[0])
-        self.order_fn = jax.jit(epoch_order, static_argnums=2)
         # The step counts a call may run, put on the device before the transfer guard goes up.
         n = spec.steps_per_epoch
         self.chunks = [min(STEPS_PER_CALL, n - i) for i in range(0, n, STEPS_PER_CALL)]
@@ -177,7 +179,7 @@ class _EpochLoop:
 
         spec, split, replicated = self.setup.spec, self.setup.split, self.setup.replicated
         t_epoch = time.perf_counter()
-        order = self.order_fn(self.state().rng, jnp.int32(epoch), self.n_train)
+        order = _epoch_order(self.state().rng, jnp.int32(epoch), self.n_train)
         sums = jax.device_put(jnp.zeros((2,), jnp.float32), replicated)
         bar = tqdm(
             total=spec.steps_per_epoch,
@@ -228,9 +230,7 @@ def compile_step_loop(setup: Setup, state: TrainState) -> jax.stages.Compiled:
     split, replicated = setup.split, setup.replicated
     sums = jax.device_put(jnp.zeros((2,), jnp.float32), replicated)
     n = jax.device_put(jnp.int32(STEPS_PER_CALL), replicated)
-    order = jax.jit(epoch_order, static_argnums=2)(
-        state.rng, jnp.int32(0), int(split.train_images.shape[0])
-    )
+    order = _epoch_order(state.rng, jnp.int32(0), int(split.train_images.shape[0]))
     example = (sums, n, order, split.train_images, split.train_labels)
     cpu = mesh.all_cpu(setup.spec.batch_sharding.mesh)
     return compile_train_steps(setup.spec, state, example, cpu)
