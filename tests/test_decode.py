@@ -40,11 +40,17 @@ def test_gif_uses_the_first_frame(ink, reference, tmp_path):
 
 
 def test_exif_orientation_is_applied(ink, tmp_path):
-    rotated = Image.fromarray(ink).transpose(Image.Transpose.ROTATE_90)
+    # Non-square, so a missed turn changes the size; compared pixel by pixel, so a wrong turn
+    # (the other direction, a flip) is caught too.
+    upright = np.ascontiguousarray(ink[:, 50:250])  # 200 wide, 300 tall; the whole '7'
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # 300 wide, 200 tall
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display": undoes ROTATE_90 (counter-clockwise)
-    path = save(rotated, tmp_path / "rot.jpg", exif=exif, quality=95)
-    assert load_image_file(path).size == ink.shape[::-1]
+    path = save(stored, tmp_path / "rot.jpg", exif=exif, quality=95)
+    loaded = load_image_file(path)
+    assert loaded.size == (200, 300)
+    diff = np.abs(np.asarray(loaded.convert("L"), np.float32) - upright.astype(np.float32))
+    assert diff.mean() < 1.0  # JPEG at quality 95: well under one grey level on average
 
 
 @pytest.mark.parametrize(
