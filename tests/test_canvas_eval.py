@@ -10,6 +10,12 @@ import pytest
 from flaxdigits.serve import canvas_eval
 from flaxdigits.serve.canvas_eval import render_canvas
 
+# Floors for the 1-epoch exports of conftest.exported_models on the first 100 canvases (seed 0),
+# a few points under what they scored there (development machine, AMD EPYC, 2026-12-02: CNN 98%
+# `mnist` / 85% `seed`, MLP 99% / 77%, int8 within a point of float). A preprocessing change
+# that costs either method a few points of accuracy fails here.
+CANVAS_FLOORS = {"cnn": {"mnist": 0.95, "seed": 0.80}, "mlp": {"mnist": 0.95, "seed": 0.72}}
+
 
 def test_canvases_are_large_seeded_and_black_on_white_or_transparent(mnist):
     kinds = set()
@@ -39,11 +45,12 @@ def test_report_on_100_digits(exported_models, tmp_path, capsys):
     report = json.loads(out.read_text())
     assert json.loads(json.dumps(returned)) == report  # what was written is what was returned
     assert report["n"] == 100 and report["schema"] == canvas_eval.SCHEMA
-    assert set(report["accuracy"]) >= {"mlp", "cnn"}
+    assert set(report["accuracy"]) == {"mlp", "mlp.int8", "cnn", "cnn.int8"}
     for by_method in report["accuracy"].values():
         assert set(by_method) == {"mnist", "seed"}
-    assert report["accuracy"]["cnn"]["mnist"] >= 0.85
-    assert report["accuracy"]["mlp"]["mnist"] >= 0.8
+    for name, by_method in report["accuracy"].items():
+        for method, floor in CANVAS_FLOORS[name.split(".")[0]].items():
+            assert by_method[method] >= floor, f"{name} `{method}`: {by_method[method]:.0%}"
     assert report["table"].startswith("| model |") and "| cnn |" in report["table"]
     assert report["table"] in capsys.readouterr().out
 

@@ -141,22 +141,28 @@ def test_reader_closing_the_pipe_stops_quietly_with_the_sigpipe_status(model, fi
     assert err == ""
 
 
+# Correct answers of the 1-epoch CNN export (conftest.exported_models) on the 30 canvases below,
+# a few points under what it scored there (development machine, AMD EPYC, 2026-12-02: `mnist`
+# 30/30, `seed` 27/30; `seed` centres the box, not the mass: reports/canvas_accuracy.json).
+PNG_FLOORS = {"mnist": 29, "seed": 26}
+
+
 def test_exported_cnn_reads_real_digits_from_png_files(exported_models, mnist, tmp_path, capsys):
     from flaxdigits.serve.canvas_eval import render_canvas
 
     paths = []
-    for i in range(10):
+    for i in range(30):
         canvas = render_canvas(mnist.test_images[i], np.random.default_rng([11, i]))
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(canvas).save(paths[-1])
     model = str(exported_models / "cnn.onnx")
-    # `seed` centres the box, not the mass: clearly weaker (reports/canvas_accuracy.json).
-    for method, at_least in (("mnist", 9), ("seed", 6)):
+    labels = mnist.test_labels[: len(paths)]
+    for method, at_least in PNG_FLOORS.items():
         argv = ["predict", "--json", "--preprocess", method, "--model", model]
         assert main(argv + [str(p) for p in paths]) == 0
         digits = [json.loads(line)["digit"] for line in capsys.readouterr().out.splitlines()]
-        correct = sum(d == y for d, y in zip(digits, mnist.test_labels[:10], strict=True))
-        assert correct >= at_least, f"{method}: {digits} vs {mnist.test_labels[:10].tolist()}"
+        correct = sum(d == y for d, y in zip(digits, labels, strict=True))
+        assert correct >= at_least, f"{method}: {digits} vs {labels.tolist()}"
 
 
 # ---------------------------------------------------------------------------------- hostile files

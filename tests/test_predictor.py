@@ -394,6 +394,11 @@ def test_mutated_and_foreign_models_without_manifest_load_or_refuse_cleanly(tmp_
 # ------------------------------------------------------------------------------- real models
 
 
+# The 1-epoch exports (conftest.exported_models) on the 60 canvases below, a few points under what
+# they scored there (development machine, AMD EPYC, 2026-12-02): `mnist` 98-100%.
+CANVAS_60_FLOOR = 0.95
+
+
 def test_exported_models_read_canvas_drawn_mnist_digits(exported_models, mnist):
     from flaxdigits.serve.canvas_eval import render_canvas
     from flaxdigits.serve.preprocess import preprocess
@@ -411,4 +416,4 @@ def test_exported_models_read_canvas_drawn_mnist_digits(exported_models, mnist):
         assert predictor.manifest_entry is not None
         assert predictor.name in ("mlp", "cnn")
         accuracy = float(np.mean(predictor.predict_batch(images).argmax(axis=1) == labels))
-        assert accuracy >= 0.85, f"{path.name}: {accuracy:.2%} on 60 canvases"
+        assert accuracy >= CANVAS_60_FLOOR, f"{path.name}: {accuracy:.2%} on 60 canvases"
