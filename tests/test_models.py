@@ -46,9 +46,15 @@ def test_same_seed_same_init_other_seed_differs():
     assert not np.array_equal(jax.tree.leaves(a)[-1], jax.tree.leaves(c)[-1])
 
 
-def test_flops_per_image_counts_the_dominant_products():
-    assert models.flops_per_image("mlp") > 2 * 784 * 128
-    assert models.flops_per_image("cnn") > 2 * 5408 * 100 + 2 * 26 * 26 * 32 * 9
+def test_flops_per_image_are_the_readme_figures():
+    # Multiply-add = 2, each bias add, ReLU and pooling comparison = 1 (the textbook layer order:
+    # bias and ReLU on the whole 26x26x32 conv output, 3 comparisons per 2x2 window).
+    mlp = 2 * 784 * 128 + 128 + 128 + 2 * 128 * 10 + 10
+    conv = 2 * 26 * 26 * 32 * 9 + 26 * 26 * 32 * 2 + 13 * 13 * 32 * 3
+    cnn = conv + 2 * 5408 * 100 + 100 + 100 + 2 * 100 * 10 + 10
+    assert (mlp, cnn) == (203_530, 1_532_674)  # README, "The models"
+    assert models.flops_per_image("mlp") == mlp
+    assert models.flops_per_image("cnn") == cnn
 
 
 def test_train_flops_count_forward_and_the_needed_backward_products():
