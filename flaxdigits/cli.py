@@ -158,6 +158,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_web(args: argparse.Namespace) -> int:
+    from flaxdigits.serve.web import build_site
+
+    written = build_site(args.models, args.out, int8=args.int8)
+    print(f"{args.out}: {len(written)} files, {sum(written.values()):,} bytes (static site)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="flaxdigits", description=__doc__.splitlines()[0])
@@ -278,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--share", action="store_true", help="public Gradio share link (off)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("web", help="the static browser demo (onnxruntime-web) with the models")
+    p.add_argument("--models", default="models", help="directory with mlp.onnx and cnn.onnx")
+    p.add_argument("--out", required=True, help="the site's directory (e.g. build/web)")
+    p.add_argument("--int8", action="store_true", help="ship the int8 models")
+    p.set_defaults(func=_cmd_web)
     return parser
 
 
