@@ -86,12 +86,41 @@ bench: export
 loadtest: export
 	$(PY) benchmarks/loadtest.py --models $(MODELS) --clients 50 --requests 20 --burst 200
 
-# Debian's Chromium for the browser test (needs root or sudo; nothing downloads a browser).
+# Debian's Chromium for the browser tests, and Debian's node + npm for the web demo's (needs
+# root or sudo; nothing downloads a browser).
 browser-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@need=""; command -v chromium >/dev/null 2>&1 || need=chromium; \
+	  command -v npm >/dev/null 2>&1 || need="$$need nodejs npm"; \
+	  [ -z "$$need" ] || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$need >/dev/null; }
 	@chromium --version
+
+# The static browser demo (web/): onnxruntime-web from npm as web/package-lock.json pins it,
+# assembled with the current models into $(WEB_OUT), which any static file host can serve.
+WEB_OUT   ?= build/web
+NPM_STAMP := web/node_modules/.flaxdigits-installed
+.PHONY: web web-deps test-deps
+
+web: install web-deps export
+	$(FD) web --models $(MODELS) --out $(WEB_OUT)
+
+web-deps: $(NPM_STAMP)
+
+$(NPM_STAMP): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# `make test` installs what the browser tests need where it can (as root, or with sudo that
+# asks no password); where it cannot, they skip with the reason and the run ends naming them.
+BROWSER_TESTS := tests/test_browser.py tests/test_web_browser.py tests/test_web_parity.py
+BROWSER_NOTE  := { command -v chromium && command -v npm; } >/dev/null 2>&1 || echo \
+  "make test: skipped $(BROWSER_TESTS) (no Chromium or npm here): install them with sudo make browser-deps"
+test: test-deps
+
+test-deps:
+	@if [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; then \
+	  $(MAKE) --no-print-directory browser-deps || echo "make test: browser-deps failed"; fi
+	@! command -v npm >/dev/null 2>&1 || $(MAKE) --no-print-directory web-deps
 
 lint: install
 	$(BIN)/ruff check .
@@ -103,6 +132,7 @@ format: install
 
 test: lint
 	$(BIN)/pytest
+	@$(BROWSER_NOTE)
 
 # The inner loop: everything but real-MNIST training (well under 2 minutes on 2 cores).
 test-fast: lint
