@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import pickle
 import re
+import struct
 import tracemalloc
 
 import numpy as np
 import pytest
 
-from flaxdigits import mnist_files
+from flaxdigits import mnist_files, sources
 from flaxdigits.mnist_files import MNISTError, encode_idx, parse_idx
 
 # ----------------------------------------------------------------------------------- parse_idx
@@ -200,3 +203,219 @@ def test_raw_files_are_capped_and_named_as_mnist_files(tmp_path, monkeypatch):
     missing = tmp_path / "nothing"
     with pytest.raises(MNISTError, match=r"no such MNIST file \(no MNIST file is larger\)$"):
         mnist_files.read_maybe_gz(missing)
+
+
+# ------------------------------------------------------------ sources: unordered records
+
+
+def _records(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n).astype(
+        np.uint8
+    )
+
+
+def test_records_digest_ignores_order_and_sorts_by_label_then_pixels():
+    images, labels = _records(6, 1)
+    labels[:] = [3, 1, 3, 0, 1, 3]
+    images[2, 0, 0], images[5, 0, 0], images[0, 0, 0] = 9, 200, 10
+    images[2, 0, 1:] = images[5, 0, 1:] = images[0, 0, 1:] = 0
+    digest, order = sources._records_digest(images, labels)
+    records = np.concatenate([labels[:, None], images.reshape(6, -1)], axis=1)
+    assert digest == hashlib.sha256(records[order].tobytes()).hexdigest()
+    assert labels[order].tolist() == [0, 1, 1, 3, 3, 3]
+    assert order[3:].tolist() == [2, 0, 5]  # same label: by pixel bytes, first pixel first
+    shuffled = np.random.default_rng(2).permutation(6)
+    again, _ = sources._records_digest(images[shuffled], labels[shuffled])
+    assert again == digest
+    labels[0] = 4
+    assert sources._records_digest(images, labels)[0] != digest
+
+
+def test_records_are_hashed_as_bytes_whatever_the_label_dtype():
+    images, labels = _records(4, 3)
+    digest, _ = sources._records_digest(images, labels)
+    assert sources._records_digest(images, labels.astype(np.int64))[0] == digest
+
+
+def test_unordered_splits_are_verified_and_returned_sorted(monkeypatch):
+    train, test = _records(5, 4), _records(3, 5)
+    digests = {
+        "train": sources._records_digest(*train)[0],
+        "test": sources._records_digest(*test)[0],
+    }
+    monkeypatch.setattr(sources, "RECORD_DIGESTS", digests)
+    got = sources._from_unordered({"train": train, "test": test}, "somewhere")
+    assert got.source == "somewhere"
+    for (images, labels), got_images, got_labels in [
+        (train, got.train_images, got.train_labels),
+        (test, got.test_images, got.test_labels),
+    ]:
+        order = sources._records_digest(images, labels)[1]
+        np.testing.assert_array_equal(got_images, images[order])
+        np.testing.assert_array_equal(got_labels, labels[order])
+    bad = (test[0], (test[1] + 1) % 10)
+    digest = sources._records_digest(*bad)[0]
+    message = f"somewhere: test records digest {digest[:16]}… is not MNIST's"
+    with pytest.raises(MNISTError, match=f"^{re.escape(message)}$"):
+        sources._from_unordered({"train": train, "test": bad}, "somewhere")
+
+
+# --------------------------------------------------------------------- sources: mirror URLs
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/mnist/x.gz",
+        "http://127.0.0.1:8000/x.gz",
+        "http://127.8.9.10/x.gz",
+        "http://[::1]:8000/x.gz",
+        "http://localhost:8000/x.gz",
+    ],
+)
+def test_https_anywhere_and_plain_http_on_loopback_only(url):
+    sources._check_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/x.gz",
+        "http://10.0.0.1/x.gz",
+        "http://localhost.example.com/x.gz",
+        "http:///x.gz",
+        "ftp://127.0.0.1/x.gz",
+        "file:///etc/passwd",
+        "HTTPS-ish://example.com/",
+    ],
+)
+def test_everything_else_is_refused_by_name(url):
+    message = f"mirror: refusing {url!r}: only https:// (or http:// on loopback)"
+    with pytest.raises(MNISTError, match=f"^{re.escape(message)}$"):
+        sources._check_url(url)
+
+
+# ----------------------------------------------------------- sources: the pickled wheel copy
+
+
+def test_only_numpy_array_parts_are_unpickled():
+    unpickler = sources._RestrictedUnpickler(io.BytesIO(b""))
+    rebuild = np.ndarray.__reduce__(np.zeros(0))[0]
+    assert unpickler.find_class("numpy.core.multiarray", "_reconstruct") is rebuild
+    assert unpickler.find_class("numpy._core.multiarray", "_reconstruct") is rebuild
+    assert unpickler.find_class("numpy", "ndarray") is np.ndarray
+    assert unpickler.find_class("numpy", "dtype") is np.dtype
+    for module, name in [
+        ("numpy", "_reconstruct"),
+        ("numpy.core.multiarray", "ndarray"),
+        ("builtins", "eval"),
+        ("numpy", "load"),
+    ]:
+        message = f"refusing to load {module}.{name}: not a numpy array"
+        with pytest.raises(pickle.UnpicklingError, match=f"^{re.escape(message)}$"):
+            unpickler.find_class(module, name)
+
+
+def _py2_pickle(a: np.ndarray) -> bytes:
+    """The protocol-2 pickle Python 2's numpy wrote (str data, not bytes): mnist.pkl.gz's kind."""
+
+    def string(b: bytes) -> bytes:
+        return b"U" + bytes([len(b)]) + b if len(b) < 256 else b"T" + struct.pack("<I", len(b)) + b
+
+    dims = b"".join(b"J" + struct.pack("<i", d) for d in a.shape)
+    order = b"|" if a.dtype.itemsize == 1 else b"<"
+    return (
+        b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85"
+        + string(b"b")
+        + b"\x87R(K\x01("
+        + dims
+        + b"tcnumpy\ndtype\n"
+        + string(a.dtype.str[1:].encode())
+        + b"K\x00K\x01\x87R(K\x03"
+        + string(order)
+        + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89"
+        + string(a.tobytes())
+        + b"tb."
+    )
+
+
+def test_python2_pickles_of_arrays_load():
+    for array in (
+        np.array([200, 255, 0], np.uint8),
+        np.array([[0.99609375, 0.5], [0.0, 0.25]], np.float32),
+    ):
+        got = sources.restricted_loads(_py2_pickle(array))
+        assert got.dtype == array.dtype
+        np.testing.assert_array_equal(got, array)
+
+
+@pytest.fixture
+def tiny_pickle(monkeypatch, tiny_mnist):
+    """mnist.pkl.gz's layout ((train, valid, test) of (x float32 pixel/256, y)) for tiny_mnist."""
+    _, arrays = tiny_mnist
+    train_x = arrays["train-images-idx3-ubyte"].reshape(-1, 784).astype(np.float32) / 256
+    train_y = arrays["train-labels-idx1-ubyte"].astype(np.int64)
+    test_x = arrays["t10k-images-idx3-ubyte"].reshape(-1, 784).astype(np.float32) / 256
+    test_y = arrays["t10k-labels-idx1-ubyte"].astype(np.int64)
+    splits = ((train_x[:2], train_y[:2]), (train_x[2:], train_y[2:]), (test_x, test_y))
+    blob = gzip.compress(pickle.dumps(splits, protocol=4))
+    monkeypatch.setattr(sources, "PYPI_MEMBER_SHA256", hashlib.sha256(blob).hexdigest())
+    return blob, arrays
+
+
+def test_the_pickled_copy_rebuilds_the_canonical_bytes(tiny_pickle):
+    blob, arrays = tiny_pickle
+    got = sources.from_pickle_gz(blob, source="wheel")
+    assert got.source == "wheel"
+    np.testing.assert_array_equal(got.train_images, arrays["train-images-idx3-ubyte"])
+    np.testing.assert_array_equal(got.train_labels, arrays["train-labels-idx1-ubyte"])
+    np.testing.assert_array_equal(got.test_images, arrays["t10k-images-idx3-ubyte"])
+    np.testing.assert_array_equal(got.test_labels, arrays["t10k-labels-idx1-ubyte"])
+    assert sources.from_pickle_gz(blob).source == "pypi"
+
+
+def test_pixels_round_to_the_nearest_byte_and_saturate(monkeypatch, tiny_mnist):
+    files, arrays = tiny_mnist
+    images = np.zeros((3, 784), np.float64)
+    images[0, :4] = [0.5 / 256 - 1e-9, 0.5 / 256 + 1e-9, 1.0, 254.6 / 256]
+    want = np.zeros((3, 28, 28), np.uint8)
+    want[0, 0, :4] = [0, 1, 255, 255]
+    table = dict(mnist_files.FILES)
+    table["train-images-idx3-ubyte"] = (hashlib.sha256(encode_idx(want)).hexdigest(), want.shape)
+    monkeypatch.setattr(mnist_files, "FILES", table)
+    test_x = arrays["t10k-images-idx3-ubyte"].reshape(-1, 784) / 256
+    splits = (
+        (images[:1], arrays["train-labels-idx1-ubyte"][:1]),
+        (images[1:], arrays["train-labels-idx1-ubyte"][1:]),
+        (test_x, arrays["t10k-labels-idx1-ubyte"]),
+    )
+    blob = gzip.compress(pickle.dumps(splits, protocol=4))
+    monkeypatch.setattr(sources, "PYPI_MEMBER_SHA256", hashlib.sha256(blob).hexdigest())
+    np.testing.assert_array_equal(sources.from_pickle_gz(blob).train_images, want)
+
+
+def test_other_bytes_are_refused_before_unpickling_with_both_digests():
+    blob = gzip.compress(pickle.dumps(None))
+    got = hashlib.sha256(blob).hexdigest()
+    message = (
+        f"src: {sources.PYPI_MEMBER} has sha256 {got[:16]}…, expected "
+        f"{sources.PYPI_MEMBER_SHA256[:16]}…; refusing to unpickle it"
+    )
+    with pytest.raises(MNISTError, match=f"^{re.escape(message)}$"):
+        sources.from_pickle_gz(blob, source="src")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not gzip",
+        gzip.compress(b"not a pickle"),
+        gzip.compress(pickle.dumps(("a", "b"))),  # two splits, not three
+        gzip.compress(pickle.dumps(print)),  # builtins.print: refused
+    ],
+)
+def test_hashed_bytes_that_do_not_unpickle_are_refused(monkeypatch, payload):
+    monkeypatch.setattr(sources, "PYPI_MEMBER_SHA256", hashlib.sha256(payload).hexdigest())
+    with pytest.raises(MNISTError, match=rf"^src: cannot unpickle {sources.PYPI_MEMBER} \("):
+        sources.from_pickle_gz(payload, source="src")
