@@ -141,19 +141,59 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     configure_pillow()  # pixel cap and decoder allow-list for this process
     return predict_files(
-        args.model, args.files, method=args.preprocess, as_json=args.json, threads=args.threads
+        args.model,
+        args.files,
+        method=args.preprocess,
+        as_json=args.json,
+        threads=args.threads,
+        release_file=args.release_file,
     )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from flaxdigits.serve import hosting, release
     from flaxdigits.serve.app import launch
 
-    launch(
-        models_dir=Path(args.models),
-        host=args.host,
-        port=args.port,
-        share=args.share,
-        threads=args.threads,
+    host, port, warning = hosting.bind(args.host, args.port)
+    if warning:
+        print(warning, file=sys.stderr)
+    with release.models_dir(args.models) as models:  # a release: verified before it is read
+        launch(models_dir=models, host=host, port=port, share=args.share, threads=args.threads)
+    return 0
+
+
+def _cmd_release(args: argparse.Namespace) -> int:
+    from flaxdigits.export.release import build_release
+
+    build_release(
+        args.models,
+        args.out,
+        reports_dir=args.reports,
+        version=args.version,
+        latency=not args.no_latency,
+    )
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from flaxdigits.serve.release import read_release
+
+    verified = read_release(args.release)
+    total = sum(len(data) for data in verified.files.values())
+    print(
+        f"{args.release}: {verified.name}: {len(verified.files)} files, {total:,} bytes, "
+        "every sha256 matches"
+    )
+    return 0
+
+
+def _cmd_space(args: argparse.Namespace) -> int:
+    from flaxdigits.serve.hosting import build_space
+
+    out = build_space(args.release, args.out)
+    print(
+        f"{out}: app.py, requirements.txt, README.md, release/, flaxdigits/ "
+        f"(run: python {out / 'app.py'})"
     )
     return 0
 
@@ -272,17 +312,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_robustness)
 
     p = sub.add_parser("predict", help="predict digits in image files with an ONNX model")
-    p.add_argument("--model", required=True, help="an exported .onnx file")
+    p.add_argument(
+        "--model", required=True, help="an exported .onnx file, or a release (.tar.gz or folder)"
+    )
+    p.add_argument(
+        "--release-file",
+        default="cnn.onnx",
+        help="with a release: which model (cnn.onnx, mlp.onnx, cnn.int8.onnx, mlp.int8.onnx)",
+    )
     p.add_argument("--preprocess", default=DEFAULT_PREPROCESS_METHOD, choices=PREPROCESS_METHODS)
     p.add_argument("--json", action="store_true", help="one JSON line per file")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
-    p.add_argument("files", nargs="+")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="PATH",
+        help="image files, folders (recursive, image files only), glob patterns, "
+        "or - to read paths from stdin",
+    )
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("serve", help="the drawing page (Gradio) on 127.0.0.1:7860")
-    p.add_argument("--models", default="models", help="directory with mlp.onnx and cnn.onnx")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument(
+        "--models",
+        default="models",
+        help="directory with mlp.onnx and cnn.onnx, or a release (.tar.gz or folder)",
+    )
+    p.add_argument("--host", help="default: $GRADIO_SERVER_NAME, else 127.0.0.1")
+    p.add_argument("--port", type=int, help="default: $GRADIO_SERVER_PORT, else 7860")
     p.add_argument("--share", action="store_true", help="public Gradio share link (off)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model")
     p.set_defaults(func=_cmd_serve)
@@ -292,6 +349,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the site's directory (e.g. build/web)")
     p.add_argument("--int8", action="store_true", help="ship the int8 models")
     p.set_defaults(func=_cmd_web)
+
+    p = sub.add_parser(
+        "release", help="pack float + int8 models, manifests and a model card into dist/*.tar.gz"
+    )
+    p.add_argument("--models", default="models", help="directory with the exported models")
+    p.add_argument("--reports", default="reports", help="canvas and robustness reports, if any")
+    p.add_argument("--out", default="dist")
+    p.add_argument("--version", help="release version (default: the flaxdigits version)")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.set_defaults(func=_cmd_release)
+
+    p = sub.add_parser("verify", help="check every sha256 of a release (.tar.gz or folder)")
+    p.add_argument("release")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("space", help="a Hugging Face Space folder (app.py) from a release")
+    p.add_argument("release", help="a release .tar.gz or folder")
+    p.add_argument("--out", default="dist/space")
+    p.set_defaults(func=_cmd_space)
     return parser
 
 

@@ -9,6 +9,7 @@ import warnings
 from PIL import Image
 
 from flaxdigits import contract
+from flaxdigits.serve import inputs, release
 from flaxdigits.serve.decode import ImageInputError, load_image_file
 from flaxdigits.serve.predictor import ModelLoadError, Prediction, Predictor
 from flaxdigits.serve.preprocess import preprocess
@@ -23,16 +24,22 @@ def predict_files(
     method=contract.DEFAULT_PREPROCESS_METHOD,
     as_json=False,
     threads=1,
+    release_file="cnn.onnx",
+    stdin=None,
 ) -> int:
     """Predict the digit in each image file and print one line per file.
 
     Args:
-        model_path: an exported .onnx model (its manifest beside it is checked if present).
-        files: image paths (PNG, JPEG, WebP, GIF, BMP).
+        model_path: an exported .onnx model (its manifest beside it is checked if present), or a
+            release archive or folder (every checksum verified first; see release_file).
+        files: image files, folders (image files under them, recursively), glob patterns, or
+            "-" for paths on stdin (serve/inputs.py).
         method: preprocessing method, "mnist" or "seed".
         as_json: print JSON lines {"file", "digit", "confidence", "probabilities"} or
             {"file", "error"} on stdout, instead of readable lines (errors then on stderr).
         threads: onnxruntime intra-op threads.
+        release_file: which model of a release, e.g. cnn.onnx or mlp.int8.onnx.
+        stdin: where "-" reads paths from (default sys.stdin).
 
     Returns:
         The exit status: 0 all predicted, 1 some file failed, 2 the model or options are unusable.
@@ -42,9 +49,10 @@ def predict_files(
     except ValueError:
         print(f"flaxdigits predict: error: unknown --preprocess {method!r}", file=sys.stderr)
         return EXIT_BAD_MODEL
-    try:
-        predictor = Predictor(model_path, threads=threads)
-    except (ModelLoadError, ValueError) as e:
+    try:  # a release is verified, loaded from a private copy, and the copy removed
+        with release.model_file(model_path, release_file) as path:
+            predictor = Predictor(path, threads=threads)
+    except (ModelLoadError, ValueError) as e:  # ReleaseError is a ValueError
         print(f"flaxdigits predict: error: {e}", file=sys.stderr)
         return EXIT_BAD_MODEL
     status = EXIT_OK
@@ -53,7 +61,11 @@ def predict_files(
         # problem is already its own line. A decompression-bomb warning becomes that file's error.
         warnings.simplefilter("ignore")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        for file in files:
+        for file in inputs.expand(files, stdin):
+            if isinstance(file, inputs.InputProblem):
+                status = EXIT_FILE_FAILED
+                _print_error(file.path, file.message, as_json)
+                continue
             try:
                 image = preprocess(load_image_file(file), method).image
             except ImageInputError as e:

@@ -18,6 +18,7 @@ LAYERS = {
     "flaxdigits.atomic": 0,
     "flaxdigits.files": 0,
     "flaxdigits.onnxrt": 0,
+    "flaxdigits.release_files": 0,
     "flaxdigits.mnist_files": 1,
     "flaxdigits.sources": 1,
     "flaxdigits.data": 1,

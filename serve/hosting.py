@@ -1,0 +1,167 @@
+"""Hosting the page: which address it binds, and a Space folder assembled from a release.
+
+`bind` takes --host/--port, else GRADIO_SERVER_NAME/GRADIO_SERVER_PORT (what Hugging Face Spaces
+and Gradio's own docs set), else 127.0.0.1:7860; any address but loopback comes with one warning
+line. `build_space` writes a folder a Gradio-SDK Space runs as it is: app.py (the `serve`
+command on the release beside it), requirements.txt (the serve side's dependencies, from this
+package's own metadata), README.md (the Space's front matter), the verified release unpacked
+under release/, and the JAX-free part of flaxdigits (base modules and serve/) beside app.py.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import ipaddress
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from flaxdigits.atomic import write_bytes_atomic, write_text_atomic
+from flaxdigits.serve import release
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+HOST_ENV, PORT_ENV = "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"
+# Base modules the serve side imports (tests/test_layering.py keeps serve on these and data).
+VENDORED_BASE = (
+    "__init__.py",
+    "__main__.py",
+    "cli.py",
+    "contract.py",
+    "atomic.py",
+    "files.py",
+    "onnxrt.py",
+    "release_files.py",
+    "mnist_files.py",
+    "sources.py",
+    "data.py",
+)
+SERVE_EXTRA = "serve"
+
+APP_PY = '''\
+"""Hugging Face Space (Gradio SDK) entry point: the flaxdigits drawing page, JAX-free.
+
+Serves the release in release/ after verifying every checksum. Host and port come from
+--host/--port, else GRADIO_SERVER_NAME/GRADIO_SERVER_PORT (set by Spaces), else 127.0.0.1:7860.
+"""
+
+import sys
+from pathlib import Path
+
+from flaxdigits.cli import main
+
+if __name__ == "__main__":
+    release = Path(__file__).resolve().parent / "release"
+    sys.exit(main(["serve", "--models", str(release), *sys.argv[1:]]))
+'''
+
+SPACE_README = """\
+---
+title: flaxdigits
+emoji: "✍️"
+colorFrom: gray
+colorTo: blue
+sdk: gradio
+sdk_version: {gradio}
+app_file: app.py
+pinned: false
+license: apache-2.0
+---
+
+# flaxdigits: draw a digit
+
+An MLP and a CNN trained on MNIST with JAX/Flax, exported to ONNX and run by onnxruntime on the
+CPU: no JAX here. Release {release}; its model card is release/MODEL_CARD.md.
+
+Run it anywhere: `pip install -r requirements.txt && python app.py` (add `--host 0.0.0.0` to
+serve your network).
+"""
+
+
+class HostingError(ValueError):
+    """A bad address or port, or a Space that cannot be assembled; the message says why."""
+
+
+def bind(
+    host: str | None, port: int | None, environ: Mapping[str, str] = os.environ
+) -> tuple[str, int, str | None]:
+    """(host, port, warning): flags win over the environment, which wins over 127.0.0.1:7860;
+    the warning is one line when the address is reachable from other machines, else None."""
+    host = host or environ.get(HOST_ENV) or DEFAULT_HOST
+    if port is None:
+        raw = environ.get(PORT_ENV)
+        try:
+            port = int(raw) if raw else DEFAULT_PORT
+        except ValueError:
+            raise HostingError(f"{PORT_ENV}={raw!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise HostingError(f"port {port} is outside 1-65535")
+    warning = None
+    if not is_loopback(host):
+        warning = (
+            f"warning: serving on {host}:{port}: the page is reachable from the network, "
+            "not only this machine"
+        )
+    return host, port, warning
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and 127.0.0.0/8 or ::1 addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def requirements() -> list[str]:
+    """The serve side's requirements, from this package's metadata: core plus the serve extra."""
+    out = []
+    for req in importlib.metadata.requires("flaxdigits") or []:
+        spec, _, marker = req.partition(";")
+        extra = re.search(r"extra\s*==\s*[\"']([^\"']+)", marker)
+        if not marker or (extra and extra.group(1) == SERVE_EXTRA):
+            out.append(spec.strip())
+    return out
+
+
+def build_space(release_path, out) -> Path:
+    """Assemble a Space folder from a verified release.
+
+    Args:
+        release_path: a release archive or unpacked release folder.
+        out: the folder to (re)write, e.g. dist/space; its previous content is replaced.
+
+    Returns:
+        The folder written.
+
+    Raises:
+        ReleaseError: the release fails verification.
+        HostingError: out exists and is not a Space folder this function wrote.
+    """
+    out = Path(out)
+    verified = release.read_release(release_path)
+    if out.exists() and not (out / "app.py").is_file() and any(out.iterdir()):
+        raise HostingError(f"{out} exists and is not a Space folder: choose another output")
+    shutil.rmtree(out, ignore_errors=True)
+    import gradio  # only to name the SDK version the Space runs
+
+    import flaxdigits
+    from flaxdigits import serve
+
+    package = out / "flaxdigits"
+    base, serve_dir = Path(flaxdigits.__file__).parent, Path(serve.__file__).parent
+    for name in VENDORED_BASE:
+        write_bytes_atomic(package / name, (base / name).read_bytes())
+    for path in sorted(serve_dir.glob("*.py")):
+        write_bytes_atomic(package / "serve" / path.name, path.read_bytes())
+    for rel, data in verified.files.items():
+        write_bytes_atomic(out / "release" / rel, data)
+    write_text_atomic(out / "app.py", APP_PY)
+    write_text_atomic(out / "requirements.txt", "\n".join(requirements()) + "\n")
+    readme = SPACE_README.format(gradio=gradio.__version__, release=verified.name)
+    write_text_atomic(out / "README.md", readme)
+    return out

@@ -1,0 +1,190 @@
+"""Read a model release (archive or unpacked folder) and verify every checksum before use.
+
+`flaxdigits serve` and `flaxdigits predict` take a release wherever they take models. Nothing in
+it is parsed (no JSON, no ONNX) until every file's sha256 matches SHA256SUMS and the files
+present are exactly the files listed; one mismatch refuses the whole release with one line. The
+verified bytes are then written to a private temporary folder (mode 0700, files created
+exclusively, no links followed) and the models are loaded from there, so a file changed on disk
+after the check is never the one that is read. Standard library, plus the serve side's own
+dependencies through its callers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from flaxdigits import contract, release_files
+from flaxdigits.files import ReadError, read_capped
+
+MAX_INFO_BYTES = 1024 * 1024
+
+
+class ReleaseError(ValueError):
+    """The release is refused; nothing in it was loaded. The message says why."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """A verified release: its name, release.json, and every file's bytes by relative path."""
+
+    name: str
+    info: dict
+    files: dict[str, bytes]
+
+
+def is_release(path) -> bool:
+    """A .tar.gz file, or a folder holding SHA256SUMS: what serve and predict read as a release."""
+    path = Path(path)
+    if path.name.endswith(release_files.ARCHIVE_SUFFIX):
+        return True
+    return path.is_dir() and (path / release_files.SUMS).exists()
+
+
+def read_release(path) -> Release:
+    """Read a release archive or unpacked release folder and verify it.
+
+    Args:
+        path: dist/flaxdigits-models-*.tar.gz, or the folder it unpacks to.
+
+    Returns:
+        The verified Release.
+
+    Raises:
+        ReleaseError: unreadable, malformed, a checksum mismatch, a missing or unlisted file, or
+            an unusable release.json; the message names the file.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            name, files = path.name, _read_folder(path)
+        else:
+            data = read_capped(path, release_files.MAX_ARCHIVE_BYTES, "release archive")
+            name, files = release_files.unpack(data)
+        _verify(files)
+    except (ReadError, release_files.ReleaseFormatError, ReleaseError) as e:
+        raise ReleaseError(f"{path}: release refused, nothing loaded: {e}") from None
+    try:
+        info = _info(files)
+    except ReleaseError as e:
+        raise ReleaseError(f"{path}: {e}") from None
+    return Release(name=name, info=info, files=files)
+
+
+def _read_folder(folder: Path) -> dict[str, bytes]:
+    """Every file under folder, as the archive would give them: regular files only, capped."""
+    files: dict[str, bytes] = {}
+    total = 0
+    for root, dirs, names in os.walk(folder, followlinks=False):
+        for entry in sorted(dirs):
+            if (Path(root) / entry).is_symlink():
+                raise ReleaseError(f"{entry} is a link: only regular files are accepted")
+        for entry in sorted(names):
+            full = Path(root) / entry
+            rel = full.relative_to(folder).as_posix()
+            release_files.check_relative_path(rel)
+            mode = full.lstat().st_mode
+            if not stat.S_ISREG(mode):
+                raise ReleaseError(f"{rel} is a link or special file: only regular files")
+            if len(files) >= release_files.MAX_MEMBERS:
+                raise ReleaseError(f"over {release_files.MAX_MEMBERS} files")
+            files[rel] = read_capped(full, release_files.MAX_MEMBER_BYTES, "file")
+            total += len(files[rel])
+            if total > release_files.MAX_UNPACKED_BYTES:
+                raise ReleaseError(f"over {release_files.MAX_UNPACKED_BYTES:,} bytes in all")
+    return files
+
+
+def _verify(files: dict[str, bytes]) -> None:
+    """Every file but SHA256SUMS is listed in it with its sha256, and nothing else is listed."""
+    sums = files.get(release_files.SUMS)
+    if sums is None:
+        raise ReleaseError(f"no {release_files.SUMS}: not a flaxdigits release")
+    listed = release_files.parse_sums(sums)
+    present = set(files) - {release_files.SUMS}
+    missing = sorted(set(listed) - present)
+    if missing:
+        raise ReleaseError(f"{missing[0]} is listed in {release_files.SUMS} but missing")
+    unlisted = sorted(present - set(listed))
+    if unlisted:
+        raise ReleaseError(f"{unlisted[0]} is not listed in {release_files.SUMS}")
+    for rel in sorted(listed):
+        if hashlib.sha256(files[rel]).hexdigest() != listed[rel]:
+            raise ReleaseError(
+                f"{rel}: sha256 does not match {release_files.SUMS}: the file was modified or "
+                "corrupted; download or rebuild the release"
+            )
+
+
+def _info(files: dict[str, bytes]) -> dict:
+    """release.json, checked: schema, and every model file it names present."""
+    raw = files.get(release_files.INFO)
+    if raw is None or len(raw) > MAX_INFO_BYTES:
+        raise ReleaseError(f"no usable {release_files.INFO}")
+    try:
+        info = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ReleaseError(f"{release_files.INFO} is not JSON") from None
+    if not isinstance(info, dict) or info.get("schema") != release_files.SCHEMA:
+        raise ReleaseError(
+            f"{release_files.INFO} is not a {release_files.SCHEMA} index: this flaxdigits "
+            "cannot read this release; upgrade flaxdigits"
+        )
+    for name in contract.MODEL_NAMES:
+        for suffix in (".onnx", ".int8.onnx", ".json"):
+            if f"models/{name}{suffix}" not in files:
+                raise ReleaseError(f"release has no models/{name}{suffix}")
+    return info
+
+
+@contextlib.contextmanager
+def unpacked(path) -> Iterator[Path]:
+    """A verified release written to a private temporary folder; yields that folder (models
+    in models/), removed on exit."""
+    release = read_release(path)
+    root = Path(tempfile.mkdtemp(prefix="flaxdigits-release-"))  # mode 0700
+    try:
+        for rel, data in release.files.items():
+            target = root / rel
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            fd = os.open(target, flags, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def models_dir(path) -> Iterator[Path]:
+    """The models folder of a release (verified, as `unpacked`), or path itself when it is a
+    plain models folder."""
+    if not is_release(path):
+        yield Path(path)
+        return
+    with unpacked(path) as root:
+        yield root / "models"
+
+
+@contextlib.contextmanager
+def model_file(path, file: str = "cnn.onnx") -> Iterator[Path]:
+    """One model file: `file` (e.g. cnn.onnx, mlp.int8.onnx) of a release, verified, or path
+    itself when it is not a release."""
+    if not is_release(path):
+        yield Path(path)
+        return
+    with unpacked(path) as root:
+        target = root / "models" / file
+        if "/" in file or not target.is_file():
+            names = sorted(p.name for p in (root / "models").glob("*.onnx"))
+            raise ReleaseError(f"{path}: no model file {file!r} in the release; one of {names}")
+        yield target
