@@ -1,0 +1,191 @@
+"""What the browser-demo tests share: Node and web/'s npm packages (installed on first use), the
+site built from a models dir, a loopback static server with the site's headers, and the fixed
+set of canvases both preprocessings read."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import shutil
+import subprocess
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from drawings import draw_digit, drawing, rgba_on_transparent
+from PIL import Image, ImageDraw
+
+from flaxdigits.serve import preprocess as pre
+from flaxdigits.serve import web
+from flaxdigits.serve.decode import ImageInputError
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = Path(__file__).parent / "corpus"
+NODE_RUN = ROOT / "web" / "test" / "node_run.mjs"
+REQUIRE_ENV = "FLAXDIGITS_REQUIRE_BROWSER"
+NPM_SECONDS = 300
+
+
+def unavailable(reason: str):
+    """Skip with the reason; in CI (FLAXDIGITS_REQUIRE_BROWSER=1) fail instead."""
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{REQUIRE_ENV}=1 but {reason}")
+    pytest.skip(reason)
+
+
+@functools.cache
+def _npm_ci() -> str | None:
+    """Run `npm ci` in web/ once per process if onnxruntime-web is missing; why not, or None."""
+    ort = web.WEB_DIR / web.ORT_DIST / web.ORT_FILES[0]
+    if ort.is_file():
+        return None
+    npm = shutil.which("npm")
+    if npm is None:
+        return "npm not found: install Debian's nodejs and npm (`sudo make browser-deps`)"
+    done = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=web.WEB_DIR,
+        capture_output=True,
+        text=True,
+        timeout=NPM_SECONDS,
+    )
+    if done.returncode != 0 or not ort.is_file():
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        return f"`npm ci` in web/ failed: {tail[0]}"
+    return None
+
+
+def require_node() -> str:
+    """The node binary with web/'s packages installed, or skip (fail in CI) with the reason."""
+    node = shutil.which("node")
+    if node is None:
+        unavailable("node not found: install Debian's nodejs and npm (`sudo make browser-deps`)")
+    reason = _npm_ci()
+    if reason:
+        unavailable(reason)
+    return node
+
+
+def run_node(node: str, site: Path, cases: list[dict], workdir: Path, inputs=None) -> dict:
+    """web/test/node_run.mjs over RGBA canvases (and optionally given 28x28 float inputs)."""
+    job_cases = []
+    for i, case in enumerate(cases):
+        path = workdir / f"canvas-{i}.rgba"
+        np.ascontiguousarray(case["rgba"], np.uint8).tofile(path)
+        height, width = case["rgba"].shape[:2]
+        job_cases.append(
+            {"rgba": str(path), "width": width, "height": height, "method": case["method"]}
+        )
+    job = {"site": str(site), "cases": job_cases}
+    if inputs is not None:
+        job["inputs"] = str(workdir / "inputs.f32")
+        np.ascontiguousarray(inputs, np.float32).tofile(job["inputs"])
+    (workdir / "job.json").write_text(json.dumps(job))
+    subprocess.run(
+        [node, str(NODE_RUN), str(workdir / "job.json"), str(workdir / "out.json")],
+        check=True,
+        timeout=300,
+    )
+    return json.loads((workdir / "out.json").read_text())
+
+
+# ------------------------------------------------------------------------------- canvases
+
+
+def to_rgba(image) -> np.ndarray:
+    """A canvas as the browser holds it: (H, W, 4) uint8."""
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = np.stack([a, a, a], axis=2)
+    if a.shape[2] == 3:
+        a = np.concatenate([a, np.full(a.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    return np.ascontiguousarray(a, np.uint8)
+
+
+def corpus_canvases() -> dict[str, np.ndarray]:
+    """tests/corpus's images of the digit (and its empty ones), decoded as serve decodes them."""
+    index = json.loads((CORPUS / "index.json").read_text())["cases"]
+    out = {}
+    for case in index:
+        if case["expect"] not in ("match", "empty") or case["family"] == "bomb":
+            continue
+        try:
+            img = pre._to_image(str(CORPUS / case["file"]))  # "L" or "RGBA", 8 bits
+        except ImageInputError:
+            continue
+        out[f"corpus/{case['file']}"] = to_rgba(img.convert("RGBA"))
+    return out
+
+
+def stroke_canvases() -> dict[str, np.ndarray]:
+    """Drawn digits: tests/drawings.py's strokes on white, grey, dark and transparent canvases."""
+    seven = draw_digit()
+    out = {
+        "drawn/seven": to_rgba(seven),
+        "drawn/seven-small-offset": to_rgba(draw_digit((400, 400), (150, 180), 0.4, 10)),
+        "drawn/seven-large": to_rgba(draw_digit((1000, 900), (0, 0), 3.0, 30)),
+        "drawn/seven-thin": to_rgba(draw_digit(width=3)),
+        "drawn/seven-transparent": rgba_on_transparent(seven),
+        "drawn/seven-white-brush": rgba_on_transparent(seven, colour=255),
+        "drawn/seven-page": to_rgba(drawing()),
+        "drawn/seven-grey-paper": to_rgba(np.where(seven < 128, 60, 200).astype(np.uint8)),
+        "drawn/seven-dark": to_rgba(np.where(seven < 128, 220, 30).astype(np.uint8)),
+    }
+    one = Image.new("L", (400, 400), 255)
+    ImageDraw.Draw(one).line([(200, 60), (205, 340)], fill=0, width=28)
+    out["drawn/one"] = to_rgba(one)
+    zero = Image.new("L", (400, 400), 255)
+    ImageDraw.Draw(zero).ellipse([(110, 70), (290, 330)], outline=0, width=26)
+    out["drawn/zero"] = to_rgba(zero)
+    dot = Image.new("L", (400, 400), 255)
+    ImageDraw.Draw(dot).ellipse([(200, 200), (204, 204)], fill=0)
+    out["drawn/stray-dot"] = to_rgba(dot)
+    out["drawn/blank"] = to_rgba(np.full((400, 400), 255, np.uint8))
+    return out
+
+
+def mnist_canvases(test_images: np.ndarray, count: int) -> dict[str, np.ndarray]:
+    """The first `count` MNIST test digits redrawn large, as canvas-eval draws them (seeded)."""
+    from flaxdigits.serve.canvas_eval import render_canvas
+
+    return {
+        f"mnist/{i}": to_rgba(render_canvas(test_images[i], np.random.default_rng([15, i])))
+        for i in range(count)
+    }
+
+
+# --------------------------------------------------------------------------------- serving
+
+
+class SiteHandler(SimpleHTTPRequestHandler):
+    """Static files with the site's headers (CSP, nosniff, ...) and its content types."""
+
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **web.CONTENT_TYPES}
+
+    def end_headers(self):
+        for key, value in web.HEADERS.items():
+            self.send_header(key, value)
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+    def log_message(self, *args):  # quiet: pytest shows failures
+        pass
+
+
+@contextlib.contextmanager
+def static_server(directory: Path):
+    """The directory on a free loopback port: yields its base URL."""
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(SiteHandler, directory=str(directory))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
