@@ -5,11 +5,23 @@ A reader (or a crash) sees the old file or the new one, never half of one. Stand
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+# Test-only fault hook (tests/test_faults.py): with FLAXDIGITS_TEST_PAUSE_WRITE="GLOB[@N]", the
+# N-th atomic write (default: the first) in this process whose target's name matches GLOB writes
+# half of its bytes to the temp file, records {"target", "temp", "written", "size"} as JSON in
+# the file named by FLAXDIGITS_TEST_PAUSED, and waits there to be killed: a SIGKILL then lands
+# inside the write, not wherever a sleep happened to end.
+PAUSE_ENV = "FLAXDIGITS_TEST_PAUSE_WRITE"
+PAUSED_ENV = "FLAXDIGITS_TEST_PAUSED"
+PAUSE_LIMIT_S = 600  # a paused write nobody kills gives up (raises) instead of hanging forever
+_matching_writes = 0
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Path:
@@ -19,6 +31,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            if PAUSE_ENV in os.environ and _pause_requested(path.name):
+                _pause_mid_write(f, path, tmp, data)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -39,6 +53,30 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Write obj as indented JSON to path atomically."""
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def _pause_requested(name: str) -> bool:
+    """Whether this write is the one FLAXDIGITS_TEST_PAUSE_WRITE names (counts matching writes)."""
+    global _matching_writes
+    pattern, _, nth = os.environ[PAUSE_ENV].partition("@")
+    if not fnmatch.fnmatchcase(name, pattern):
+        return False
+    _matching_writes += 1
+    return _matching_writes == int(nth or 1)
+
+
+def _pause_mid_write(f, path: Path, tmp: str, data: bytes) -> None:
+    """Write half of data, say so in the FLAXDIGITS_TEST_PAUSED file, wait to be killed."""
+    half = len(data) // 2
+    f.write(data[:half])
+    f.flush()
+    os.fsync(f.fileno())
+    marker = Path(os.environ[PAUSED_ENV])
+    note = {"target": str(path), "temp": tmp, "written": half, "size": len(data)}
+    marker.with_name(marker.name + ".part").write_text(json.dumps(note))
+    os.replace(marker.with_name(marker.name + ".part"), marker)
+    time.sleep(PAUSE_LIMIT_S)
+    raise RuntimeError(f"{PAUSE_ENV}: paused in the write of {path} and nobody killed it")
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -1,23 +1,24 @@
-"""Crash safety: SIGKILL at random moments (checkpoint writes included) never loses a run."""
+"""Crash safety: a SIGKILL inside any write (checkpoint, export, report) never loses a run or
+leaves a partial file. flaxdigits.atomic's test hook pauses the chosen write halfway, so each
+kill lands there, every time, on any machine."""
 
 from __future__ import annotations
 
+import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from flaxdigits import checkpoint
+from flaxdigits import atomic, checkpoint
 from flaxdigits.runs import load_run
-
-pytestmark = pytest.mark.slow  # real-MNIST training and exports, killed and restarted
 
 # Tiny epochs (10 steps each) so that much of the run is spent writing checkpoints.
 SCRIPT = textwrap.dedent(
@@ -35,65 +36,116 @@ SCRIPT = textwrap.dedent(
     train(cfg, Path(sys.argv[1]), data=tiny, resume=True, progress=False, log=lambda _: None)
     """
 )
-EPOCHS = 60
+EPOCHS = 6
+PAUSE_TIMEOUT_S = 300  # start-up (imports, data, compile) plus the epochs before the paused write
 
 
-def _start(run_dir):
+def _start(argv, tmp_path, pause=None, **popen):
+    """Start argv; with pause="GLOB[@N]", that atomic write stops halfway (flaxdigits.atomic)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop(atomic.PAUSE_ENV, None)
+    if pause is not None:
+        env[atomic.PAUSE_ENV] = pause
+        env[atomic.PAUSED_ENV] = str(tmp_path / "paused.json")
+        (tmp_path / "paused.json").unlink(missing_ok=True)
     return subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, str(run_dir), str(EPOCHS)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen
     )
+
+
+def _kill_inside_the_write(proc, tmp_path) -> dict:
+    """Wait until proc is paused inside its write, SIGKILL it there; the pause note."""
+    marker = tmp_path / "paused.json"
+    deadline = time.monotonic() + PAUSE_TIMEOUT_S
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"ended ({proc.returncode}) before the paused write: {_stderr(proc)}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no paused write within {PAUSE_TIMEOUT_S} s")
+        time.sleep(0.02)
+    note = json.loads(marker.read_text())
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL  # killed, not finished
+    # The kill landed mid-write: half of the bytes in the temp file, the target not replaced.
+    assert 0 < note["written"] < note["size"], note
+    assert os.path.getsize(note["temp"]) == note["written"], note
+    return note
+
+
+def _stderr(proc) -> str:
+    return proc.stderr.read().decode()[-2000:] if proc.stderr else ""
 
 
 def _leaves(run_dir):
     return [np.asarray(x) for x in jax.tree.leaves(load_run(run_dir).model)]
 
 
-def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path, mnist):
+def test_a_paused_write_leaves_the_old_file_and_a_half_temp(tmp_path):
+    target = tmp_path / "data.bin"
+    target.write_bytes(b"old")
+    code = "import sys; from flaxdigits.atomic import write_bytes_atomic as w; "
+    code += "w(sys.argv[1] + '/other.bin', b'x' * 10); w(sys.argv[1] + '/data.bin', b'n' * 10); "
+    code += "w(sys.argv[1] + '/data.bin', b'new' * 1000)"
+    proc = _start([sys.executable, "-c", code, str(tmp_path)], tmp_path, pause="data.*@2")
+    note = _kill_inside_the_write(proc, tmp_path)
+    assert note == {
+        "target": str(target),
+        "temp": note["temp"],
+        "written": 1500,
+        "size": 3000,
+    }
+    assert Path(note["temp"]).parent == tmp_path and Path(note["temp"]).name.startswith(
+        ".data.bin."
+    )
+    assert target.read_bytes() == b"n" * 10  # the first matching write went through whole
+    assert (tmp_path / "other.bin").read_bytes() == b"x" * 10  # not matching: never paused
+
+
+def test_without_the_hook_writes_are_whole(tmp_path, monkeypatch):
+    monkeypatch.delenv(atomic.PAUSE_ENV, raising=False)
+    path = atomic.write_bytes_atomic(tmp_path / "a" / "b.bin", b"abc" * 100, mode=0o600)
+    assert path.read_bytes() == b"abc" * 100 and (path.stat().st_mode & 0o777) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["b.bin"]  # no temp file left
+
+
+@pytest.mark.slow
+def test_sigkill_inside_checkpoint_writes_then_resume_equals_uninterrupted(tmp_path, mnist):
+    argv = [sys.executable, "-c", SCRIPT]
     reference = tmp_path / "reference"
-    proc = _start(reference)
-    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+    proc = _start([*argv, str(reference), str(EPOCHS)], tmp_path)
+    assert proc.wait(timeout=300) == 0, _stderr(proc)
 
     run = tmp_path / "killed"
-    rng = random.Random(1234)
-    kills, epochs_seen = 0, []
-    for attempt in range(30):
-        before = checkpoint.pointer(run)["epoch"] if checkpoint.exists(run) else 0
-        proc = _start(run)
-        deadline = time.monotonic() + 120
-        if attempt == 0:  # once during start-up, before any checkpoint exists
-            time.sleep(rng.uniform(0.2, 1.0))
-        else:  # then at random moments after this process wrote a checkpoint of its own
-            while time.monotonic() < deadline and proc.poll() is None:
-                if checkpoint.exists(run) and checkpoint.pointer(run)["epoch"] > before:
-                    break
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.3))
-        if proc.poll() is not None:
-            break
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
-        if checkpoint.exists(run):
-            load_run(run)  # the last complete checkpoint always loads, never half-written
-            epochs_seen.append(checkpoint.pointer(run)["epoch"])
-        if len(epochs_seen) >= 6:
-            break
-    proc = _start(run)
-    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
-    assert kills >= 5, kills
-    assert len(set(epochs_seen)) >= 4, epochs_seen  # kills landed at many points of the run
-    assert not list(run.glob(".*.tmp")), "temp files of killed writes are cleaned up"
+    # (paused write, the epoch the pointer holds after the kill): every write of an epoch's end,
+    # each killed halfway; every restart resumes from the last complete checkpoint.
+    plan = [
+        ("ckpt-*.msgpack@2", 1),  # epoch 2's checkpoint file
+        ("checkpoint.json@1", 1),  # epoch 2's pointer (its file is already whole)
+        ("ckpt-*.msgpack@1", 1),  # epoch 2's file again, over the whole one the last run left
+        ("checkpoint.json@3", 3),  # epoch 4's pointer, after two complete epochs
+        ("metrics.json", EPOCHS),  # the final metrics, after the last checkpoint
+    ]
+    for pause, epoch in plan:
+        proc = _start([*argv, str(run), str(EPOCHS)], tmp_path, pause=pause)
+        note = _kill_inside_the_write(proc, tmp_path)
+        assert Path(note["target"]).parent == run, note
+        assert checkpoint.pointer(run)["epoch"] == epoch, pause
+        load_run(run)  # the last complete checkpoint always loads, never half-written
+        assert not (run / "metrics.json").exists()
+    proc = _start([*argv, str(run), str(EPOCHS)], tmp_path)
+    assert proc.wait(timeout=300) == 0, _stderr(proc)
+    # A checkpoint write clears temp files of killed ones; the killed metrics write's stays.
+    assert all(p.name.startswith(".metrics.json.") for p in run.glob(".*.tmp"))
     assert checkpoint.pointer(run)["epoch"] == EPOCHS
+    assert json.loads((run / "metrics.json").read_text())
     for a, b in zip(_leaves(reference), _leaves(run), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-def test_sigkill_during_export_never_leaves_a_partial_model_or_manifest(tmp_path, trained_runs):
-    import json as jsonlib
-
+def test_sigkill_inside_export_writes_never_leaves_a_partial_model_or_manifest(
+    tmp_path, trained_runs
+):
     import onnx
 
     from flaxdigits.serve.predictor import Predictor
@@ -101,56 +153,67 @@ def test_sigkill_during_export_never_leaves_a_partial_model_or_manifest(tmp_path
     out = tmp_path / "models"
     cmd = [sys.executable, "-m", "flaxdigits", "export", str(trained_runs["mlp"])]
     cmd += ["--out", str(out / "mlp.onnx"), "--int8"]
-    rng = random.Random(99)
-    for _ in range(5):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(2.0, 12.0))  # imports, conversion, evaluation, writes
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+
+    def check_complete():
         for path in out.glob("*") if out.exists() else []:
             if path.name.startswith("."):
                 continue  # a killed write's temp file: never read, replaced next time
             if path.suffix == ".onnx":
                 onnx.checker.check_model(onnx.load_from_string(path.read_bytes()))
             else:
-                jsonlib.loads(path.read_text())
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+                json.loads(path.read_text())
+
+    # A fresh export killed inside its first write: nothing under the file's name.
+    note = _kill_inside_the_write(_start(cmd, tmp_path, pause="mlp.onnx"), tmp_path)
+    assert note["target"] == str(out / "mlp.onnx") and not (out / "mlp.onnx").exists()
+    check_complete()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    whole = {p.name: p.read_bytes() for p in out.glob("*") if not p.name.startswith(".")}
+    assert set(whole) == {"mlp.onnx", "mlp.int8.onnx", "mlp.json"}
+    # Re-exports killed inside the int8 file's and the manifest's writes: the old files stand.
+    for pause in ("mlp.int8.onnx", "mlp.json"):
+        note = _kill_inside_the_write(_start(cmd, tmp_path, pause=pause), tmp_path)
+        assert note["target"] == str(out / pause)
+        check_complete()
+        assert {p.name: p.read_bytes() for p in out.glob("*") if p.name in whole} == whole
     for name in ("mlp.onnx", "mlp.int8.onnx"):
         Predictor(out / name)  # complete, and its manifest agrees
 
 
-def test_sigkill_during_compare_never_leaves_a_partial_report(tmp_path, trained_runs):
-    import json as jsonlib
+def test_sigkill_inside_compare_writes_never_leaves_a_partial_report(tmp_path, trained_runs):
     import shutil
 
     from PIL import Image
 
+    reports = tmp_path / "reports"
     for name, run_dir in trained_runs.items():  # finished runs: compare only evaluates and writes
         shutil.copytree(run_dir, tmp_path / "runs" / name)
     cmd = [sys.executable, "-m", "flaxdigits", "compare", "--epochs", "1"]
-    cmd += ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]
+    cmd += ["--runs", str(tmp_path / "runs"), "--out", str(reports)]
 
     def check_complete():
-        for path in tmp_path.rglob("*"):
+        for path in (tmp_path / "runs").rglob("*"):
+            if path.suffix == ".json" and not path.name.startswith("."):
+                json.loads(path.read_text())
+        for path in reports.rglob("*") if reports.exists() else []:
             if path.is_dir() or path.name.startswith("."):
                 continue  # a killed write's temp file: never read, replaced next time
             if path.suffix == ".json":
-                jsonlib.loads(path.read_text())
+                json.loads(path.read_text())
             elif path.suffix == ".png":
                 with Image.open(path) as img:
                     img.load()
             elif path.suffix == ".md":
                 assert path.read_text().endswith("\n"), path
 
-    rng = random.Random(7)
-    for _ in range(5):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(3.0, 12.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    # A plot, the summary and the report itself, each write killed halfway.
+    for pause in ("*.png@2", "comparison.json", "comparison.md"):
+        note = _kill_inside_the_write(_start(cmd, tmp_path, pause=pause), tmp_path)
+        assert Path(note["target"]).parent == reports, note
         check_complete()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (reports / "comparison.md").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
     check_complete()
-    assert "| Test accuracy |" in (tmp_path / "comparison.md").read_text()
+    assert "| Test accuracy |" in (reports / "comparison.md").read_text()
