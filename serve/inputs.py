@@ -12,6 +12,7 @@ like a file that failed.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 import sys
@@ -50,7 +51,7 @@ def _path(arg: str, *, pattern: bool) -> Iterator[str | InputProblem]:
     elif os.path.lexists(arg) or not pattern or not glob.has_magic(arg):
         yield arg
     else:
-        matches = sorted(glob.glob(arg, recursive=True))
+        matches = _glob(arg)
         if not matches:
             yield InputProblem(arg, "no file matches this pattern")
         for match in matches:  # a matched file is taken as asked for, whatever its name
@@ -68,6 +69,34 @@ def _folder(folder: str) -> Iterator[str | InputProblem]:
                 yield os.path.join(root, name)
     if not found:
         yield InputProblem(folder, f"no image files ({', '.join(EXTENSIONS)}) in this folder")
+
+
+def _glob(pattern: str) -> list[str]:
+    """Sorted matches of pattern; `**` is any number of folders, walked without following
+    folder links (glob.glob's `**` follows them, so a link loop multiplies the matches)."""
+    if "**" not in pattern:
+        return sorted(glob.glob(pattern))
+    parts = pattern.split(os.sep)
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    root = os.sep.join(parts[:first]) or (os.sep if pattern.startswith(os.sep) else os.curdir)
+    wanted = parts[first:]
+    found = []
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        dirs.sort()
+        for name in dirs + names:
+            path = os.path.join(folder, name)
+            if _match(wanted, os.path.relpath(path, root).split(os.sep)):
+                found.append(path if parts[:first] else os.path.relpath(path))
+    return sorted(found)
+
+
+def _match(pattern: list[str], parts: list[str]) -> bool:
+    """fnmatch of path parts against pattern parts, `**` matching zero or more parts."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_match(pattern[1:], parts[i:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatch(parts[0], pattern[0]) and _match(pattern[1:], parts[1:])
 
 
 def _is_image_name(path: str) -> bool:

@@ -1,0 +1,95 @@
+"""Hosting: the bind address (flags > GRADIO_SERVER_* > 127.0.0.1:7860, one warning line off
+loopback) and the Space folder assembled from a release."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from flaxdigits.serve import hosting
+from flaxdigits.serve.release import ReleaseError
+
+ALL = "0.0.0.0"  # noqa: S104 (the address under test)
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "expected"),
+    [
+        ((None, None), {}, ("127.0.0.1", 7860)),
+        (
+            (None, None),
+            {"GRADIO_SERVER_NAME": ALL, "GRADIO_SERVER_PORT": "8080"},
+            (ALL, 8080),
+        ),
+        (
+            ("127.0.0.2", 9000),
+            {"GRADIO_SERVER_NAME": ALL, "GRADIO_SERVER_PORT": "8080"},
+            ("127.0.0.2", 9000),
+        ),
+        (("::1", None), {"GRADIO_SERVER_PORT": "8081"}, ("::1", 8081)),
+    ],
+)
+def test_flags_win_over_the_environment_which_wins_over_loopback(flags, env, expected):
+    host, port, _ = hosting.bind(*flags, environ=env)
+    assert (host, port) == expected
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.9.9.9", "localhost", "::1", "[::1]"])
+def test_loopback_binds_quietly(host):
+    assert hosting.bind(host, None, environ={})[2] is None
+
+
+@pytest.mark.parametrize("host", [ALL, "::", "192.168.1.5", "example.org"])
+def test_any_other_address_gets_one_warning_line(host):
+    warning = hosting.bind(host, 7860, environ={})[2]
+    assert warning and "\n" not in warning and "reachable from the network" in warning
+    assert host in warning
+
+
+@pytest.mark.parametrize("raw", ["http", "0", "70000"])
+def test_a_bad_port_is_one_error(raw):
+    with pytest.raises(hosting.HostingError, match="port"):
+        hosting.bind(None, None, environ={"GRADIO_SERVER_PORT": raw})
+
+
+def test_space_folder_holds_app_requirements_readme_release_and_the_jax_free_package(
+    tmp_path,
+):
+    from test_release import _write_models
+
+    from flaxdigits.export.release import build_release
+
+    archive = build_release(
+        _write_models(tmp_path / "models"), tmp_path / "dist", latency=False, log=print
+    )
+    out = hosting.build_space(archive, tmp_path / "space")
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {"app.py", "requirements.txt", "README.md", "release/SHA256SUMS"} <= names
+    assert {"release/models/cnn.onnx", "flaxdigits/cli.py", "flaxdigits/serve/app.py"} <= names
+    assert not any(n.startswith("flaxdigits/export") for n in names)
+    for name in names:  # the vendored package is the serve side: no training module
+        if name.endswith(".py"):
+            tree = ast.parse((out / name).read_text())
+            imported = {
+                (node.module or "") if isinstance(node, ast.ImportFrom) else a.name
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Import | ast.ImportFrom)
+                for a in node.names
+            }
+            assert not {m.split(".")[0] for m in imported} & {"jax", "flax", "optax"}, name
+    requirements = (out / "requirements.txt").read_text().split()
+    assert any(r.startswith("gradio") for r in requirements)
+    assert any(r.startswith("onnxruntime") for r in requirements)
+    assert not any(r.startswith(("jax", "flax", "pytest")) for r in requirements)
+    readme = (out / "README.md").read_text()
+    assert "sdk: gradio" in readme and "app_file: app.py" in readme
+    # A tampered release is not assembled.
+    (tmp_path / "bad").mkdir()
+    bad = tmp_path / "bad" / archive.name
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 1
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ReleaseError):
+        hosting.build_space(bad, tmp_path / "space2")
+    assert not (tmp_path / "space2").exists()
