@@ -17,13 +17,18 @@ An empty or unreadable image is an error with a readable message (gradio_client 
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from flaxdigits import contract
+from flaxdigits.serve.components import bounded_sketchpad, path_file
 from flaxdigits.serve.decode import (
     EXTENSIONS,
     FORMAT_NAMES,
@@ -31,15 +36,18 @@ from flaxdigits.serve.decode import (
     ImageInputError,
     configure_pillow,
 )
+from flaxdigits.serve.guard import Guard, TempFiles, bound_logs, describe_budgets
 from flaxdigits.serve.page import (
     CANVAS_SIZE,
     CARD_CSS,
+    STEPS_CSS,
     UPLOAD_PROMPT,
     blank_canvas,
     model_subtitle,
     page_outputs,
     predict_all,
     render_result,
+    render_steps,
 )
 from flaxdigits.serve.predictor import Predictor
 from flaxdigits.serve.preprocess import EmptyCanvasError
@@ -113,12 +121,18 @@ def concurrency_limit(threads: int, cores: int | None = None) -> int:
 # -------------------------------------------------------------------------------------- app
 
 
-def build_app(predictors: Mapping[str, Predictor], *, concurrency: int = 1) -> gr.Blocks:
+def build_app(
+    predictors: Mapping[str, Predictor],
+    *,
+    concurrency: int = 1,
+    temp_files: TempFiles | None = None,
+) -> gr.Blocks:
     """The page: Sketchpad and upload on the left; per-model cards and the steps on the right.
 
     Args:
         predictors: model name -> Predictor, shown left to right.
         concurrency: predictions allowed to run at once (see concurrency_limit).
+        temp_files: the served temp dir's ledger: /predict releases its upload there once read.
 
     Returns:
         The Blocks with its queue configured; call .launch(**launch_options(...)).
@@ -131,7 +145,7 @@ def build_app(predictors: Mapping[str, Predictor], *, concurrency: int = 1) -> g
         status, cards, steps = page_outputs(
             value, method, predictors, empty_message=empty, subtitles=subtitles
         )
-        return [source, status, *cards, steps]
+        return [source, status, *cards, render_steps(steps)]
 
     def on_draw(value, method):
         return outputs_for("draw", value, method)
@@ -159,6 +173,9 @@ def build_app(predictors: Mapping[str, Predictor], *, concurrency: int = 1) -> g
         except ImageInputError as e:
             reason = str(e).removeprefix(f"{image}: ")
             raise gr.Error(reason, print_exception=False) from None
+        finally:
+            if temp_files is not None:  # read: the upload is deleted once no request holds it
+                temp_files.release(image)
 
     with gr.Blocks(
         title="flaxdigits: draw a digit", analytics_enabled=False, delete_cache=DELETE_CACHE
@@ -169,9 +186,9 @@ def build_app(predictors: Mapping[str, Predictor], *, concurrency: int = 1) -> g
             with gr.Column(scale=1, min_width=440):
                 with gr.Tabs():
                     with gr.Tab("Draw") as draw_tab:
-                        sketch = gr.Sketchpad(
+                        sketch = bounded_sketchpad(
                             value=blank_canvas(),
-                            type="pil",
+                            type="filepath",  # our preprocess hands over bytes/paths, undecoded
                             image_mode="RGBA",
                             canvas_size=CANVAS_SIZE,
                             height=CANVAS_SIZE[1] + 110,
@@ -193,9 +210,8 @@ def build_app(predictors: Mapping[str, Predictor], *, concurrency: int = 1) -> g
                         # A file, not gr.Image: gr.Image decodes the upload itself and fails
                         # on a bad file with a bare "Error"; here load_image_file reads it
                         # (format allow-list, pixel cap) and says what is wrong.
-                        upload = gr.File(
+                        upload = path_file(
                             file_types=UPLOAD_TYPES,
-                            type="filepath",
                             label="Upload an image of a digit",
                             elem_id="upload",
                         )
@@ -219,19 +235,18 @@ def build_app(predictors: Mapping[str, Predictor], *, concurrency: int = 1) -> g
                         )
                         for name in predictors
                     ]
-                steps = gr.Gallery(
+                # Inline images, not a Gallery: a Gallery writes four files per answer.
+                steps = gr.HTML(
+                    render_steps([]),
                     label="Preprocessing steps",
-                    columns=4,
-                    rows=1,
-                    height=190,
-                    object_fit="contain",
-                    format="png",
-                    allow_preview=True,
-                    interactive=False,
+                    css_template=STEPS_CSS,
+                    js_on_load=None,
                     elem_id="steps",
                 )
+                with gr.Accordion("About: limits", open=False):
+                    gr.Markdown(f"```\n{describe_budgets()}\n```", elem_id="budgets")
         # The API: hidden inputs and output, one named endpoint; the page's events stay private.
-        api_image = gr.File(file_types=UPLOAD_TYPES, type="filepath", label="image", visible=False)
+        api_image = path_file(file_types=UPLOAD_TYPES, label="image", visible=False)
         api_result = gr.JSON(label="result", visible=False)
         api_trigger = gr.Button(visible=False)
 
@@ -263,8 +278,15 @@ def build_app(predictors: Mapping[str, Predictor], *, concurrency: int = 1) -> g
     return demo
 
 
-def launch_options(host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> dict:
-    """Keyword arguments for Blocks.launch: loopback by default, upload cap, nothing phoning out."""
+def launch_options(
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    share: bool = False,
+    *,
+    middleware: list[Middleware] | None = None,
+) -> dict:
+    """Keyword arguments for Blocks.launch: loopback by default, upload cap, nothing phoning out,
+    the guard in front of every route (middleware), no static worker processes beside it."""
     return {
         "server_name": host,
         "server_port": port,
@@ -278,7 +300,20 @@ def launch_options(host: str = "127.0.0.1", port: int = 7860, share: bool = Fals
         "pwa": False,
         "show_error": False,
         "inbrowser": False,
+        "num_workers": 0,  # static file workers would serve uploads past the guard
+        "app_kwargs": {"middleware": list(middleware or [])},
     }
+
+
+def serve_temp_dir() -> Path:
+    """A fresh temp dir for this server's uploads and outputs (GRADIO_TEMP_DIR), removed at exit.
+
+    Gradio reads GRADIO_TEMP_DIR when components and the app are made: set before build_app.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="flaxdigits-serve-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(directory)
+    return directory
 
 
 def launch(
@@ -288,6 +323,7 @@ def launch(
     share: bool = False,
     threads: int = 1,
     *,
+    trusted_proxies=(),
     block: bool = True,
 ) -> gr.Blocks:
     """Serve the drawing page (`flaxdigits serve`, `make serve`).
@@ -298,6 +334,8 @@ def launch(
         port: TCP port.
         share: create a public *.gradio.live link (off unless asked).
         threads: onnxruntime intra-op threads per model.
+        trusted_proxies: addresses of reverse proxies whose X-Forwarded-For names the client
+            (for the per-client rate limits); nobody's by default.
         block: serve until interrupted; False returns at once with the server running.
 
     Returns:
@@ -308,9 +346,17 @@ def launch(
         ModelLoadError: a model is unusable.
     """
     predictors = load_predictors(models_dir, threads=threads)
-    demo = build_app(predictors, concurrency=concurrency_limit(threads))
-    # Gradio decodes the Sketchpad's images itself, before preprocess sees them: hold every
-    # Pillow decode in this process to preprocess's pixel cap and format list.
+    temp_files = TempFiles(serve_temp_dir())
+    demo = build_app(predictors, concurrency=concurrency_limit(threads), temp_files=temp_files)
+    # Every image the page reads is decoded by decode.py with its own size checks; this holds
+    # any other Pillow decode in the process (a component's) to the same pixel cap and formats.
     configure_pillow()
-    demo.launch(**launch_options(host, port, share), prevent_thread_lock=not block)
+    bound_logs()
+    # The guard reads X-Forwarded-For itself, from trusted_proxies only: uvicorn, which by
+    # default takes it from any loopback peer, must pass the peer through untouched.
+    os.environ["FORWARDED_ALLOW_IPS"] = ",".join(trusted_proxies)
+    guard = Middleware(Guard, trusted_proxies=tuple(trusted_proxies), temp_files=temp_files)
+    options = launch_options(host, port, share, middleware=[guard])
+    demo.launch(**options, prevent_thread_lock=not block)
+    demo.guard_temp_files = temp_files
     return demo

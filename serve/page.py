@@ -7,7 +7,9 @@ tests call them directly. numpy, Pillow and the serve core only.
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 from collections.abc import Mapping
 
 import numpy as np
@@ -20,6 +22,7 @@ from flaxdigits.serve.preprocess import EmptyCanvasError, Preprocessed, preproce
 
 CANVAS_SIZE = (400, 400)  # (width, height) in pixels
 STEP_SIDE = 112  # steps smaller than this are shown enlarged with crisp (nearest) pixels
+STEP_MAX_SIDE = 160  # larger steps (a photo's original) are shown shrunk to this
 UPLOAD_PROMPT = f"Upload an image of a digit ({FORMAT_NAMES})."
 
 CARD_CSS = """
@@ -39,6 +42,15 @@ CARD_CSS = """
 .fd-top .fd-fill { background: var(--color-accent); }
 .fd-label { font-size: 0.9em; margin-top: 2px; }
 .fd-top .fd-label { font-weight: 700; color: var(--color-accent); }
+"""
+
+STEPS_CSS = """
+.fd-steps { display: flex; gap: 8px; flex-wrap: wrap; min-height: 150px; }
+.fd-step { margin: 0; text-align: center; flex: 1; min-width: 90px; }
+.fd-step img { width: 100%; max-width: 160px; aspect-ratio: 1; object-fit: contain;
+  image-rendering: pixelated; background: var(--background-fill-secondary);
+  border-radius: var(--radius-sm); }
+.fd-step figcaption { font-size: 0.8em; color: var(--body-text-color-subdued); }
 """
 
 
@@ -157,6 +169,24 @@ def step_images(pre: Preprocessed) -> list[tuple[np.ndarray, str]]:
             img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
         out.append((np.asarray(img), captions.get(key, key)))
     return out
+
+
+def render_steps(steps: list[tuple[np.ndarray, str]]) -> str:
+    """The steps as one HTML row of inline PNGs (data: URIs): nothing written to disk per answer."""
+    figures = []
+    for image, caption in steps:
+        img = Image.fromarray(image)
+        if max(img.size) > STEP_MAX_SIDE:
+            img.thumbnail((STEP_MAX_SIDE, STEP_MAX_SIDE), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        img.save(buffer, format="PNG")
+        src = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        label = html.escape(caption, quote=True)
+        figures.append(
+            f'<figure class="fd-step"><img src="{src}" alt="{label}">'
+            f"<figcaption>{label}</figcaption></figure>"
+        )
+    return f'<div class="fd-steps" aria-label="preprocessing steps">{"".join(figures)}</div>'
 
 
 def summary(predictions: Mapping[str, Prediction]) -> str:

@@ -10,6 +10,7 @@ second half launches the real page on a free loopback port with the 1-epoch expo
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from PIL import Image
 from flaxdigits import contract
 from flaxdigits.serve import app, page
 from flaxdigits.serve.decode import MAX_FILE_BYTES
+from flaxdigits.serve.guard import Guard
 from flaxdigits.serve.predictor import Predictor
 
 # ---------------------------------------------------------------------------------- loading
@@ -118,17 +120,29 @@ def test_launch_options_are_loopback_private_and_capped():
     assert options["share"] is False
     assert options["max_file_size"] == MAX_FILE_BYTES
     assert options["enable_monitoring"] is False
+    assert options["num_workers"] == 0  # no static file workers serving uploads past the guard
     assert app.launch_options("0.0.0.0", 8000, True)["share"] is True  # noqa: S104 - passed through, binds nothing
 
 
-def test_launch_configures_pillow_then_serves_with_the_options(toy_dir, monkeypatch):
+def test_launch_configures_pillow_then_serves_behind_the_guard(toy_dir, monkeypatch):
     calls = []
     monkeypatch.setattr(app, "configure_pillow", lambda: calls.append("configure_pillow"))
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **options: calls.append(options))
+    for name in ("GRADIO_TEMP_DIR", "FORWARDED_ALLOW_IPS"):  # launch sets them
+        monkeypatch.setenv(name, os.environ.get(name, ""))
     demo = app.launch(models_dir=toy_dir, port=8123, threads=1, block=False)
     assert isinstance(demo, gr.Blocks)
     assert calls[0] == "configure_pillow"
-    assert calls[1] == {**app.launch_options("127.0.0.1", 8123), "prevent_thread_lock": True}
+    options = calls[1]
+    (middleware,) = options.pop("app_kwargs")["middleware"]
+    expected = app.launch_options("127.0.0.1", 8123)
+    del expected["app_kwargs"]
+    assert options == {**expected, "prevent_thread_lock": True}
+    assert middleware.cls is Guard and middleware.kwargs["trusted_proxies"] == ()
+    # Its own temp dir, bounded by the guard's ledger; uvicorn trusts no forwarded header.
+    temp_files = middleware.kwargs["temp_files"]
+    assert os.environ["GRADIO_TEMP_DIR"] == str(temp_files.root) and temp_files.root.is_dir()
+    assert os.environ["FORWARDED_ALLOW_IPS"] == ""
     assert demo._queue.default_concurrency_limit == app.concurrency_limit(1)
 
 
@@ -147,6 +161,8 @@ def served(exported_models):
     with pytest.MonkeyPatch.context() as mp:
         # configure_pillow is process-wide (tested with preprocess): keep it out of the session.
         mp.setattr(app, "configure_pillow", lambda: None)
+        for name in ("GRADIO_TEMP_DIR", "FORWARDED_ALLOW_IPS"):  # launch sets them: restore
+            mp.setenv(name, os.environ.get(name, ""))
         demo = app.launch(
             models_dir=exported_models, host="127.0.0.1", port=free_port(), block=False
         )

@@ -57,6 +57,8 @@ def page_url(request):
     with pytest.MonkeyPatch.context() as mp:
         # configure_pillow is process-wide (tested with preprocess): keep it out of the session.
         mp.setattr(app, "configure_pillow", lambda: None)
+        for name in ("GRADIO_TEMP_DIR", "FORWARDED_ALLOW_IPS"):  # launch sets them: restore
+            mp.setenv(name, os.environ.get(name, ""))
         demo = app.launch(models_dir=exported_models, host="127.0.0.1", port=port, block=False)
         try:
             yield demo.local_url

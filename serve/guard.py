@@ -1,0 +1,563 @@
+"""The guard in front of every route the page's server mounts: bodies, rates, disk and headers.
+
+Gradio mounts some forty routes beside /predict (uploads, the editor's blob store, the queue,
+files, streams, login, ...). This ASGI layer sits in front of all of them and holds each request to
+a budget before Gradio reads a byte of it:
+
+- **Bodies** are counted as they stream in, chunked ones included: past the route's budget the
+  request ends with 413, whatever its Content-Length said (a too-large declared length is refused
+  before anything is read).
+- **Rates**: uploads, editor blobs and queue joins take a token from the client's bucket, or get
+  429. The client is the peer address; X-Forwarded-For is read only from a configured proxy.
+- **Disk**: an upload first needs room in the temp dir's budget (oldest unused files evicted,
+  else 507), and every path it hands out is counted until a prediction releases it (TempFiles).
+- **Headers**: nosniff, a Content-Security-Policy, Referrer-Policy on every response; files are
+  served inline only as the image types the page shows, anything else as an attachment.
+- **Echoes**: an error response longer than ECHO_BYTES (FastAPI's 422 repeats the request) is
+  cut to a short message, and log records are cut to LOG_CHARS.
+
+Every budget is a named constant below (BUDGETS lists them for `flaxdigits serve --help`).
+Standard library only, plus decode's size caps: importing it starts nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flaxdigits.serve.decode import MAX_FILE_BYTES
+
+KIB, MIB = 1024, 1024 * 1024
+
+# ------------------------------------------------------------------------------ the budgets
+# Route classes: the page's three write routes, Gradio's file route, everything else.
+UPLOAD, BLOB, JOIN, FILE, OTHER = "upload", "blob", "join", "file", "other"
+API = "/gradio_api"
+ROUTES = {
+    f"{API}/upload": UPLOAD,
+    f"{API}/component_server": BLOB,
+    f"{API}/queue/join": JOIN,
+}
+FILE_PREFIXES = (f"{API}/file=", f"{API}/file/")
+
+# Body bytes per request. An upload is one image at its cap plus multipart framing; a blob is
+# one canvas layer (a 400x400 RGBA PNG is under 640 KB even uncompressed, a drawing ~10 KB);
+# a queue join is a small JSON document naming files by path.
+UPLOAD_BODY_BYTES = MAX_FILE_BYTES + 64 * KIB
+BLOB_BODY_BYTES = 1 * MIB
+OTHER_BODY_BYTES = 8 * KIB
+BODY_BYTES = {UPLOAD: UPLOAD_BODY_BYTES, BLOB: BLOB_BODY_BYTES, JOIN: OTHER_BODY_BYTES}
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A token bucket: `burst` requests at once, refilled at `per_second`."""
+
+    burst: int
+    per_second: float
+
+
+# Per client address. Generous: one address may be a whole office behind NAT (or `make
+# loadtest`'s 200 clients on loopback); a single flooding client is held to the refill rate.
+RATES = {
+    UPLOAD: Rate(burst=240, per_second=30.0),
+    BLOB: Rate(burst=600, per_second=60.0),
+    JOIN: Rate(burst=240, per_second=30.0),
+}
+CLIENT_STATE = "flaxdigits_client"  # request.state attribute: the address the guard resolved
+MAX_CLIENTS = 4096  # buckets kept; the least recently seen client's is dropped first
+
+TEMP_DIR_BYTES = 256 * MIB  # uploads and outputs on disk, all clients together
+EVICT_AFTER_S = 120.0  # an unreleased upload older than this may be evicted to make room
+RELEASE_GRACE_S = 5.0  # a released upload is deleted this long after its last use
+
+ECHO_BYTES = 512  # longest error body passed on as it is (FastAPI's 422 echoes the request)
+LOG_CHARS = 300  # longest log message; tracebacks are cut line by line to the same
+
+# Inline is allowed for what the page shows: the canvas, its steps, uploaded digits.
+INLINE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp")
+
+# Gradio's page needs inline scripts (its config) and styles, blob: and data: images (the
+# canvas), blob: workers (the editor's renderer) and fetch/SSE to itself; nothing else.
+CSP = (
+    "default-src 'self'; "
+    "script-src 'self' 'unsafe-inline' 'unsafe-eval'; "
+    "style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; "
+    "font-src 'self' data:; "
+    "connect-src 'self'; "
+    "worker-src 'self' blob:; "
+    "media-src 'self' blob: data:; "
+    "object-src 'none'; "
+    "base-uri 'self'; "
+    "form-action 'self'"
+)
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy", CSP.encode()),
+]
+
+BUDGETS = {
+    "body: upload": f"{UPLOAD_BODY_BYTES:,} bytes (one {MAX_FILE_BYTES:,}-byte image + framing)",
+    "body: editor blob (component_server)": f"{BLOB_BODY_BYTES:,} bytes",
+    "body: queue join, every other route": f"{OTHER_BODY_BYTES:,} bytes",
+    **{
+        f"rate: {what} per client": f"{r.burst} at once, then {r.per_second:g}/s"
+        for what, r in (
+            ("uploads", RATES[UPLOAD]),
+            ("editor blobs", RATES[BLOB]),
+            ("queue joins", RATES[JOIN]),
+        )
+    },
+    "temp dir": f"{TEMP_DIR_BYTES:,} bytes (unused uploads evicted after {EVICT_AFTER_S:g} s)",
+    "error echo / log line": f"{ECHO_BYTES} bytes / {LOG_CHARS} characters",
+}
+
+
+def describe_budgets() -> str:
+    """The budgets as lines for `flaxdigits serve --help` and the page."""
+    from flaxdigits.serve.components import EDITOR_BUDGETS  # noqa: PLC0415 - imports gradio
+
+    rows = {**BUDGETS, **EDITOR_BUDGETS}
+    return "\n".join(f"  {name}: {value}" for name, value in rows.items())
+
+
+def route_class(path: str) -> str:
+    """Which budget a request path falls under."""
+    if path.startswith(FILE_PREFIXES):
+        return FILE
+    return ROUTES.get(path.rstrip("/"), OTHER)
+
+
+# ------------------------------------------------------------------------------ rate limits
+
+
+class RateLimiter:
+    """Token buckets per (route class, client), the least recently used dropped past max_clients."""
+
+    def __init__(self, rates=RATES, max_clients: int = MAX_CLIENTS, clock=time.monotonic):
+        self.rates = dict(rates)
+        self.max_clients = max_clients
+        self.clock = clock
+        self._buckets: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, kind: str, client: str) -> float:
+        """Take a token: 0.0 when granted, else the seconds until one is free."""
+        rate = self.rates.get(kind)
+        if rate is None:
+            return 0.0
+        now = self.clock()
+        key = (kind, client)
+        with self._lock:
+            tokens, last = self._buckets.pop(key, (float(rate.burst), now))
+            tokens = min(float(rate.burst), tokens + (now - last) * rate.per_second)
+            wait = 0.0
+            if tokens >= 1.0:
+                tokens -= 1.0
+            else:
+                wait = (1.0 - tokens) / rate.per_second
+            self._buckets[key] = [tokens, now]
+            while len(self._buckets) > self.max_clients * len(self.rates):
+                self._buckets.popitem(last=False)
+        return wait
+
+
+def client_address(scope, trusted_proxies: frozenset[str]) -> str:
+    """The peer's address; from a trusted proxy, the last X-Forwarded-For hop it did not add."""
+    peer = (scope.get("client") or ("unknown", 0))[0]
+    if peer not in trusted_proxies:
+        return peer
+    forwarded = [
+        value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for"
+    ]
+    hops = [h.strip() for h in ",".join(forwarded).split(",") if h.strip()]
+    for hop in reversed(hops):  # the right-most hops are the ones our proxies wrote
+        if hop in trusted_proxies:
+            continue
+        try:
+            return str(ipaddress.ip_address(hop))
+        except ValueError:
+            return peer  # a hop that is no address: the chain cannot be trusted past it
+    return peer
+
+
+# -------------------------------------------------------------------------------- temp files
+
+
+class TempFiles:
+    """The temp dir's budget and the uploads in use.
+
+    An upload's paths are counted when the upload route hands them out and released once a
+    prediction has read them; a path back at zero is deleted RELEASE_GRACE_S later (two clients
+    uploading the same bytes share one path). Room for a new upload comes from evicting the
+    oldest files no request holds, once older than EVICT_AFTER_S.
+    """
+
+    def __init__(
+        self,
+        root,
+        budget: int = TEMP_DIR_BYTES,
+        *,
+        evict_after_s: float = EVICT_AFTER_S,
+        grace_s: float = RELEASE_GRACE_S,
+        clock=time.time,
+    ):
+        self.root = Path(root)
+        self.budget = budget
+        self.evict_after_s = evict_after_s
+        self.grace_s = grace_s
+        self.clock = clock
+        self._held: dict[str, int] = {}
+        self._released: dict[str, float] = {}  # path -> when its count reached zero
+        self._reserved = 0
+        self._lock = threading.Lock()
+        self._sweeper: threading.Thread | None = None
+
+    def usage(self) -> int:
+        """Bytes of every file under the temp dir."""
+        return sum(size for _, size, _ in self._files())
+
+    def _files(self) -> list[tuple[str, int, float]]:
+        out = []
+        stack = [self.root]
+        while stack:
+            try:
+                entries = list(os.scandir(stack.pop()))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+                    elif entry.is_file(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                        out.append((entry.path, st.st_size, st.st_mtime))
+                except OSError:
+                    continue
+        return out
+
+    def reserve(self, nbytes: int) -> bool:
+        """Room for nbytes more, evicting old unused files if needed; False: no room (507)."""
+        self.sweep()
+        with self._lock:
+            files = self._files()
+            used = sum(size for _, size, _ in files) + self._reserved
+            if used + nbytes > self.budget:
+                cutoff = self.clock() - self.evict_after_s
+                for path, size, mtime in sorted(files, key=lambda f: f[2]):
+                    if used + nbytes <= self.budget or mtime > cutoff:
+                        break
+                    if self._held.get(path):
+                        continue
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        continue
+                    self._released.pop(path, None)
+                    used -= size
+            if used + nbytes > self.budget:
+                return False
+            self._reserved += nbytes
+            return True
+
+    def unreserve(self, nbytes: int) -> None:
+        with self._lock:
+            self._reserved = max(0, self._reserved - nbytes)
+
+    def handed_out(self, paths) -> None:
+        """The upload route returned these paths: each is now in use until released."""
+        with self._lock:
+            for path in paths:
+                path = os.path.abspath(path)
+                self._held[path] = self._held.get(path, 0) + 1
+                self._released.pop(path, None)
+
+    def release(self, path) -> None:
+        """A prediction has read path: delete it once no request holds it (after the grace)."""
+        path = os.path.abspath(path)
+        if not path.startswith(str(self.root.resolve()) + os.sep):
+            return
+        with self._lock:
+            count = self._held.pop(path, 0) - 1
+            if count > 0:
+                self._held[path] = count
+            else:
+                self._released[path] = self.clock()
+            if self._sweeper is None or not self._sweeper.is_alive():
+                self._sweeper = threading.Thread(target=self._sweep_until_done, daemon=True)
+                self._sweeper.start()
+
+    def _sweep_until_done(self) -> None:
+        """Background: sweep every half grace while released files wait for deletion."""
+        while True:
+            time.sleep(self.grace_s / 2)
+            self.sweep()
+            with self._lock:
+                if not self._released:
+                    self._sweeper = None
+                    return
+
+    def sweep(self) -> None:
+        """Delete released files whose grace has passed and that no request took up again."""
+        now = self.clock()
+        with self._lock:
+            due = [p for p, t in self._released.items() if now - t >= self.grace_s]
+            for path in due:
+                del self._released[path]
+                if not self._held.get(path):
+                    try:
+                        os.unlink(path)
+                        os.rmdir(os.path.dirname(path))  # Gradio's per-hash directory
+                    except OSError:
+                        pass
+
+
+# ------------------------------------------------------------------------------------ the guard
+
+
+@dataclass
+class Stats:
+    """Refusals by status, for tests and the soak benchmark."""
+
+    refused: dict[int, int] = field(default_factory=dict)
+
+    def count(self, status: int) -> None:
+        self.refused[status] = self.refused.get(status, 0) + 1
+
+
+class Guard:
+    """ASGI middleware: body budgets, rate limits, disk budget, headers (see the module doc)."""
+
+    def __init__(
+        self,
+        app,
+        *,
+        trusted_proxies=(),
+        temp_files: TempFiles | None = None,
+        limiter: RateLimiter | None = None,
+        body_bytes=None,
+        stats: Stats | None = None,
+    ):
+        self.app = app
+        self.trusted_proxies = frozenset(trusted_proxies)
+        self.temp_files = temp_files
+        self.limiter = limiter or RateLimiter()
+        self.body_bytes = {**BODY_BYTES, **(body_bytes or {})}
+        self.stats = stats if stats is not None else Stats()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        kind = route_class(scope["path"])
+        budget = self.body_bytes.get(kind, OTHER_BODY_BYTES)
+        declared = _content_length(scope["headers"])
+        if declared == -1:
+            await self._refuse(send, 400, "Bad Content-Length.")
+            return
+        if declared is not None and declared > budget:
+            await self._refuse(send, 413, f"Request body over this route's {budget:,}-byte budget.")
+            return
+        client = client_address(scope, self.trusted_proxies)
+        if isinstance(scope.get("state"), dict):  # Starlette's request.state, per request
+            scope["state"][CLIENT_STATE] = client
+        wait = self.limiter.take(kind, client)
+        if wait:
+            await self._refuse(
+                send,
+                429,
+                "Too many requests from this address: slow down.",
+                [(b"retry-after", str(max(1, round(wait))).encode())],
+            )
+            return
+        reserved = 0
+        if kind == UPLOAD and self.temp_files is not None:
+            reserved = declared if declared is not None else budget
+            if not self.temp_files.reserve(reserved):
+                await self._refuse(send, 507, "The server's upload space is full: try later.")
+                return
+        try:
+            await self._forward(scope, receive, send, kind, budget)
+        finally:
+            if reserved:
+                self.temp_files.unreserve(reserved)
+
+    async def _forward(self, scope, receive, send, kind, budget):
+        received = 0
+        over = False
+        started = False
+        status = 0
+        held = []  # a response we hold back: an upload's paths, or an error body to cut
+
+        async def counted_receive():
+            nonlocal received, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > budget:
+                    over = True  # the app sees a client that went away; we answer 413
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            nonlocal started, status
+            if over:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                headers = _with_security_headers(message.get("headers", []), kind)
+                message = {**message, "headers": headers}
+                if (kind == UPLOAD and status == 200 and self.temp_files is not None) or (
+                    400 <= status < 500
+                ):
+                    held.append(message)
+                    return
+            elif message["type"] == "http.response.body" and held:
+                held.append(message)
+                if message.get("more_body", False):
+                    if sum(len(m.get("body", b"")) for m in held[1:]) <= 4 * MIB:
+                        return
+                await self._flush(held, send, kind, status)
+                held.clear()
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not over or started and not held:
+                raise
+        if over:
+            if not started or held:
+                await self._refuse(
+                    send, 413, f"Request body over this route's {budget:,}-byte budget."
+                )
+            return
+
+    async def _flush(self, held, send, kind, status):
+        start, body = held[0], b"".join(m.get("body", b"") for m in held[1:])
+        if kind == UPLOAD and status == 200 and self.temp_files is not None:
+            try:
+                paths = json.loads(body)
+                if isinstance(paths, list):
+                    self.temp_files.handed_out(p for p in paths if isinstance(p, str))
+            except ValueError:
+                pass
+        elif len(body) > ECHO_BYTES:
+            body = json.dumps(
+                {"detail": f"Request refused (HTTP {status}); details withheld."}
+            ).encode()
+            headers = [
+                (k, v)
+                for k, v in start["headers"]
+                if k.lower() not in (b"content-length", b"content-type", b"content-encoding")
+            ]
+            headers += [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ]
+            start = {**start, "headers": headers}
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _refuse(self, send, status: int, text: str, extra=()):
+        self.stats.count(status)
+        body = text.encode()
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *extra,
+        ]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": _with_security_headers(headers, OTHER),
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _content_length(headers) -> int | None:
+    """The declared body length; None when absent (chunked), -1 when unreadable."""
+    values = [v for k, v in headers if k == b"content-length"]
+    if not values:
+        return None
+    try:
+        lengths = {int(v) for v in values}
+    except ValueError:
+        return -1
+    if len(lengths) != 1 or min(lengths) < 0:
+        return -1
+    return lengths.pop()
+
+
+def _with_security_headers(headers, kind: str) -> list[tuple[bytes, bytes]]:
+    """Our headers replace any of the same name; a file not of an inline type is an attachment."""
+    ours = {name for name, _ in SECURITY_HEADERS}
+    out = [(k, v) for k, v in headers if k.lower() not in ours]
+    out += SECURITY_HEADERS
+    if kind == FILE:
+        content_type = next((v for k, v in out if k.lower() == b"content-type"), b"")
+        base = content_type.split(b";")[0].strip().lower().decode("latin-1")
+        if base not in INLINE_TYPES:
+            out = [
+                (k, v) for k, v in out if k.lower() not in (b"content-type", b"content-disposition")
+            ]
+            out += [
+                (b"content-type", b"application/octet-stream"),
+                (b"content-disposition", b"attachment"),
+            ]
+    return out
+
+
+# -------------------------------------------------------------------------------------- logs
+
+
+class BoundedLogFilter(logging.Filter):
+    """Cut every log message, and each line of a traceback, to LOG_CHARS characters."""
+
+    def __init__(self, limit: int = LOG_CHARS):
+        super().__init__()
+        self.limit = limit
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not format: keep its template only
+            message = str(record.msg)
+        record.msg, record.args = _cut(message, self.limit), ()
+        if record.exc_info and not record.exc_text:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = "\n".join(_cut(line, self.limit) for line in text.splitlines())
+            record.exc_info = None
+        return True
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... [{len(text) - limit:,} more]"
+
+
+def bound_logs(names=("uvicorn", "uvicorn.error", "uvicorn.access", "gradio", "httpx")) -> None:
+    """Install BoundedLogFilter on the server's loggers and every root handler."""
+    log_filter = BoundedLogFilter()
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, BoundedLogFilter) for f in logger.filters):
+            logger.addFilter(log_filter)
+        for handler in logger.handlers:
+            if not any(isinstance(f, BoundedLogFilter) for f in handler.filters):
+                handler.addFilter(log_filter)
