@@ -140,3 +140,49 @@ test-fast: lint
 
 clean:
 	rm -rf $(RUNS) $(MODELS) reports .pytest_cache .ruff_cache
+
+# ---- Releases and the serve side without the training stack (issue 14) ----------------------
+# `make release` packs the exported float + int8 models, manifests, a model card and SHA256SUMS
+# into dist/flaxdigits-models-VERSION-DIGEST.tar.gz; serve and predict verify it before use.
+DIST    ?= dist
+RELEASE ?= $(shell ls -t $(DIST)/flaxdigits-models-*.tar.gz 2>/dev/null | head -1)
+SERVE_VENV ?= .venv-serve
+EDGE_VENV  ?= .venv-edge
+PKG_SOURCES := pyproject.toml $(wildcard flaxdigits/*.py serve/*.py)
+
+.PHONY: release serve-venv edge-venv serve-release space edge-check
+
+release: export
+	$(FD) release --models $(MODELS) --reports $(or $(REPORTS),reports) --out $(DIST)
+
+# The page alone: numpy, Pillow, onnxruntime, gradio (no JAX, no Flax, no compiler), then
+# `$(SERVE_VENV)/bin/flaxdigits serve --models dist/flaxdigits-models-*.tar.gz`.
+serve-venv: $(SERVE_VENV)/.installed
+$(SERVE_VENV)/.installed: $(PKG_SOURCES)
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install --quiet '.[serve]'
+	@touch $@
+
+# A small board: numpy, Pillow, onnxruntime only (`flaxdigits predict`, `flaxdigits verify`).
+edge-venv: $(EDGE_VENV)/.installed
+$(EDGE_VENV)/.installed: $(PKG_SOURCES)
+	$(PYTHON) -m venv $(EDGE_VENV)
+	$(EDGE_VENV)/bin/python -m pip install --quiet '.[edge]'
+	@touch $@
+
+serve-release: serve-venv
+	@test -n "$(RELEASE)" || { echo "no release in $(DIST): run make release"; exit 1; }
+	$(SERVE_VENV)/bin/flaxdigits serve --models $(RELEASE)
+
+# A Hugging Face Space (Gradio SDK) folder from the newest release: app.py, requirements.txt,
+# README.md, release/ and the JAX-free package. Try it: python $(DIST)/space/app.py
+space:
+	@test -n "$(RELEASE)" || { echo "no release in $(DIST): run make release"; exit 1; }
+	$(FD) space $(RELEASE) --out $(DIST)/space
+
+# arm64 under emulation (qemu-user): a Debian arm64 root filesystem from Debian's packages, the
+# aarch64 wheels of the edge side, `flaxdigits predict --json` on the test corpus and 1,000
+# MNIST test digits, compared with this machine. Needs root (chroot) and apt or the tools.
+edge-check:
+	@test -n "$(RELEASE)" || { echo "no release in $(DIST): run make release"; exit 1; }
+	$(PY) benchmarks/edge_check.py --release $(RELEASE)
