@@ -18,7 +18,7 @@ const ctx = sketch.getContext("2d", { willReadFrequently: true });
 const input28 = $("input28").getContext("2d");
 
 // What tests and curious visitors can read: per stroke, pointer-up to both answers on the page.
-const stats = { strokeToAnswerMs: [], passMs: [], modelMs: [], loadMs: null, ready: false, error: null };
+const stats = { strokeToAnswerMs: [], passMs: [], modelMs: [], loadMs: null, ready: false, idle: true, error: null };
 window.fdStats = stats;
 
 let site = null;
@@ -128,6 +128,7 @@ function changed() {
 
 async function run() {
   running = true;
+  stats.idle = false;
   try {
     while (dirty) {
       dirty = false;
@@ -138,6 +139,7 @@ async function run() {
     setStatus(`Something went wrong: ${e.message ?? e}`, true);
   } finally {
     running = false;
+    stats.idle = true;
   }
 }
 

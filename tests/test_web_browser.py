@@ -1,0 +1,289 @@
+"""The static browser demo in headless Chromium: mouse strokes read by both models in the page,
+checked against the Python predictor on the same canvas (issue 15).
+
+The site is built from the 1-epoch exports and served from a loopback static server with its
+own headers. Debian's Chromium (`make browser-deps`) through Python Playwright, as
+tests/test_browser.py; web/'s npm packages are installed on first use. Without Chromium, node
+or npm the tests skip with the reason, except under FLAXDIGITS_REQUIRE_BROWSER=1 (CI).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+
+import numpy as np
+import pytest
+import web_support as ws
+from PIL import Image
+from test_browser import CHROMIUM, CHROMIUM_ARGS, browser_missing
+
+from flaxdigits import contract
+from flaxdigits.serve import web
+from flaxdigits.serve.page import blank_canvas, page_outputs
+from flaxdigits.serve.predictor import Predictor
+from flaxdigits.serve.preprocess import preprocess
+
+pytestmark = pytest.mark.browser
+
+TIMEOUT_MS = 30_000
+MAX_PIXEL_DIFF = 2  # of 255 (tests/test_web_parity.py: the two agree exactly on its set)
+MAX_PROB_DIFF = 1e-4
+ONE = [(0.5, 0.15), (0.5, 0.85)]
+SEVEN = [(0.3, 0.2), (0.7, 0.2), (0.45, 0.85)]
+# Reports every Content-Security-Policy violation the page triggers.
+CSP_WATCH = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation",
+  (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
+"""
+# A WebAssembly engine without SIMD, as on older phones: modules holding SIMD opcodes (0xfd
+# prefix) neither validate nor compile. onnxruntime-web ships only a SIMD build.
+NO_SIMD = """
+(() => {
+  const simd = (bytes) => {
+    const b = bytes instanceof ArrayBuffer ? new Uint8Array(bytes)
+      : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    return b.includes(0xfd);
+  };
+  const refuse = () => Promise.reject(new WebAssembly.CompileError("SIMD is not supported"));
+  const { validate, compile, instantiate } = WebAssembly;
+  WebAssembly.validate = (b) => !simd(b) && validate(b);
+  WebAssembly.compile = (b) => (simd(b) ? refuse() : compile(b));
+  WebAssembly.instantiate = (b, i) =>
+    (b instanceof WebAssembly.Module || !simd(b) ? instantiate(b, i) : refuse());
+  WebAssembly.compileStreaming = async (r) => WebAssembly.compile(await (await r).arrayBuffer());
+  WebAssembly.instantiateStreaming = async (r, i) =>
+    WebAssembly.instantiate(await (await r).arrayBuffer(), i);
+})();
+"""
+
+
+def empty_message() -> str:
+    """What the Gradio page's status line says for an empty canvas."""
+    status, _, _ = page_outputs(blank_canvas(), contract.DEFAULT_PREPROCESS_METHOD, {})
+    return html.unescape(status)
+
+
+@pytest.fixture(scope="module")
+def site(request, tmp_path_factory):
+    reason = browser_missing()
+    if reason:
+        ws.unavailable(reason)
+    ws.require_node()  # npm ci in web/ when needed
+    models = request.getfixturevalue("exported_models")  # trains: only when needed
+    out = tmp_path_factory.mktemp("site")
+    web.build_site(models, out)
+    return out, models
+
+
+@pytest.fixture(scope="module")
+def site_url(site):
+    with ws.static_server(site[0]) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def predictors(site):
+    return {name: Predictor(site[1] / f"{name}.onnx") for name in contract.MODEL_NAMES}
+
+
+def open_page(playwright, url, profile, *, init_scripts=(), **context_options):
+    context = playwright.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=str(CHROMIUM),
+        args=CHROMIUM_ARGS,
+        headless=True,
+        **({"viewport": {"width": 1000, "height": 900}} | context_options),
+    )
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.requested = []
+    page.errors = []
+    page.on("request", lambda r: page.requested.append(r.url))
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and page.errors.append(m.text))
+    for script in (CSP_WATCH, *init_scripts):
+        page.add_init_script(script)
+    page.goto(url)
+    page.wait_for_selector("body[data-ready]")
+    return context, page
+
+
+@pytest.fixture
+def page(site_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context, page = open_page(p, site_url, tmp_path / "profile")
+        try:
+            yield page
+        finally:
+            context.close()
+
+
+def stroke(page, points, steps=4) -> None:
+    """One mouse stroke through points given as fractions of the drawing canvas (x, y)."""
+    box = page.locator("#sketch").bounding_box()
+    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for (x0, y0), (x1, y1) in zip(xy, xy[1:], strict=False):
+        for i in range(1, steps + 1):
+            page.mouse.move(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)
+    page.mouse.up()
+
+
+def settle(page, passes_before: int) -> None:
+    """Wait until a pass started after the last action has finished and none is queued."""
+    page.wait_for_function(f"window.fdStats.passMs.length > {passes_before} && window.fdStats.idle")
+
+
+def act(page, action) -> None:
+    before = page.evaluate("window.fdStats.passMs.length")
+    action()
+    settle(page, before)
+
+
+def shown(page) -> dict:
+    """Both cards' digits and probabilities, the 28x28 input and the status line."""
+    cards = {}
+    for name in contract.MODEL_NAMES:
+        card = page.locator(f"#result-{name}")
+        probs = card.get_attribute("data-probabilities")
+        cards[name] = (card.get_attribute("data-digit"), json.loads(probs) if probs else None)
+    return {
+        "cards": cards,
+        "input": page.evaluate("window.fdLastInput"),
+        "status": page.inner_text("#status"),
+    }
+
+
+def canvas_rgba(page) -> np.ndarray:
+    """The drawing canvas's pixels, read back losslessly as PNG."""
+    url = page.evaluate("document.getElementById('sketch').toDataURL('image/png')")
+    data = base64.b64decode(url.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
+
+
+def check_against_python(page, predictors, method) -> dict:
+    """The page's input and answers vs preprocess + Predictor on the same canvas."""
+    seen = shown(page)
+    reference = preprocess(canvas_rgba(page), method).image  # (28, 28) float32
+    expected = np.rint(reference * 255).astype(int)
+    got = np.array(seen["input"], int).reshape(28, 28)
+    assert np.abs(got - expected).max() <= MAX_PIXEL_DIFF
+    for name, predictor in predictors.items():
+        digit, probs = seen["cards"][name]
+        ref = predictor.predict(reference)
+        assert digit == str(ref.digit), (name, digit, ref.digit)
+        assert np.abs(np.array(probs) - np.array(ref.probabilities)).max() <= MAX_PROB_DIFF
+    return seen
+
+
+def assert_empty(page, message) -> None:
+    seen = shown(page)
+    assert seen["status"] == message
+    assert seen["input"] is None
+    assert all(digit == "" and probs is None for digit, probs in seen["cards"].values())
+
+
+def test_strokes_are_read_in_the_page_as_python_reads_them(page, predictors, site_url):
+    message = empty_message()
+    assert page.inner_text("#status") == message  # as the Gradio page opens
+
+    act(page, lambda: stroke(page, ONE))
+    seen = check_against_python(page, predictors, "mnist")
+    assert {name: card[0] for name, card in seen["cards"].items()} == {"mlp": "1", "cnn": "1"}
+    assert seen["status"] == "Both models read 1."
+
+    act(page, lambda: page.check("input[value='seed']"))
+    check_against_python(page, predictors, "seed")
+    act(page, lambda: page.check("input[value='mnist']"))
+
+    act(page, lambda: page.click("#clear"))  # a cleared canvas: the Gradio page's message
+    assert_empty(page, message)
+
+    act(page, lambda: stroke(page, SEVEN))
+    seen = check_against_python(page, predictors, "mnist")
+    assert {name: card[0] for name, card in seen["cards"].items()} == {"mlp": "7", "cnn": "7"}
+
+    act(page, lambda: page.click("#undo"))  # wiped stroke by stroke: the same message
+    assert_empty(page, message)
+    assert page.is_disabled("#undo") and page.is_disabled("#clear")
+
+    # Every stroke's answer was timed, and nothing left the page's origin or broke its CSP.
+    assert len(page.evaluate("window.fdStats.strokeToAnswerMs")) == 2
+    assert page.requested and all(url.startswith(site_url) for url in page.requested)
+    assert page.evaluate("window.__csp") == []
+    assert page.errors == []
+
+
+def test_metadata_shows_each_models_version_and_accuracy(page, site):
+    site_json = json.loads((site[0] / web.SITE_JSON).read_text())
+    for model in site_json["models"]:
+        meta = model["metadata"]
+        about = page.inner_text(f"#about p[data-model='{model['name']}']")
+        assert f"flaxdigits {meta[contract.META_VERSION]}" in about
+        accuracy = float(meta[contract.META_TEST_ACCURACY])
+        assert f"test accuracy {100 * accuracy:.2f}%" in about
+        subtitle = page.inner_text(f"#result-{model['name']} .fd-sub")
+        assert f"{100 * accuracy:.1f}% test accuracy" in subtitle
+
+
+def test_without_webassembly_simd_the_page_says_so_and_still_shows_the_input(site_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context, page = open_page(p, site_url, tmp_path / "profile", init_scripts=[NO_SIMD])
+        try:
+            assert page.evaluate("document.body.dataset.ready") == "no-models"
+            assert "no SIMD" in page.inner_text("#status")
+            act(page, lambda: stroke(page, SEVEN))
+            seen = shown(page)
+            assert seen["input"] is not None  # preprocessing is plain JavaScript
+            assert all(digit == "" for digit, _ in seen["cards"].values())
+            assert "no SIMD" in seen["status"]
+            assert page.errors == []
+        finally:
+            context.close()
+
+
+def test_phone_width_fits_and_draws_with_touch(site_url, tmp_path, predictors):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context, page = open_page(
+            p,
+            site_url,
+            tmp_path / "profile",
+            viewport={"width": 375, "height": 740},
+            has_touch=True,
+            is_mobile=True,
+        )
+        try:
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375
+            box = page.locator("#sketch").bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 375
+
+            def swipe():
+                cdp = context.new_cdp_session(page)
+                points = [
+                    (box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+                    for fx, fy in [(0.5, 0.15), (0.5, 0.5), (0.5, 0.85)]
+                ]
+                for i, (x, y) in enumerate(points):
+                    kind = "touchStart" if i == 0 else "touchMove"
+                    cdp.send(
+                        "Input.dispatchTouchEvent",
+                        {"type": kind, "touchPoints": [{"x": x, "y": y}]},
+                    )
+                cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+            act(page, swipe)
+            seen = check_against_python(page, predictors, "mnist")
+            assert all(digit != "" for digit, _ in seen["cards"].values())
+        finally:
+            context.close()
