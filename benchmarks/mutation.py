@@ -90,7 +90,7 @@ MODULES: dict[str, Module] = {
     "predictor": Module(
         "serve/predictor.py",
         "flaxdigits/serve/predictor.py",
-        ["tests/test_predictor.py", "tests/test_predictor_mutants.py"],
+        ["tests/test_predictor.py", "tests/test_predictor_contract.py"],
     ),
     "checkpoint": Module(
         "flaxdigits/checkpoint.py",
@@ -217,7 +217,13 @@ def run(name: str, jobs: int, rev: str | None = None, tests_rev: str | None = No
     codes = json.loads(meta.read_text())["exit_code_by_key"]
     codes = {k: v for k, v in codes.items() if module.selected(k)}
     status = {k: _status(v) for k, v in sorted(codes.items(), key=lambda kv: _order(kv[0]))}
-    return {"module": module.source, "seconds": round(seconds), "status": status, "root": root}
+    return {
+        "module": module.source,
+        "target": module.target,
+        "seconds": round(seconds),
+        "status": status,
+        "root": root,
+    }
 
 
 def _order(key: str) -> tuple[str, int]:
@@ -239,14 +245,31 @@ def _status(code: int | None) -> str:
     return f"exit {code}"
 
 
-def diff(root: Path, mutant: str) -> str:
-    """The mutant's diff, as `mutmut show` prints it."""
-    mutmut = str(Path(sys.executable).with_name("mutmut"))
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+names, path = json.load(sys.stdin)
+print(json.dumps({name: get_diff_for_mutant(name, path=path) for name in names}))
+"""
+
+
+def diffs(root: Path, target: str, mutants: list[str]) -> dict[str, str]:
+    """{mutant: its changed lines}, from mutmut's own diff (one process for all of them)."""
+    if not mutants:
+        return {}
     proc = subprocess.run(  # noqa: S603
-        [mutmut, "show", mutant], cwd=root, capture_output=True, text=True, check=False
+        [sys.executable, "-c", _DIFFS],
+        cwd=root,
+        input=json.dumps([mutants, target]),
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    lines = [ln for ln in proc.stdout.splitlines() if ln[:1] in "+-" and ln[:3] not in "+++---"]
-    return "\n".join(lines)
+    out = {}
+    for name, text in json.loads(proc.stdout).items():
+        lines = text.splitlines()[2:]  # past the --- / +++ header
+        out[name] = "\n".join(ln for ln in lines if ln[:1] in "+-")
+    return out
 
 
 def report(name: str, result: dict) -> tuple[bool, dict]:
@@ -264,9 +287,10 @@ def report(name: str, result: dict) -> tuple[bool, dict]:
         f"{len(unexplained)} survivors, {result['seconds']} s)",
         flush=True,
     )
+    changed = diffs(result["root"], result["target"], unexplained)
     for key in unexplained:
         print(f"  SURVIVED [{status[key]}] {key}")
-        for line in diff(result["root"], key).splitlines():
+        for line in changed[key].splitlines():
             print(f"      {line}")
     for key in stale:
         print(f"  listed as equivalent but killed (remove from EQUIVALENT): {key}")
@@ -275,7 +299,7 @@ def report(name: str, result: dict) -> tuple[bool, dict]:
         "mutants": len(status),
         "killed": killed,
         "equivalent": equivalent,
-        "survived": unexplained,
+        "survived": {key: changed[key] for key in unexplained},
         "score": round(score, 4),
         "seconds": result["seconds"],
     }
