@@ -29,6 +29,7 @@ ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-th
 ORT_DIR = "ort"
 MODELS_DIR = "models"
 SITE_JSON = "site.json"
+CSP_MARKER = b"<!-- CSP -->"  # in web/index.html: where the <meta> policy goes
 
 # 'wasm-unsafe-eval' lets WebAssembly compile; nothing else runs but the site's own scripts.
 CSP = (
@@ -131,6 +132,8 @@ def build_site(models_dir, out_dir, *, int8: bool = False, web_dir=WEB_DIR) -> d
     missing = [name for name in SOURCES if not (web_dir / name).is_file()]
     if missing:
         raise SiteError(f"{web_dir} lacks {', '.join(missing)}: not a flaxdigits web/ directory")
+    if (web_dir / "index.html").read_bytes().count(CSP_MARKER) != 1:
+        raise SiteError(f"{web_dir / 'index.html'} needs one {CSP_MARKER.decode()} line")
     ort_missing = [name for name in ORT_FILES if not (web_dir / ORT_DIST / name).is_file()]
     if ort_missing:
         raise SiteError(
@@ -146,27 +149,29 @@ def build_site(models_dir, out_dir, *, int8: bool = False, web_dir=WEB_DIR) -> d
             f"{models_dir} has no {' or '.join(absent)}: train and export the models first "
             "with `make all`"
         )
+    models, files = [], {}
+    for name, path in paths.items():  # every model checked before anything is written
+        predictor = Predictor(path)  # the manifest beside it must list this file and its hash
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != predictor.sha256:
+            raise SiteError(f"{path} changed while the site was built: build again")
+        rel = f"{MODELS_DIR}/{name}.onnx"
+        files[rel] = data
+        models.append(model_entry(predictor, rel, data))
     written: dict[str, int] = {}
 
     def put(rel: str, data: bytes) -> None:
         atomic.write_bytes_atomic(out / rel, data)
         written[rel] = len(data)
 
-    models = []
-    for name, path in paths.items():
-        predictor = Predictor(path)  # the manifest beside it must list this file and its hash
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != predictor.sha256:
-            raise SiteError(f"{path} changed while the site was built: build again")
-        rel = f"{MODELS_DIR}/{name}.onnx"
+    for rel, data in files.items():
         put(rel, data)
-        models.append(model_entry(predictor, rel, data))
     for name in ORT_FILES:
         put(f"{ORT_DIR}/{name}", (web_dir / ORT_DIST / name).read_bytes())
     for name in SOURCES:
         data = (web_dir / name).read_bytes()
         if name == "index.html":
-            data = data.replace(b"<!-- CSP -->", csp_meta_tag().encode())
+            data = data.replace(CSP_MARKER, csp_meta_tag().encode())
         put(name, data)
     site = {
         "models": models,

@@ -1,0 +1,156 @@
+"""serve/web.py, the static demo's builder: what it copies, what it refuses, the CSP it sets.
+
+Toy models and a stand-in for web/node_modules: no Node, npm or browser needed here
+(tests/test_web_parity.py and tests/test_web_browser.py run the site).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+
+import pytest
+
+from flaxdigits import cli, contract
+from flaxdigits.serve import preprocess as pre
+from flaxdigits.serve import web
+from flaxdigits.serve.predictor import ModelLoadError
+
+
+@pytest.fixture
+def web_dir(tmp_path):
+    """A copy of web/'s sources with placeholder onnxruntime-web files."""
+    out = tmp_path / "web"
+    out.mkdir()
+    for name in web.SOURCES:
+        shutil.copy(web.WEB_DIR / name, out / name)
+    dist = out / web.ORT_DIST
+    dist.mkdir(parents=True)
+    for name in web.ORT_FILES:
+        (dist / name).write_bytes(f"stand-in for {name}".encode())
+    (dist.parent / "package.json").write_text(json.dumps({"version": "9.9.9"}))
+    return out
+
+
+def test_site_holds_sources_runtime_models_and_the_reference_constants(toy_dir, web_dir, tmp_path):
+    out = tmp_path / "site"
+    written = web.build_site(toy_dir, out, web_dir=web_dir)
+    expected = {*web.SOURCES, web.SITE_JSON, "_headers"}
+    expected |= {f"{web.ORT_DIR}/{n}" for n in web.ORT_FILES}
+    expected |= {f"{web.MODELS_DIR}/{n}.onnx" for n in contract.MODEL_NAMES}
+    assert set(written) == expected
+    assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} == expected
+    for name in contract.MODEL_NAMES:
+        assert (out / web.MODELS_DIR / f"{name}.onnx").read_bytes() == (
+            toy_dir / f"{name}.onnx"
+        ).read_bytes()
+    site = json.loads((out / web.SITE_JSON).read_text())
+    assert [m["name"] for m in site["models"]] == list(contract.MODEL_NAMES)
+    assert site["models"][0]["metadata"][contract.META_PARAMS] == "7850"
+    assert site["ort"]["version"] == "9.9.9"
+    c = site["preprocess"]
+    assert c["seed_padding"] == pre.SEED_PADDING and c["noise_level"] == pre.NOISE_LEVEL
+    assert c["mnist_box"] == pre.MNIST_BOX and c["empty_message"] == pre.EMPTY_MESSAGE
+    # Every constant web/preprocess.js reads comes from site.json.
+    used = set(re.findall(r"\bc\.([a-z_]+)", (web.WEB_DIR / "preprocess.js").read_text()))
+    assert used and used <= set(c)
+
+
+def test_int8_site_ships_the_int8_files(exported_like_dir, web_dir, tmp_path):
+    web.build_site(exported_like_dir, tmp_path / "site", web_dir=web_dir, int8=True)
+    site = json.loads((tmp_path / "site" / web.SITE_JSON).read_text())
+    assert site["variant"] == "int8"
+    shipped = (tmp_path / "site" / web.MODELS_DIR / "cnn.onnx").read_bytes()
+    assert shipped == (exported_like_dir / "cnn.int8.onnx").read_bytes()
+
+
+@pytest.fixture
+def exported_like_dir(toy_dir, tmp_path):
+    """toy_dir plus NAME.int8.onnx files that differ from the float ones."""
+    from toy_onnx import toy_model_bytes
+
+    out = tmp_path / "models"
+    shutil.copytree(toy_dir, out)
+    for name, digit in (("mlp", 1), ("cnn", 2)):
+        (out / f"{name}.int8.onnx").write_bytes(toy_model_bytes(name=name, ink_digit=digit))
+    return out
+
+
+class _Inline(HTMLParser):
+    """Collects what a strict CSP would block in a page: inline scripts, styles, handlers."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocked = []
+
+    def handle_starttag(self, tag, attrs):
+        names = dict(attrs)
+        if tag == "script" and "src" not in names or tag == "style":
+            self.blocked.append(tag)
+        self.blocked += [a for a in names if a == "style" or a.startswith("on")]
+
+
+def test_page_allows_only_its_own_origin_and_has_nothing_inline(toy_dir, web_dir, tmp_path):
+    web.build_site(toy_dir, tmp_path / "site", web_dir=web_dir)
+    page = (tmp_path / "site" / "index.html").read_text()
+    assert web.csp_meta_tag() in page
+    for policy in (web.CSP, web.CSP_META):
+        assert "default-src 'none'" in policy
+        assert "unsafe-inline" not in policy and "'unsafe-eval'" not in policy
+        sources = re.findall(r"(?:https?:|\*|data:|blob:)", policy)
+        assert not sources, sources
+    parser = _Inline()
+    parser.feed(page)
+    assert parser.blocked == []
+    headers = (tmp_path / "site" / "_headers").read_text()
+    assert f"Content-Security-Policy: {web.CSP}" in headers
+
+
+def test_missing_npm_packages_name_the_command(toy_dir, web_dir, tmp_path):
+    shutil.rmtree(web_dir / "node_modules")
+    with pytest.raises(web.SiteError, match="npm ci"):
+        web.build_site(toy_dir, tmp_path / "site", web_dir=web_dir)
+    assert not (tmp_path / "site").exists()
+
+
+def test_missing_or_tampered_models_are_refused(toy_dir, web_dir, tmp_path):
+    with pytest.raises(web.SiteError, match="make all"):
+        web.build_site(tmp_path / "nowhere", tmp_path / "site", web_dir=web_dir)
+    with pytest.raises(web.SiteError, match=r"mlp\.int8\.onnx"):
+        web.build_site(toy_dir, tmp_path / "site", web_dir=web_dir, int8=True)
+    models = tmp_path / "models"
+    shutil.copytree(toy_dir, models)
+    (models / "cnn.json").write_text(
+        json.dumps(
+            {
+                "schema": contract.MANIFEST_SCHEMA,
+                "files": [{"file": "cnn.onnx", "size": 1, "sha256": "0" * 64}],
+            }
+        )
+    )
+    with pytest.raises(ModelLoadError, match="does not match its manifest"):
+        web.build_site(models, tmp_path / "site", web_dir=web_dir)
+
+
+def test_brush_is_the_gradio_pages(toy_dir):
+    from flaxdigits.serve.app import BRUSH_RADIUS
+
+    source = (web.WEB_DIR / "app.js").read_text()
+    assert re.search(r"const BRUSH_RADIUS = (\d+);", source).group(1) == str(BRUSH_RADIUS)
+
+
+def test_package_lock_pins_the_runtime_the_builder_copies():
+    package = json.loads((web.WEB_DIR / "package.json").read_text())
+    lock = json.loads((web.WEB_DIR / "package-lock.json").read_text())
+    wanted = package["dependencies"]["onnxruntime-web"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", wanted), "pin an exact version"
+    locked = lock["packages"]["node_modules/onnxruntime-web"]
+    assert locked["version"] == wanted and locked["integrity"].startswith("sha512-")
+
+
+def test_cli_web_without_models_is_one_line(tmp_path, capsys):
+    code = cli.main(["web", "--models", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "flaxdigits web: error:" in err
