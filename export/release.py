@@ -402,7 +402,7 @@ def _canvas_rows(
     methods = " | ".join(f"`{m}` preprocessing" for m in contract.PREPROCESS_METHODS)
     return [
         "",
-        f"MNIST test digits redrawn as drawing-canvas images ({doc.get('n', '?')} canvases, "
+        f"MNIST test digits redrawn as drawing-canvas images ({_count(doc)} canvases, "
         f"{where}):",
         "",
         f"| file | {methods} |",
@@ -431,7 +431,7 @@ def _robustness_rows(
         return ["", f"Robustness: {where} does not describe these files."]
     out = [
         "",
-        f"Deformed test digits ({doc.get('n', '?')} per level, re-centred by the `mnist`",
+        f"Deformed test digits ({_count(doc)} per level, re-centred by the `mnist`",
         f"preprocessing; {where}):",
     ]
     for distortion, spec in (doc.get("grid") or {}).items():
@@ -466,3 +466,9 @@ def _latency_section(timings: dict | None) -> list[str]:
     for r in timings["rows"]:
         out.append(f"| {r['file']} | {r['batch']} | {r['ms']:.3f} | {r['images_per_s']:,} |")
     return out
+
+
+def _count(doc: dict) -> str:
+    """A report's image count, with thousands separators."""
+    n = doc.get("n")
+    return f"{n:,}" if isinstance(n, int) else "?"

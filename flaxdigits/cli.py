@@ -152,7 +152,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from flaxdigits.serve import hosting, release
-    from flaxdigits.serve.app import launch
+
+    try:
+        from flaxdigits.serve.app import launch
+    except ImportError as e:  # the edge install: no gradio
+        raise RuntimeError(f"the page needs {e.name}: pip install 'flaxdigits[serve]'") from None
 
     host, port, warning = hosting.bind(args.host, args.port)
     if warning:

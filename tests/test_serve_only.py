@@ -1,0 +1,225 @@
+"""The serve side installed alone, as the README says (`pip install '.[serve]'`, `'.[edge]'`):
+JAX neither installed nor imported, the page starts from a release and gradio_client /predict
+answers what the predictor says; the edge install predicts without gradio; the Space folder
+runs with the host and port from the environment.
+
+The venvs are built once and cached under .cache/ (keyed by pyproject.toml's sha256; the
+package itself is reinstalled when its sources change), so a rerun costs seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_release import _write_models
+
+from flaxdigits.export.release import build_release
+from flaxdigits.serve import hosting
+
+pytestmark = pytest.mark.slow  # builds a venv the first time (a minute or two)
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINING_STACK = ("jax", "jaxlib", "flax", "optax", "jax2onnx", "onnx", "torch")
+START_TIMEOUT = 120.0
+
+
+def _venv(extra: str) -> Path:
+    """.cache/serve-only/EXTRA-HASH/venv with `pip install '.[EXTRA]'`, reused while
+    pyproject.toml is unchanged; the package reinstalled (no deps) when its sources change."""
+    key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    venv = ROOT / ".cache" / "serve-only" / f"{extra}-{key}" / "venv"
+    python = venv / "bin" / "python"
+    sources = hashlib.sha256()
+    for path in sorted(
+        p for d in ("flaxdigits", "serve", "export") for p in (ROOT / d).glob("*.py")
+    ):
+        sources.update(path.name.encode() + path.read_bytes())
+    stamp = venv / ".flaxdigits-sources"
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run(pip + [f"{ROOT}[{extra}]"], check=True)
+    elif not stamp.exists() or stamp.read_text() != sources.hexdigest():
+        subprocess.run(pip + ["--no-deps", "--force-reinstall", str(ROOT)], check=True)
+    stamp.write_text(sources.hexdigest())
+    return venv
+
+
+@pytest.fixture(scope="module")
+def serve_venv() -> Path:
+    return _venv("serve")
+
+
+@pytest.fixture(scope="module")
+def edge_venv() -> Path:
+    return _venv("edge")
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("serve_only")
+    return build_release(_write_models(root / "models"), root, latency=False, log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def digit_png(tmp_path_factory) -> Path:
+    from drawings import draw_digit
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("digit") / "seven.png"
+    Image.fromarray(draw_digit()).save(path)
+    return path
+
+
+def _installed(venv: Path) -> set[str]:
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {d["name"].lower() for d in json.loads(out)}
+
+
+def _imports_nothing_of_the_training_stack(venv: Path, modules: str) -> None:
+    code = (
+        f"import sys, {modules}; "
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {TRAINING_STACK!r}); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, cwd="/"
+    )  # not from the checkout, whose flaxdigits/ folder would shadow the installed package
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(cmd: list[str], port: int, env: dict | None = None):
+    """Start the page; (process, seconds until it answered HTTP)."""
+    env = {**os.environ, **(env or {}), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("PYTHONPATH", None)
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    while time.perf_counter() - start < START_TIMEOUT:
+        if proc.poll() is not None:
+            pytest.fail(f"the page exited ({proc.returncode}): {proc.stdout.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
+                return proc, time.perf_counter() - start
+        except OSError:
+            time.sleep(0.25)
+    proc.kill()
+    pytest.fail(f"the page did not answer within {START_TIMEOUT} s")
+
+
+def _stop(proc) -> str:
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+def _expected(archive: Path, image: Path) -> dict:
+    """What this process's predictor says about image for both models of the release."""
+    from flaxdigits.serve import release
+    from flaxdigits.serve.app import load_predictors
+    from flaxdigits.serve.decode import load_image_file
+    from flaxdigits.serve.preprocess import preprocess
+
+    with release.models_dir(archive) as models:
+        predictors = load_predictors(models)
+    x = preprocess(load_image_file(image)).image
+    return {name: p.predict(x).to_json() for name, p in predictors.items()}
+
+
+def _check_api(port: int, image: Path, expected: dict) -> None:
+    from gradio_client import Client, handle_file
+
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    result = client.predict(image=handle_file(str(image)), method="mnist", api_name="/predict")
+    assert result["method"] == "mnist"
+    for name, want in expected.items():
+        got = result["models"][name]
+        assert got["digit"] == want["digit"]
+        assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-6)
+
+
+def test_serve_only_venv_has_no_jax_and_serves_a_release_over_the_api(
+    serve_venv, archive, digit_png
+):
+    installed = _installed(serve_venv)
+    assert {"gradio", "onnxruntime", "numpy", "pillow", "flaxdigits"} <= installed
+    assert not installed & set(TRAINING_STACK), installed & set(TRAINING_STACK)
+    _imports_nothing_of_the_training_stack(
+        serve_venv, "flaxdigits.cli, flaxdigits.serve.app, flaxdigits.serve.release"
+    )
+    port = _free_port()
+    cmd = [str(serve_venv / "bin" / "flaxdigits"), "serve", "--models", str(archive)]
+    proc, seconds = _serve(cmd + ["--port", str(port)], port)
+    try:
+        _check_api(port, digit_png, _expected(archive, digit_png))
+    finally:
+        out = _stop(proc)
+    assert "reachable from the network" not in out  # loopback: no warning
+    print(f"serve-only page answered in {seconds:.1f} s")
+
+
+def test_the_space_folder_runs_with_host_and_port_from_the_environment(
+    serve_venv, archive, digit_png, tmp_path
+):
+    space = hosting.build_space(archive, tmp_path / "space")
+    port = _free_port()
+    env = {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
+    proc, _ = _serve([str(serve_venv / "bin" / "python"), str(space / "app.py")], port, env)
+    try:
+        _check_api(port, digit_png, _expected(archive, digit_png))
+    finally:
+        _stop(proc)
+
+
+def test_edge_venv_has_no_gradio_nor_jax_and_predicts_and_verifies_a_release(
+    edge_venv, archive, digit_png
+):
+    installed = _installed(edge_venv)
+    assert {"onnxruntime", "numpy", "pillow", "flaxdigits"} <= installed
+    assert "gradio" not in installed and not installed & set(TRAINING_STACK)
+    _imports_nothing_of_the_training_stack(edge_venv, "flaxdigits.cli, flaxdigits.serve.cli")
+    flaxdigits = str(edge_venv / "bin" / "flaxdigits")
+    expected = _expected(archive, digit_png)
+    for file, name in (("cnn.onnx", "cnn"), ("mlp.onnx", "mlp")):
+        proc = subprocess.run(
+            [flaxdigits, "predict", "--model", str(archive), "--release-file", file, "--json"]
+            + [str(digit_png)],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+        record = json.loads(proc.stdout)
+        assert record["digit"] == expected[name]["digit"]
+        assert record["probabilities"] == pytest.approx(expected[name]["probabilities"], abs=1e-6)
+    proc = subprocess.run([flaxdigits, "verify", str(archive)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "every sha256 matches" in proc.stdout
+    # Serving needs gradio: the edge install says so in one line instead of a traceback.
+    proc = subprocess.run(
+        [flaxdigits, "serve", "--models", str(archive)], capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
