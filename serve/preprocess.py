@@ -98,6 +98,7 @@ def preprocess(value, method: str = contract.DEFAULT_PREPROCESS_METHOD) -> Prepr
     box = _ink_box(ink)
     crop = _stretch(ink.crop(box))
     square, final = _to_mnist(crop) if method == "mnist" else _to_seed(crop)
+    final.flags.writeable = False  # every step is read-only, as documented
     steps = {
         "original": np.asarray(grey),
         "grayscale": np.asarray(ink),
@@ -298,13 +299,16 @@ def _ink_box(ink: Image.Image) -> tuple[int, int, int, int]:
         left, top = max(box[0] - 2, 0), max(box[1] - 2, 0)
         region = (left, top, min(box[2] + 2, ink.width), min(box[3] + 2, ink.height))
         core = ink.crop(region).filter(ImageFilter.BoxBlur(1)).point(_SPECKLE_LUT).getbbox()
-        if core is not None:  # the 3x3 mean rounds stroke ends off by one pixel: give it back
-            box = (
+        if core is not None:  # the 3x3 mean rounds stroke ends off by one pixel: give them
+            # back, as the ink itself within that pixel (never a blank margin around the digit)
+            near = (
                 max(left + core[0] - 1, 0),
                 max(top + core[1] - 1, 0),
                 min(left + core[2] + 1, ink.width),
                 min(top + core[3] + 1, ink.height),
             )
+            inner = ink.crop(near).getbbox()  # never None: every core pixel has ink beside it
+            box = (near[0] + inner[0], near[1] + inner[1], near[0] + inner[2], near[1] + inner[3])
     if box is None or max(box[2] - box[0], box[3] - box[1]) < MIN_EXTENT * max(ink.size):
         raise EmptyCanvasError()
     return box
