@@ -1,0 +1,112 @@
+"""CI: start the page as a user does (`make serve`), send it one drawing, stop it with Ctrl-C.
+
+    .venv/bin/python .ci/serve_check.py build/smoke/models
+
+The page's answer must be the one `flaxdigits predict` gives for the same drawing and model
+files; the server must stop on SIGINT within STOP_S and leave nothing listening.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+START_S = 180  # imports, model checks, Gradio start-up on a busy 2-core machine
+STOP_S = 30
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def drawing(path: Path) -> Path:
+    """A black '7' on white, as a person draws it on the page."""
+    img = Image.new("RGB", (400, 400), "white")
+    ImageDraw.Draw(img).line([(120, 90), (280, 90), (170, 320)], fill="black", width=24)
+    img.save(path)
+    return path
+
+
+def wait_until_up(url: str, server: subprocess.Popen) -> None:
+    """Poll the page until it answers 200; fail if the server exits or START_S passes."""
+    deadline = time.monotonic() + START_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"serve-check: `make serve` exited with {server.returncode} before answering")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback URL
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    sys.exit(f"serve-check: no answer from {url} within {START_S} s")
+
+
+def main(models: str) -> int:
+    from gradio_client import Client, handle_file
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port)}
+    started = time.monotonic()
+    server = subprocess.Popen(  # noqa: S603 - the README's command, `make` from PATH as a user
+        ["make", "--no-print-directory", "serve", f"MODELS={models}"],  # noqa: S607
+        env=env,
+        start_new_session=True,  # its own process group: Ctrl-C reaches make and the server
+    )
+    try:
+        wait_until_up(url, server)
+        up_s = time.monotonic() - started
+        with tempfile.TemporaryDirectory(prefix="flaxdigits-ci-") as tmp:
+            png = drawing(Path(tmp) / "seven.png")
+            offline = {}
+            for name in ("mlp", "cnn"):
+                out = subprocess.run(  # noqa: S603 - the CLI on a file we wrote
+                    [sys.executable, "-m", "flaxdigits", "predict", "--json", "--model"]
+                    + [f"{models}/{name}.onnx", str(png)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                offline[name] = json.loads(out.stdout)["digit"]
+            result = Client(url, verbose=False).predict(
+                image=handle_file(str(png)), method="mnist", api_name="/predict"
+            )
+        answers = {name: model["digit"] for name, model in result["models"].items()}
+        print(f"serve-check: up in {up_s:.1f} s; page {answers}, predict CLI {offline}")
+        if answers != offline:
+            sys.exit("serve-check: the page and `flaxdigits predict` disagree")
+        for name, model in result["models"].items():
+            if abs(sum(model["probabilities"]) - 1) > 1e-3:
+                sys.exit(f"serve-check: {name}'s probabilities do not sum to 1")
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGINT)  # Ctrl-C in the terminal that ran `make serve`
+    try:
+        code = server.wait(timeout=STOP_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        sys.exit(f"serve-check: the server ignored Ctrl-C for {STOP_S} s")
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            sys.exit(f"serve-check: something still listens on port {port}")
+    print(f"serve-check: stopped on Ctrl-C (make exited {code}); port {port} closed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "models"))
