@@ -340,3 +340,23 @@ def test_cli_export_reports_a_bad_run_in_one_line(tmp_path, capsys):
     assert err.startswith("flaxdigits export: error:") and err.count("\n") == 1
     assert "flaxdigits train" in err
     assert outputs_left(tmp_path) == []
+
+
+def test_benchmark_times_each_file_thread_count_and_batch(toy_model, capsys):
+    from flaxdigits.export.benchmark import benchmark
+
+    rows = benchmark([toy_model], batch_sizes=(1, 4), threads=(1, 2), blocks=2, block_seconds=0.01)
+    assert [(r["file"], r["threads"], r["batch"]) for r in rows] == [
+        ("toy.onnx", 1, 1),
+        ("toy.onnx", 1, 4),
+        ("toy.onnx", 2, 1),
+        ("toy.onnx", 2, 4),
+    ]
+    for r in rows:
+        assert 0 < r["ms_best"] <= r["ms"]
+        assert r["images_per_s"] == pytest.approx(r["batch"] / r["ms"] * 1e3, rel=1e-2)
+    # The CLI prints the same table: a header and one row per (threads, batch).
+    assert main(["benchmark", str(toy_model), "--batch", "1", "--threads", "1"]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0].split() == ["file", "threads", "batch", "ms", "best", "ms", "img/s"]
+    assert len(table) == 2 and table[1].split()[:3] == ["toy.onnx", "1", "1"]
