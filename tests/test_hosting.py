@@ -93,3 +93,35 @@ def test_space_folder_holds_app_requirements_readme_release_and_the_jax_free_pac
     with pytest.raises(ReleaseError):
         hosting.build_space(bad, tmp_path / "space2")
     assert not (tmp_path / "space2").exists()
+
+
+def test_serve_cli_binds_from_flags_or_environment_warns_off_loopback_and_verifies_releases(
+    tmp_path, monkeypatch, capsys
+):
+    from test_release import _write_models
+
+    import flaxdigits.serve.app as app
+    from flaxdigits.cli import main
+    from flaxdigits.export.release import build_release
+
+    archive = build_release(_write_models(tmp_path / "m"), tmp_path, latency=False, log=print)
+    calls = []
+
+    def fake_launch(models_dir, host, port, share, threads):
+        calls.append((host, port, sorted(p.name for p in models_dir.iterdir())))
+
+    monkeypatch.setattr(app, "launch", fake_launch)
+    monkeypatch.setenv("GRADIO_SERVER_NAME", ALL)
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "8123")
+    assert main(["serve", "--models", str(archive)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"serving on {ALL}:8123" in err
+    assert main(["serve", "--models", str(archive), "--host", "127.0.0.1", "--port", "9"]) == 0
+    assert capsys.readouterr().err == ""
+    models = ["cnn.int8.onnx", "cnn.json", "cnn.onnx", "mlp.int8.onnx", "mlp.json", "mlp.onnx"]
+    assert calls == [(ALL, 8123, models), ("127.0.0.1", 9, models)]
+    data = bytearray(archive.read_bytes())
+    data[-9] ^= 1
+    archive.write_bytes(bytes(data))
+    assert main(["serve", "--models", str(archive)]) == 1 and len(calls) == 2
+    assert "release refused, nothing loaded" in capsys.readouterr().err
