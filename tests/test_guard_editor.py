@@ -1,0 +1,110 @@
+"""The editor's bounded blob store and the page's components (serve/components.py), no server."""
+
+from __future__ import annotations
+
+import io
+
+import gradio as gr
+import pytest
+from drawings import drawing
+from fastapi import HTTPException
+from gradio.components.image_editor import EditorData
+
+from flaxdigits.serve import components
+from flaxdigits.serve.components import BlobStore, bounded_sketchpad, path_file
+from flaxdigits.serve.preprocess import preprocess
+
+
+class Blobs:
+    """What Gradio's component_server hands the server function: .data and .files."""
+
+    def __init__(self, value_id="v", kind="layer", index=0, blob=b"x" * 100):
+        self.data = {"id": value_id, "type": kind, "index": index}
+        self.files = [("layer_0.png", blob)]
+
+
+class Request:
+    class client:  # noqa: N801 - the shape of gr.Request.client
+        host = "10.0.0.1"
+
+
+def test_values_expire_after_the_ttl():
+    now = [0.0]
+    store = BlobStore(ttl_s=10, clock=lambda: now[0])
+    store.put("a", "layer", 0, b"x", owner="c")
+    now[0] = 5
+    store.put("b", "layer", 0, b"x", owner="c")
+    now[0] = 11
+    assert store.pop("a") is None
+    assert store.pop("b").layers == [b"x"]
+
+
+def test_oldest_values_are_evicted_past_the_count_and_byte_budgets():
+    store = BlobStore(max_entries=3, max_bytes=10**9, owner_bytes=10**9)
+    for i in range(10):
+        store.put(f"v{i}", "layer", 0, b"x", owner=f"c{i}")
+    assert len(store) == 3 and store.pop("v9") is not None and store.pop("v0") is None
+    store = BlobStore(max_bytes=20_000, owner_bytes=10**9)
+    for i in range(10):
+        store.put(f"v{i}", "composite", None, b"x" * 5000, owner=f"c{i}")
+    assert store.nbytes <= 20_000 and store.pop("v9") is not None
+
+
+def test_one_client_cannot_take_more_than_its_share():
+    store = BlobStore(owner_bytes=30_000)
+    store.put("other", "layer", 0, b"x" * 5000, owner="honest")
+    for i in range(50):
+        store.put(f"flood{i}", "layer", 0, b"x" * 10_000, owner="flooder")
+    flooder = [k for k, e in store._entries.items() if e.owner == "flooder"]
+    assert sum(store._entries[k].nbytes for k in flooder) <= 30_000
+    assert store.pop("other") is not None  # the other client's value survives
+
+
+@pytest.mark.parametrize(
+    ("blobs", "status"),
+    [
+        (Blobs(index=20_000_000), 400),
+        (Blobs(index=1), 400),
+        (Blobs(index=-1), 400),
+        (Blobs(index="null"), 400),
+        (Blobs(kind="everything"), 400),
+        (Blobs(value_id="x" * 1000), 400),
+        (Blobs(value_id=None), 400),
+        (Blobs(blob=b"x" * (components.BLOB_BODY_BYTES + 1)), 413),
+    ],
+)
+def test_blobs_outside_what_the_page_sends_are_refused_with_4xx(blobs, status):
+    sketch = bounded_sketchpad()
+    with pytest.raises(HTTPException) as e:
+        sketch.accept_blobs(blobs, Request())
+    assert e.value.status_code == status
+    assert len(sketch.store) == 0
+
+
+def test_the_editor_value_is_handed_over_undecoded_and_read_by_preprocess():
+    sketch = bounded_sketchpad(type="filepath")
+    buffer = io.BytesIO()
+    drawing().save(buffer, format="PNG")
+    for kind, index in (("background", None), ("layer", 0), ("composite", None)):
+        sketch.accept_blobs(Blobs("v1", kind, index, buffer.getvalue()), Request())
+    value = sketch.preprocess(EditorData(id="v1"))
+    assert value["composite"] == buffer.getvalue() and value["layers"] == [buffer.getvalue()]
+    assert preprocess(value).image.shape == (28, 28)
+    assert sketch.preprocess(EditorData(id="v1")) is None  # taken once; then as if empty
+    assert sketch.get_block_name() == "imageeditor"  # the frontend component is Gradio's own
+    assert "accept_blobs" in sketch.get_config()["server_fns"]
+
+
+def test_path_file_leaves_no_empty_file_per_call(tmp_path, monkeypatch):
+    from gradio.data_classes import FileData
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    upload = path_file(file_types=[".png"])
+    image = tmp_path / "digit.png"
+    drawing().save(image)
+    for _ in range(3):
+        assert upload.preprocess(FileData(path=str(image))) == str(image)
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.rglob("*"))
+    with pytest.raises(gr.Error, match="Invalid file type"):
+        upload.preprocess(FileData(path=str(tmp_path / "notes.txt")))
