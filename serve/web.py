@@ -103,6 +103,7 @@ def model_entry(predictor: Predictor, file: str, data: bytes) -> dict:
 
 
 def csp_meta_tag() -> str:
+    """The policy as a <meta> element, for hosts that send no headers of ours."""
     return f'<meta http-equiv="Content-Security-Policy" content="{CSP_META}">'
 
 
