@@ -45,6 +45,9 @@ class Module:
     functions: list[str] | None = None  # mutate only these (None: every function in the file)
     sample: int = 1  # test the mutants numbered 1, 1 + sample, 1 + 2 * sample, ... per function
     pytest_args: list[str] = field(default_factory=list)
+    # JAX is not fork-safe: once a test has run it in mutmut's process, a forked child can hang.
+    # "forkserver" forks every mutant from a fresh server process that has only imported.
+    isolation: str = "fork"
 
     @property
     def dotted(self) -> str:
@@ -96,11 +99,13 @@ MODULES: dict[str, Module] = {
         "flaxdigits/checkpoint.py",
         "flaxdigits/checkpoint.py",
         ["tests/test_checkpoint.py", "tests/test_checkpoint_format.py"],
+        isolation="forkserver",
     ),
     "atomic": Module(
         "flaxdigits/atomic.py",
         "flaxdigits/atomic.py",
         ["tests/test_atomic.py", "tests/test_checkpoint.py"],
+        isolation="forkserver",
     ),
     "mnist_files": Module(
         "flaxdigits/mnist_files.py",
@@ -184,6 +189,7 @@ def stage(name: str, rev: str | None = None, tests_rev: str | None = None) -> Pa
             ],
             "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "no:xdist"],
             "use_git_change_detection": False,
+            "process_isolation": module.isolation,
         },
         "tool.pytest.ini_options": ini,
     }
