@@ -402,8 +402,7 @@ def _canvas_rows(
     methods = " | ".join(f"`{m}` preprocessing" for m in contract.PREPROCESS_METHODS)
     return [
         "",
-        f"MNIST test digits redrawn as drawing-canvas images ({_count(doc)} canvases, "
-        f"{where}):",
+        f"MNIST test digits redrawn as drawing-canvas images ({_count(doc)} canvases, {where}):",
         "",
         f"| file | {methods} |",
         "|---|" + "---:|" * len(contract.PREPROCESS_METHODS),
