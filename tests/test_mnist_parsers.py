@@ -410,9 +410,10 @@ def test_other_bytes_are_refused_before_unpickling_with_both_digests():
     "payload",
     [
         b"not gzip",
-        gzip.compress(b"not a pickle"),
-        gzip.compress(pickle.dumps(("a", "b"))),  # two splits, not three
-        gzip.compress(pickle.dumps(print)),  # builtins.print: refused
+        # mtime=0: the same bytes, so the same test ids, in every process (pytest-xdist workers)
+        gzip.compress(b"not a pickle", mtime=0),
+        gzip.compress(pickle.dumps(("a", "b")), mtime=0),  # two splits, not three
+        gzip.compress(pickle.dumps(print), mtime=0),  # builtins.print: refused
     ],
 )
 def test_hashed_bytes_that_do_not_unpickle_are_refused(monkeypatch, payload):
