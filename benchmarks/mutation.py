@@ -19,6 +19,7 @@ A benchmark, not a test: about 20 minutes on 2 busy cores for all six modules.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import io
 import json
@@ -319,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep build/mutation/MODULE")
     parser.add_argument("--rev", help="mutate the package as in commit REV (tests: working tree)")
     parser.add_argument("--tests-rev", help="the tests as in commit REV (a before score)")
+    parser.add_argument("--sample", type=int, help="override the module's sampling (1: all)")
     parser.add_argument("--out", type=Path, default=STAGE / "results.json")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.modules) - set(MODULES))
@@ -326,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown module(s) {', '.join(unknown)}: choose from {', '.join(MODULES)}")
     ok, summaries = True, {}
     for name in args.modules or list(MODULES):
+        if args.sample:
+            MODULES[name] = dataclasses.replace(MODULES[name], sample=args.sample)
         result = run(name, args.jobs, args.rev, args.tests_rev)
         passed, summaries[name] = report(name, result)
         ok &= passed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 
 import pytest
@@ -138,3 +139,65 @@ def test_directory_fsync_opens_read_only(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "open", spy)
     atomic._fsync_dir(tmp_path)
     assert flags == [os.O_RDONLY]
+
+
+# --------------------------------------------------------------- the test-only pause hook
+# tests/test_faults.py kills processes paused by it; here the hook's own promises, in-process,
+# with the wait replaced by a check of what is on disk at that moment.
+
+
+@pytest.fixture
+def pause(tmp_path, monkeypatch):
+    """Arm the hook for a GLOB[@N]; returns (marker path, [what the disk held while paused])."""
+    marker = tmp_path / "paused.json"
+    seen = []
+
+    def arm(spec: str):
+        monkeypatch.setattr(atomic, "_matching_writes", 0)
+        monkeypatch.setenv(atomic.PAUSE_ENV, spec)
+        monkeypatch.setenv(atomic.PAUSED_ENV, str(marker))
+        return marker, seen
+
+    def sleep(seconds):
+        note = json.loads(marker.read_text())
+        with open(note["temp"], "rb") as f:
+            seen.append((seconds, note, f.read()))
+
+    monkeypatch.setattr(atomic.time, "sleep", sleep)
+    return arm
+
+
+def test_the_paused_write_holds_half_the_bytes_and_says_where(tmp_path, pause):
+    marker, seen = pause("*.msgpack")
+    target = tmp_path / "run" / "ckpt-0001.msgpack"
+    atomic.write_text_atomic(tmp_path / "metrics.json", "{}")  # another name: not paused
+    message = f"{atomic.PAUSE_ENV}: paused in the write of {target} and nobody killed it"
+    with pytest.raises(RuntimeError, match=f"^{re.escape(message)}$"):
+        atomic.write_bytes_atomic(target, b"0123456789")
+    ((seconds, note, on_disk),) = seen
+    assert seconds == atomic.PAUSE_LIMIT_S == 600
+    assert note == {"target": str(target), "temp": note["temp"], "written": 5, "size": 10}
+    assert os.path.dirname(note["temp"]) == str(target.parent) and on_disk == b"01234"
+    assert not os.path.exists(note["temp"]) and not target.exists()  # given up: cleaned
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "paused.json", "run"]
+
+
+def test_the_nth_matching_write_is_the_one_paused(tmp_path, pause):
+    _, seen = pause("ckpt-*@3")
+    for epoch in (1, 2):
+        atomic.write_bytes_atomic(tmp_path / f"ckpt-{epoch}", b"ab")
+    atomic.write_bytes_atomic(tmp_path / "other", b"ab")  # does not match: not counted
+    with pytest.raises(RuntimeError):
+        atomic.write_bytes_atomic(tmp_path / "ckpt-3", b"abcd")
+    assert [note["target"] for _, note, _ in seen] == [str(tmp_path / "ckpt-3")]
+    atomic.write_bytes_atomic(tmp_path / "ckpt-4", b"ab")  # only the 3rd
+    assert len(seen) == 1
+
+
+def test_the_hook_matches_the_whole_name_case_sensitively(tmp_path, pause):
+    _, seen = pause("model.onnx")
+    atomic.write_bytes_atomic(tmp_path / "MODEL.ONNX", b"x")
+    atomic.write_bytes_atomic(tmp_path / "model.onnx.json", b"x")
+    assert seen == []
+    with pytest.raises(RuntimeError):
+        atomic.write_bytes_atomic(tmp_path / "model.onnx", b"xy")
