@@ -9,9 +9,11 @@ package itself is reinstalled when its sources change), so a rerun costs seconds
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -43,14 +45,21 @@ def _venv(extra: str) -> Path:
         p for d in ("flaxdigits", "serve", "export") for p in (ROOT / d).glob("*.py")
     ):
         sources.update(path.name.encode() + path.read_bytes())
-    stamp = venv / ".flaxdigits-sources"
+    stamp, done = venv / ".flaxdigits-sources", venv / ".complete"
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run(pip + [f"{ROOT}[{extra}]"], check=True)
-    elif not stamp.exists() or stamp.read_text() != sources.hexdigest():
-        subprocess.run(pip + ["--no-deps", "--force-reinstall", str(ROOT)], check=True)
-    stamp.write_text(sources.hexdigest())
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / ".lock", "w") as lock:  # pytest-xdist workers build it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for old in venv.parent.parent.glob(f"{extra}-*"):  # venvs of an older pyproject.toml
+            if old != venv.parent:
+                shutil.rmtree(old, ignore_errors=True)
+        if not done.exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+            subprocess.run(pip + [f"{ROOT}[{extra}]"], check=True)
+            done.touch()
+        elif not stamp.exists() or stamp.read_text() != sources.hexdigest():
+            subprocess.run(pip + ["--no-deps", "--force-reinstall", str(ROOT)], check=True)
+        stamp.write_text(sources.hexdigest())
     return venv
 
 
