@@ -36,7 +36,7 @@ from flaxdigits.serve.decode import (
     ImageInputError,
     configure_pillow,
 )
-from flaxdigits.serve.guard import Guard, TempFiles, bound_logs, describe_budgets
+from flaxdigits.serve.guard import SESSIONS, Guard, TempFiles, bound_logs, describe_budgets
 from flaxdigits.serve.page import (
     CANVAS_SIZE,
     CARD_CSS,
@@ -301,6 +301,7 @@ def launch_options(
         "show_error": False,
         "inbrowser": False,
         "num_workers": 0,  # static file workers would serve uploads past the guard
+        "state_session_capacity": SESSIONS,
         "app_kwargs": {"middleware": list(middleware or [])},
     }
 

@@ -74,11 +74,16 @@ RATES = {
 CLIENT_STATE = "flaxdigits_client"  # request.state attribute: the address the guard resolved
 MAX_CLIENTS = 4096  # buckets kept; the least recently seen client's is dropped first
 
+# Sessions Gradio keeps state for (gr.State, updated components); a request naming a new session
+# hash creates one, so a flood of made-up hashes is held to this many, oldest dropped first.
+SESSIONS = 2000
 TEMP_DIR_BYTES = 256 * MIB  # uploads and outputs on disk, all clients together
 EVICT_AFTER_S = 120.0  # an unreleased upload older than this may be evicted to make room
 RELEASE_GRACE_S = 5.0  # a released upload is deleted this long after its last use
 
 ECHO_BYTES = 512  # longest error body passed on as it is (FastAPI's 422 echoes the request)
+HOLD_BYTES = 1 * MIB  # most of a held response kept in memory (an upload's list of paths)
+ERROR_LOGS_PER_MINUTE = 60  # crash lines logged; past it, one line says how many were not
 LOG_CHARS = 300  # longest log message; tracebacks are cut line by line to the same
 
 # Inline is allowed for what the page shows: the canvas, its steps, uploaded digits.
@@ -117,6 +122,7 @@ BUDGETS = {
             ("queue joins", RATES[JOIN]),
         )
     },
+    "sessions kept": f"{SESSIONS:,} (oldest dropped first)",
     "temp dir": f"{TEMP_DIR_BYTES:,} bytes (unused uploads evicted after {EVICT_AFTER_S:g} s)",
     "error echo / log line": f"{ECHO_BYTES} bytes / {LOG_CHARS} characters",
 }
@@ -393,10 +399,12 @@ class Guard:
 
     async def _forward(self, scope, receive, send, kind, budget):
         received = 0
-        over = False
-        started = False
+        over = False  # the body passed its budget: whatever the app answers, we answer 413
+        replied = False  # something reached the client: too late to answer ourselves
         status = 0
-        held = []  # a response we hold back: an upload's paths, or an error body to cut
+        held_start = None  # a response held back: an upload's paths, or an error to cut
+        held_body: list[bytes] = []
+        held_bytes = 0
 
         async def counted_receive():
             nonlocal received, over
@@ -406,59 +414,61 @@ class Guard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > budget:
-                    over = True  # the app sees a client that went away; we answer 413
+                    over = True  # the app sees a client that went away
                     return {"type": "http.disconnect"}
             return message
 
         async def guarded_send(message):
-            nonlocal started, status
+            nonlocal replied, status, held_start, held_bytes
             if over:
                 return
             if message["type"] == "http.response.start":
-                started = True
                 status = message["status"]
                 headers = _with_security_headers(message.get("headers", []), kind)
                 message = {**message, "headers": headers}
-                if (kind == UPLOAD and status == 200 and self.temp_files is not None) or (
-                    400 <= status < 500
-                ):
-                    held.append(message)
+                uploaded = kind == UPLOAD and status == 200 and self.temp_files is not None
+                if uploaded or 400 <= status < 500:
+                    held_start = message
                     return
-            elif message["type"] == "http.response.body" and held:
-                held.append(message)
+            elif message["type"] == "http.response.body" and held_start is not None:
+                chunk = message.get("body", b"")
+                if held_bytes + len(chunk) <= HOLD_BYTES:
+                    held_body.append(chunk)
+                held_bytes += len(chunk)  # past HOLD_BYTES only counted: it will be replaced
                 if message.get("more_body", False):
-                    if sum(len(m.get("body", b"")) for m in held[1:]) <= 4 * MIB:
-                        return
-                await self._flush(held, send, kind, status)
-                held.clear()
+                    return
+                start, held_start = held_start, None
+                replied = True
+                await self._flush(start, b"".join(held_body), held_bytes, send, kind, status)
                 return
+            replied = True
             await send(message)
 
         try:
             await self.app(scope, counted_receive, guarded_send)
-        except Exception:
-            if not over or started and not held:
+        except Exception as e:
+            if replied:
                 raise
-        if over:
-            if not started or held:
-                await self._refuse(
-                    send, 413, f"Request body over this route's {budget:,}-byte budget."
-                )
-            return
+            if not over:  # a crash in a route: one short log line and a clean answer
+                _log_error(scope, e)
+                code = 400 if isinstance(e, UnicodeDecodeError) else 500
+                await self._refuse(send, code, "Bad request." if code == 400 else "Server error.")
+                return
+        if over and not replied:
+            await self._refuse(send, 413, f"Request body over this route's {budget:,}-byte budget.")
 
-    async def _flush(self, held, send, kind, status):
-        start, body = held[0], b"".join(m.get("body", b"") for m in held[1:])
+    async def _flush(self, start, body: bytes, nbytes: int, send, kind, status):
         if kind == UPLOAD and status == 200 and self.temp_files is not None:
-            try:
-                paths = json.loads(body)
+            if nbytes == len(body):
+                try:
+                    paths = json.loads(body)
+                except ValueError:
+                    paths = None
                 if isinstance(paths, list):
                     self.temp_files.handed_out(p for p in paths if isinstance(p, str))
-            except ValueError:
-                pass
-        elif len(body) > ECHO_BYTES:
-            body = json.dumps(
-                {"detail": f"Request refused (HTTP {status}); details withheld."}
-            ).encode()
+        elif nbytes > ECHO_BYTES:
+            body = json.dumps({"detail": f"Request refused (HTTP {status}); details withheld."})
+            body = body.encode()
             headers = [
                 (k, v)
                 for k, v in start["headers"]
@@ -526,6 +536,28 @@ def _with_security_headers(headers, kind: str) -> list[tuple[bytes, bytes]]:
 
 # -------------------------------------------------------------------------------------- logs
 
+_error_log = logging.getLogger("flaxdigits.serve.guard")
+_error_window = {"start": 0.0, "count": 0}
+_error_lock = threading.Lock()
+
+
+def _log_error(scope, error: BaseException) -> None:
+    """One line per crashed request, at most ERROR_LOGS_PER_MINUTE a minute (no traceback:
+    Gradio's routes crash on bodies they cannot parse, and each traceback is ~6 KB)."""
+    now = time.monotonic()
+    with _error_lock:
+        if now - _error_window["start"] >= 60:
+            dropped = _error_window["count"] - ERROR_LOGS_PER_MINUTE
+            if dropped > 0:
+                _error_log.warning("%d more request errors in the last minute not logged", dropped)
+            _error_window.update(start=now, count=0)
+        _error_window["count"] += 1
+        if _error_window["count"] > ERROR_LOGS_PER_MINUTE:
+            return
+    path = _cut(scope.get("path", ""), 100)
+    what = _cut(str(error), LOG_CHARS)
+    _error_log.warning("%s %s: %s: %s", scope.get("method"), path, type(error).__name__, what)
+
 
 class BoundedLogFilter(logging.Filter):
     """Cut every log message, and each line of a traceback, to LOG_CHARS characters."""
@@ -551,7 +583,9 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... [{len(text) - limit:,} more]"
 
 
-def bound_logs(names=("uvicorn", "uvicorn.error", "uvicorn.access", "gradio", "httpx")) -> None:
+def bound_logs(
+    names=("uvicorn", "uvicorn.error", "uvicorn.access", "gradio", "httpx", _error_log.name),
+) -> None:
     """Install BoundedLogFilter on the server's loggers and every root handler."""
     log_filter = BoundedLogFilter()
     for name in names:

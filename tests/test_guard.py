@@ -222,6 +222,29 @@ def test_a_long_error_body_is_not_echoed():
     assert call(Guard(Reader(status=404, body=short)), "/nope", method="GET")[2] == short
 
 
+def test_a_crashing_route_gets_a_clean_answer_and_one_short_log_line(caplog, monkeypatch):
+    class Crash(Reader):  # Gradio's validation-error handler on a body that is not UTF-8
+        async def __call__(self, scope, receive, send):
+            raise UnicodeDecodeError("utf-8", b"\xff" * 10_000, 0, 1, "invalid start byte")
+
+    monkeypatch.setattr(guard, "_error_window", {"start": time.monotonic(), "count": 0})
+    with caplog.at_level(logging.WARNING, logger="flaxdigits.serve.guard"):
+        for _ in range(guard.ERROR_LOGS_PER_MINUTE + 50):
+            status, headers, body = call(Guard(Crash()), "/gradio_api/reset", [b"\xff"])
+            assert status == 400 and body == b"Bad request."
+    assert headers["x-content-type-options"] == "nosniff"
+    assert len(caplog.records) == guard.ERROR_LOGS_PER_MINUTE  # the rest counted, not logged
+    assert all(len(r.getMessage()) < guard.LOG_CHARS + 100 for r in caplog.records)
+
+    class Late(Reader):  # a crash after the answer started cannot be answered again
+        async def __call__(self, scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            raise RuntimeError("late")
+
+    with pytest.raises(RuntimeError, match="late"):
+        call(Guard(Late()), "/", method="GET")
+
+
 def test_log_records_are_cut(caplog):
     logger = logging.getLogger("flaxdigits.test_guard")
     logger.addFilter(guard.BoundedLogFilter())
