@@ -324,7 +324,7 @@ def launch(
     share: bool = False,
     threads: int = 1,
     *,
-    trusted_proxies=(),
+    trusted_proxies=None,
     block: bool = True,
 ) -> gr.Blocks:
     """Serve the drawing page (`flaxdigits serve`, `make serve`).
@@ -336,7 +336,8 @@ def launch(
         share: create a public *.gradio.live link (off unless asked).
         threads: onnxruntime intra-op threads per model.
         trusted_proxies: addresses of reverse proxies whose X-Forwarded-For names the client
-            (for the per-client rate limits); nobody's by default.
+            (for the per-client rate limits); default $FLAXDIGITS_TRUSTED_PROXIES
+            (comma-separated), else nobody's.
         block: serve until interrupted; False returns at once with the server running.
 
     Returns:
@@ -346,6 +347,9 @@ def launch(
         FileNotFoundError: models are missing (run `make all`).
         ModelLoadError: a model is unusable.
     """
+    if trusted_proxies is None:
+        trusted_proxies = os.environ.get("FLAXDIGITS_TRUSTED_PROXIES", "").split(",")
+    trusted_proxies = tuple(p.strip() for p in trusted_proxies if p.strip())
     predictors = load_predictors(models_dir, threads=threads)
     temp_files = TempFiles(serve_temp_dir())
     demo = build_app(predictors, concurrency=concurrency_limit(threads), temp_files=temp_files)
@@ -356,7 +360,7 @@ def launch(
     # The guard reads X-Forwarded-For itself, from trusted_proxies only: uvicorn, which by
     # default takes it from any loopback peer, must pass the peer through untouched.
     os.environ["FORWARDED_ALLOW_IPS"] = ",".join(trusted_proxies)
-    guard = Middleware(Guard, trusted_proxies=tuple(trusted_proxies), temp_files=temp_files)
+    guard = Middleware(Guard, trusted_proxies=trusted_proxies, temp_files=temp_files)
     options = launch_options(host, port, share, middleware=[guard])
     demo.launch(**options, prevent_thread_lock=not block)
     demo.guard_temp_files = temp_files

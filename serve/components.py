@@ -11,7 +11,7 @@
   bomb-warning-as-error rule in every other thread.
 - path_file: gr.File(type="filepath") without the empty temp file Gradio's leaves per call.
 
-Every budget is a named constant here (EDITOR_BUDGETS lists them).
+Its budgets are named constants in serve/guard.py, with every other budget of the server.
 """
 
 from __future__ import annotations
@@ -27,23 +27,18 @@ from gradio.components.image_editor import AcceptBlobs
 from gradio.utils import NamedString
 from gradio_client import utils as client_utils
 
-from flaxdigits.serve.guard import BLOB_BODY_BYTES, CLIENT_STATE, KIB, MIB
-
-EDITOR_LAYERS = 1  # the page's canvas has one drawing layer (layers=False): index 0
-BLOB_TTL_S = 120.0  # a value's blobs wait this long for its prediction (queue waits included)
-STORE_BYTES = 8 * MIB  # all pending editor values together (a drawing's blobs: ~10-30 KB)
-STORE_ENTRIES = 512  # pending editor values, all clients together
-CLIENT_BYTES = 2 * MIB  # pending editor values of one client address
-ID_CHARS = 64  # the browser's ids are ~11 characters
-BLOB_KINDS = ("background", "composite", "layer")
-
-EDITOR_BUDGETS = {
-    "editor: layers": f"index 0..{EDITOR_LAYERS - 1}",
-    "editor: pending values": (
-        f"{STORE_ENTRIES} / {STORE_BYTES:,} bytes in all, {CLIENT_BYTES:,} bytes per client, "
-        f"{BLOB_TTL_S:g} s each (oldest evicted first)"
-    ),
-}
+from flaxdigits.serve.guard import (
+    BLOB_BODY_BYTES,
+    BLOB_KINDS,
+    BLOB_TTL_S,
+    CLIENT_BYTES,
+    CLIENT_STATE,
+    EDITOR_LAYERS,
+    ID_CHARS,
+    KIB,
+    STORE_BYTES,
+    STORE_ENTRIES,
+)
 
 
 @dataclass

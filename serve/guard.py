@@ -110,6 +110,24 @@ SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
 ]
 
+# The editor's pending values (serve/components.py's BlobStore).
+EDITOR_LAYERS = 1  # the page's canvas has one drawing layer (layers=False): index 0
+BLOB_TTL_S = 120.0  # a value's blobs wait this long for its prediction (queue waits included)
+STORE_BYTES = 8 * MIB  # all pending editor values together (a drawing's blobs: ~10-30 KB)
+STORE_ENTRIES = 512  # pending editor values, all clients together
+CLIENT_BYTES = 2 * MIB  # pending editor values of one client address
+ID_CHARS = 64  # the browser's ids are ~11 characters
+BLOB_KINDS = ("background", "composite", "layer")
+
+EDITOR_BUDGETS = {  # listed with BUDGETS
+    "editor: layers": f"index 0..{EDITOR_LAYERS - 1}",
+    "editor: pending values": (
+        f"{STORE_ENTRIES} / {STORE_BYTES:,} bytes in all, {CLIENT_BYTES:,} bytes per client, "
+        f"{BLOB_TTL_S:g} s each (oldest evicted first)"
+    ),
+}
+
+
 BUDGETS = {
     "body: upload": f"{UPLOAD_BODY_BYTES:,} bytes (one {MAX_FILE_BYTES:,}-byte image + framing)",
     "body: editor blob (component_server)": f"{BLOB_BODY_BYTES:,} bytes",
@@ -130,8 +148,6 @@ BUDGETS = {
 
 def describe_budgets() -> str:
     """The budgets as lines for `flaxdigits serve --help` and the page."""
-    from flaxdigits.serve.components import EDITOR_BUDGETS  # noqa: PLC0415 - imports gradio
-
     rows = {**BUDGETS, **EDITOR_BUDGETS}
     return "\n".join(f"  {name}: {value}" for name, value in rows.items())
 

@@ -131,6 +131,7 @@ def test_launch_configures_pillow_then_serves_behind_the_guard(toy_dir, monkeypa
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **options: calls.append(options))
     for name in ("GRADIO_TEMP_DIR", "FORWARDED_ALLOW_IPS"):  # launch sets them
         monkeypatch.setenv(name, os.environ.get(name, ""))
+    monkeypatch.delenv("FLAXDIGITS_TRUSTED_PROXIES", raising=False)
     demo = app.launch(models_dir=toy_dir, port=8123, threads=1, block=False)
     assert isinstance(demo, gr.Blocks)
     assert calls[0] == "configure_pillow"
@@ -145,6 +146,13 @@ def test_launch_configures_pillow_then_serves_behind_the_guard(toy_dir, monkeypa
     assert os.environ["GRADIO_TEMP_DIR"] == str(temp_files.root) and temp_files.root.is_dir()
     assert os.environ["FORWARDED_ALLOW_IPS"] == ""
     assert demo._queue.default_concurrency_limit == app.concurrency_limit(1)
+    monkeypatch.setenv("FLAXDIGITS_TRUSTED_PROXIES", "10.0.0.1, 10.0.0.2")
+    app.launch(models_dir=toy_dir, port=8123, threads=1, block=False)
+    assert calls[-1]["app_kwargs"]["middleware"][0].kwargs["trusted_proxies"] == (
+        "10.0.0.1",
+        "10.0.0.2",
+    )
+    assert os.environ["FORWARDED_ALLOW_IPS"] == "10.0.0.1,10.0.0.2"
 
 
 # --------------------------------------------------------------------- served, end to end
