@@ -108,6 +108,13 @@ bench: export
 loadtest: export
 	$(PY) benchmarks/loadtest.py --models $(MODELS) --clients 50 --requests 20 --burst 200
 
+# Soak of the page on the open internet (a benchmark, not in `make test`; ~10 min on 2 cores):
+# 20,000 requests, honest drawings beside issue 18's hostile ones; RSS, fds, temp dir, latency.
+# `make test` runs each hostile case once (tests/test_guard*.py).
+.PHONY: soak
+soak: export
+	$(PY) benchmarks/soak.py --models $(MODELS) --requests 20000 --out benchmarks/soak.json
+
 # Mutation testing (a benchmark, not in `make test`; ~40 min on 2 cores): mutmut over preprocess,
 # predictor, checkpoint, atomic and the MNIST parsers, each with its fast tests. Fails under 90%
 # or on a survivor TESTING.md does not explain. MUTATION_ARGS="checkpoint --jobs 2" for one module.
