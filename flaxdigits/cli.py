@@ -203,9 +203,11 @@ def _cmd_space(args: argparse.Namespace) -> int:
 
 
 def _cmd_web(args: argparse.Namespace) -> int:
+    from flaxdigits.serve import release
     from flaxdigits.serve.web import build_site
 
-    written = build_site(args.models, args.out, int8=args.int8)
+    with release.models_dir(args.models) as models:  # a release: verified before it is read
+        written = build_site(models, args.out, int8=args.int8)
     print(f"{args.out}: {len(written)} files, {sum(written.values()):,} bytes (static site)")
     return 0
 
@@ -349,7 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("web", help="the static browser demo (onnxruntime-web) with the models")
-    p.add_argument("--models", default="models", help="directory with mlp.onnx and cnn.onnx")
+    p.add_argument(
+        "--models",
+        default="models",
+        help="directory with mlp.onnx and cnn.onnx, or a release (.tar.gz or folder)",
+    )
     p.add_argument("--out", required=True, help="the site's directory (e.g. build/web)")
     p.add_argument("--int8", action="store_true", help="ship the int8 models")
     p.set_defaults(func=_cmd_web)
