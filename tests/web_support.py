@@ -5,11 +5,14 @@ set of canvases both preprocessings read."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
+import hashlib
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,20 +42,29 @@ def unavailable(reason: str):
 
 @functools.cache
 def _npm_ci() -> str | None:
-    """Run `npm ci` in web/ once per process if onnxruntime-web is missing; why not, or None."""
+    """Run `npm ci` in web/ once if onnxruntime-web is missing; why it cannot, or None.
+
+    pytest-xdist workers share web/: the first takes a lock and installs, the others wait.
+    """
     ort = web.WEB_DIR / web.ORT_DIST / web.ORT_FILES[0]
     if ort.is_file():
         return None
     npm = shutil.which("npm")
     if npm is None:
         return "npm not found: install Debian's nodejs and npm (`sudo make browser-deps`)"
-    done = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=web.WEB_DIR,
-        capture_output=True,
-        text=True,
-        timeout=NPM_SECONDS,
-    )
+    digest = hashlib.sha256(str(web.WEB_DIR).encode()).hexdigest()[:16]
+    lock = Path(tempfile.gettempdir()) / f"flaxdigits-npm-{digest}.lock"
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        if ort.is_file():  # another worker installed it meanwhile
+            return None
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=web.WEB_DIR,
+            capture_output=True,
+            text=True,
+            timeout=NPM_SECONDS,
+        )
     if done.returncode != 0 or not ort.is_file():
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         return f"`npm ci` in web/ failed: {tail[0]}"
