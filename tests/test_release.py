@@ -10,6 +10,7 @@ import os
 import struct
 import subprocess
 import tarfile
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -130,8 +131,14 @@ def test_the_same_models_give_a_byte_identical_release(models, archive, tmp_path
 
 
 def test_the_card_states_data_recipe_params_accuracies_int8_deltas_latency_use_limits_license(
-    models, tmp_path
+    models, tmp_path, monkeypatch
 ):
+    import flaxdigits.export.release as writer
+
+    quick = writer.benchmark  # one short timed block per file: the card's table, not its figures
+    monkeypatch.setattr(
+        writer, "benchmark", lambda paths, b, t, **_: quick(paths, b, t, blocks=1, block_seconds=0)
+    )
     reports = tmp_path / "reports"
     reports.mkdir()
     canvas = {
@@ -350,15 +357,24 @@ def test_a_member_claiming_a_huge_size_is_refused_before_it_is_read(tmp_path):
         read_release(path)
 
 
-def test_a_decompression_bomb_is_stopped_at_the_cap(tmp_path):
+def test_a_decompression_bomb_is_stopped_at_the_cap(tmp_path, monkeypatch):
+    monkeypatch.setattr(release_files, "MAX_UNPACKED_BYTES", 4 * 1024 * 1024)  # 256 MiB: slow
     deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    chunk = bytes(1024 * 1024)
-    body = b"".join(deflate.compress(chunk) for _ in range(300)) + deflate.flush()  # 300 MiB
+    body = deflate.compress(bytes(64 * 1024 * 1024)) + deflate.flush()  # 64 MiB of zeros
     path = tmp_path / "bomb.tar.gz"
     path.write_bytes(_framed(body, b""))
-    assert path.stat().st_size < 1024 * 1024
-    with pytest.raises(ReleaseError, match="unpacks to over 268,435,456 bytes"):
+    assert path.stat().st_size < 128 * 1024
+    with pytest.raises(ReleaseError, match="unpacks to over 4,194,304 bytes"):
         read_release(path)
+    data = path.read_bytes()
+    tracemalloc.start()  # (read_capped's buffer is its cap, allocated and never touched: not here)
+    try:
+        with pytest.raises(release_files.ReleaseFormatError):
+            release_files.unpack(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024  # inflated up to the cap, never the whole 64 MiB
 
 
 def test_trailing_bytes_and_an_oversized_archive_are_refused(archive, tmp_path):
