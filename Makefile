@@ -148,9 +148,10 @@ $(NPM_STAMP): web/package.json web/package-lock.json
 
 # `make test` installs what the browser tests need where it can (as root, or with sudo that
 # asks no password); where it cannot, they skip with the reason and the run ends naming them.
-BROWSER_TESTS := tests/test_browser.py tests/test_web_browser.py tests/test_web_parity.py
-BROWSER_NOTE  := { command -v chromium && command -v npm; } >/dev/null 2>&1 || echo \
-  "make test: skipped $(BROWSER_TESTS) (no Chromium or npm here): install them with sudo make browser-deps"
+BROWSER_NOTE  := m=""; command -v chromium >/dev/null 2>&1 || m="test_browser.py test_web_browser.py"; \
+  { command -v node && command -v npm; } >/dev/null 2>&1 || m="$$m test_web_parity.py test_web_browser.py"; \
+  [ -z "$$m" ] || echo "make test: did not run tests/{$$(echo $$m | tr ' ' '\n' | sort -u | paste -sd,)}" \
+  "(no Chromium, node or npm here): install them with sudo make browser-deps, then make test again"
 test: test-deps
 
 test-deps:
