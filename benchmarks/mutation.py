@@ -138,11 +138,64 @@ MODULES: dict[str, Module] = {
 # Mutants that change nothing observable, by mutmut name -> why. Names are stable for a given
 # source file; after an edit of the module, rerun and re-check the list (the driver reports a
 # listed name that no longer survives, and a survivor that is not listed).
-EQUIVALENT: dict[str, str] = {}
+EQUIVALENT_BY_SHORT_NAME: dict[str, str] = {
+    "mnist_files:parse_idx#54": "np.prod(dims, dtype=None): numpy's default integer is int64 on "
+    "every 64-bit platform numpy 2 supports (only Windows with numpy 1.x had int32, where the "
+    "explicit dtype keeps a hostile header's dimensions from overflowing)",
+    "mnist_files:parse_idx#56": "np.prod(dims) without dtype: as #54",
+    "mnist_files:parse_idx#63": "`<` -> `<=` choosing 'truncated' or 'has trailing bytes': the "
+    "line runs only when len(data) != expected, where the two agree",
+    "mnist_files:read_maybe_gz#13": "reads cap + 2 bytes instead of cap + 1: `len(data) > cap` "
+    "decides the same; one byte more memory",
+    "mnist_files:read_maybe_gz#7": "gzip.open(path) without 'rb': 'rb' is its default mode",
+    "predictor:Predictor._check_io#63": "fixed batch `> 0` -> `>= 0`: a batch of 0 gives "
+    "chunk = 0 or 512 = 512, and `if self._batch` is false, as with None",
+    "predictor:Predictor._check_metadata#16": "unparsable labels read as '' instead of None: "
+    "both differ from the label list, the same refusal follows",
+    "predictor:Predictor._check_metadata#8": "the separator between known specs: "
+    "contract.KNOWN_PREPROCESSING_SPECS holds one spec, so none is printed (the message test "
+    "joins them with ', ', so a second spec makes this mutant killable)",
+    "predictor:Predictor._probe#26": "`> 0.05` -> `>= 0.05` on |sum - 1|: a float32 sum widened "
+    "to double is never exactly 0.95 or 1.05, so the two never disagree",
+    "predictor:Predictor._run#20": "np.asarray(probs, None): _check_io admits only tensor(float) "
+    "outputs, which onnxruntime returns as float32 already",
+    "predictor:Predictor._run#22": "np.asarray(probs): as #20",
+    "predictor:Predictor._run#3": "pad when n <= batch: for n == batch the pad is zero rows, the "
+    "concatenation changes nothing",
+    "predictor:Predictor.predict_batch#17": "dtype kinds 'buif' -> 'XXbuifXX': numpy has no "
+    "dtype kind 'X'",
+}
+
+
+def _mutmut_name(short: str) -> str:
+    """'module:function#N' or 'module:Class.method#N' -> mutmut's name of that mutant."""
+    module, _, rest = short.partition(":")
+    function, _, number = rest.partition("#")
+    cls, _, name = function.rpartition(".")
+    mangled = f"x\u01c1{cls}\u01c1{name}" if cls else f"x_{name}"
+    return f"{MODULES[module].dotted}.{mangled}__mutmut_{number}"
+
+
+def short_name(mutant: str) -> str:
+    """The inverse of _mutmut_name."""
+    for module, spec in MODULES.items():
+        if mutant.startswith(spec.dotted + "."):
+            rest = mutant.removeprefix(spec.dotted + ".")
+            function, _, number = rest.partition("__mutmut_")
+            if function.startswith("x_"):
+                function = function[2:]
+            else:
+                function = ".".join(part for part in function[1:].split("\u01c1") if part)
+            return f"{module}:{function}#{number}"
+    return mutant
+
+
+EQUIVALENT = {_mutmut_name(k): why for k, why in EQUIVALENT_BY_SHORT_NAME.items()}
 
 # Survivors that change something observable that no promise covers (counted as survivors in
 # the score, so they cost points, but explained): mutant name -> why no test pins it.
-ACCEPTED: dict[str, str] = {}
+ACCEPTED_BY_SHORT_NAME: dict[str, str] = {}
+ACCEPTED = {_mutmut_name(k): why for k, why in ACCEPTED_BY_SHORT_NAME.items()}
 
 
 def _checkout(rev: str | None, into: Path, paths: list[str]) -> Path:
@@ -304,9 +357,9 @@ def report(name: str, result: dict) -> tuple[bool, dict]:
     )
     changed = diffs(result["root"], result["target"], survivors)
     for key in accepted:
-        print(f"  survived (accepted: {ACCEPTED[key]}) {key}")
+        print(f"  survived (accepted: {ACCEPTED[key]}) {short_name(key)}")
     for key in unexplained:
-        print(f"  SURVIVED [{status[key]}] {key}")
+        print(f"  SURVIVED [{status[key]}] {short_name(key)}")
         for line in changed[key].splitlines():
             print(f"      {line}")
     for key in stale:
@@ -344,7 +397,7 @@ def rescore(paths: list[Path]) -> int:
                 f"{len(survivors) - len(unexplained)} accepted, {len(unexplained)} unexplained)"
             )
             for key in unexplained:
-                print(f"  {key}")
+                print(f"  {short_name(key)}")
     return 0 if ok else 1
 
 
