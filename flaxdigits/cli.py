@@ -161,8 +161,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     host, port, warning = hosting.bind(args.host, args.port)
     if warning:
         print(warning, file=sys.stderr)
-    with release.models_dir(args.models) as models:  # a release: verified before it is read
-        launch(models_dir=models, host=host, port=port, share=args.share, threads=args.threads)
+    # A release is verified, its models loaded from a private copy, and the copy removed before
+    # the page serves (the predictors hold what they read).
+    with release.models_dir(args.models) as models:
+        demo = launch(
+            models_dir=models,
+            host=host,
+            port=port,
+            share=args.share,
+            threads=args.threads,
+            block=False,
+        )
+    demo.block_thread()  # until Ctrl-C, as Blocks.launch blocks
     return 0
 
 

@@ -107,8 +107,14 @@ def test_serve_cli_binds_from_flags_or_environment_warns_off_loopback_and_verifi
     archive = build_release(_write_models(tmp_path / "m"), tmp_path, latency=False, log=print)
     calls = []
 
-    def fake_launch(models_dir, host, port, share, threads):
+    class Page:
+        def block_thread(self):
+            calls.append("served")
+
+    def fake_launch(models_dir, host, port, share, threads, block):
+        assert block is False  # the release's private copy is removed before serving
         calls.append((host, port, sorted(p.name for p in models_dir.iterdir())))
+        return Page()
 
     monkeypatch.setattr(app, "launch", fake_launch)
     monkeypatch.setenv("GRADIO_SERVER_NAME", ALL)
@@ -119,9 +125,9 @@ def test_serve_cli_binds_from_flags_or_environment_warns_off_loopback_and_verifi
     assert main(["serve", "--models", str(archive), "--host", "127.0.0.1", "--port", "9"]) == 0
     assert capsys.readouterr().err == ""
     models = ["cnn.int8.onnx", "cnn.json", "cnn.onnx", "mlp.int8.onnx", "mlp.json", "mlp.onnx"]
-    assert calls == [(ALL, 8123, models), ("127.0.0.1", 9, models)]
+    assert calls == [(ALL, 8123, models), "served", ("127.0.0.1", 9, models), "served"]
     data = bytearray(archive.read_bytes())
     data[-9] ^= 1
     archive.write_bytes(bytes(data))
-    assert main(["serve", "--models", str(archive)]) == 1 and len(calls) == 2
+    assert main(["serve", "--models", str(archive)]) == 1 and len(calls) == 4
     assert "release refused, nothing loaded" in capsys.readouterr().err
