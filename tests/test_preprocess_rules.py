@@ -416,7 +416,9 @@ def test_faint_ink_is_stretched_to_full_white():
     assert pp._stretch(full) is full
 
 
-@pytest.mark.parametrize(("w", "h"), [(40, 10), (10, 40), (33, 33), (200, 90), (3, 1)])
+@pytest.mark.parametrize(
+    ("w", "h"), [(40, 10), (10, 40), (33, 33), (200, 90), (3, 1), (1, 40), (40, 1)]
+)
 def test_the_ink_box_fits_20_pixels_and_its_mass_sits_at_14_14(w, h):
     crop = Image.new("L", (w, h), 255)
     square, out = pp._to_mnist(crop)
@@ -443,6 +445,17 @@ def test_a_lopsided_digit_is_shifted_no_further_than_the_frame():
     assert out.sum() == small.sum()  # no ink cut off
     rows, cols = np.nonzero(out)
     assert (rows.min(), rows.max()) == (8, 27)  # shifted down only as far as the frame allows
+
+
+def test_a_bottom_heavy_digit_is_shifted_no_further_than_the_frame():
+    crop = np.zeros((40, 40), np.uint8)
+    crop[-4:, :] = 255  # a heavy bottom bar
+    crop[:, -2:] = 60
+    _, out = pp._to_mnist(Image.fromarray(crop))
+    small = np.asarray(pp._resize(Image.fromarray(crop), (20, 20)))
+    assert out.sum() == small.sum()
+    rows, cols = np.nonzero(out)
+    assert (rows.min(), rows.max()) == (0, 19)
 
 
 def test_a_crop_that_vanishes_in_the_resize_gives_a_blank_image():
