@@ -35,6 +35,9 @@ def test_help_lists_every_subcommand():
         "canvas-eval",
         "predict",
         "serve",
+        "release",
+        "verify",
+        "space",
     ):
         assert sub in out
 
