@@ -194,9 +194,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     verified = read_release(args.release)
     total = sum(len(data) for data in verified.files.values())
+    of = "its SHA256SUMS" if Path(args.release).is_dir() else "the archive"
     print(
         f"{args.release}: {verified.name}: {len(verified.files)} files, {total:,} bytes, "
-        "every sha256 matches"
+        f"every sha256 matches; sha256 of {of}: {verified.sha256}"
     )
     return 0
 

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -26,6 +27,7 @@ from flaxdigits import contract, release_files
 from flaxdigits.files import ReadError, read_capped
 
 MAX_INFO_BYTES = 1024 * 1024
+_NAMED = re.compile(r"flaxdigits-models-.+-([0-9a-f]{8})")
 
 
 class ReleaseError(ValueError):
@@ -39,6 +41,7 @@ class Release:
     name: str
     info: dict
     files: dict[str, bytes]
+    sha256: str  # of the archive file; of SHA256SUMS for an unpacked folder
 
 
 def is_release(path) -> bool:
@@ -66,17 +69,20 @@ def read_release(path) -> Release:
     try:
         if path.is_dir():
             name, files = path.name, _read_folder(path)
+            digest = hashlib.sha256(files.get(release_files.SUMS, b"")).hexdigest()
         else:
             data = read_capped(path, release_files.MAX_ARCHIVE_BYTES, "release archive")
             name, files = release_files.unpack(data)
+            digest = hashlib.sha256(data).hexdigest()
         _verify(files)
+        _check_name(name, files[release_files.SUMS])
     except (ReadError, release_files.ReleaseFormatError, ReleaseError) as e:
         raise ReleaseError(f"{path}: release refused, nothing loaded: {e}") from None
     try:
         info = _info(files)
     except ReleaseError as e:
         raise ReleaseError(f"{path}: {e}") from None
-    return Release(name=name, info=info, files=files)
+    return Release(name=name, info=info, files=files, sha256=digest)
 
 
 def _read_folder(folder: Path) -> dict[str, bytes]:
@@ -122,6 +128,17 @@ def _verify(files: dict[str, bytes]) -> None:
                 f"{rel}: sha256 does not match {release_files.SUMS}: the file was modified or "
                 "corrupted; download or rebuild the release"
             )
+
+
+def _check_name(name: str, sums: bytes) -> None:
+    """A release named flaxdigits-models-VERSION-DIGEST must hold the SHA256SUMS whose sha256
+    starts with DIGEST: the name is bound to the content (a renamed folder is not checked)."""
+    match = _NAMED.fullmatch(name)
+    if match and hashlib.sha256(sums).hexdigest()[:8] != match.group(1):
+        raise ReleaseError(
+            f"the name's digest {match.group(1)} is not that of its {release_files.SUMS}: "
+            "the files were changed together or the release was renamed"
+        )
 
 
 def _info(files: dict[str, bytes]) -> dict:

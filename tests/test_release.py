@@ -242,10 +242,21 @@ def test_predict_reads_any_model_of_a_release(archive, folder, tmp_path, capsys)
     assert "no model file 'x.onnx'" in capsys.readouterr().err
 
 
-def test_verify_prints_one_line(archive, capsys):
+def test_verify_prints_one_line_with_the_sha256_to_compare_with_a_published_one(archive, capsys):
     assert main(["verify", str(archive)]) == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "9 files" in out and "every sha256 matches" in out
+    assert out.rstrip().endswith(hashlib.sha256(archive.read_bytes()).hexdigest())
+
+
+def test_a_release_whose_name_does_not_match_its_checksums_is_refused(folder, tmp_path):
+    other = tmp_path / "flaxdigits-models-0.1.0-00000000"
+    folder.rename(other)
+    with pytest.raises(ReleaseError, match="name's digest 00000000 is not that of its"):
+        read_release(other)
+    renamed = tmp_path / "my-models"  # a name without a digest is not checked
+    other.rename(renamed)
+    assert read_release(renamed).name == "my-models"
 
 
 def test_a_flipped_byte_anywhere_in_the_archive_refuses_it_and_loads_nothing(archive, tmp_path):
