@@ -180,13 +180,17 @@ $(ORT_VENV)/.installed:
 	$(ORT_VENV)/bin/python -m pip install --quiet onnxruntime==$(ORT_OLDEST) 'numpy<2'
 	@touch $@
 
+# pytest-randomly shuffles the order every run (the header names the seed; `-p randomly
+# --randomly-seed=N` repeats an order). PYTEST_ARGS adds options: PYTEST_ARGS="-n 2" spreads the
+# tests over 2 processes (pytest-xdist; each then trains the shared 1-epoch models itself).
+PYTEST_ARGS ?=
 test: lint compat-venv
-	$(COMPAT_ENV) $(BIN)/pytest
+	$(COMPAT_ENV) $(BIN)/pytest -p randomly $(PYTEST_ARGS)
 	@$(BROWSER_NOTE)
 
 # The inner loop: everything but real-MNIST training (well under 2 minutes on 2 cores).
 test-fast: lint
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -p randomly -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(RUNS) $(MODELS) $(REPORTS) .pytest_cache .ruff_cache
