@@ -164,6 +164,27 @@ EQUIVALENT_BY_SHORT_NAME: dict[str, str] = {
     "concatenation changes nothing",
     "predictor:Predictor.predict_batch#17": "dtype kinds 'buif' -> 'XXbuifXX': numpy has no "
     "dtype kind 'X'",
+    "sources:_records_digest#11": "labels.reshape(-2, 1): numpy reads any negative size as "
+    "'the rest'",
+    "sources:_records_digest#18": "images.reshape(n, -2): as #11",
+    "sources:_check_url#11": "a missing hostname read as 'XXXX' instead of '': neither is "
+    "localhost nor an IP address, the URL is refused either way",
+    "sources:_RestrictedUnpickler.find_class#8": "np.zeros(1) instead of np.zeros(0): any "
+    "array's __reduce__ names the same _reconstruct",
+    "sources:restricted_loads#7": "encoding 'LATIN1' for 'latin1': codec names are "
+    "case-insensitive",
+    "sources:from_pickle_gz#13": "pixels left as float64 instead of uint8: encode_idx converts "
+    "them to uint8 itself, the IDX bytes are the same",
+    "sources:from_pickle_gz#14": "no lower clip at 0: rint(x * 256) of a pixel in [0, 1) is never "
+    "negative, and only the sha256-pinned mnist.pkl.gz reaches this line",
+    "sources:from_pickle_gz#21": "x * 256 in float32 instead of float64: scaling by a power of "
+    "two is exact in either",
+    "sources:from_pickle_gz#23": "np.asarray(x): as #21",
+    "sources:from_pickle_gz#39": "reshape(-2, 28, 28): numpy reads any negative size as 'the rest'",
+    "sources:from_pickle_gz#57": "as #39, for the test images",
+    "sources:from_pickle_gz#43": "labels left as int64: encode_idx converts them to uint8, the "
+    "IDX bytes are the same",
+    "sources:from_pickle_gz#61": "as #43, for the test labels",
 }
 
 
