@@ -164,6 +164,17 @@ EQUIVALENT_BY_SHORT_NAME: dict[str, str] = {
     "concatenation changes nothing",
     "predictor:Predictor.predict_batch#17": "dtype kinds 'buif' -> 'XXbuifXX': numpy has no "
     "dtype kind 'X'",
+    "preprocess:_from_editor#57": "the padding of a smaller layer made with Pillow's default "
+    "colour, which for RGBA is (0, 0, 0, 0), the value written out",
+    "preprocess:_from_editor#61": "padding (0, 1, 0, 0) instead of (0, 0, 0, 0): alpha 0, and "
+    "alpha_composite ignores the colour of a fully transparent pixel",
+    "preprocess:_from_editor#65": "paste(layer, None): Pillow pastes at (0, 0) when no box is "
+    "given",
+    "preprocess:_from_pil#45": "mode 'L' sent by way of RGB: L -> RGB -> L is lossless",
+    "preprocess:_from_pil#49": "modes '1' and 'RGB' sent by way of RGB: '1' -> RGB -> L gives the "
+    "same 0/255 as '1' -> L, and RGB -> RGB is a copy",
+    "preprocess:_to_mnist#45": "the centre used when the resized crop is blank: a blank patch "
+    "placed anywhere is the same blank image",
     "sources:_records_digest#11": "labels.reshape(-2, 1): numpy reads any negative size as "
     "'the rest'",
     "sources:_records_digest#18": "images.reshape(n, -2): as #11",

@@ -140,6 +140,17 @@ def test_every_mode_reads_as_its_grey_levels(mode):
     _same(preprocess(img).steps["original"], want)
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_sixteen_bit_images_are_scaled_to_bytes_not_shifted_or_clipped(mode):
+    # 200 of 65535 is 0.78 of 255: scaled and rounded it is 1 (a shift by 8 bits gives 0, a
+    # clip to 255 gives 200).
+    ink = draw_digit(size=(120, 120), scale=0.4) < 128
+    img = Image.fromarray(np.where(ink, 200, 65535).astype(np.int32 if mode == "I" else np.uint16))
+    assert img.mode == mode
+    original = preprocess(img).steps["original"]
+    assert set(original[ink].tolist()) == {1} and set(original[~ink].tolist()) == {255}
+
+
 def test_float_images_in_0_255_are_read_as_bytes():
     grey = draw_digit(size=(120, 120), scale=0.4)
     img = Image.fromarray(grey.astype(np.float32), "F")
