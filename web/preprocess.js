@@ -332,13 +332,16 @@ function inkBox(ink, c) {
     for (let i = 0; i < blurred.data.length; i++) blurred.data[i] = blurred.data[i] >= 128 ? 255 : 0;
     const core = bbox(blurred);
     if (core !== null) {
-      // The 3x3 mean rounds stroke ends off by one pixel: give it back.
-      box = [
+      // The 3x3 mean rounds stroke ends off by one pixel: give them back, as the ink itself
+      // within that pixel (never a blank margin around the digit).
+      const near = [
         Math.max(left + core[0] - 1, 0),
         Math.max(top + core[1] - 1, 0),
         Math.min(left + core[2] + 1, ink.width),
         Math.min(top + core[3] + 1, ink.height),
       ];
+      const inner = bbox(crop(ink, ...near)); // never null: every core pixel has ink beside it
+      box = [near[0] + inner[0], near[1] + inner[1], near[0] + inner[2], near[1] + inner[3]];
     }
   }
   if (box === null || Math.max(box[2] - box[0], box[3] - box[1]) < c.min_extent * Math.max(ink.width, ink.height)) {
