@@ -171,6 +171,8 @@ def test_float_images_in_0_255_are_read_as_bytes():
         ([0, 3, 255], np.int64, [0, 3, 255]),
         ([0.0, 0.5, 1.0], np.float32, [0, 128, 255]),
         ([-1e-7, 1.0 + 1e-7], np.float64, [0, 255]),
+        ([0.0, 1.0 + 1e-6], np.float64, [0, 255]),  # the tolerance itself is still [0, 1]
+        ([0.0, 255.0 + 255e-6], np.float64, [0, 255]),  # and still [0, 255]
         ([0.0, 1.5, 2.0], np.float64, [0, 2, 2]),
         ([0.0, 100.4, 255.0002], np.float64, [0, 100, 255]),
     ],
@@ -383,7 +385,8 @@ def test_an_ink_box_under_3_percent_of_the_longer_side_is_an_empty_canvas():
 def _block_and_speckle(side: int) -> np.ndarray:
     ink = np.zeros((side, side), np.uint8)
     ink[20:40, 20:30] = 255
-    ink[side - 3, side - 3] = 255  # an isolated dot far from the digit
+    ink[side - 3, side - 3] = 255  # isolated dots far from the digit, after it
+    ink[2, 3] = 255  # and before it
     return ink
 
 
@@ -392,7 +395,15 @@ def test_images_from_64_pixels_ignore_an_isolated_dot():
 
 
 def test_images_under_64_pixels_keep_every_dot():
-    assert pp._ink_box(Image.fromarray(_block_and_speckle(63))) == (20, 20, 61, 61)
+    assert pp._ink_box(Image.fromarray(_block_and_speckle(63))) == (3, 2, 61, 61)
+
+
+def test_a_dot_one_blank_pixel_from_the_digit_is_still_a_speckle():
+    ink = np.zeros((100, 100), np.uint8)
+    ink[20:40, 20:30] = 255
+    ink[41, 31] = 255  # one blank row below, one blank column right
+    ink[18, 18] = 255  # and one blank pixel before, diagonally
+    assert pp._ink_box(Image.fromarray(ink)) == (20, 20, 30, 40)
 
 
 def test_a_hairline_is_a_speckle_on_a_large_image():
