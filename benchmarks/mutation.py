@@ -185,6 +185,10 @@ EQUIVALENT_BY_SHORT_NAME: dict[str, str] = {
     "pixels, which check_size refuses before",
     "preprocess:_ink_box#13": "the minimum peak 63.75 -> 64.0: peaks are integers, and no "
     "integer lies in [63.75, 64)",
+    "preprocess:_ink#29": "max(255 - bg, 2) in the light-ink branch: there bg < 128, so "
+    "255 - bg is at least 128 and the max never picks the constant",
+    "preprocess:_ink#33": "no upper clip at 1: contrast is at most 1 (0 or 255 against the "
+    "background), and (1 - 0.2) / 0.8 is exactly 1 in float32",
     "sources:_records_digest#11": "labels.reshape(-2, 1): numpy reads any negative size as "
     "'the rest'",
     "sources:_records_digest#18": "images.reshape(n, -2): as #11",

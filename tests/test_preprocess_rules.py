@@ -321,6 +321,15 @@ def test_the_background_is_the_median_of_a_ring_2_percent_wide(shape, ring):
         assert pp._background_level(thin) == int(np.median(ring_values))
 
 
+@pytest.mark.parametrize(("shape", "ring"), [((150, 150), 3), ((200, 300), 4), ((400, 250), 5)])
+def test_a_dark_one_pixel_edge_does_not_decide_the_background(shape, ring):
+    # A scan's dark edge: the ring is a third or less of it, the background stays light.
+    grey = np.full(shape, 10, np.uint8)
+    grey[:ring], grey[-ring:], grey[:, :ring], grey[:, -ring:] = 200, 200, 200, 200
+    grey[0], grey[-1], grey[:, 0], grey[:, -1] = 10, 10, 10, 10
+    assert pp._background_level(grey) == 200
+
+
 @pytest.mark.parametrize(
     ("background", "levels", "ink"),
     [
@@ -374,9 +383,9 @@ def test_an_ink_box_under_3_percent_of_the_longer_side_is_an_empty_canvas():
     ink[10:13, 10:13] = 255
     assert pp._ink_box(Image.fromarray(ink)) == (10, 10, 13, 13)
     wide = _ink_image((100, 40))
-    wide[10, 10:13] = 255
-    wide[11, 10] = 255
-    assert pp._ink_box(Image.fromarray(wide)) == (10, 10, 13, 12)  # the longer side counts
+    wide[30, 5:8] = 255
+    wide[31, 5] = 255
+    assert pp._ink_box(Image.fromarray(wide)) == (5, 30, 8, 32)  # the longer side counts
 
 
 # --------------------------------------------------------------------------------- speckles
