@@ -76,7 +76,7 @@ MAX_CLIENTS = 4096  # buckets kept; the least recently seen client's is dropped 
 
 # Sessions Gradio keeps state for (gr.State, updated components); a request naming a new session
 # hash creates one, so a flood of made-up hashes is held to this many, oldest dropped first.
-SESSIONS = 2000
+SESSIONS = 500  # each is ~40 KB (a config per component): ~20 MB at most
 TEMP_DIR_BYTES = 256 * MIB  # uploads and outputs on disk, all clients together
 EVICT_AFTER_S = 120.0  # an unreleased upload older than this may be evicted to make room
 RELEASE_GRACE_S = 5.0  # a released upload is deleted this long after its last use
@@ -113,9 +113,9 @@ SECURITY_HEADERS = [
 # The editor's pending values (serve/components.py's BlobStore).
 EDITOR_LAYERS = 1  # the page's canvas has one drawing layer (layers=False): index 0
 BLOB_TTL_S = 120.0  # a value's blobs wait this long for its prediction (queue waits included)
-STORE_BYTES = 8 * MIB  # all pending editor values together (a drawing's blobs: ~10-30 KB)
+STORE_BYTES = 4 * MIB  # all pending editor values together (a drawing's blobs: ~10-30 KB)
 STORE_ENTRIES = 512  # pending editor values, all clients together
-CLIENT_BYTES = 2 * MIB  # pending editor values of one client address
+CLIENT_BYTES = 1 * MIB  # pending editor values of one client address
 ID_CHARS = 64  # the browser's ids are ~11 characters
 BLOB_KINDS = ("background", "composite", "layer")
 
