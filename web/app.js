@@ -18,6 +18,8 @@ const ctx = sketch.getContext("2d", { willReadFrequently: true });
 const input28 = $("input28").getContext("2d");
 
 // What tests and curious visitors can read: per stroke, pointer-up to both answers on the page.
+// Each list keeps its last STATS_KEPT values, so a long session does not grow it.
+const STATS_KEPT = 2000;
 const stats = { strokeToAnswerMs: [], passMs: [], modelMs: [], loadMs: null, ready: false, idle: true, error: null };
 window.fdStats = stats;
 
@@ -26,6 +28,7 @@ let sessions = null; // {name: InferenceSession} once loaded; null without WebAs
 let method = "mnist";
 const strokes = []; // each an array of [x, y] in canvas pixels
 let current = null;
+let pointer = null; // the one pointer drawing now: a second finger does not join the stroke
 let dirty = false;
 let running = false;
 let pending = null; // {t0}: a stroke ended at t0 and its answer is not shown yet
@@ -69,9 +72,10 @@ function point(e) {
 }
 
 sketch.addEventListener("pointerdown", (e) => {
-  if (e.pointerType === "mouse" && e.button !== 0) return;
+  if (current || (e.pointerType === "mouse" && e.button !== 0)) return;
   e.preventDefault();
   sketch.setPointerCapture(e.pointerId);
+  pointer = e.pointerId;
   current = [point(e)];
   strokes.push(current);
   dot(current[0]);
@@ -79,7 +83,7 @@ sketch.addEventListener("pointerdown", (e) => {
 });
 
 sketch.addEventListener("pointermove", (e) => {
-  if (!current) return;
+  if (!current || e.pointerId !== pointer) return;
   const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
   for (const ev of events.length ? events : [e]) {
     const p = point(ev);
@@ -89,9 +93,10 @@ sketch.addEventListener("pointermove", (e) => {
   changed();
 });
 
-function strokeEnd() {
-  if (!current) return;
+function strokeEnd(e) {
+  if (!current || e.pointerId !== pointer) return;
   current = null;
+  pointer = null;
   pending = { t0: performance.now() };
   changed();
 }
@@ -99,12 +104,14 @@ sketch.addEventListener("pointerup", strokeEnd);
 sketch.addEventListener("pointercancel", strokeEnd);
 
 $("clear").addEventListener("click", () => {
+  current = pointer = null; // a stroke under way ends here
   strokes.length = 0;
   redraw();
   changed();
 });
 
 $("undo").addEventListener("click", () => {
+  current = pointer = null;
   strokes.pop();
   redraw();
   changed();
@@ -160,15 +167,20 @@ async function pass() {
     if (sessions) {
       const t = performance.now();
       showAnswers(await classify(pixels));
-      stats.modelMs.push(performance.now() - t);
+      record(stats.modelMs, performance.now() - t);
     }
   }
   const done = performance.now();
-  stats.passMs.push(done - started);
+  record(stats.passMs, done - started);
   if (pending && started >= pending.t0) {
-    stats.strokeToAnswerMs.push(done - pending.t0);
+    record(stats.strokeToAnswerMs, done - pending.t0);
     pending = null;
   }
+}
+
+function record(list, value) {
+  list.push(value);
+  if (list.length > STATS_KEPT) list.splice(0, list.length - STATS_KEPT);
 }
 
 async function classify(pixels) {
