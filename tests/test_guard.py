@@ -322,3 +322,33 @@ def test_budgets_are_listed_for_help_and_the_page():
     text = guard.describe_budgets()
     for needle in (f"{guard.UPLOAD_BODY_BYTES:,}", f"{guard.TEMP_DIR_BYTES:,}", "editor: layers"):
         assert needle in text
+
+
+def test_the_resolved_client_is_left_for_the_routes():
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen.update(scope["state"])
+        await Reader(body=b"{}")(scope, receive, send)
+
+    async def run():
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/gradio_api/component_server",
+            "headers": [(b"x-forwarded-for", b"203.0.113.5")],
+            "client": ("10.0.0.1", 1),
+            "state": {},
+        }
+        messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive():
+            return messages.pop(0)
+
+        async def send(message):
+            pass
+
+        await Guard(app, trusted_proxies=["10.0.0.1"])(scope, receive, send)
+
+    asyncio.run(run())
+    assert seen[guard.CLIENT_STATE] == "203.0.113.5"

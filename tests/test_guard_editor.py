@@ -108,3 +108,14 @@ def test_path_file_leaves_no_empty_file_per_call(tmp_path, monkeypatch):
     assert not cache.exists() or not any(cache.rglob("*"))
     with pytest.raises(gr.Error, match="Invalid file type"):
         upload.preprocess(FileData(path=str(tmp_path / "notes.txt")))
+
+
+def test_blobs_are_owned_by_the_client_the_guard_resolved():
+    from starlette.requests import Request as StarletteRequest
+
+    from flaxdigits.serve.components import client_of
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [], "client": ("::1", 1)}
+    assert client_of(gr.Request(StarletteRequest(scope))) == "::1"  # no guard: the peer
+    scope["state"] = {components.CLIENT_STATE: "198.51.100.7"}  # behind a trusted proxy
+    assert client_of(gr.Request(StarletteRequest(scope))) == "198.51.100.7"
