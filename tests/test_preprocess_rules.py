@@ -410,8 +410,9 @@ def test_images_under_64_pixels_keep_every_dot():
 def test_a_dot_one_blank_pixel_from_the_digit_is_still_a_speckle():
     ink = np.zeros((100, 100), np.uint8)
     ink[20:40, 20:30] = 255
-    ink[41, 31] = 255  # one blank row below, one blank column right
-    ink[18, 18] = 255  # and one blank pixel before, diagonally
+    ink[41, 25] = ink[18, 25] = 255  # below and above, past one blank row
+    ink[30, 31] = ink[30, 18] = 255  # right and left, past one blank column
+    ink[18, 18] = 255  # diagonally before
     assert pp._ink_box(Image.fromarray(ink)) == (20, 20, 30, 40)
 
 
