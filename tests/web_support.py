@@ -157,6 +157,26 @@ def stroke_canvases() -> dict[str, np.ndarray]:
     ImageDraw.Draw(dot).ellipse([(200, 200), (204, 204)], fill=0)
     out["drawn/stray-dot"] = to_rgba(dot)
     out["drawn/blank"] = to_rgba(np.full((400, 400), 255, np.uint8))
+    out.update(scribbles(30))
+    return out
+
+
+def scribbles(count: int) -> dict[str, np.ndarray]:
+    """Seeded random strokes: 2-6 point polylines of random width on canvases of 40-900 px,
+    dark on light or light on dark, some grey: every size class the port has a branch for."""
+    out = {}
+    for i in range(count):
+        rng = np.random.default_rng([15, 1, i])
+        width, height = (int(v) for v in rng.integers(40, 901, size=2))
+        paper, ink = (255, int(rng.integers(0, 90))) if rng.random() < 0.7 else (20, 235)
+        img = Image.new("L", (width, height), paper)
+        points = [
+            (float(rng.uniform(0.1, 0.9) * width), float(rng.uniform(0.1, 0.9) * height))
+            for _ in range(int(rng.integers(2, 7)))
+        ]
+        pen = max(1, round(rng.uniform(0.01, 0.08) * min(width, height)))
+        ImageDraw.Draw(img).line(points, fill=ink, width=pen, joint="curve")
+        out[f"drawn/scribble-{i}"] = to_rgba(img)
     return out
 
 
