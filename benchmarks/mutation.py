@@ -192,6 +192,13 @@ EQUIVALENT_BY_SHORT_NAME: dict[str, str] = {
     "255 - bg is at least 128 and the max never picks the constant",
     "preprocess:_ink#33": "no upper clip at 1: contrast is at most 1 (0 or 255 against the "
     "background), and (1 - 0.2) / 0.8 is exactly 1 in float32",
+    "atomic:write_bytes_atomic#46": "unlink(missing_ok=None) in the failure handler: the temp "
+    "file exists whenever the handler runs (mkstemp made it; only the try's last statement "
+    "renames it away), so missing_ok is never consulted unless another process deletes it",
+    "atomic:write_bytes_atomic#48": "unlink(missing_ok=False): as #46",
+    "atomic:write_json_atomic#8": "sort_keys=None: json.dumps treats it as False, its default",
+    "atomic:write_json_atomic#11": "sort_keys left out: False is json.dumps's default",
+    "atomic:write_text_atomic#7": "'UTF-8' for 'utf-8': codec names are case-insensitive",
     "sources:_records_digest#11": "labels.reshape(-2, 1): numpy reads any negative size as "
     "'the rest'",
     "sources:_records_digest#18": "images.reshape(n, -2): as #11",
