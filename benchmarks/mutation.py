@@ -447,7 +447,7 @@ def rescore(paths: list[Path]) -> int:
     ok = True
     for path in paths:
         for name, summary in json.loads(path.read_text()).items():
-            survived = summary["survived"]
+            survived = [*summary["survived"], *summary.get("equivalent", [])]
             survivors = [k for k in survived if k not in EQUIVALENT]
             equivalent = len(survived) - len(survivors)
             unexplained = [k for k in survivors if k not in ACCEPTED]
