@@ -171,6 +171,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             share=args.share,
             threads=args.threads,
             block=False,
+            # absent: launch reads $FLAXDIGITS_TRUSTED_PROXIES
+            **({"trusted_proxies": args.trusted_proxy} if args.trusted_proxy else {}),
         )
     demo.block_thread()  # until Ctrl-C, as Blocks.launch blocks
     return 0
@@ -349,7 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("serve", help="the drawing page (Gradio) on 127.0.0.1:7860")
+    from flaxdigits.serve.guard import describe_budgets  # stdlib + Pillow: no gradio
+
+    p = sub.add_parser(
+        "serve",
+        help="the drawing page (Gradio) on 127.0.0.1:7860",
+        epilog=f"every route's budgets (serve/guard.py):\n{describe_budgets()}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
         "--models",
         default="models",
@@ -359,6 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="default: $GRADIO_SERVER_PORT, else 7860")
     p.add_argument("--share", action="store_true", help="public Gradio share link (off)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model")
+    p.add_argument(
+        "--trusted-proxy",
+        action="append",
+        metavar="ADDRESS",
+        help="a reverse proxy whose X-Forwarded-For names the client, for the per-client rate "
+        "limits (repeatable; default $FLAXDIGITS_TRUSTED_PROXIES, else none)",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("web", help="the static browser demo (onnxruntime-web) with the models")

@@ -352,3 +352,12 @@ def test_the_resolved_client_is_left_for_the_routes():
 
     asyncio.run(run())
     assert seen[guard.CLIENT_STATE] == "203.0.113.5"
+
+
+def test_serve_help_prints_every_budget(capsys):
+    from flaxdigits.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert guard.describe_budgets() in out and "--trusted-proxy" in out
