@@ -70,6 +70,23 @@ def test_page_shows_both_cards_the_disagreement_and_four_steps(toys):
     assert model_input.shape[0] % 28 == 0
 
 
+def test_steps_are_inline_images_so_no_answer_writes_a_file(toys):
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    _, _, steps = page.page_outputs(drawing(size=(1200, 900)), "mnist", toys)
+    html = page.render_steps([*steps, (steps[-1][0], '<b>"x"</b>')])
+    sources = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(sources) == 5
+    sizes = [Image.open(io.BytesIO(base64.b64decode(src))).size for src in sources]
+    assert max(max(size) for size in sizes) <= page.STEP_MAX_SIDE  # the 1200x900 original too
+    assert "<b>" not in html and "&lt;b&gt;&quot;x&quot;" in html
+    assert page.render_steps([]).count("<img") == 0
+
+
 def test_empty_canvas_shows_a_message_and_no_prediction(toys):
     for value in (None, page.blank_canvas(), Image.new("L", (400, 400), 255)):
         status, cards, steps = page.page_outputs(value, "mnist", toys)
