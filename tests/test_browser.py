@@ -81,6 +81,13 @@ def page(page_url, tmp_path):
         try:
             page = context.new_page()
             page.set_default_timeout(TIMEOUT_MS)
+            page.csp_violations = []  # the guard's Content-Security-Policy must not break the page
+
+            def on_console(message):
+                if "Content Security Policy" in message.text:
+                    page.csp_violations.append(message.text)
+
+            page.on("console", on_console)
             page.goto(page_url)
             yield page
         finally:
@@ -147,3 +154,4 @@ def test_drawn_strokes_are_read_by_both_models(page):
     stroke(page, [(0.3, 0.2), (0.7, 0.2), (0.45, 0.85)])  # a "7"
     assert read_digits(page) == {"mlp": "7", "cnn": "7"}
     assert "Both models read" in page.inner_text("#status")
+    assert page.csp_violations == []
