@@ -26,7 +26,8 @@ from flaxdigits.serve.page import blank_canvas, page_outputs
 from flaxdigits.serve.predictor import Predictor
 from flaxdigits.serve.preprocess import preprocess
 
-pytestmark = pytest.mark.browser
+# Slow too: the site carries the 1-epoch exports (asked for lazily, so conftest cannot see it).
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TIMEOUT_MS = 30_000
 MAX_PIXEL_DIFF = 2  # of 255 (tests/test_web_parity.py: the two agree exactly on its set)
