@@ -91,6 +91,8 @@ INLINE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp
 
 # Gradio's page needs inline scripts (its config) and styles, blob: and data: images (the
 # canvas), blob: workers (the editor's renderer) and fetch/SSE to itself; nothing else.
+# 'unsafe-eval' too: without it the drawn strokes never reach the server (the browser test
+# times out waiting for an answer).
 CSP = (
     "default-src 'self'; "
     "script-src 'self' 'unsafe-inline' 'unsafe-eval'; "
