@@ -61,7 +61,8 @@ def main(models: str) -> int:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port)}
+    # PYTHONFAULTHANDLER: a server that ignores Ctrl-C is sent SIGABRT and prints every thread.
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "PYTHONFAULTHANDLER": "1"}
     started = time.monotonic()
     server = subprocess.Popen(  # noqa: S603 - the README's command, `make` from PATH as a user
         ["make", "--no-print-directory", "serve", f"MODELS={models}"],  # noqa: S607
@@ -99,6 +100,8 @@ def main(models: str) -> int:
     try:
         code = server.wait(timeout=STOP_S)
     except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGABRT)  # the stacks of where it hangs, in the CI log
+        time.sleep(3)
         os.killpg(server.pid, signal.SIGKILL)
         sys.exit(f"serve-check: the server ignored Ctrl-C for {STOP_S} s")
     with socket.socket() as s:

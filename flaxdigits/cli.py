@@ -174,8 +174,36 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             # absent: launch reads $FLAXDIGITS_TRUSTED_PROXIES
             **({"trusted_proxies": args.trusted_proxy} if args.trusted_proxy else {}),
         )
-    demo.block_thread()  # until Ctrl-C, as Blocks.launch blocks
+    demo.block_thread()  # until Ctrl-C, as Blocks.launch blocks; it closes the server
+    _exit_within(SHUTDOWN_S)
     return 0
+
+
+# After Ctrl-C the page's process ends within this many seconds, even when a thread that Gradio or
+# a request left behind would hold interpreter shutdown open.
+SHUTDOWN_S = 10.0
+
+
+def _exit_within(seconds: float) -> None:
+    """A daemon timer that ends the process if interpreter shutdown still runs after seconds.
+
+    It acts only once the main thread has stopped (Python is joining the other threads at exit);
+    a caller that goes on running (a test calling main()) is left alone. Before exiting it prints
+    every thread's stack, so a hang says where it was.
+    """
+    import faulthandler
+    import threading
+
+    def give_up() -> None:
+        if threading.main_thread().is_alive():
+            return
+        print(f"shutdown took over {seconds:.0f} s; the threads holding it:", file=sys.stderr)
+        faulthandler.dump_traceback(all_threads=True)
+        os._exit(130)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
 
 
 def _cmd_release(args: argparse.Namespace) -> int:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 
+from flaxdigits import cli
 from flaxdigits.cli import main
 
 
@@ -78,3 +80,23 @@ def test_canvas_eval_without_models_is_one_line_and_writes_nothing(tmp_path, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no .onnx models" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_serve_exit_timer_ends_a_shutdown_held_by_a_thread():
+    # A non-daemon thread that outlives main() holds Python's exit open; the timer ends it.
+    code = (
+        "import threading, time\n"
+        "from flaxdigits import cli\n"
+        "threading.Thread(target=time.sleep, args=(120,)).start()\n"
+        "cli._exit_within(1.0)\n"
+    )
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130, done.stderr
+    assert time.monotonic() - start < 30
+    assert "shutdown took over 1 s" in done.stderr and "in _shutdown" in done.stderr
+
+
+def test_serve_exit_timer_leaves_a_running_caller_alone():
+    cli._exit_within(0.05)  # as after a test's `main(["serve", ...])`: the caller goes on
+    time.sleep(0.5)  # still here: the timer saw the main thread running
