@@ -40,6 +40,10 @@ def drawing(path: Path) -> Path:
     return path
 
 
+def _ctrl_c_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_until_up(url: str, server: subprocess.Popen) -> None:
     """Poll the page until it answers 200; fail if the server exits or START_S passes."""
     deadline = time.monotonic() + START_S
@@ -68,6 +72,9 @@ def main(models: str) -> int:
         ["make", "--no-print-directory", "serve", f"MODELS={models}"],  # noqa: S607
         env=env,
         start_new_session=True,  # its own process group: Ctrl-C reaches make and the server
+        # As in a terminal: Ctrl-C interrupts. A CI runner that starts this script in the
+        # background hands it SIGINT ignored, and make and Python would keep it so.
+        preexec_fn=_ctrl_c_interrupts,
     )
     try:
         wait_until_up(url, server)

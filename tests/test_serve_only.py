@@ -37,7 +37,8 @@ START_TIMEOUT = 120.0
 def _venv(extra: str) -> Path:
     """.cache/serve-only/EXTRA-HASH/venv with `pip install '.[EXTRA]'`, reused while
     pyproject.toml is unchanged; the package reinstalled (no deps) when its sources change."""
-    key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    recipe = b"setuptools for offline reinstalls\n"  # how the venv is built: a change rebuilds it
+    key = hashlib.sha256(recipe + (ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
     venv = ROOT / ".cache" / "serve-only" / f"{extra}-{key}" / "venv"
     python = venv / "bin" / "python"
     sources = hashlib.sha256()
@@ -55,10 +56,12 @@ def _venv(extra: str) -> Path:
                 shutil.rmtree(old, ignore_errors=True)
         if not done.exists():
             subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-            subprocess.run(pip + [f"{ROOT}[{extra}]"], check=True)
+            # setuptools too: later reinstalls build without isolation, so they need no network
+            subprocess.run(pip + ["setuptools>=68", f"{ROOT}[{extra}]"], check=True)
             done.touch()
         elif not stamp.exists() or stamp.read_text() != sources.hexdigest():
-            subprocess.run(pip + ["--no-deps", "--force-reinstall", str(ROOT)], check=True)
+            reinstall = ["--no-deps", "--no-build-isolation", "--force-reinstall", str(ROOT)]
+            subprocess.run(pip + reinstall, check=True)
         stamp.write_text(sources.hexdigest())
     return venv
 
