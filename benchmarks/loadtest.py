@@ -223,9 +223,13 @@ def main(argv=None) -> int:
         answers = offline_answers(models, [p for p, _ in files])
         server = start_server(models, port)
         try:
-            # Warm up at full concurrency (connections, thread pools, upload cache), so the RSS
-            # before/after brackets a steady state: growth then means a leak, not a first use.
-            warm = run_clients(url, files, answers, args.clients, 2, args.timeout)
+            # Warm up at full concurrency with as many requests as a round (connections, the
+            # worker threads and their allocator arenas, upload cache), so the RSS before/after
+            # brackets a steady state: growth then means a leak, not a first use. (With 2
+            # requests a client, rounds 1-3 still grew by 13-16, 5-8 and up to 20+ MiB.)
+            warm = run_clients(
+                url, files, answers, args.clients, max(2, args.requests), args.timeout
+            )
             rss = [rss_mib(server.pid)]
             rounds = []
             for _ in range(args.rounds):  # RSS after each round: a leak keeps climbing
