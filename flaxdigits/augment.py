@@ -123,22 +123,20 @@ def refit_map(images, matrices, shifts, scales):
 
 
 def _window3(images: jax.Array, op, fill: float) -> jax.Array:
-    """op over each 3x3 neighbourhood of (B, 28, 28), as two 1-D passes of shifted slices
-    (cheaper on CPU than a 2-D reduce_window); `fill` beyond the frame."""
-    padded = jnp.pad(images, ((0, 0), (1, 1), (0, 0)), constant_values=fill)
-    rows = op(op(padded[:, :-2], padded[:, 1:-1]), padded[:, 2:])
-    padded = jnp.pad(rows, ((0, 0), (0, 0), (1, 1)), constant_values=fill)
-    return op(op(padded[:, :, :-2], padded[:, :, 1:-1]), padded[:, :, 2:])
+    """op over each 3x3 neighbourhood of (B, 28, 28), `fill` beyond the frame. A reduce_window:
+    in the augmentation graph XLA:CPU does not copy it into each consumer, which it did with an
+    equivalent max of shifted slices (bit-identical; the whole distortion ~1.5x faster)."""
+    return jax.lax.reduce_window(images, fill, op, (1, 3, 3), (1, 1, 1), "SAME")
 
 
 def grey_dilate(images: jax.Array) -> jax.Array:
     """3x3 grey dilation of (B, 28, 28): strokes one pixel wider on each side."""
-    return _window3(images, jnp.maximum, 0.0)
+    return _window3(images, jax.lax.max, -jnp.inf)
 
 
 def grey_erode(images: jax.Array) -> jax.Array:
     """3x3 grey erosion of (B, 28, 28): strokes one pixel narrower on each side."""
-    return _window3(images, jnp.minimum, 1.0)
+    return _window3(images, jax.lax.min, jnp.inf)
 
 
 def change_thickness(images: jax.Array, amount: jax.Array) -> jax.Array:
