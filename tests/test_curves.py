@@ -127,6 +127,22 @@ def test_only_process_zero_writes_and_the_opt_out_writes_nothing(tmp_path, monke
     assert not (tmp_path / "one").exists() and not (tmp_path / curves.TB_DIR).exists()
 
 
+def test_the_cli_opt_out_reaches_training(tmp_path, monkeypatch):
+    import flaxdigits.train as train_module
+    from flaxdigits import cli
+
+    seen = []
+
+    def stop_before_training(config, out, **kwargs):
+        seen.append(kwargs["tensorboard"])
+        raise RuntimeError("stopped before training")
+
+    monkeypatch.setattr(train_module, "train", stop_before_training)
+    argv = ["train", "--model", "mlp", "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 1 and cli.main([*argv, "--no-tensorboard"]) == 1
+    assert seen == [True, False]
+
+
 # ---------------------------------------------------------------- real MNIST, tiny runs
 
 
