@@ -57,6 +57,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         data_source=args.source,
         snapshot_epochs=args.snapshot_epochs,
         devices=args.devices,
+        tensorboard=not args.no_tensorboard,
     )
     print(
         f"{metrics['model']}: test accuracy {metrics['test_accuracy']:.4f}, "
@@ -301,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument(
         "--devices", type=int, default=None, help="data-parallel devices (default: all local)"
+    )
+    p.add_argument(
+        "--no-tensorboard", action="store_true", help="no live curves (OUT/tb event files)"
     )
     add_source(p)
     p.set_defaults(func=_cmd_train)

@@ -28,18 +28,23 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.Gradi
     The schedule is laid over config.epochs * steps_per_epoch steps; the optimizer state has the
     same structure for any steps_per_epoch, so shapes-only callers may leave it at 1.
     """
+    return optax.adam(learning_rate(config, steps_per_epoch), b1=0.9, b2=0.999, eps=1e-7)
+
+
+def learning_rate(config: TrainConfig, steps_per_epoch: int = 1) -> float | optax.Schedule:
+    """The recipe's learning rate as optax takes it: a float (constant) or a schedule of the
+    optimizer step count (update k, counting from 0, uses schedule(k))."""
     recipe = config.recipe_values
     if recipe.schedule == "constant":
-        return optax.adam(config.learning_rate, b1=0.9, b2=0.999, eps=1e-7)
+        return config.learning_rate
     warmup = max(1, round(recipe.warmup_epochs * steps_per_epoch))
-    schedule = optax.warmup_cosine_decay_schedule(
+    return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=config.learning_rate,
         warmup_steps=warmup,
         decay_steps=max(warmup + 1, config.epochs * steps_per_epoch),  # includes the warm-up
         end_value=config.learning_rate * recipe.end_fraction,
     )
-    return optax.adam(schedule, b1=0.9, b2=0.999, eps=1e-7)
 
 
 def init_state(config: TrainConfig) -> tuple[nnx.GraphDef, TrainState]:

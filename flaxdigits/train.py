@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 import flaxdigits
-from flaxdigits import checkpoint, mesh, models
+from flaxdigits import checkpoint, curves, mesh, models
 from flaxdigits.atomic import write_json_atomic
 from flaxdigits.config import TrainConfig
 from flaxdigits.data import MNIST, Split, load_mnist, split_mnist
@@ -57,6 +57,7 @@ def train(
     devices: int | None = None,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    tensorboard: bool = True,
 ) -> dict[str, Any]:
     """Train one model, checkpointing every epoch, and write run_dir/metrics.json.
 
@@ -72,6 +73,7 @@ def train(
         config.batch_size is split across them, parameters are replicated.
       log: line printer.
       progress: show tqdm bars (None: only on a terminal).
+      tensorboard: write live curves to run_dir/tb as training goes (process 0; curves.py).
 
     Returns:
       The metrics dict written to run_dir/metrics.json.
@@ -90,7 +92,11 @@ def train(
     mnist = data if data is not None else load_mnist(data_source, log=log)
     setup = prepare(config, mnist, job_mesh)
     state, done = _restore(setup.state, config, run_dir, resume, log)
-    loop = _EpochLoop(setup, config, jax.device_put(state, setup.replicated))
+    steps = setup.spec.steps_per_epoch
+    board = curves.open_curves(
+        run_dir, config, steps, len(done.history) * steps, enabled=tensorboard, log=log
+    )
+    loop = _EpochLoop(setup, config, jax.device_put(state, setup.replicated), board)
     snapshot_epochs = set(snapshot_epochs) | {config.epochs}
     for epoch in range(len(done.history), config.epochs):
         record = loop.run_epoch(epoch, progress)
@@ -100,6 +106,7 @@ def train(
         meta = {"config": config.to_dict(), **done._asdict()}
         checkpoint.save(run_dir, loop.state(), meta, epoch=epoch + 1)
         log(_epoch_line(config.model, record))
+    board.close(step=config.epochs * steps)
     metrics = _final_metrics(config, loop, done, run_dir, mnist.source, job_mesh.devices.size)
     write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
@@ -153,8 +160,10 @@ def _restore(fresh: TrainState, config: TrainConfig, run_dir: Path, resume: bool
 class _EpochLoop:
     """The compiled step loop over one job's device data, and the state it carries."""
 
-    def __init__(self, setup: Setup, config: TrainConfig, state: TrainState) -> None:
-        self.setup, self.config = setup, config
+    def __init__(
+        self, setup: Setup, config: TrainConfig, state: TrainState, board: curves.Curves
+    ) -> None:
+        self.setup, self.config, self.curves = setup, config, board
         self.leaves, self.treedef = jax.tree.flatten(state)
         spec, split = setup.spec, setup.split
         self.n_train = int(split.train_images.shape[0])
@@ -189,7 +198,7 @@ class _EpochLoop:
             leave=True,
         )
         # The step loop moves nothing host->device: any implicit copy here is a bug, made loud.
-        shown = np.zeros(2)
+        shown, step, t_sync = np.zeros(2), epoch * spec.steps_per_epoch, t_epoch
         with bar, jax.transfer_guard_host_to_device("disallow"):
             for n in self.chunks:
                 self.leaves, sums = self.step_fn(
@@ -199,7 +208,9 @@ class _EpochLoop:
                 recent = (total - shown) / n
                 bar.set_postfix(loss=f"{recent[0]:.4f}", acc=f"{recent[1]:.4f}")
                 bar.update(n)
-                shown = total
+                now, step = time.perf_counter(), step + n
+                self.curves.steps(step, n, total - shown, now - t_sync)
+                shown, t_sync = total, now
         train_loss, train_acc = (float(v) for v in np.asarray(sums) / spec.steps_per_epoch)
         # "seconds" is the epoch's training (shuffle + steps): the work train_flops_per_image
         # counts and what the PyTorch reference in benchmarks/ times. Validation is timed apart.
@@ -219,6 +230,9 @@ class _EpochLoop:
             record |= {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
             record["test_seconds"] = time.perf_counter() - t_test
         record["seconds"] = seconds
+        # The throughput the curves show is this one, from the same two numbers.
+        record["images_per_second"] = spec.steps_per_epoch * spec.batch_size / seconds
+        self.curves.epoch(step, record)
         return record
 
     def split_metrics(self) -> dict[str, float]:

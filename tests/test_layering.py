@@ -31,6 +31,7 @@ LAYERS = {
     "flaxdigits.steps": 3,
     "flaxdigits.mesh": 3,
     "flaxdigits.checkpoint": 3,
+    "flaxdigits.curves": 3,
     "flaxdigits.train": 3,
     "flaxdigits.runs": 4,
     "flaxdigits.report": 5,
@@ -43,7 +44,16 @@ LAYERS = {
 }
 TRAINING = {name for name, layer in LAYERS.items() if layer == 3}
 # What the JAX-free side (serve, and the data and base layers it stands on) may never import.
-TRAINING_STACK = {"jax", "jaxlib", "flax", "optax", "jax2onnx", "orbax"}
+TRAINING_STACK = {
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "jax2onnx",
+    "orbax",
+    "tensorboardX",
+    "tensorboard",
+}
 
 
 def module_name(path: Path) -> str:
