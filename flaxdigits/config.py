@@ -71,7 +71,7 @@ _ROBUST = Recipe(
         scale=(0.9, 1.1),
         slant=0.35,
         shift=1.5,
-        thickness=(-0.7, 2.5),
+        thickness=(-1.0, 2.5),
     ),
 )
 # recipe -> model -> values. The MLP, with no convolution to share what it learns across
