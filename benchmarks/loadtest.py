@@ -75,17 +75,22 @@ def offline_answers(models: Path, files: list[Path]) -> dict[str, dict]:
 
 
 def start_server(models: Path, port: int, threads: int = 1) -> subprocess.Popen:
-    """`flaxdigits serve` on 127.0.0.1:port; returns once the page answers (or raises)."""
+    """`flaxdigits serve` on 127.0.0.1:port; returns once the page answers (or raises).
+
+    Its log goes to an unnamed temporary file, not a pipe: nobody reads a pipe while the load
+    runs, and a server blocked on a full 64 KB pipe buffer would be measured as a slow one."""
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server process
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and entry point
         [sys.executable, "-m", "flaxdigits", "serve", "--models", str(models), "--port", str(port)]
         + ["--threads", str(threads)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+            log.seek(0)
+            raise RuntimeError(f"server exited: {log.read().decode(errors='replace')[-2000:]}")
         try:
             page = f"http://127.0.0.1:{port}/"  # loopback only, built here
             with urllib.request.urlopen(page, timeout=2):  # noqa: S310 - fixed loopback URL
