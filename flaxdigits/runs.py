@@ -65,7 +65,7 @@ def load_run(run_dir: Path) -> Run:
     run_dir = Path(run_dir)
     saved = checkpoint.read(run_dir)
     try:
-        config = TrainConfig.from_dict(saved["meta"]["config"])
+        config = TrainConfig.from_dict(saved.meta["config"])
     except (KeyError, ValueError, TypeError) as e:
         msg = f"{run_dir}: checkpoint config is not ours ({e})"
         raise CheckpointError(msg) from None
@@ -81,7 +81,7 @@ def load_run(run_dir: Path) -> Run:
         model=nnx.merge(graphdef, state.params),
         config=config,
         metrics=metrics,
-        checkpoint_sha256=checkpoint.pointer(run_dir)["sha256"],
+        checkpoint_sha256=saved.pointer["sha256"],
     )
 
 
