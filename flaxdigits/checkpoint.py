@@ -274,7 +274,9 @@ def fill(saved: Saved, template, where: str = "checkpoint", sharding=None):
             )
     target = _nest(template, lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding))
     with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
-        restored = checkpointer.restore(saved.step_dir / "state", ocp.args.StandardRestore(target))
+        restored = checkpointer.restore(
+            saved.step_dir.absolute() / "state", ocp.args.StandardRestore(target)
+        )
     flat = {
         "/".join(_names(p)): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(restored)[0]
     }
@@ -285,7 +287,7 @@ def _saved_arrays(saved: Saved, where: str) -> dict[str, tuple[tuple[int, ...], 
     """{path: (shape, dtype)} of the arrays in a verified step, from Orbax's metadata."""
     try:
         with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
-            tree = checkpointer.metadata(saved.step_dir / "state").item_metadata
+            tree = checkpointer.metadata(saved.step_dir.absolute() / "state").item_metadata
         flat = jax.tree_util.tree_flatten_with_path(tree.tree)[0]
         return {"/".join(_names(p)): (tuple(m.shape), np.dtype(m.dtype)) for p, m in flat}
     except Exception as e:  # noqa: BLE001 - any metadata failure of hashed files is "not ours"

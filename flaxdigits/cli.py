@@ -48,16 +48,36 @@ def _train_config(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    config = _train_config(args)  # a bad flag fails before the job forms
+    if args.distributed or args.coordinator is not None:
+        from flaxdigits import distributed
+
+        job = distributed.Job(
+            coordinator=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            join_timeout_s=args.join_timeout,
+            heartbeat_timeout_s=args.heartbeat_timeout,
+        )
+        distributed.join(job)
+    elif args.num_processes is not None or args.process_id is not None:
+        raise ValueError("--num-processes and --process-id need --coordinator (or --distributed)")
+    import jax
+
+    from flaxdigits.data import load_mnist, subset
     from flaxdigits.train import train
 
+    mnist = load_mnist(args.source, log=print if jax.process_index() == 0 else lambda _: None)
     metrics = train(
-        _train_config(args),
+        config,
         Path(args.out),
+        data=mnist if args.limit is None else subset(mnist, args.limit),
         resume=args.resume,
-        data_source=args.source,
         snapshot_epochs=args.snapshot_epochs,
         devices=args.devices,
     )
+    if jax.process_index() != 0:
+        return 0
     print(
         f"{metrics['model']}: test accuracy {metrics['test_accuracy']:.4f}, "
         f"train accuracy {metrics['train_accuracy']:.4f}, "
@@ -291,6 +311,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument(
         "--devices", type=int, default=None, help="data-parallel devices (default: all local)"
+    )
+    p.add_argument(
+        "--limit", type=int, help="train and test on the first N images only (smoke tests)"
+    )
+    job = p.add_argument_group(
+        "multi-host (jax.distributed): every process runs the same command; see the README"
+    )
+    job.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address and port")
+    job.add_argument("--num-processes", type=int, help="processes in the job")
+    job.add_argument("--process-id", type=int, help="this process's index, 0 to N-1")
+    job.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join the job JAX detects itself (SLURM, Cloud TPU, Open MPI, ...)",
+    )
+    job.add_argument(
+        "--join-timeout",
+        type=int,
+        default=300,
+        metavar="S",
+        help="give up if the job has not formed within S seconds (default: 300)",
+    )
+    job.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=60,
+        metavar="S",
+        help="end every process S seconds after one of them stops responding (default: 60)",
     )
     add_source(p)
     p.set_defaults(func=_cmd_train)
