@@ -286,8 +286,7 @@ def fill(saved: Saved, template, where: str = "checkpoint", sharding=None):
 def _saved_arrays(saved: Saved, where: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """{path: (shape, dtype)} of the arrays in a verified step, from Orbax's metadata."""
     try:
-        with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
-            tree = checkpointer.metadata(saved.step_dir.absolute() / "state").item_metadata
+        tree = ocp.StandardCheckpointHandler().metadata(saved.step_dir.absolute() / "state")
         flat = jax.tree_util.tree_flatten_with_path(tree.tree)[0]
         return {"/".join(_names(p)): (tuple(m.shape), np.dtype(m.dtype)) for p, m in flat}
     except Exception as e:  # noqa: BLE001 - any metadata failure of hashed files is "not ours"

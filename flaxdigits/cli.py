@@ -110,6 +110,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from flaxdigits.runs import migrate_run
+
+    migrate_run(Path(args.run_dir))
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from flaxdigits.export.onnx_export import export_run
 
@@ -342,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_source(p)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "migrate", help="convert a run's checkpoint from the msgpack format (before Orbax), once"
+    )
+    p.add_argument("run_dir")
+    p.set_defaults(func=_cmd_migrate)
 
     p = sub.add_parser("evaluate", help="metrics, confusion matrix and per-class accuracy")
     p.add_argument("run_dir")
