@@ -48,10 +48,10 @@ def _train_config(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from flaxdigits import distributed
+
     config = _train_config(args)  # a bad flag fails before the job forms
     if args.distributed or args.coordinator is not None:
-        from flaxdigits import distributed
-
         job = distributed.Job(
             coordinator=args.coordinator,
             num_processes=args.num_processes,
@@ -62,12 +62,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         distributed.join(job)
     elif args.num_processes is not None or args.process_id is not None:
         raise ValueError("--num-processes and --process-id need --coordinator (or --distributed)")
-    import jax
-
     from flaxdigits.data import load_mnist, subset
     from flaxdigits.train import train
 
-    mnist = load_mnist(args.source, log=print if jax.process_index() == 0 else lambda _: None)
+    main_process = distributed.process_index() == 0  # the one that logs and writes metrics
+    mnist = load_mnist(args.source, log=print if main_process else lambda _: None)
     metrics = train(
         config,
         Path(args.out),
@@ -76,7 +75,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         snapshot_epochs=args.snapshot_epochs,
         devices=args.devices,
     )
-    if jax.process_index() != 0:
+    if not main_process:
         return 0
     print(
         f"{metrics['model']}: test accuracy {metrics['test_accuracy']:.4f}, "

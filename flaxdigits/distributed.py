@@ -92,6 +92,13 @@ def join(job: Job) -> None:
         watchdog.cancel()
 
 
+def process_index() -> int:
+    """This process's index in its job (0 outside one)."""
+    import jax
+
+    return jax.process_index()
+
+
 def _give_up(job: Job) -> None:
     """The watchdog: the job did not form within join_timeout_s; say why, end the process."""
     where = f"the coordinator {job.coordinator}" if job.coordinator else "the detected coordinator"
