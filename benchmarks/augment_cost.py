@@ -66,9 +66,17 @@ def time_to_accuracy(run_dir: Path, target: float) -> dict | None:
     seconds = 0.0
     for record in metrics["history"]:
         seconds += record["seconds"]
-        snapshot = metrics["snapshots"].get(str(record["epoch"]))
-        if snapshot and snapshot["test_accuracy"] >= target:
-            return {"epochs": record["epoch"], "training_seconds": round(seconds, 1)}
+        # the per-epoch test curve (runs before it have only the snapshots' test figures)
+        accuracy = record.get("test_accuracy")
+        if accuracy is None:
+            accuracy = metrics["snapshots"].get(str(record["epoch"]), {}).get("test_accuracy")
+        if accuracy is not None and accuracy >= target:
+            return {
+                "epochs": record["epoch"],
+                "training_seconds": round(seconds, 1),
+                "of_epochs": len(metrics["history"]),
+                "run_training_seconds": round(sum(h["seconds"] for h in metrics["history"]), 1),
+            }
     return {"epochs": None, "reached": False, "final": metrics["test_accuracy"]}
 
 

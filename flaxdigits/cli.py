@@ -146,8 +146,18 @@ def _cmd_compat(args: argparse.Namespace) -> int:
 def _cmd_canvas_eval(args: argparse.Namespace) -> int:
     from flaxdigits.serve import canvas_eval
 
+    outs = args.out or ["reports/canvas_accuracy.json"]
+    if len(outs) != len(args.models):
+        raise ValueError(
+            f"{len(args.models)} --models directories but {len(outs)} --out reports: "
+            "give one --out per directory, in the same order"
+        )
     canvas_eval.run(
-        Path(args.models), Path(args.out), limit=args.limit, seed=args.seed, workers=args.workers
+        [Path(d) for d in args.models],
+        [Path(o) for o in outs],
+        limit=args.limit,
+        seed=args.seed,
+        workers=args.workers,
     )
     return 0
 
@@ -394,8 +404,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "canvas-eval", help="accuracy of the exported models on MNIST digits redrawn as canvases"
     )
-    p.add_argument("--models", default="models", help="directory with the .onnx models")
-    p.add_argument("--out", default="reports/canvas_accuracy.json")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["models"],
+        metavar="DIR",
+        help="directories with .onnx models; several render the canvases once for all",
+    )
+    p.add_argument(
+        "--out",
+        nargs="+",
+        metavar="JSON",
+        help="one report per --models directory, in order (default: reports/canvas_accuracy.json)",
+    )
     p.add_argument("--limit", type=int, help="only the first N test digits")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
@@ -410,8 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--models",
         nargs="+",
         default=["models"],
-        metavar="DIR",
-        help="directories with .onnx models, e.g. models models/seed",
+        metavar="PATH",
+        help="directories with .onnx models, or .onnx files, e.g. models models/seed/cnn.onnx",
     )
     p.add_argument("--out", default="reports/robustness.json")
     p.add_argument("--limit", type=int, help="only the first N test digits")

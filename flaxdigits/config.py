@@ -20,9 +20,9 @@ VAL_SIZE_FRACTION = 0.1
 class Augment:
     """Random distortions of a share of every training batch, drawn on the device per step.
 
-    Each augmented image is rotated and slanted, re-centred the MNIST way (ink box fitted to
-    20 px, centre of mass at the centre) as the page's preprocessing treats a drawing, jittered
-    in scale and position, and its strokes thickened or thinned.
+    Each augmented image has its strokes thickened or thinned, is rotated and slanted, then
+    re-centred the MNIST way (ink box fitted to 20 px, centre of mass at the centre) as the
+    page's preprocessing treats a drawing of any pen width, and jittered in scale and position.
     """
 
     share: float  # of each batch augmented at the start of training ...
@@ -31,7 +31,7 @@ class Augment:
     scale: tuple[float, float]  # uniform factor range (after re-centring)
     slant: float  # shear x += slant * y, uniform in [-slant, slant]
     shift: float  # pixels, uniform in [-shift, shift] on each axis (after re-centring)
-    thickness: tuple[float, float]  # stroke change range, px per side: < 0 thins, > 0 thickens
+    thickness: tuple[float, float]  # stroke change, px per side (< 0 thins), before the refit
     recentre: bool = True
 
     def to_dict(self) -> dict[str, Any]:

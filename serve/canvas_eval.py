@@ -2,6 +2,11 @@
 preprocessing and every exported model.
 
     flaxdigits canvas-eval --models models --out reports/canvas_accuracy.json
+    flaxdigits canvas-eval --models models models/seed \
+        --out reports/canvas_accuracy.json reports/canvas_accuracy_seed.json
+
+(several directories, paired with as many reports: the canvases are rendered and preprocessed
+once, for all of them, and each report is the one a run on its directory alone writes.)
 
 Each test digit becomes a large canvas (280-800 px a side, random size and position), black ink
 on white (RGB) or on a transparent RGBA canvas like the Sketchpad's, with a smooth stroke of
@@ -13,8 +18,9 @@ numpy, Pillow and onnxruntime only.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -104,12 +110,26 @@ def evaluate_canvas(
         FileNotFoundError: models_dir holds no .onnx file.
         ValueError: limit is below 1.
     """
+    return evaluate_canvas_dirs([models_dir], limit=limit, seed=seed, workers=workers)[0]
+
+
+def evaluate_canvas_dirs(
+    models_dirs: Sequence, *, limit: int | None = None, seed: int = 0, workers: int | None = None
+) -> list[dict]:
+    """evaluate_canvas for each of models_dirs, the canvases rendered and preprocessed once for
+    all: one report per directory, in order, each what evaluate_canvas gives for it (its
+    seconds.render_and_preprocess is the shared pass's). Every directory's models are loaded
+    before anything is rendered; raises what evaluate_canvas raises."""
     check_limit(limit)
-    paths = model_files(models_dir)
-    if not paths:
-        raise FileNotFoundError(f"{models_dir}: no .onnx models (run `flaxdigits export`)")
+    if not models_dirs:
+        raise FileNotFoundError("no models directory to evaluate")
     workers = worker_count(workers)
-    predictors = {p.name[: -len(".onnx")]: Predictor(p, threads=workers) for p in paths}
+    loaded = []
+    for models_dir in models_dirs:
+        paths = model_files(models_dir)
+        if not paths:
+            raise FileNotFoundError(f"{models_dir}: no .onnx models (run `flaxdigits export`)")
+        loaded.append({p.name[: -len(".onnx")]: Predictor(p, threads=workers) for p in paths})
     digits, labels = load_test_digits(limit)
     n = len(digits)
 
@@ -119,10 +139,17 @@ def evaluate_canvas(
     images = {m: np.concatenate([p["images"][m] for p in parts]) for m in METHODS}
     failed = {m: np.concatenate([p["failed"][m] for p in parts]) for m in METHODS}
     render_s = time.perf_counter() - start
+    raw_images = contract.scale_pixels(digits)  # (N, 28, 28) float32 in [0, 1]
+    return [
+        _report(predictors, images, failed, raw_images, labels, seed, render_s)
+        for predictors in loaded
+    ]
 
+
+def _report(predictors, images, failed, raw_images, labels, seed: int, render_s: float) -> dict:
+    """One directory's report from the shared canvases: its models predict them here."""
     start = time.perf_counter()
     by_method, raw = {}, {}
-    raw_images = contract.scale_pixels(digits)  # (N, 28, 28) float32 in [0, 1]
     for name, predictor in predictors.items():
         raw[name] = accuracy(predictor.predict_batch(raw_images), labels)
         by_method[name] = {
@@ -132,7 +159,7 @@ def evaluate_canvas(
 
     report = {
         "schema": SCHEMA,
-        "n": n,
+        "n": len(labels),
         "seed": seed,
         "canvas": {
             "side_px": CANVAS_SIDE,
@@ -177,15 +204,29 @@ def run(
     seed: int = 0,
     workers: int | None = None,
     log: Callable[[str], object] = print,
-) -> dict:
+):
     """`flaxdigits canvas-eval`: evaluate_canvas, write the report to `out` atomically, log the
-    table and a summary line; returns the report. Raises what evaluate_canvas raises."""
-    report = evaluate_canvas(models_dir, limit=limit, seed=seed, workers=workers)
-    path = write_json_atomic(out, report)
-    seconds = report["seconds"]
-    log(report["table"])
-    log(
-        f"{report['n']} canvases: render + preprocess {seconds['render_and_preprocess']} s, "
-        f"predict {seconds['predict']} s -> {path}"
-    )
-    return report
+    table and a summary line; returns the report. With a list of directories and one of as many
+    reports, the canvases are rendered once (evaluate_canvas_dirs) and each report is written,
+    logged and returned (a list) in turn. Raises what evaluate_canvas raises, and ValueError for
+    lists of different lengths, before writing anything."""
+    single = isinstance(models_dir, (str, os.PathLike))
+    if single != isinstance(out, (str, os.PathLike)):
+        raise ValueError("give one models directory and one report, or lists of each")
+    dirs, outs = ([models_dir], [out]) if single else (list(models_dir), list(out))
+    if len(dirs) != len(outs):
+        raise ValueError(
+            f"{len(dirs)} models directories but {len(outs)} reports: one report per directory"
+        )
+    if len({os.path.abspath(o) for o in outs}) != len(outs):
+        raise ValueError("two models directories would write the same report")
+    reports = evaluate_canvas_dirs(dirs, limit=limit, seed=seed, workers=workers)
+    for report, target in zip(reports, outs, strict=True):
+        path = write_json_atomic(target, report)
+        seconds = report["seconds"]
+        log(report["table"])
+        log(
+            f"{report['n']} canvases: render + preprocess {seconds['render_and_preprocess']} s"
+            f"{' (shared)' if len(reports) > 1 else ''}, predict {seconds['predict']} s -> {path}"
+        )
+    return reports[0] if single else reports

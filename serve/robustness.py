@@ -2,11 +2,17 @@
 slants, stroke thicknesses, scales and shifts of the MNIST test digits.
 
     flaxdigits robustness --models models models/seed --out reports/robustness.json
+    flaxdigits robustness --models models models/seed/mlp.onnx models/seed/cnn.onnx
 
-Each test digit is deformed on a canvas (serve/distort.py) and re-centred by the served `mnist`
-preprocessing, in worker processes, once per (distortion, level, digit); as each distortion's
-images arrive, every model predicts them a level (all its digits) at a time through its
-Predictor, while the workers go on with the next distortion. The re-centring fits the
+(a --models entry is a directory, every .onnx file in it, or one .onnx file.) Each test digit is
+deformed on a canvas (serve/distort.py) and re-centred by the served `mnist` preprocessing, in
+worker processes, once per (distortion, level, digit); as each distortion's images arrive, every
+model predicts them a level (all its digits) at a time through its Predictor, while the workers
+go on with the next distortion. Identical inputs give identical outputs, so a level whose model
+inputs and refusals are byte for byte those of a level already scored (every distortion's
+identity level; every translation, which the re-centring undoes exactly) reuses its scores
+(keyed by the SHA-256 of those bytes): every level is still rendered and reported, and the
+report is the one scoring each level afresh would give. The re-centring fits the
 ink box to 20 px and centres its mass, as the page does with a drawing: it undoes translation
 and most of scale, which measures what the served path does with them. A canvas the
 preprocessing refuses as empty (a digit thinned away) is a wrong answer, and is counted.
@@ -16,10 +22,12 @@ onnxruntime only.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +89,8 @@ def _load(model_paths: Iterable) -> dict[str, tuple[Predictor, dict[str, str]]]:
     """{label "model/recipe/variant": (predictor, fields)} in report order."""
     loaded: dict[str, tuple[Predictor, dict[str, str]]] = {}
     for path in model_paths:
-        # One thread: the models predict while the workers deform the next distortion's digits.
+        # One thread each: the models predict side by side (_score), and while the workers
+        # deform the next distortion's digits.
         predictor = Predictor(path, threads=1)
         fields = model_fields(predictor)
         label = "/".join(fields.values())
@@ -120,16 +129,50 @@ def _render(name: str, levels: Sequence[float], digits: np.ndarray):
     return images, refused
 
 
-def _score(loaded, images: np.ndarray, refused: np.ndarray, labels: np.ndarray):
+def level_key(images: np.ndarray, refused: np.ndarray) -> bytes:
+    """What a level's scores depend on besides the models and labels: the SHA-256 of its model
+    inputs (n, 28, 28) uint8 and refusals (n,) bool, with their shapes."""
+    digest = hashlib.sha256()
+    for a in (np.ascontiguousarray(images, np.uint8), np.ascontiguousarray(refused, bool)):
+        digest.update(repr(a.shape).encode())
+        digest.update(a.tobytes())
+    return digest.digest()
+
+
+def _score(
+    loaded,
+    images: np.ndarray,
+    refused: np.ndarray,
+    labels: np.ndarray,
+    known: dict,
+    threads: ThreadPoolExecutor | None = None,
+):
     """{label: accuracy per level} of the models on images (L, N, 28, 28) uint8, a refused
-    (L, N) image a wrong answer."""
+    (L, N) image a wrong answer, and how many levels were scored (the others reused the scores
+    in `known`, {level_key: {label: accuracy}}, which this extends). With `threads`, the models
+    predict side by side, each in one thread of its own session as alone (the same numbers)."""
     scores: dict[str, list[float]] = {label: [] for label in loaded}
-    for level_images, level_refused in zip(images, refused, strict=True):  # one float copy
-        x = contract.scale_pixels(level_images)  # (N, 28, 28) float32 in [0, 1]
-        for label, (predictor, _) in loaded.items():
-            probabilities = predictor.predict_batch(x)
-            scores[label].append(mnist_eval.accuracy(probabilities, labels, level_refused))
-    return scores
+    scored = 0
+    for level_images, level_refused in zip(images, refused, strict=True):
+        key = level_key(level_images, level_refused)
+        if key not in known:
+            x = contract.scale_pixels(level_images)  # (N, 28, 28) float32 in [0, 1]
+            known[key] = _accuracies(loaded, x, labels, level_refused, threads)
+            scored += 1
+        for label in loaded:
+            scores[label].append(known[key][label])
+    return scores, scored
+
+
+def _accuracies(loaded, x: np.ndarray, labels: np.ndarray, refused, threads) -> dict[str, float]:
+    """{label: accuracy} of every model on the inputs x (N, 28, 28) float32."""
+
+    def one(predictor: Predictor) -> float:
+        return mnist_eval.accuracy(predictor.predict_batch(x), labels, refused)
+
+    predictors = [predictor for predictor, _ in loaded.values()]
+    found = threads.map(one, predictors) if threads else map(one, predictors)
+    return dict(zip(loaded, found, strict=True))
 
 
 def evaluate_robustness(
@@ -170,37 +213,47 @@ def evaluate_robustness(
     n = len(digits)
 
     start = time.perf_counter()
-    clean = contract.scale_pixels(digits)  # (N, 28, 28) float32 in [0, 1]
-    models = {
-        label: {
-            "file": str(predictor.path),
-            **fields,
-            "test_accuracy_28x28": mnist_eval.accuracy(predictor.predict_batch(clean), labels),
-            "accuracy": {},
-        }
-        for label, (predictor, fields) in loaded.items()
-    }
     refused_counts: dict[str, list[int]] = {}
-    predict_s = 0.0
+    known: dict[bytes, dict[str, float]] = {}  # level_key -> {label: accuracy}
     parts = mnist_eval.chunks(n)
     tasks = [(name, part) for name in grid for part in parts]
-    with mnist_eval.worker_pool(workers) as pool:
-        results = pool.map(
+    # The models predict in this process, `workers` of them at a time (threads: onnxruntime
+    # runs without the GIL), so that no core idles once the rendering is done.
+    with mnist_eval.worker_pool(workers) as pool, ThreadPoolExecutor(workers) as threads:
+        results = pool.map(  # submits every task now: the workers start while the clean run
             _render,
             [name for name, _ in tasks],
             [grid[name] for name, _ in tasks],
             [digits[part] for _, part in tasks],
         )
+        tic = time.perf_counter()
+        clean = contract.scale_pixels(digits)  # (N, 28, 28) float32 in [0, 1]
+        clean_accuracy = _accuracies(loaded, clean, labels, None, threads)
+        models = {
+            label: {
+                "file": str(predictor.path),
+                **fields,
+                "test_accuracy_28x28": clean_accuracy[label],
+                "accuracy": {},
+            }
+            for label, (predictor, fields) in loaded.items()
+        }
+        predict_s = time.perf_counter() - tic
         for name, levels in grid.items():  # results arrive in task order: a distortion at a time
             pieces = [next(results) for _ in parts]
             images = np.concatenate([p[0] for p in pieces], axis=1)  # (L, N, 28, 28) uint8
             refused = np.concatenate([p[1] for p in pieces], axis=1)  # (L, N)
             tic = time.perf_counter()
-            for label, by_level in _score(loaded, images, refused, labels).items():
+            by_label, scored = _score(loaded, images, refused, labels, known, threads)
+            for label, by_level in by_label.items():
                 models[label]["accuracy"][name] = by_level
             predict_s += time.perf_counter() - tic
             refused_counts[name] = [int(c) for c in refused.sum(axis=1)]
-            log(f"{name}: {len(levels)} levels x {n} digits ({time.perf_counter() - start:.0f} s)")
+            reused = f", {len(levels) - scored} reused" if scored < len(levels) else ""
+            log(
+                f"{name}: {len(levels)} levels x {n} digits{reused} "
+                f"({time.perf_counter() - start:.0f} s)"
+            )
 
     report = {
         "schema": SCHEMA,
@@ -263,20 +316,28 @@ def run(
     workers: int | None = None,
     log: Callable[[str], object] = print,
 ) -> dict:
-    """`flaxdigits robustness`: evaluate_robustness on every .onnx file in models_dirs, write
-    the report to `out` atomically, log the tables and a summary line; returns the report.
+    """`flaxdigits robustness`: evaluate_robustness on every .onnx file in models_dirs (each a
+    directory, all its .onnx files, or one .onnx file), write the report to `out` atomically,
+    log the tables and a summary line; returns the report.
 
     Raises:
-        FileNotFoundError: a directory is missing or holds no .onnx file.
+        FileNotFoundError: a directory or file is missing, or a directory holds no .onnx file.
+        ValueError: a file that is not .onnx.
         And what evaluate_robustness raises.
     """
     paths = []
-    for directory in map(Path, models_dirs):
-        if not directory.is_dir():
-            raise FileNotFoundError(f"{directory}: no such models directory")
-        found = model_files(directory)
+    for entry in map(Path, models_dirs):
+        if entry.is_file():
+            if entry.suffix != ".onnx":
+                raise ValueError(f"{entry}: not an .onnx model file")
+            paths.append(entry)
+            continue
+        if not entry.is_dir():
+            what = "model file" if entry.suffix == ".onnx" else "models directory"
+            raise FileNotFoundError(f"{entry}: no such {what}")
+        found = model_files(entry)
         if not found:
-            raise FileNotFoundError(f"{directory}: no .onnx models (run `flaxdigits export`)")
+            raise FileNotFoundError(f"{entry}: no .onnx models (run `flaxdigits export`)")
         paths += found
     report = evaluate_robustness(paths, limit=limit, workers=workers, log=log)
     path = write_json_atomic(out, report)

@@ -68,10 +68,28 @@ def test_a_known_rotation_matches_pillow():
 
 def test_thickness_changes_ink_mass_monotonically(digits):
     masses = []
-    for amount in (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5):
+    for amount in (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0):
         out = augment.distort(digits, params(64, thickness=amount), recentre=False)
         masses.append(float(jnp.sum(out)))
-    assert masses == sorted(masses) and masses[-1] > 1.5 * masses[2] > 1.5 * masses[0]
+    assert masses == sorted(masses) and masses[5] > 1.5 * masses[2] > 1.5 * masses[0]
+    assert len(set(masses)) == len(masses)  # every step up to MAX_DILATIONS still thickens
+    beyond = augment.distort(digits, params(64, thickness=augment.MAX_DILATIONS + 1.0), False)
+    assert float(jnp.sum(beyond)) == masses[-1]  # and it stops there
+
+
+def test_strokes_change_before_the_refit_so_a_thick_digit_keeps_the_mnist_box(digits):
+    """Thickened, then re-centred: the ink box is fitted to 20 px, as the page's preprocessing
+    fits a thick-penned drawing; thickening after the refit would spill it to 20 + 2 * amount."""
+
+    def box(images):
+        inked = np.asarray(images) > augment.INK_LEVEL
+        rows, cols = inked.any(axis=2), inked.any(axis=1)
+        extent = lambda a: a.shape[1] - np.argmax(a[:, ::-1], 1) - np.argmax(a, 1)  # noqa: E731
+        return np.maximum(extent(rows), extent(cols))
+
+    plain = box(augment.distort(digits, params(64), recentre=True))
+    thick = box(augment.distort(digits, params(64, thickness=2.5), recentre=True))
+    assert np.all(plain <= 21) and np.all(thick <= 21)  # 20, +1 where bilinear edges reach
 
 
 def test_augmented_batches_stay_in_range_keep_the_frame_and_the_share(digits):
@@ -111,6 +129,23 @@ def test_the_same_seed_and_step_give_the_same_distortions_and_another_step_other
     pc = augment.sample_parameters(augment.step_key(rng, jnp.int32(6)), 8, ROBUST)
     assert not np.array_equal(np.asarray(pa["rotation"]), np.asarray(pc["rotation"]))
     assert float(jnp.max(jnp.abs(pa["rotation"]))) <= ROBUST.rotation
+
+
+def test_only_the_rows_a_recipe_can_augment_are_distorted_and_the_share_holds(digits):
+    aug = Augment(
+        share=0.5, share_end=0.25, rotation=30, scale=(1, 1), slant=0, shift=0, thickness=(0, 0)
+    )
+    assert augment.augmented_rows(64, aug) == 32 and augment.augmented_rows(7, aug) == 4
+    images = digits[..., None]
+    run = jax.jit(lambda k, p: augment.augment_batch(k, images, aug, p))
+    changed = {0.0: [], 1.0: []}
+    for seed in range(40):
+        for progress in changed:
+            out = run(jax.random.PRNGKey(seed), progress)
+            np.testing.assert_array_equal(np.asarray(out[32:]), np.asarray(images[32:]))
+            changed[progress].append(np.asarray(jnp.any(out != images, axis=(1, 2, 3))).mean())
+    # each image with probability share (0.5 at the start, 0.25 at the end): 2,560 draws each
+    assert abs(np.mean(changed[0.0]) - 0.5) < 0.03 and abs(np.mean(changed[1.0]) - 0.25) < 0.03
 
 
 def test_the_share_moves_from_start_to_end_with_progress(digits):

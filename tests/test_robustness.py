@@ -214,3 +214,95 @@ def _metadata(path: str) -> dict[str, str]:
     from flaxdigits.serve.predictor import Predictor
 
     return Predictor(path).metadata
+
+
+# ---- identical levels are scored once ---------------------------------------------------------
+
+
+class _Counting:
+    """A stand-in Predictor: the class of each image is its total ink mod 10; counts calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return np.eye(10)[np.rint(x.reshape(len(x), -1).sum(axis=1) * 255).astype(int) % 10]
+
+
+def test_a_level_byte_identical_to_a_scored_one_reuses_its_scores_a_changed_one_is_scored():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    ink = base.reshape(20, -1).sum(axis=1)
+    labels = np.where(np.arange(20) < 10, ink, ink + 1) % 10  # right on the first half
+    one_pixel = base.copy()
+    one_pixel[3, 5, 5] ^= 1  # the ink of digit 3 off by one: its predicted class changes
+    no_refusal, one_refusal = np.zeros(20, bool), np.zeros(20, bool)
+    one_refusal[7] = True
+    images = np.stack([base, base.copy(), one_pixel, base])
+    refused = np.stack([no_refusal, no_refusal, no_refusal, one_refusal])
+    model = _Counting()
+    loaded = {"m/seed/float32": (model, {}), "n/seed/float32": (_Counting(), {})}
+    known: dict = {}
+    scores, scored = robustness._score(loaded, images, refused, labels, known)
+    # level 1 repeats level 0's bytes; level 2 differs in one pixel, level 3 in one refusal
+    assert scored == 3 and model.calls == 3 and len(known) == 3
+    assert scores["m/seed/float32"] == scores["n/seed/float32"]
+    assert scores["m/seed/float32"] == [0.5, 0.5, 0.45, 0.45]
+    # a later distortion's identical level (the identity of another) reuses them too
+    again, scored = robustness._score(loaded, images[:1], refused[:1], labels, known)
+    assert scored == 0 and model.calls == 3 and again["m/seed/float32"] == [0.5]
+    # the key is the level's bytes: equal arrays, equal keys; any changed byte, a new key
+    key = robustness.level_key(base, no_refusal)
+    assert key == robustness.level_key(base.copy(), no_refusal.copy())
+    assert key != robustness.level_key(one_pixel, no_refusal)
+    assert key != robustness.level_key(base, one_refusal)
+    assert key != robustness.level_key(base[:10], no_refusal[:10])
+
+
+def test_identity_levels_and_undone_shifts_are_predicted_once_each_reported_each(
+    models_dir, mnist, monkeypatch
+):
+    from flaxdigits.serve.predictor import Predictor
+
+    digits = mnist.test_images[:N]
+    identity = served_inputs(digits, "rotation", 0.0)[0]
+    for name, level in (("slant", 0.0), ("translation", -4.0), ("translation", 4.0)):
+        np.testing.assert_array_equal(served_inputs(digits, name, level)[0], identity)
+    assert not np.array_equal(served_inputs(digits, "rotation", 15.0)[0], identity)
+    sizes = []
+    real = Predictor.predict_batch
+    monkeypatch.setattr(
+        Predictor, "predict_batch", lambda self, x: sizes.append(len(x)) or real(self, x)
+    )
+    grid = {"rotation": (0.0, 15.0), "translation": (-4.0, 0.0, 4.0), "slant": (0.0,)}
+    lines = []
+    report = robustness.evaluate_robustness(
+        model_files(models_dir), limit=N, workers=2, grid=grid, log=lines.append
+    )
+    # 3 models x (the clean digits + 2 distinct levels: the identity and 15 degrees)
+    assert sizes == [N] * 3 * 3
+    assert lines[1].startswith(f"translation: 3 levels x {N} digits, 3 reused")
+    assert lines[2].startswith(f"slant: 1 levels x {N} digits, 1 reused")
+    for model in report["models"].values():
+        upright = model["accuracy"]["rotation"][0]
+        assert model["accuracy"]["translation"] == [upright] * 3
+        assert model["accuracy"]["slant"] == [upright]
+    for header in ("28x28 | 0 | 15 |", "28x28 | -4 | 0 | 4 |", "28x28 | 0 |\n"):
+        assert header in report["table"]  # every level in the table, reused or not
+
+
+def test_model_files_may_be_named_one_by_one_beside_directories(models_dir, toy_dir, tmp_path):
+    out = tmp_path / "r.json"
+    report = robustness.run([toy_dir, models_dir / "cnn.onnx"], out, limit=3, log=lambda _: None)
+    assert list(report["models"]) == ["mlp/seed/float32", "cnn/seed/float32", "cnn/robust/float32"]
+    assert json.loads(out.read_text())["models"]["cnn/robust/float32"]["file"] == str(
+        models_dir / "cnn.onnx"
+    )
+    out.unlink()
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        robustness.run([toy_dir, models_dir / "nope.onnx"], out, limit=3)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="not an .onnx model file"):
+        robustness.run([toy_dir, tmp_path / "notes.txt"], out, limit=3)
+    assert not out.exists()

@@ -61,8 +61,11 @@ def test_one_epoch_on_real_mnist_reaches_accuracy(trained_runs, name, minimum):
     )
     (record,) = metrics["history"]
     keys = {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds", "val_seconds"}
+    keys |= {"test_loss", "test_accuracy", "test_seconds"}
     assert keys <= set(record)
     assert 0.0 < record["seconds"] < 600 and 0.0 < record["val_seconds"] < 600
+    # the per-epoch test curve ends where the final metrics do (same parameters, same digits)
+    assert record["test_accuracy"] == metrics["test_accuracy"]
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, small):
