@@ -171,8 +171,9 @@ def _host_int(x) -> int:
 def save(run_dir: Path, state, meta: dict[str, Any], epoch: int) -> Path:
     """Write state + JSON-able meta as checkpoint `epoch`, then move the pointer (process 0).
 
-    Every process calls it. Steps at or after `epoch` that the pointer never named (a save
-    killed before its pointer moved) are deleted first; Orbax then keeps the two newest steps.
+    Every process calls it. Steps at or after `epoch` (a save killed before its pointer moved)
+    are deleted first; Orbax then keeps the two newest steps. train() only ever saves epochs
+    after the pointer's, so the step the pointer names stands until the new pointer replaces it.
     """
     run_dir = Path(run_dir)
     if jax.process_index() == 0:

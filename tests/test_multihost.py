@@ -3,8 +3,9 @@
 Each process has 2 forced CPU devices and the processes exchange gradients over gloo, on
 127.0.0.1. Against 1 process with 4 devices: the same global batches, the same parameters
 within float tolerance. A peer killed mid-run ends the other within the heartbeat timeout, and
-both restarted with --resume end equal to the uninterrupted 2-process run. A job that cannot
-form (no coordinator, a missing peer) ends within the join timeout, saying why.
+both restarted with --resume end equal to the uninterrupted 2-process run; the coordinator's
+process killed ends the other too. A job that cannot form (no coordinator, a missing peer) ends
+within the join timeout, saying why.
 """
 
 from __future__ import annotations
@@ -116,6 +117,29 @@ def test_two_processes_match_one_and_resume_after_a_peer_dies(tmp_path, mnist):
     for a, b in zip(_params(tmp_path / "two"), _params(killed), strict=True):
         np.testing.assert_array_equal(a, b)
     print(f"wall time {time.monotonic() - t0:.0f} s")
+
+
+@pytest.mark.slow  # starts a 2-process job on real MNIST
+def test_the_coordinator_dying_ends_the_other_process(tmp_path, mnist):
+    # Process 0 hosts the coordination service: killed (inside epoch 1's pointer write, while
+    # process 1 waits for it), it takes the service with it and process 1 ends at once.
+    marker = tmp_path / "paused.json"
+    pause = {atomic.PAUSE_ENV: "checkpoint.json@1", atomic.PAUSED_ENV: str(marker)}
+    p0, p1 = _job(tmp_path / "run", env0=pause)
+    deadline = time.monotonic() + 180
+    while not marker.exists():
+        assert p0.poll() is None and p1.poll() is None, (p0.stderr.read(), p1.stderr.read())
+        assert time.monotonic() < deadline, "no paused write"
+        time.sleep(0.05)
+    p0.send_signal(signal.SIGKILL)
+    t_kill = time.monotonic()
+    _, err = p1.communicate(timeout=HEARTBEAT_S + 60)
+    waited = time.monotonic() - t_kill
+    print(f"process 1 ended {waited:.1f} s after process 0 was killed")
+    assert p1.returncode != 0 and p0.wait() == -signal.SIGKILL
+    assert waited <= HEARTBEAT_S + 15, waited
+    assert "another task died" in err and "leader task was preempted/died" in err, err[-3000:]
+    assert not (tmp_path / "run" / checkpoint.POINTER).exists()  # its first write was killed
 
 
 def test_a_job_that_cannot_form_ends_within_the_join_timeout(tmp_path):
