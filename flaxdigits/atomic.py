@@ -17,7 +17,9 @@ from typing import Any
 # N-th atomic write (default: the first) in this process whose target's name matches GLOB writes
 # half of its bytes to the temp file, records {"target", "temp", "written", "size"} as JSON in
 # the file named by FLAXDIGITS_TEST_PAUSED, and waits there to be killed: a SIGKILL then lands
-# inside the write, not wherever a sleep happened to end.
+# inside the write, not wherever a sleep happened to end. A directory written whole and then
+# renamed (an Orbax checkpoint step) pauses the same way with everything written, just before
+# its rename (pause_before_rename).
 PAUSE_ENV = "FLAXDIGITS_TEST_PAUSE_WRITE"
 PAUSED_ENV = "FLAXDIGITS_TEST_PAUSED"
 PAUSE_LIMIT_S = 600  # a paused write nobody kills gives up (raises) instead of hanging forever
@@ -71,12 +73,23 @@ def _pause_mid_write(f, path: Path, tmp: str, data: bytes) -> None:
     f.write(data[:half])
     f.flush()
     os.fsync(f.fileno())
+    _pause({"target": str(path), "temp": tmp, "written": half, "size": len(data)})
+
+
+def pause_before_rename(target: Path, temp: Path) -> None:
+    """The test hook for a directory written at temp, about to be renamed to target."""
+    if PAUSE_ENV in os.environ and _pause_requested(target.name):
+        size = sum(p.stat().st_size for p in temp.rglob("*") if p.is_file())
+        _pause({"target": str(target), "temp": str(temp), "written": size, "size": size})
+
+
+def _pause(note: dict[str, Any]) -> None:
+    """Say where the write stands in the FLAXDIGITS_TEST_PAUSED file, wait to be killed."""
     marker = Path(os.environ[PAUSED_ENV])
-    note = {"target": str(path), "temp": tmp, "written": half, "size": len(data)}
     marker.with_name(marker.name + ".part").write_text(json.dumps(note))
     os.replace(marker.with_name(marker.name + ".part"), marker)
     time.sleep(PAUSE_LIMIT_S)
-    raise RuntimeError(f"{PAUSE_ENV}: paused in the write of {path} and nobody killed it")
+    raise RuntimeError(f"{PAUSE_ENV}: paused in the write of {note['target']} and nobody killed it")
 
 
 def _fsync_dir(directory: Path) -> None:

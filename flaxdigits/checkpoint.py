@@ -1,13 +1,17 @@
-"""Checkpoints that cannot run code on load: msgpack of plain arrays + JSON, behind a hash pointer.
+"""Checkpoints that cannot run code on load: Orbax step directories, behind a sha256 pointer.
 
 Layout of a run dir:
-  ckpt-0003.msgpack   {"format", "meta": JSON text, "state": {tree path: array}}
-  checkpoint.json     {"file": "ckpt-0003.msgpack", "sha256": ..., "epoch": 3, ...}
+  checkpoints/ckpt_0003/       an Orbax step: state/ (arrays, tensorstore OCDBT) + meta/ (JSON)
+  checkpoint.json              {"format", "dir": "checkpoints/ckpt_0003", "epoch", "step",
+                                "files": {path: {"sha256", "size"}}, "sha256": digest of files}
 
-Each epoch writes a new checkpoint file atomically, then atomically replaces the pointer, then
-prunes all but the two newest files: a crash at any moment leaves a pointer to a complete file.
-Loading verifies the pointer's sha256 before parsing, then every path, shape and dtype against the
-model's own state, so a truncated, tampered or foreign file is refused, never half-loaded.
+Every process of a job calls save(): Orbax writes each process's shards into a temporary
+directory and renames it once all are written (atomic finalize); only then does process 0 hash
+the step's files and atomically replace the pointer, the commit point. Orbax keeps the two newest
+steps. A crash at any moment leaves a pointer to a complete step. Loading checks every file's
+sha256 against the pointer before Orbax parses anything, then every tree path, shape and dtype
+against the model's own state, so a truncated, tampered or foreign checkpoint is refused, never
+half-loaded. Nothing is pickled: arrays are tensorstore data, the rest JSON.
 """
 
 from __future__ import annotations
@@ -16,26 +20,44 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import serialization
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
-from flaxdigits.atomic import write_bytes_atomic, write_json_atomic
+from flaxdigits import atomic
+from flaxdigits.atomic import write_json_atomic
 
-FORMAT = "flaxdigits.checkpoint.v1"
+FORMAT = "flaxdigits.checkpoint.v2"
+OLD_FORMAT = "flaxdigits.checkpoint.v1"  # msgpack files, before Orbax
 POINTER = "checkpoint.json"
-_FILE_RE = re.compile(r"^ckpt-(\d{4,})\.msgpack$")
+STEPS = "checkpoints"  # the Orbax CheckpointManager's directory, inside the run dir
+_PREFIX = "ckpt"  # step directories: checkpoints/ckpt_0003
+_DIR_RE = re.compile(rf"^{STEPS}/{_PREFIX}_(\d{{4,}})$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _KEEP = 2
-# Key renames for checkpoints written before the CNN kept its conv bias inside nnx.Conv (same
-# values, another tree path): such runs still load and resume.
-_LEGACY_KEYS = (("['conv_bias']", "['conv']['bias']"),)
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, damaged, tampered with or belongs to another job."""
+
+
+class Saved(NamedTuple):
+    """A checkpoint whose files match its pointer: its JSON meta and where its arrays are."""
+
+    meta: dict[str, Any]
+    step_dir: Path
+    pointer: dict[str, Any]
+
+
+class _PausableRename(ocp.path.atomicity.AtomicRenameTemporaryPath):
+    """Orbax's atomic rename, with flaxdigits.atomic's test pause point just before it."""
+
+    async def finalize(self):
+        atomic.pause_before_rename(Path(self.get_final()), Path(self.get()))
+        await super().finalize()
 
 
 def exists(run_dir: Path) -> bool:
@@ -55,108 +77,220 @@ def pointer(run_dir: Path) -> dict[str, Any]:
         ptr = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint pointer ({e})") from None
-    if (
-        not isinstance(ptr, dict)
-        or ptr.get("format") != FORMAT
-        or not isinstance(ptr.get("file"), str)
-        or not _FILE_RE.match(ptr["file"])
-        or not isinstance(ptr.get("sha256"), str)
-    ):
+    if isinstance(ptr, dict) and ptr.get("format") == OLD_FORMAT:
+        raise CheckpointError(
+            f"{path}: this run was saved in the msgpack format of flaxdigits before Orbax "
+            f"({OLD_FORMAT}); convert it once with `flaxdigits migrate {run_dir}` "
+            "(sha256-verified; the old files are kept), then use it as before"
+        )
+    if not _valid_pointer(ptr):
         raise CheckpointError(f"{path}: not a flaxdigits checkpoint pointer ({FORMAT})")
     return ptr
 
 
-def _flatten(tree) -> dict[str, np.ndarray]:
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+def _valid_pointer(ptr) -> bool:
+    if not isinstance(ptr, dict) or ptr.get("format") != FORMAT:
+        return False
+    files, step_dir = ptr.get("files"), ptr.get("dir")
+    if not isinstance(step_dir, str) or not _DIR_RE.match(step_dir):
+        return False
+    if not isinstance(files, dict) or not files or not isinstance(ptr.get("sha256"), str):
+        return False
+    for name, entry in files.items():
+        parts = Path(name).parts
+        if name.startswith("/") or ".." in parts or "." in parts or "\\" in name:
+            return False
+        if not isinstance(entry, dict) or not _SHA_RE.match(str(entry.get("sha256"))):
+            return False
+        if not isinstance(entry.get("size"), int):
+            return False
+    return ptr["sha256"] == _digest(files)
+
+
+def _digest(files: dict[str, Any]) -> str:
+    """The checkpoint's identity: sha256 of its manifest (every file's path, size, sha256)."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def _manifest(step_dir: Path) -> dict[str, dict[str, Any]]:
+    """{path relative to step_dir: {"sha256", "size"}} of every file under step_dir."""
+    files = {}
+    for path in sorted(p for p in step_dir.rglob("*") if p.is_file() or p.is_symlink()):
+        blob = path.read_bytes()
+        files[path.relative_to(step_dir).as_posix()] = {
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "size": len(blob),
+        }
+    return files
+
+
+def _manager(run_dir: Path) -> ocp.CheckpointManager:
+    """The Orbax manager of run_dir/checkpoints: two newest kept, synchronous, atomic rename.
+
+    Every process of a jax.distributed job must create it and call the same methods in the
+    same order (Orbax synchronises them with barriers).
+    """
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=_KEEP,
+        step_prefix=_PREFIX,
+        step_format_fixed_length=4,
+        cleanup_tmp_directories=True,  # a killed save's temporary directory
+        enable_async_checkpointing=False,  # the pointer is written after the step is final
+        temporary_path_class=_PausableRename,
+    )
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(
+        (Path(run_dir) / STEPS).absolute(), options=options, item_handlers=handlers
+    )
+
+
+def _names(path) -> list[str]:
+    """A tree path as plain names: (.params, ['conv'], ['kernel']) -> params, conv, kernel."""
+    return jax.tree_util.keystr(path, simple=True, separator="/").split("/")
+
+
+def _nest(tree, leaf_fn=lambda x: x) -> dict:
+    """A pytree as nested dicts of plain names, holding leaf_fn of each leaf."""
+    out: dict = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        *parents, name = _names(path)
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[name] = leaf_fn(leaf)
+    return out
+
+
+def _host_int(x) -> int:
+    """A replicated scalar as a Python int, read from this process's own copy."""
+    if isinstance(x, jax.Array):
+        x = x.addressable_data(0)
+    return int(np.asarray(x))
 
 
 def save(run_dir: Path, state, meta: dict[str, Any], epoch: int) -> Path:
-    """Write state + JSON-able meta as checkpoint `epoch`, move the pointer, prune old files."""
+    """Write state + JSON-able meta as checkpoint `epoch`, then move the pointer (process 0).
+
+    Every process calls it. Steps at or after `epoch` (a save killed before its pointer moved)
+    are deleted first; Orbax then keeps the two newest steps. train() only ever saves epochs
+    after the pointer's, so the step the pointer names stands until the new pointer replaces it.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.glob(".*.tmp"):  # left by a write that was killed mid-way
-        stale.unlink(missing_ok=True)
-    name = f"ckpt-{epoch:04d}.msgpack"
-    payload = {"format": FORMAT, "meta": json.dumps(meta), "state": _flatten(state)}
-    blob = serialization.msgpack_serialize(payload)
-    write_bytes_atomic(run_dir / name, blob)
-    ptr = {
-        "format": FORMAT,
-        "file": name,
-        "sha256": hashlib.sha256(blob).hexdigest(),
-        "size": len(blob),
-        "epoch": epoch,
-        "step": int(np.asarray(state.step)),
-    }
-    write_json_atomic(run_dir / POINTER, ptr)
-    files = sorted(p for p in run_dir.iterdir() if _FILE_RE.match(p.name))
-    for old in files[:-_KEEP]:
-        if old.name != name:
-            old.unlink(missing_ok=True)
-    return run_dir / name
+    if jax.process_index() == 0:
+        for stale in run_dir.glob(f".{POINTER}.*.tmp"):  # left by a pointer write killed mid-way
+            stale.unlink(missing_ok=True)
+    manager = _manager(run_dir)
+    for stale in [s for s in manager.all_steps() if s >= epoch]:
+        manager.delete(stale)
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(_nest(state)), meta=ocp.args.JsonSave(meta)
+    )
+    manager.save(epoch, args=args, force=True)
+    manager.wait_until_finished()
+    manager.close()
+    step_dir = run_dir / STEPS / f"{_PREFIX}_{epoch:04d}"
+    if jax.process_index() == 0:
+        files = _manifest(step_dir)
+        ptr = {
+            "format": FORMAT,
+            "dir": step_dir.relative_to(run_dir).as_posix(),
+            "epoch": epoch,
+            "step": _host_int(state.step),
+            "sha256": _digest(files),
+            "size": sum(f["size"] for f in files.values()),
+            "files": files,
+        }
+        write_json_atomic(run_dir / POINTER, ptr)
+    if jax.process_count() > 1:  # the pointer names this step on every process from here on
+        multihost_utils.sync_global_devices(f"flaxdigits checkpoint {epoch} committed")
+    return step_dir
 
 
-def read(run_dir: Path) -> dict[str, Any]:
-    """The pointed-to checkpoint, sha256-verified before parsing: {"meta": dict, "state": dict}."""
+def read(run_dir: Path) -> Saved:
+    """The pointed-to checkpoint, every file sha256-verified before Orbax parses any: its meta."""
     run_dir = Path(run_dir)
     ptr = pointer(run_dir)
-    path = run_dir / ptr["file"]
+    step_dir = run_dir / ptr["dir"]
+    if not step_dir.is_dir():
+        raise CheckpointError(f"{step_dir}: cannot read checkpoint (directory missing)")
     try:
-        blob = path.read_bytes()
+        got = _manifest(step_dir)
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({e})") from None
-    digest = hashlib.sha256(blob).hexdigest()
-    if digest != ptr["sha256"]:
+        raise CheckpointError(f"{step_dir}: cannot read checkpoint ({e})") from None
+    want = ptr["files"]
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    if missing or extra:
         raise CheckpointError(
-            f"{path}: sha256 {digest[:12]}… does not match the pointer's {ptr['sha256'][:12]}… "
-            "(truncated or modified); retrain, or restore the file"
+            f"{step_dir}: files differ from the pointer's (missing {missing[:3]}, unexpected "
+            f"{extra[:3]}): truncated or modified; retrain, or restore the files"
         )
+    for name, entry in want.items():
+        if got[name]["sha256"] != entry["sha256"]:
+            raise CheckpointError(
+                f"{step_dir / name}: sha256 {got[name]['sha256'][:12]}… does not match the "
+                f"pointer's {entry['sha256'][:12]}… (truncated or modified); retrain, or "
+                "restore the file"
+            )
     try:
-        payload = serialization.msgpack_restore(blob)
-        meta = json.loads(payload["meta"])
-        state = payload["state"]
-        ok = payload["format"] == FORMAT and isinstance(state, dict) and isinstance(meta, dict)
-    except Exception as e:  # noqa: BLE001 - any parse failure of hashed bytes is "not ours"
-        raise CheckpointError(f"{path}: not a flaxdigits checkpoint ({type(e).__name__})") from None
-    if not ok:
-        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint")
-    return {"meta": meta, "state": state}
+        meta = json.loads((step_dir / "meta" / "metadata").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{step_dir}: not a flaxdigits checkpoint ({e})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{step_dir}: not a {FORMAT} checkpoint (meta is not an object)")
+    return Saved(meta=meta, step_dir=step_dir, pointer=ptr)
 
 
-def restore(run_dir: Path, template):
+def restore(run_dir: Path, template, sharding: jax.sharding.Sharding | None = None):
     """Load run_dir's checkpoint into the structure of template. Returns (state, meta)."""
     saved = read(run_dir)
-    return fill(saved, template, str(run_dir)), saved["meta"]
+    return fill(saved, template, str(run_dir), sharding), saved.meta
 
 
-def _current_key(key: str) -> str:
-    for old, new in _LEGACY_KEYS:
-        key = key.replace(old, new)
-    return key
+def fill(saved: Saved, template, where: str = "checkpoint", sharding=None):
+    """The arrays of a read() checkpoint in template's structure; paths/shapes/dtypes checked.
 
-
-def fill(saved: dict[str, Any], template, where: str = "checkpoint"):
-    """The arrays of a read() checkpoint in template's structure; paths/shapes/dtypes checked."""
-    flat = {_current_key(k): v for k, v in saved["state"].items()}
+    template's leaves may be arrays or jax.ShapeDtypeStruct. The arrays are placed with
+    `sharding` (every process of a job passes the same one), by default on this process's first
+    device.
+    """
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-    keys = [jax.tree_util.keystr(path) for path, _ in leaves]
-    missing = [k for k in keys if k not in flat]
-    extra = sorted(set(flat) - set(keys))
+    keys = ["/".join(_names(path)) for path, _ in leaves]
+    found = _saved_arrays(saved, where)
+    missing = [k for k in keys if k not in found]
+    extra = sorted(set(found) - set(keys))
     if missing or extra:
         raise CheckpointError(
             f"{where}: checkpoint does not fit this model (missing {missing[:3]}, "
             f"unexpected {extra[:3]})"
         )
-    restored = []
     for key, (_, want) in zip(keys, leaves, strict=True):
-        got = flat[key]
-        want_shape, want_dtype = tuple(want.shape), np.dtype(want.dtype)  # arrays or abstract
-        if not isinstance(got, np.ndarray) or got.shape != want_shape or got.dtype != want_dtype:
-            shape = getattr(got, "shape", None)
-            dtype = getattr(got, "dtype", type(got).__name__)
+        got_shape, got_dtype = found[key]
+        want_shape, want_dtype = tuple(want.shape), np.dtype(want.dtype)
+        if got_shape != want_shape or got_dtype != want_dtype:
             raise CheckpointError(
-                f"{where}: {key} is {shape} {dtype}, the model needs {want_shape} {want_dtype}"
+                f"{where}: {key} is {got_shape} {got_dtype}, the model needs "
+                f"{want_shape} {want_dtype}"
             )
-        restored.append(jnp.asarray(got))
-    return jax.tree_util.tree_unflatten(treedef, restored)
+    target = _nest(template, lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding))
+    with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+        restored = checkpointer.restore(
+            saved.step_dir.absolute() / "state", ocp.args.StandardRestore(target)
+        )
+    flat = {
+        "/".join(_names(p)): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(restored)[0]
+    }
+    return jax.tree_util.tree_unflatten(treedef, [flat[k] for k in keys])
+
+
+def _saved_arrays(saved: Saved, where: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """{path: (shape, dtype)} of the arrays in a verified step, from Orbax's metadata."""
+    try:
+        tree = ocp.StandardCheckpointHandler().metadata(saved.step_dir.absolute() / "state")
+        flat = jax.tree_util.tree_flatten_with_path(tree.tree)[0]
+        return {"/".join(_names(p)): (tuple(m.shape), np.dtype(m.dtype)) for p, m in flat}
+    except Exception as e:  # noqa: BLE001 - any metadata failure of hashed files is "not ours"
+        raise CheckpointError(
+            f"{where}: not a flaxdigits checkpoint ({type(e).__name__})"
+        ) from None

@@ -48,17 +48,36 @@ def _train_config(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from flaxdigits import distributed
+
+    config = _train_config(args)  # a bad flag fails before the job forms
+    if args.distributed or args.coordinator is not None:
+        job = distributed.Job(
+            coordinator=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            join_timeout_s=args.join_timeout,
+            heartbeat_timeout_s=args.heartbeat_timeout,
+        )
+        distributed.join(job)
+    elif args.num_processes is not None or args.process_id is not None:
+        raise ValueError("--num-processes and --process-id need --coordinator (or --distributed)")
+    from flaxdigits.data import load_mnist, subset
     from flaxdigits.train import train
 
+    main_process = distributed.process_index() == 0  # the one that logs and writes metrics
+    mnist = load_mnist(args.source, log=print if main_process else lambda _: None)
     metrics = train(
-        _train_config(args),
+        config,
         Path(args.out),
+        data=mnist if args.limit is None else subset(mnist, args.limit),
         resume=args.resume,
-        data_source=args.source,
         snapshot_epochs=args.snapshot_epochs,
         devices=args.devices,
         tensorboard=not args.no_tensorboard,
     )
+    if not main_process:
+        return 0
     print(
         f"{metrics['model']}: test accuracy {metrics['test_accuracy']:.4f}, "
         f"train accuracy {metrics['train_accuracy']:.4f}, "
@@ -88,6 +107,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         robust_runs_dir=Path(args.robust_runs) if args.robust_runs else None,
     )
     print(f"report: {path}")
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from flaxdigits.runs import migrate_run
+
+    migrate_run(Path(args.run_dir))
     return 0
 
 
@@ -306,8 +332,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-tensorboard", action="store_true", help="no live curves (OUT/tb event files)"
     )
+    p.add_argument(
+        "--limit", type=int, help="train and test on the first N images only (smoke tests)"
+    )
+    job = p.add_argument_group(
+        "multi-host (jax.distributed): every process runs the same command; see the README"
+    )
+    job.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address and port")
+    job.add_argument("--num-processes", type=int, help="processes in the job")
+    job.add_argument("--process-id", type=int, help="this process's index, 0 to N-1")
+    job.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join the job JAX detects itself (SLURM, Cloud TPU, Open MPI, ...)",
+    )
+    job.add_argument(
+        "--join-timeout",
+        type=int,
+        default=300,
+        metavar="S",
+        help="give up if the job has not formed within S seconds (default: 300)",
+    )
+    job.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=60,
+        metavar="S",
+        help="end every process S seconds after one of them stops responding (default: 60)",
+    )
     add_source(p)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "migrate", help="convert a run's checkpoint from the msgpack format (before Orbax), once"
+    )
+    p.add_argument("run_dir")
+    p.set_defaults(func=_cmd_migrate)
 
     p = sub.add_parser("evaluate", help="metrics, confusion matrix and per-class accuracy")
     p.add_argument("run_dir")

@@ -54,6 +54,19 @@ def split_mnist(mnist: MNIST, val_fraction: float) -> Split:
     )
 
 
+def subset(mnist: MNIST, n: int) -> MNIST:
+    """The first n training and the first n test images (smoke tests, multi-process tests)."""
+    if n < 1:
+        raise ValueError(f"--limit {n}: must be at least 1")
+    return MNIST(
+        mnist.train_images[:n],
+        mnist.train_labels[:n],
+        mnist.test_images[:n],
+        mnist.test_labels[:n],
+        f"{mnist.source}, first {n}",
+    )
+
+
 def cache_dir() -> Path:
     """The verified cache: $FLAXDIGITS_CACHE, else ~/.cache/flaxdigits."""
     return Path(os.environ.get("FLAXDIGITS_CACHE") or Path.home() / ".cache" / "flaxdigits")

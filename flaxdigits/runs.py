@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from flaxdigits import checkpoint, models
+from flaxdigits import checkpoint, checkpoint_v1, models
 from flaxdigits.atomic import write_json_atomic
 from flaxdigits.config import TrainConfig
 from flaxdigits.data import MNIST, Split, load_mnist, split_mnist
@@ -65,7 +65,7 @@ def load_run(run_dir: Path) -> Run:
     run_dir = Path(run_dir)
     saved = checkpoint.read(run_dir)
     try:
-        config = TrainConfig.from_dict(saved["meta"]["config"])
+        config = TrainConfig.from_dict(saved.meta["config"])
     except (KeyError, ValueError, TypeError) as e:
         msg = f"{run_dir}: checkpoint config is not ours ({e})"
         raise CheckpointError(msg) from None
@@ -81,7 +81,7 @@ def load_run(run_dir: Path) -> Run:
         model=nnx.merge(graphdef, state.params),
         config=config,
         metrics=metrics,
-        checkpoint_sha256=checkpoint.pointer(run_dir)["sha256"],
+        checkpoint_sha256=saved.pointer["sha256"],
     )
 
 
@@ -149,3 +149,39 @@ def format_evaluation(result: dict[str, Any]) -> str:
     for d, row in enumerate(result["confusion_matrix"]):
         lines.append(f"    {d}: " + "".join(f"{v:>6}" for v in row))
     return "\n".join(lines)
+
+
+def migrate_run(run_dir: Path, log=print) -> dict[str, Any]:
+    """Convert a run's msgpack checkpoint (flaxdigits.checkpoint.v1) to the Orbax format, once.
+
+    The old file is sha256-verified and checked against the model before anything is written;
+    the new step is written beside it, then the pointer moves to it (the old pointer is kept as
+    checkpoint.v1.json, the old files stay). metrics.json's checkpoint_sha256 follows.
+
+    Returns:
+      The new pointer.
+
+    Raises:
+      CheckpointError: not a v1 run, or its file is damaged or foreign.
+    """
+    run_dir = Path(run_dir)
+    old = checkpoint_v1.pointer(run_dir)
+    if old is None:
+        checkpoint.pointer(run_dir)  # no checkpoint, or unreadable: says which
+        raise CheckpointError(f"{run_dir}: already in the current format ({checkpoint.FORMAT})")
+    saved = checkpoint_v1.read(run_dir, old)
+    try:
+        config = TrainConfig.from_dict(saved["meta"]["config"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{run_dir}: checkpoint config is not ours ({e})") from None
+    state = checkpoint_v1.fill(saved, abstract_state(config)[1], str(run_dir))
+    write_json_atomic(run_dir / "checkpoint.v1.json", old)
+    checkpoint.save(run_dir, state, saved["meta"], epoch=old["epoch"])
+    new = checkpoint.pointer(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())
+        if metrics.get("checkpoint_sha256") == old["sha256"]:
+            write_json_atomic(metrics_path, metrics | {"checkpoint_sha256": new["sha256"]})
+    log(f"{run_dir}: {old['file']} -> {new['dir']} (epoch {new['epoch']}); old files kept")
+    return new

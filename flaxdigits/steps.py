@@ -72,10 +72,12 @@ def indexed_train_step(spec: StepSpec, state: TrainState, sums, order, images, l
     """train_step on the batch the step counter points at in this epoch's order (all on device).
 
     sums (2,) accumulates [loss, accuracy] over the epoch inside the same jit region. The batch
-    is constrained to spec.batch_sharding: data parallelism.
+    is constrained to spec.batch_sharding: data parallelism. So are its indices, so that each
+    device (of any process) gathers only its own rows from its copy of the images.
     """
     start = (state.step % spec.steps_per_epoch) * spec.batch_size
     idx = jax.lax.dynamic_slice_in_dim(order, start, spec.batch_size)  # (B,)
+    idx = jax.lax.with_sharding_constraint(idx, spec.batch_sharding)
     batch = (contract.to_model_input(images[idx], jnp), labels[idx])
     return _step(spec, state, sums, batch)
 

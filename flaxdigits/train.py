@@ -70,7 +70,10 @@ def train(
       snapshot_epochs: epochs after which train/test metrics are recorded in metrics["snapshots"]
         (a 10-epoch run snapshotted at 5 equals a 5-epoch run: same seed, same data order).
       devices: data-parallel over this many local devices (None: all); the global batch
-        config.batch_size is split across them, parameters are replicated.
+        config.batch_size is split across them, parameters are replicated. In a
+        jax.distributed job (flaxdigits.distributed.join first) every process calls train()
+        alike and the mesh spans all processes' devices; only process 0 logs and writes
+        metrics.json, every process takes part in each checkpoint.
       log: line printer.
       progress: show tqdm bars (None: only on a terminal).
       tensorboard: write live curves to run_dir/tb as training goes (process 0; curves.py).
@@ -83,6 +86,8 @@ def train(
         checkpoint to resume from is damaged or belongs to another configuration.
     """
     run_dir = Path(run_dir)
+    if jax.process_index() != 0:
+        log, progress = _silent, False
     if not resume and checkpoint.exists(run_dir):
         raise checkpoint.CheckpointError(
             f"{run_dir} already holds a trained checkpoint; pass --resume to continue it "
@@ -91,7 +96,7 @@ def train(
     job_mesh = mesh.make_mesh(devices)
     mnist = data if data is not None else load_mnist(data_source, log=log)
     setup = prepare(config, mnist, job_mesh)
-    state, done = _restore(setup.state, config, run_dir, resume, log)
+    state, done = _restore(setup, config, run_dir, resume, log)
     steps = setup.spec.steps_per_epoch
     board = curves.open_curves(
         run_dir, config, steps, len(done.history) * steps, enabled=tensorboard, log=log
@@ -108,8 +113,13 @@ def train(
         log(_epoch_line(config.model, record))
     board.close(step=config.epochs * steps)
     metrics = _final_metrics(config, loop, done, run_dir, mnist.source, job_mesh.devices.size)
-    write_json_atomic(run_dir / "metrics.json", metrics)
+    if jax.process_index() == 0:
+        write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def _silent(_: str) -> None:
+    """The log of processes other than 0 in a jax.distributed job."""
 
 
 def prepare(config: TrainConfig, mnist: MNIST, job_mesh: jax.sharding.Mesh) -> Setup:
@@ -135,14 +145,17 @@ def prepare(config: TrainConfig, mnist: MNIST, job_mesh: jax.sharding.Mesh) -> S
 
 def place_split(split: Split, sharding: jax.sharding.Sharding) -> Split:
     """Every array of the split on the device(s), replicated: each device holds the whole
-    dataset (47 MB), so each step gathers its batch locally and moves nothing between hosts."""
+    dataset (47 MB), so each device gathers its own rows of every batch and no image moves
+    between devices or hosts (in a jax.distributed job every process loads and verifies MNIST
+    itself and places the same arrays)."""
     return split.map(lambda a: jax.device_put(a, sharding))
 
 
-def _restore(fresh: TrainState, config: TrainConfig, run_dir: Path, resume: bool, log):
+def _restore(setup: Setup, config: TrainConfig, run_dir: Path, resume: bool, log):
     """The state and progress to start from: run_dir's checkpoint when resuming, else fresh."""
+    fresh = setup.state
     if resume and checkpoint.exists(run_dir):
-        state, saved = checkpoint.restore(run_dir, fresh)
+        state, saved = checkpoint.restore(run_dir, fresh, setup.replicated)
         conflicts = config.resume_conflicts(TrainConfig.from_dict(saved["config"]))
         if conflicts:
             desc = ", ".join(
@@ -150,7 +163,8 @@ def _restore(fresh: TrainState, config: TrainConfig, run_dir: Path, resume: bool
             )
             raise checkpoint.CheckpointError(f"cannot resume a different training job ({desc})")
         done = Progress(saved["history"], saved["snapshots"])
-        log(f"resuming {run_dir} after epoch {len(done.history)} (step {int(state.step)})")
+        step = int(mesh.fetch(state.step))
+        log(f"resuming {run_dir} after epoch {len(done.history)} (step {step})")
         return state, done
     if resume:
         log(f"no checkpoint in {run_dir}: starting fresh")
@@ -167,6 +181,7 @@ class _EpochLoop:
         self.leaves, self.treedef = jax.tree.flatten(state)
         spec, split = setup.spec, setup.split
         self.n_train = int(split.train_images.shape[0])
+        self.local_split = split.map(mesh.local_copy)  # evaluation's: no collective across hosts
         # The step counts a call may run, put on the device before the transfer guard goes up.
         n = spec.steps_per_epoch
         self.chunks = [min(STEPS_PER_CALL, n - i) for i in range(0, n, STEPS_PER_CALL)]
@@ -175,8 +190,9 @@ class _EpochLoop:
         self.step_fn = compile_step_loop(setup, state)
         if int(split.val_images.shape[0]):  # the validation pass's executable, on its first chunk
             first = slice(0, config.eval_batch_size)
-            x, y = split.val_images[first], split.val_labels[first]
-            evaluate_arrays(spec.graphdef, state.params, x, y, config.eval_batch_size)
+            x, y = self.local_split.val_images[first], self.local_split.val_labels[first]
+            params = mesh.local_copy(state.params)
+            evaluate_arrays(spec.graphdef, params, x, y, config.eval_batch_size)
         self.compile_seconds = time.perf_counter() - t0
 
     def state(self) -> TrainState:
@@ -204,29 +220,31 @@ class _EpochLoop:
                 self.leaves, sums = self.step_fn(
                     self.leaves, sums, self.counts[n], order, split.train_images, split.train_labels
                 )
-                total = np.asarray(sums)  # syncs once per call (STEPS_PER_CALL steps)
+                total = mesh.fetch(sums)  # syncs once per call (STEPS_PER_CALL steps)
                 recent = (total - shown) / n
                 bar.set_postfix(loss=f"{recent[0]:.4f}", acc=f"{recent[1]:.4f}")
                 bar.update(n)
                 now, step = time.perf_counter(), step + n
                 self.curves.steps(step, n, total - shown, now - t_sync)
                 shown, t_sync = total, now
-        train_loss, train_acc = (float(v) for v in np.asarray(sums) / spec.steps_per_epoch)
+        train_loss, train_acc = (float(v) for v in mesh.fetch(sums) / spec.steps_per_epoch)
         # "seconds" is the epoch's training (shuffle + steps): the work train_flops_per_image
         # counts and what the PyTorch reference in benchmarks/ times. Validation is timed apart.
         seconds = time.perf_counter() - t_epoch
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc}
         if int(split.val_images.shape[0]):
             t_val = time.perf_counter()
-            params, batch = self.state().params, self.config.eval_batch_size
-            val = evaluate_arrays(spec.graphdef, params, split.val_images, split.val_labels, batch)
+            params, batch = mesh.local_copy(self.state().params), self.config.eval_batch_size
+            local = self.local_split
+            val = evaluate_arrays(spec.graphdef, params, local.val_images, local.val_labels, batch)
             record |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
             record["val_seconds"] = time.perf_counter() - t_val
         if int(split.test_images.shape[0]):  # a curve to read, as the Flax examples keep; never
             # used to choose anything (time to 99% in BENCHMARKS.md is read from it)
             t_test = time.perf_counter()
-            params, batch = self.state().params, self.config.eval_batch_size
-            test = evaluate_arrays(spec.graphdef, params, split.test_images, split.test_labels, batch)
+            params, batch = mesh.local_copy(self.state().params), self.config.eval_batch_size
+            x, y = self.local_split.test_images, self.local_split.test_labels
+            test = evaluate_arrays(spec.graphdef, params, x, y, batch)
             record |= {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
             record["test_seconds"] = time.perf_counter() - t_test
         record["seconds"] = seconds
@@ -239,8 +257,8 @@ class _EpochLoop:
         """Train/val/test loss and accuracy of the current parameters, and the overfitting gap."""
         results = evaluate_splits(
             self.setup.spec.graphdef,
-            self.state().params,
-            self.setup.split,
+            mesh.local_copy(self.state().params),
+            self.local_split,
             self.config.eval_batch_size,
         )
         return summarize_splits(results)

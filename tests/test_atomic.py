@@ -12,6 +12,7 @@ import json
 import os
 import re
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -160,7 +161,14 @@ def pause(tmp_path, monkeypatch):
 
     def sleep(seconds):
         note = json.loads(marker.read_text())
-        with open(note["temp"], "rb") as f:
+        temp = Path(note["temp"])
+        if temp.is_dir():  # a directory paused before its rename: every file it holds
+            files = (p for p in temp.rglob("*") if p.is_file())
+            seen.append(
+                (seconds, note, {p.relative_to(temp).as_posix(): p.read_bytes() for p in files})
+            )
+            return
+        with open(temp, "rb") as f:
             seen.append((seconds, note, f.read()))
 
     monkeypatch.setattr(atomic.time, "sleep", sleep)
@@ -180,6 +188,25 @@ def test_the_paused_write_holds_half_the_bytes_and_says_where(tmp_path, pause):
     assert os.path.dirname(note["temp"]) == str(target.parent) and on_disk == b"01234"
     assert not os.path.exists(note["temp"]) and not target.exists()  # given up: cleaned
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "paused.json", "run"]
+
+
+def test_a_directory_pauses_whole_just_before_its_rename(tmp_path, pause):
+    marker, seen = pause("ckpt_*@2")
+    temp = tmp_path / "ckpt_0002.orbax-checkpoint-tmp-1"
+    (temp / "state").mkdir(parents=True)
+    (temp / "meta").write_bytes(b"abc")
+    (temp / "state" / "data").write_bytes(b"0123456789")
+    atomic.pause_before_rename(tmp_path / "ckpt_0001", temp)  # the first match: not paused
+    atomic.pause_before_rename(tmp_path / "other", temp)  # another name: not paused
+    assert not marker.exists()
+    target = tmp_path / "ckpt_0002"
+    message = f"{atomic.PAUSE_ENV}: paused in the write of {target} and nobody killed it"
+    with pytest.raises(RuntimeError, match=f"^{re.escape(message)}$"):
+        atomic.pause_before_rename(target, temp)
+    ((seconds, note, held),) = seen
+    assert seconds == atomic.PAUSE_LIMIT_S
+    assert note == {"target": str(target), "temp": str(temp), "written": 13, "size": 13}
+    assert held == {"meta": b"abc", "state/data": b"0123456789"} and not target.exists()
 
 
 def test_the_nth_matching_write_is_the_one_paused(tmp_path, pause):

@@ -11,7 +11,7 @@ import pytest
 from flaxdigits import checkpoint
 from flaxdigits.config import TrainConfig
 from flaxdigits.runs import load_run
-from flaxdigits.state import init_state
+from flaxdigits.state import abstract_state, init_state
 
 CONFIG = TrainConfig(model="mlp", epochs=2, batch_size=100)
 
@@ -27,28 +27,40 @@ def saved_run(tmp_path):
     return run
 
 
-def test_checkpoint_keeps_the_two_newest_files(saved_run):
+def _largest_file(run):
+    step_dir = run / checkpoint.pointer(run)["dir"]
+    return max((p for p in step_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def test_checkpoint_keeps_the_two_newest_steps(saved_run):
     _, state = init_state(CONFIG)
     meta = {"config": CONFIG.to_dict(), "history": [], "snapshots": {}}
     checkpoint.save(saved_run, state, meta, epoch=3)
-    assert sorted(p.name for p in saved_run.glob("ckpt-*.msgpack")) == [
-        "ckpt-0002.msgpack",
-        "ckpt-0003.msgpack",
-    ]
+    steps = sorted(p.name for p in (saved_run / checkpoint.STEPS).iterdir() if p.is_dir())
+    assert steps == ["ckpt_0002", "ckpt_0003"]
     assert checkpoint.pointer(saved_run)["epoch"] == 3
-    assert not list(saved_run.glob("*.tmp"))
+    assert not list(saved_run.rglob("*.tmp")) and not list(saved_run.rglob("*tmp-*"))
 
 
 def test_restore_gives_back_the_saved_state_and_meta(saved_run):
     _, fresh = init_state(CONFIG)
     state, meta = checkpoint.restore(saved_run, fresh)
     assert int(state.step) == 2 and meta["config"] == CONFIG.to_dict()
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(fresh), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(fresh.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_restore_into_an_abstract_state_places_arrays_with_the_sharding(saved_run):
+    _, template = abstract_state(CONFIG)
+    device = jax.local_devices()[0]
+    state, _ = checkpoint.restore(saved_run, template, jax.sharding.SingleDeviceSharding(device))
+    assert all(leaf.devices() == {device} for leaf in jax.tree.leaves(state))
+
+
 def test_tampered_checkpoint_is_refused(saved_run):
-    path = saved_run / checkpoint.pointer(saved_run)["file"]
+    path = _largest_file(saved_run)
     blob = bytearray(path.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     path.write_bytes(bytes(blob))
@@ -57,9 +69,20 @@ def test_tampered_checkpoint_is_refused(saved_run):
 
 
 def test_truncated_checkpoint_is_refused(saved_run):
-    path = saved_run / checkpoint.pointer(saved_run)["file"]
+    path = _largest_file(saved_run)
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(checkpoint.CheckpointError, match="truncated or modified"):
+        load_run(saved_run)
+
+
+def test_a_file_removed_from_or_added_to_a_step_is_refused(saved_run):
+    step_dir = saved_run / checkpoint.pointer(saved_run)["dir"]
+    (step_dir / "state" / "extra").write_bytes(b"not ours")
+    with pytest.raises(checkpoint.CheckpointError, match=r"unexpected \['state/extra'\]"):
+        load_run(saved_run)
+    (step_dir / "state" / "extra").unlink()
+    (step_dir / "meta" / "metadata").unlink()
+    with pytest.raises(checkpoint.CheckpointError, match=r"missing \['meta/metadata'\]"):
         load_run(saved_run)
 
 
@@ -78,22 +101,8 @@ def test_checkpoint_of_another_model_does_not_load(saved_run):
         checkpoint.restore(saved_run, cnn_template)
 
 
-def test_a_cnn_checkpoint_from_before_the_standard_conv_layout_still_loads(tmp_path):
-    # Until v0.1 the CNN kept its conv bias beside the layer, as params['conv_bias'].
-    config = TrainConfig(model="cnn", epochs=1)
-    _, state = init_state(config)
-    meta = {"config": config.to_dict(), "history": [], "snapshots": {}}
-    checkpoint.save(tmp_path, state, meta, epoch=1)
-    saved = checkpoint.read(tmp_path)
-    old = {k.replace("['conv']['bias']", "['conv_bias']"): v for k, v in saved["state"].items()}
-    assert old != saved["state"] and any("['conv_bias']" in k for k in old)
-    restored = checkpoint.fill({"meta": saved["meta"], "state": old}, state)
-    np.testing.assert_array_equal(
-        np.asarray(restored.params["conv"]["bias"][...]),
-        np.asarray(state.params["conv"]["bias"][...]),
-    )
-
-
-def test_pointer_names_the_file_and_its_hash(saved_run):
+def test_pointer_names_the_step_and_its_digest(saved_run):
     ptr = json.loads((saved_run / checkpoint.POINTER).read_text())
-    assert ptr["file"] == "ckpt-0002.msgpack" and ptr["epoch"] == 2 and len(ptr["sha256"]) == 64
+    assert ptr["dir"] == "checkpoints/ckpt_0002" and ptr["epoch"] == 2 and ptr["step"] == 2
+    assert len(ptr["sha256"]) == 64 and "meta/metadata" in ptr["files"]
+    assert ptr["size"] == sum(f["size"] for f in ptr["files"].values())

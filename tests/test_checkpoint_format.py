@@ -1,10 +1,9 @@
 """The checkpoint format's promises (flaxdigits/checkpoint.py's docstring), one by one:
 
-the file name and payload layout, the pointer's fields, pruning to the two newest files without
-ever deleting the one just written, stale temp files cleared, and every way a pointer, a file or
-a tensor can be wrong refused with a message that names it. A small pytree stands in for a
-training state, so nothing here builds a model. Written against the mutants `make mutation`
-showed surviving in flaxdigits/checkpoint.py (TESTING.md).
+the step directory and pointer layout, the pointer's manifest of every file, the two newest steps
+kept without ever deleting the one just written, a killed save's leftovers cleared, and every way
+a pointer, a file or a tensor can be wrong refused with a message that names it, before Orbax
+parses anything. A small pytree stands in for a training state, so nothing here builds a model.
 """
 
 from __future__ import annotations
@@ -14,13 +13,11 @@ import json
 import re
 from typing import NamedTuple
 
-import jax
 import numpy as np
 import pytest
-from flax import serialization
 
 from flaxdigits import checkpoint
-from flaxdigits.checkpoint import FORMAT, POINTER, CheckpointError
+from flaxdigits.checkpoint import FORMAT, POINTER, STEPS, CheckpointError
 
 
 class State(NamedTuple):
@@ -41,86 +38,76 @@ def _state(step: int = 7, scale: float = 1.0) -> State:
 META = {"config": {"model": "mlp"}, "history": [1, 2]}
 
 
-def _write(run, payload: dict) -> None:
-    """A checkpoint file holding payload, under a pointer with its true sha256."""
-    blob = serialization.msgpack_serialize(payload)
-    (run / "ckpt-0001.msgpack").write_bytes(blob)
-    ptr = {
-        "format": FORMAT,
-        "file": "ckpt-0001.msgpack",
-        "sha256": hashlib.sha256(blob).hexdigest(),
-    }
+def _steps(run) -> list[str]:
+    return sorted(p.name for p in (run / STEPS).iterdir())
+
+
+def _rewrite_pointer(run, **changes) -> dict:
+    ptr = json.loads((run / POINTER).read_text()) | changes
     (run / POINTER).write_text(json.dumps(ptr))
+    return ptr
 
 
 # ---------------------------------------------------------------------------------- writing
 
 
-def test_save_writes_the_documented_file_and_pointer(tmp_path):
+def test_save_writes_an_orbax_step_and_a_pointer_listing_every_file(tmp_path):
     run = tmp_path / "a" / "run"  # parents are created
     assert not checkpoint.exists(run)
     path = checkpoint.save(run, _state(step=7), META, epoch=3)
-    assert path == run / "ckpt-0003.msgpack" and checkpoint.exists(run)
-    blob = path.read_bytes()
+    assert path == run / STEPS / "ckpt_0003" and checkpoint.exists(run)
+    files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
     ptr = json.loads((run / POINTER).read_text())
-    assert ptr == {
+    assert sorted(ptr["files"]) == files and "meta/metadata" in files
+    for name, entry in ptr["files"].items():
+        blob = (path / name).read_bytes()
+        assert entry == {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}
+    digest = hashlib.sha256(json.dumps(ptr["files"], sort_keys=True).encode()).hexdigest()
+    assert {k: v for k, v in ptr.items() if k != "files"} == {
         "format": FORMAT,
-        "file": "ckpt-0003.msgpack",
-        "sha256": hashlib.sha256(blob).hexdigest(),
-        "size": len(blob),
+        "dir": "checkpoints/ckpt_0003",
         "epoch": 3,
         "step": 7,
+        "sha256": digest,
+        "size": sum(f["size"] for f in ptr["files"].values()),
     }
-    payload = serialization.msgpack_restore(blob)
-    assert payload["format"] == FORMAT
-    assert json.loads(payload["meta"]) == META
-    assert sorted(payload["state"]) == sorted(
-        jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(_state())[0]
-    )
-    np.testing.assert_array_equal(payload["state"][".params['dense']['kernel']"], np.ones((3, 2)))
+    assert json.loads((path / "meta" / "metadata").read_text()) == META
     assert checkpoint.pointer(run) == ptr
 
 
 def test_epochs_past_9999_keep_their_number(tmp_path):
-    assert checkpoint.save(tmp_path, _state(), META, epoch=12345).name == "ckpt-12345.msgpack"
-    assert checkpoint.read(tmp_path)["meta"] == META
+    assert checkpoint.save(tmp_path, _state(), META, epoch=12345).name == "ckpt_12345"
+    assert checkpoint.read(tmp_path).meta == META
 
 
-def test_pruning_keeps_the_two_newest_and_nothing_else_is_touched(tmp_path):
+def test_the_two_newest_steps_are_kept_and_nothing_else_is_touched(tmp_path):
     (tmp_path / "metrics.json").write_text("{}")
-    (tmp_path / "ckpt-1.msgpack").write_bytes(b"not ours: three digits short")
     for epoch in (1, 2, 3, 4):
         checkpoint.save(tmp_path, _state(step=epoch), META, epoch=epoch)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "checkpoint.json",
-        "ckpt-0003.msgpack",
-        "ckpt-0004.msgpack",
-        "ckpt-1.msgpack",
-        "metrics.json",
-    ]
+    assert _steps(tmp_path) == ["ckpt_0003", "ckpt_0004"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [POINTER, STEPS, "metrics.json"]
 
 
 def test_an_older_epoch_saved_last_is_kept_and_pointed_to(tmp_path):
-    # A run restarted from scratch over old files: the file just written must survive pruning.
+    # Newer steps the pointer does not name (a save killed before its pointer moved, a run
+    # restarted over old files) give way to the step just written.
     for epoch in (5, 6):
         checkpoint.save(tmp_path, _state(step=epoch), META, epoch=epoch)
     checkpoint.save(tmp_path, _state(step=1, scale=2.0), META, epoch=1)
-    assert checkpoint.pointer(tmp_path)["file"] == "ckpt-0001.msgpack"
+    assert checkpoint.pointer(tmp_path)["dir"] == "checkpoints/ckpt_0001"
+    assert _steps(tmp_path) == ["ckpt_0001"]
     state, _ = checkpoint.restore(tmp_path, _state())
     assert int(state.step) == 1
     np.testing.assert_array_equal(np.asarray(state.params["bias"]), [0.0, 2.0])
 
 
-def test_temp_files_of_a_killed_write_are_cleared_on_the_next_save(tmp_path):
-    tmp_path.joinpath(".ckpt-0002.msgpack.x1y2.tmp").write_bytes(b"half a file")
-    tmp_path.joinpath(".checkpoint.json.abc.tmp").write_bytes(b"{")
-    tmp_path.joinpath("keep.tmp").write_bytes(b"not a hidden temp file")
+def test_a_killed_saves_temporary_step_is_cleared_on_the_next_save(tmp_path):
+    checkpoint.save(tmp_path, _state(), META, epoch=1)
+    leftover = tmp_path / STEPS / "ckpt_0002.orbax-checkpoint-tmp-1234"
+    (leftover / "state").mkdir(parents=True)
+    (leftover / "state" / "half").write_bytes(b"half a step")
     checkpoint.save(tmp_path, _state(), META, epoch=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "checkpoint.json",
-        "ckpt-0002.msgpack",
-        "keep.tmp",
-    ]
+    assert not leftover.exists() and _steps(tmp_path) == ["ckpt_0001", "ckpt_0002"]
 
 
 # --------------------------------------------------------------------------------- pointers
@@ -147,22 +134,39 @@ def test_an_unreadable_pointer_is_refused(tmp_path, text):
         checkpoint.pointer(tmp_path)
 
 
-GOOD = {"format": FORMAT, "file": "ckpt-0001.msgpack", "sha256": "0" * 64}
+FILES = {"meta/metadata": {"sha256": "0" * 64, "size": 2}}
+GOOD = {
+    "format": FORMAT,
+    "dir": "checkpoints/ckpt_0001",
+    "files": FILES,
+    "sha256": hashlib.sha256(json.dumps(FILES, sort_keys=True).encode()).hexdigest(),
+}
+
+
+def _files(name="meta/metadata", **entry):
+    files = {name: {"sha256": "0" * 64, "size": 2} | entry}
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    return {"files": files, "sha256": digest}
 
 
 @pytest.mark.parametrize(
     "ptr",
     [
         [GOOD],
-        {**GOOD, "format": "flaxdigits.checkpoint.v0"},
+        {**GOOD, "format": "flaxdigits.checkpoint.v3"},
         {k: v for k, v in GOOD.items() if k != "format"},
-        {**GOOD, "file": 1},
-        {**GOOD, "file": "../ckpt-0001.msgpack"},
-        {**GOOD, "file": "ckpt-001.msgpack"},
-        {**GOOD, "file": "ckpt-0001.msgpack.bak"},
-        {**GOOD, "file": "xckpt-0001.msgpack"},
+        {**GOOD, "dir": 1},
+        {**GOOD, "dir": "../checkpoints/ckpt_0001"},
+        {**GOOD, "dir": "checkpoints/ckpt_001"},
+        {**GOOD, "dir": "checkpoints/ckpt_0001/state"},
+        {**GOOD, "dir": "/checkpoints/ckpt_0001"},
         {**GOOD, "sha256": None},
-        {k: v for k, v in GOOD.items() if k != "sha256"},
+        {**GOOD, "sha256": "0" * 64},  # not the digest of its files
+        {k: v for k, v in GOOD.items() if k != "files"},
+        {**GOOD, **_files("../../outside")},
+        {**GOOD, **_files("/etc/passwd")},
+        {**GOOD, **_files(sha256="not hex")},
+        {**GOOD, **_files(size="2")},
     ],
 )
 def test_each_pointer_field_is_checked(tmp_path, ptr):
@@ -178,21 +182,29 @@ def test_a_well_formed_pointer_is_returned_as_written(tmp_path):
     assert checkpoint.pointer(tmp_path) == GOOD
 
 
+def test_a_checkpoint_of_the_msgpack_format_says_how_to_convert_it(tmp_path):
+    old = {"format": "flaxdigits.checkpoint.v1", "file": "ckpt-0001.msgpack", "sha256": "0" * 64}
+    (tmp_path / POINTER).write_text(json.dumps(old))
+    with pytest.raises(CheckpointError, match=f"`flaxdigits migrate {re.escape(str(tmp_path))}`"):
+        checkpoint.pointer(tmp_path)
+
+
 # ---------------------------------------------------------------------------------- reading
 
 
-def test_a_pointer_to_a_missing_file_is_refused(tmp_path):
+def test_a_pointer_to_a_missing_step_is_refused(tmp_path):
     (tmp_path / POINTER).write_text(json.dumps(GOOD))
-    path = tmp_path / "ckpt-0001.msgpack"
-    with pytest.raises(CheckpointError, match=f"^{re.escape(str(path))}: cannot read checkpoint"):
+    step_dir = tmp_path / "checkpoints" / "ckpt_0001"
+    message = f"{step_dir}: cannot read checkpoint (directory missing)"
+    with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
         checkpoint.read(tmp_path)
 
 
 def test_a_changed_file_quotes_both_digests(tmp_path):
-    checkpoint.save(tmp_path, _state(), META, epoch=1)
-    path = tmp_path / "ckpt-0001.msgpack"
-    want = checkpoint.pointer(tmp_path)["sha256"]
-    path.write_bytes(path.read_bytes() + b"\0")
+    step_dir = checkpoint.save(tmp_path, _state(), META, epoch=1)
+    path = step_dir / "meta" / "metadata"
+    want = checkpoint.pointer(tmp_path)["files"]["meta/metadata"]["sha256"]
+    path.write_bytes(path.read_bytes() + b" ")
     got = hashlib.sha256(path.read_bytes()).hexdigest()
     message = (
         f"{path}: sha256 {got[:12]}… does not match the pointer's {want[:12]}… "
@@ -202,105 +214,82 @@ def test_a_changed_file_quotes_both_digests(tmp_path):
         checkpoint.read(tmp_path)
 
 
-def test_hashed_bytes_that_are_not_msgpack_are_refused(tmp_path):
-    blob = b"\xc1 never valid msgpack"
-    (tmp_path / "ckpt-0001.msgpack").write_bytes(blob)
-    ptr = {**GOOD, "sha256": hashlib.sha256(blob).hexdigest()}
-    (tmp_path / POINTER).write_text(json.dumps(ptr))
-    path = tmp_path / "ckpt-0001.msgpack"
-    with pytest.raises(
-        CheckpointError, match=rf"^{re.escape(str(path))}: not a flaxdigits checkpoint \(\w+\)$"
-    ):
+def test_a_changed_file_is_refused_before_orbax_reads_it(tmp_path, monkeypatch):
+    step_dir = checkpoint.save(tmp_path, _state(), META, epoch=1)
+    (step_dir / "state" / "_METADATA").write_text("{}")
+    read_by_orbax = []
+    monkeypatch.setattr(checkpoint, "_saved_arrays", lambda *a: read_by_orbax.append(a))
+    with pytest.raises(CheckpointError, match="does not match the pointer"):
+        checkpoint.restore(tmp_path, _state())
+    assert not read_by_orbax
+
+
+def test_hashed_meta_that_is_not_json_is_refused(tmp_path):
+    step_dir = checkpoint.save(tmp_path, _state(), META, epoch=1)
+    (step_dir / "meta" / "metadata").write_bytes(b"\xc1 not JSON")
+    files = checkpoint._manifest(step_dir)  # a pointer that vouches for the bad bytes
+    _rewrite_pointer(tmp_path, files=files, sha256=checkpoint._digest(files))
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(step_dir))}: not a flaxdigits"):
         checkpoint.read(tmp_path)
 
 
-@pytest.mark.parametrize(
-    "payload",
-    [
-        {"format": "flaxdigits.checkpoint.v2", "meta": "{}", "state": {"a": np.zeros(1)}},
-        {"format": FORMAT, "meta": "[]", "state": {"a": np.zeros(1)}},
-        {"format": FORMAT, "meta": "{}", "state": [np.zeros(1)]},
-    ],
-)
-def test_a_payload_of_another_format_is_refused(tmp_path, payload):
-    _write(tmp_path, payload)
-    message = f"{tmp_path / 'ckpt-0001.msgpack'}: not a {FORMAT} checkpoint"
-    with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
-        checkpoint.read(tmp_path)
+def test_hashed_state_that_orbax_cannot_read_is_refused(tmp_path):
+    step_dir = checkpoint.save(tmp_path, _state(), META, epoch=1)
+    (step_dir / "state" / "_METADATA").write_text("[]")
+    files = checkpoint._manifest(step_dir)
+    _rewrite_pointer(tmp_path, files=files, sha256=checkpoint._digest(files))
+    with pytest.raises(CheckpointError, match=r"^run7: not a flaxdigits checkpoint \(\w+\)$"):
+        checkpoint.fill(checkpoint.read(tmp_path), _state(), "run7")
 
 
-@pytest.mark.parametrize(
-    "payload",
-    [
-        {"meta": "{}", "state": {}},  # no format
-        {"format": FORMAT, "state": {}},  # no meta
-        {"format": FORMAT, "meta": "{", "state": {}},  # meta not JSON
-        {"format": FORMAT, "meta": "{}"},  # no state
-    ],
-)
-def test_a_payload_missing_a_part_is_refused(tmp_path, payload):
-    _write(tmp_path, payload)
-    with pytest.raises(
-        CheckpointError, match=r"not a flaxdigits checkpoint \((KeyError|JSONDecodeError)\)$"
-    ):
-        checkpoint.read(tmp_path)
-
-
-def test_read_returns_meta_and_state_only(tmp_path):
-    checkpoint.save(tmp_path, _state(), META, epoch=1)
-    got = checkpoint.read(tmp_path)
-    assert sorted(got) == ["meta", "state"] and got["meta"] == META
+def test_read_returns_the_verified_meta_and_step(tmp_path):
+    step_dir = checkpoint.save(tmp_path, _state(), META, epoch=1)
+    saved = checkpoint.read(tmp_path)
+    assert saved.meta == META and saved.step_dir == step_dir
+    assert saved.pointer == checkpoint.pointer(tmp_path)
 
 
 # ---------------------------------------------------------------------------------- filling
 
 
-def _saved(**state) -> dict:
-    return {"meta": META, "state": state}
-
-
-KEYS = {
-    ".step": np.asarray(7, np.int32),
-    ".params['bias']": np.zeros(2, np.float32),
-    ".params['dense']['kernel']": np.zeros((3, 2), np.float32),
-}
-
-
 def test_fill_names_missing_and_unexpected_paths(tmp_path):
-    state = dict(KEYS)
-    del state[".params['bias']"]
-    state[".params['other']"] = np.zeros(1, np.float32)
-    message = (
-        "run7: checkpoint does not fit this model (missing [\".params['bias']\"], "
-        "unexpected [\".params['other']\"])"
-    )
+    checkpoint.save(tmp_path, _state(), META, epoch=1)
+    template = _state()
+    del template.params["bias"]
+    template.params["other"] = np.zeros(1, np.float32)
+    message = "run7: checkpoint does not fit this model (missing ['params/other'], "
+    message += "unexpected ['params/bias'])"
     with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
-        checkpoint.fill(_saved(**state), _state(), "run7")
+        checkpoint.fill(checkpoint.read(tmp_path), template, "run7")
 
 
 @pytest.mark.parametrize(
     ("value", "described"),
     [
-        (np.zeros(3, np.float32), "(3,) float32, the model needs (2,) float32"),
-        (np.zeros(2, np.float64), "(2,) float64, the model needs (2,) float32"),
-        (np.zeros((2, 1), np.float32), "(2, 1) float32, the model needs (2,) float32"),
-        ([0.0, 0.0], "None list, the model needs (2,) float32"),
+        (np.zeros(3, np.float32), "(2,) float32, the model needs (3,) float32"),
+        (np.zeros(2, np.float64), "(2,) float32, the model needs (2,) float64"),
+        (np.zeros((2, 1), np.float32), "(2,) float32, the model needs (2, 1) float32"),
     ],
 )
-def test_fill_refuses_a_tensor_of_another_shape_or_dtype(value, described):
-    state = dict(KEYS, **{".params['bias']": value})
-    message = f"checkpoint: .params['bias'] is {described}"
+def test_fill_refuses_a_tensor_of_another_shape_or_dtype(tmp_path, value, described):
+    checkpoint.save(tmp_path, _state(), META, epoch=1)
+    template = _state()
+    template.params["bias"] = value
+    message = f"checkpoint: params/bias is {described}"
     with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
-        checkpoint.fill(_saved(**state), _state())
+        checkpoint.fill(checkpoint.read(tmp_path), template)
 
 
-def test_fill_puts_each_array_in_its_own_place():
-    state = {
-        ".step": np.asarray(3, np.int32),
-        ".params['bias']": np.array([4.0, 5.0], np.float32),
-        ".params['dense']['kernel']": np.arange(6, dtype=np.float32).reshape(3, 2),
-    }
-    got = checkpoint.fill(_saved(**state), _state())
+def test_fill_puts_each_array_in_its_own_place(tmp_path):
+    state = State(
+        step=np.asarray(3, np.int32),
+        params={
+            "bias": np.array([4.0, 5.0], np.float32),
+            "dense": {"kernel": np.arange(6, dtype=np.float32).reshape(3, 2)},
+        },
+    )
+    checkpoint.save(tmp_path, state, META, epoch=1)
+    got = checkpoint.fill(checkpoint.read(tmp_path), _state())
     assert int(got.step) == 3
     np.testing.assert_array_equal(np.asarray(got.params["bias"]), [4.0, 5.0])
     np.testing.assert_array_equal(
@@ -313,9 +302,3 @@ def test_restore_names_the_run_dir_when_it_does_not_fit(tmp_path):
     other = State(step=np.asarray(0, np.int32), params={"bias": np.zeros(5, np.float32)})
     with pytest.raises(CheckpointError, match=f"^{re.escape(str(tmp_path))}: checkpoint does not"):
         checkpoint.restore(tmp_path, other)
-
-
-def test_legacy_conv_bias_paths_are_renamed_on_load():
-    template = {"conv": {"bias": np.zeros(2, np.float32)}}
-    got = checkpoint.fill(_saved(**{"['conv_bias']": np.ones(2, np.float32)}), template)
-    np.testing.assert_array_equal(np.asarray(got["conv"]["bias"]), [1.0, 1.0])

@@ -30,6 +30,7 @@ def test_help_lists_every_subcommand():
         "data",
         "train",
         "evaluate",
+        "migrate",
         "compare",
         "export",
         "benchmark",

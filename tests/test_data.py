@@ -94,3 +94,13 @@ def test_mnist_is_verified_once_per_process(tmp_path, monkeypatch, mnist):
     again = data.load_mnist("cache", log=lines.append)
     assert again is first  # not read, not hashed again: the process verified it already
     assert "verified sha256" in lines[0] and "verified earlier in this process" in lines[1]
+
+
+def test_subset_keeps_the_first_n_of_train_and_test_and_says_so(mnist):
+    small = data.subset(mnist, 1600)
+    assert small.train_images.shape == (1600, 28, 28) and small.test_labels.shape == (1600,)
+    np.testing.assert_array_equal(small.train_labels, mnist.train_labels[:1600])
+    np.testing.assert_array_equal(small.test_images, mnist.test_images[:1600])
+    assert small.source == f"{mnist.source}, first 1600"
+    with pytest.raises(ValueError, match="--limit 0: must be at least 1"):
+        data.subset(mnist, 0)

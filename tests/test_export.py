@@ -259,18 +259,23 @@ def save_checkpoint(run_dir, model: str, config_model: str):
 
 
 def truncate_checkpoint(run_dir):
-    path = run_dir / json.loads((run_dir / checkpoint.POINTER).read_text())["file"]
+    step_dir = run_dir / json.loads((run_dir / checkpoint.POINTER).read_text())["dir"]
+    path = max((p for p in step_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     path.write_bytes(path.read_bytes()[:1000])
     return run_dir
 
 
 def foreign_checkpoint(run_dir):
+    """A step whose pointer vouches for bytes that are not a flaxdigits checkpoint."""
     blob = b"\x82\xa6format\xa4evil\xa5state\xc0"
-    (run_dir / "ckpt-0001.msgpack").write_bytes(blob)
+    (run_dir / "checkpoints" / "ckpt_0001" / "meta").mkdir(parents=True)
+    (run_dir / "checkpoints" / "ckpt_0001" / "meta" / "metadata").write_bytes(blob)
+    files = {"meta/metadata": {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}}
     pointer = {
         "format": checkpoint.FORMAT,
-        "file": "ckpt-0001.msgpack",
-        "sha256": hashlib.sha256(blob).hexdigest(),
+        "dir": "checkpoints/ckpt_0001",
+        "files": files,
+        "sha256": hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest(),
     }
     (run_dir / checkpoint.POINTER).write_text(json.dumps(pointer))
     return run_dir

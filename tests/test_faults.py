@@ -67,6 +67,13 @@ def _kill_inside_the_write(proc, tmp_path) -> dict:
     note = json.loads(marker.read_text())
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL  # killed, not finished
+    if os.path.isdir(note["temp"]):
+        # An Orbax step killed whole but not yet renamed: all of it in the temporary directory,
+        # nothing under the step's name.
+        files = [p for p in Path(note["temp"]).rglob("*") if p.is_file()]
+        assert note["written"] == sum(p.stat().st_size for p in files) > 0, note
+        assert not os.path.exists(note["target"]), note
+        return note
     # The kill landed mid-write: half of the bytes in the temp file, the target not replaced.
     assert 0 < note["written"] < note["size"], note
     assert os.path.getsize(note["temp"]) == note["written"], note
@@ -120,23 +127,26 @@ def test_sigkill_inside_checkpoint_writes_then_resume_equals_uninterrupted(tmp_p
     # (paused write, the epoch the pointer holds after the kill): every write of an epoch's end,
     # each killed halfway; every restart resumes from the last complete checkpoint.
     plan = [
-        ("ckpt-*.msgpack@2", 1),  # epoch 2's checkpoint file
-        ("checkpoint.json@1", 1),  # epoch 2's pointer (its file is already whole)
-        ("ckpt-*.msgpack@1", 1),  # epoch 2's file again, over the whole one the last run left
+        ("ckpt_*@2", 1),  # epoch 2's Orbax step, written but not renamed
+        ("checkpoint.json@1", 1),  # epoch 2's pointer (its step is already final)
+        ("ckpt_*@1", 1),  # epoch 2's step again, replacing the final one the last run left
         ("checkpoint.json@3", 3),  # epoch 4's pointer, after two complete epochs
         ("metrics.json", EPOCHS),  # the final metrics, after the last checkpoint
     ]
     for pause, epoch in plan:
         proc = _start([*argv, str(run), str(EPOCHS)], tmp_path, pause=pause)
         note = _kill_inside_the_write(proc, tmp_path)
-        assert Path(note["target"]).parent == run, note
+        assert Path(note["target"]).parent in (run, run / checkpoint.STEPS), note
         assert checkpoint.pointer(run)["epoch"] == epoch, pause
         load_run(run)  # the last complete checkpoint always loads, never half-written
         assert not (run / "metrics.json").exists()
     proc = _start([*argv, str(run), str(EPOCHS)], tmp_path)
     assert proc.wait(timeout=300) == 0, _stderr(proc)
-    # A checkpoint write clears temp files of killed ones; the killed metrics write's stays.
-    assert all(p.name.startswith(".metrics.json.") for p in run.glob(".*.tmp"))
+    # A checkpoint clears the temporary steps and pointers of killed ones; the killed metrics
+    # write's temp file stays (never read, replaced next time).
+    assert all(p.name.startswith(".metrics.json.") for p in run.rglob("*tmp*")), list(
+        run.rglob("*tmp*")
+    )
     assert checkpoint.pointer(run)["epoch"] == EPOCHS
     assert json.loads((run / "metrics.json").read_text())
     for a, b in zip(_leaves(reference), _leaves(run), strict=True):

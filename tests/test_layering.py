@@ -32,6 +32,8 @@ LAYERS = {
     "flaxdigits.mesh": 3,
     "flaxdigits.checkpoint": 3,
     "flaxdigits.curves": 3,
+    "flaxdigits.checkpoint_v1": 3,
+    "flaxdigits.distributed": 3,
     "flaxdigits.train": 3,
     "flaxdigits.runs": 4,
     "flaxdigits.report": 5,
