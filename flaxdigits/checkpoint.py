@@ -257,22 +257,7 @@ def fill(saved: Saved, template, where: str = "checkpoint", sharding=None):
         sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     keys = ["/".join(_names(path)) for path, _ in leaves]
-    found = _saved_arrays(saved, where)
-    missing = [k for k in keys if k not in found]
-    extra = sorted(set(found) - set(keys))
-    if missing or extra:
-        raise CheckpointError(
-            f"{where}: checkpoint does not fit this model (missing {missing[:3]}, "
-            f"unexpected {extra[:3]})"
-        )
-    for key, (_, want) in zip(keys, leaves, strict=True):
-        got_shape, got_dtype = found[key]
-        want_shape, want_dtype = tuple(want.shape), np.dtype(want.dtype)
-        if got_shape != want_shape or got_dtype != want_dtype:
-            raise CheckpointError(
-                f"{where}: {key} is {got_shape} {got_dtype}, the model needs "
-                f"{want_shape} {want_dtype}"
-            )
+    check_fit(_saved_arrays(saved, where), keys, [want for _, want in leaves], where)
     target = _nest(template, lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding))
     with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
         restored = checkpointer.restore(
@@ -282,6 +267,26 @@ def fill(saved: Saved, template, where: str = "checkpoint", sharding=None):
         "/".join(_names(p)): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(restored)[0]
     }
     return jax.tree_util.tree_unflatten(treedef, [flat[k] for k in keys])
+
+
+def check_fit(found: dict[str, tuple], keys: list[str], wants: list, where: str) -> None:
+    """Refuse a saved checkpoint that does not fit the model: found {path: (shape, dtype)} must
+    hold exactly `keys`, each with the shape and dtype of its `wants` leaf (array or abstract)."""
+    missing = [k for k in keys if k not in found]
+    extra = sorted(set(found) - set(keys))
+    if missing or extra:
+        raise CheckpointError(
+            f"{where}: checkpoint does not fit this model (missing {missing[:3]}, "
+            f"unexpected {extra[:3]})"
+        )
+    for key, want in zip(keys, wants, strict=True):
+        got_shape, got_dtype = found[key]
+        want_shape, want_dtype = tuple(want.shape), np.dtype(want.dtype)
+        if got_shape != want_shape or got_dtype != want_dtype:
+            raise CheckpointError(
+                f"{where}: {key} is {got_shape} {got_dtype}, the model needs "
+                f"{want_shape} {want_dtype}"
+            )
 
 
 def _saved_arrays(saved: Saved, where: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from flaxdigits.checkpoint import OLD_FORMAT, POINTER, CheckpointError
+from flaxdigits.checkpoint import OLD_FORMAT, POINTER, CheckpointError, check_fit
 
 _FILE_RE = re.compile(r"^ckpt-(\d{4,})\.msgpack$")
 # Key renames for checkpoints written before the CNN kept its conv bias inside nnx.Conv (same
@@ -73,24 +73,12 @@ def fill(saved: dict[str, Any], template, where: str):
     flat = {_current_key(k): v for k, v in saved["state"].items()}
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     keys = [jax.tree_util.keystr(path) for path, _ in leaves]
-    missing = [k for k in keys if k not in flat]
-    extra = sorted(set(flat) - set(keys))
-    if missing or extra:
-        raise CheckpointError(
-            f"{where}: checkpoint does not fit this model (missing {missing[:3]}, "
-            f"unexpected {extra[:3]})"
-        )
-    restored = []
-    for key, (_, want) in zip(keys, leaves, strict=True):
-        got = flat[key]
-        want_shape, want_dtype = tuple(want.shape), np.dtype(want.dtype)
-        if not isinstance(got, np.ndarray) or got.shape != want_shape or got.dtype != want_dtype:
-            shape = getattr(got, "shape", None)
-            dtype = getattr(got, "dtype", type(got).__name__)
-            raise CheckpointError(
-                f"{where}: {key} is {shape} {dtype}, the model needs {want_shape} {want_dtype}"
-            )
-        restored.append(jnp.asarray(got))
+    found = {  # a non-array value (a hashed file can hold any msgpack) fits no model leaf
+        k: (v.shape, v.dtype) if isinstance(v, np.ndarray) else (None, type(v).__name__)
+        for k, v in flat.items()
+    }
+    check_fit(found, keys, [want for _, want in leaves], where)
+    restored = [jnp.asarray(flat[key]) for key in keys]
     return jax.tree_util.tree_unflatten(treedef, restored)
 
 
