@@ -94,21 +94,7 @@ def test_two_processes_match_one_and_resume_after_a_peer_dies(tmp_path, mnist):
 
     # Process 0 stops inside epoch 2's pointer write; process 1 waits for it; kill process 1.
     killed = tmp_path / "killed"
-    marker = tmp_path / "paused.json"
-    pause = {atomic.PAUSE_ENV: "checkpoint.json@2", atomic.PAUSED_ENV: str(marker)}
-    p0, p1 = _job(killed, env0=pause)
-    deadline = time.monotonic() + 180
-    while not marker.exists():
-        assert p0.poll() is None and p1.poll() is None, (p0.stderr.read(), p1.stderr.read())
-        assert time.monotonic() < deadline, "no paused write"
-        time.sleep(0.05)
-    p1.send_signal(signal.SIGKILL)
-    t_kill = time.monotonic()
-    _, err = p0.communicate(timeout=HEARTBEAT_S + 60)
-    waited = time.monotonic() - t_kill
-    print(f"process 0 ended {waited:.1f} s after process 1 was killed")
-    assert p0.returncode != 0 and p1.wait() == -signal.SIGKILL
-    assert waited <= HEARTBEAT_S + 15, waited
+    err = _kill_one_while_paused(killed, tmp_path / "paused.json", epoch=2, victim=1)
     assert "another task died" in err and "stopped sending heartbeats" in err, err[-3000:]
     assert checkpoint.pointer(killed)["epoch"] == 1 and not (killed / "metrics.json").exists()
 
@@ -119,25 +105,33 @@ def test_two_processes_match_one_and_resume_after_a_peer_dies(tmp_path, mnist):
     print(f"wall time {time.monotonic() - t0:.0f} s")
 
 
+def _kill_one_while_paused(run, marker, *, epoch: int, victim: int) -> str:
+    """A 2-process job whose process 0 stops inside epoch `epoch`'s pointer write (the other
+    waits for it); SIGKILL process `victim`. The survivor must fail within the heartbeat
+    timeout (+15 s slack); returns its stderr."""
+    pause = {atomic.PAUSE_ENV: f"checkpoint.json@{epoch}", atomic.PAUSED_ENV: str(marker)}
+    procs = _job(run, env0=pause)
+    deadline = time.monotonic() + 180
+    while not marker.exists():
+        assert all(p.poll() is None for p in procs), [p.stderr.read() for p in procs]
+        assert time.monotonic() < deadline, "no paused write"
+        time.sleep(0.05)
+    dead, survivor = procs[victim], procs[1 - victim]
+    dead.send_signal(signal.SIGKILL)
+    t_kill = time.monotonic()
+    _, err = survivor.communicate(timeout=HEARTBEAT_S + 60)
+    waited = time.monotonic() - t_kill
+    print(f"process {1 - victim} ended {waited:.1f} s after process {victim} was killed")
+    assert survivor.returncode != 0 and dead.wait() == -signal.SIGKILL
+    assert waited <= HEARTBEAT_S + 15, waited
+    return err
+
+
 @pytest.mark.slow  # starts a 2-process job on real MNIST
 def test_the_coordinator_dying_ends_the_other_process(tmp_path, mnist):
     # Process 0 hosts the coordination service: killed (inside epoch 1's pointer write, while
     # process 1 waits for it), it takes the service with it and process 1 ends at once.
-    marker = tmp_path / "paused.json"
-    pause = {atomic.PAUSE_ENV: "checkpoint.json@1", atomic.PAUSED_ENV: str(marker)}
-    p0, p1 = _job(tmp_path / "run", env0=pause)
-    deadline = time.monotonic() + 180
-    while not marker.exists():
-        assert p0.poll() is None and p1.poll() is None, (p0.stderr.read(), p1.stderr.read())
-        assert time.monotonic() < deadline, "no paused write"
-        time.sleep(0.05)
-    p0.send_signal(signal.SIGKILL)
-    t_kill = time.monotonic()
-    _, err = p1.communicate(timeout=HEARTBEAT_S + 60)
-    waited = time.monotonic() - t_kill
-    print(f"process 1 ended {waited:.1f} s after process 0 was killed")
-    assert p1.returncode != 0 and p0.wait() == -signal.SIGKILL
-    assert waited <= HEARTBEAT_S + 15, waited
+    err = _kill_one_while_paused(tmp_path / "run", tmp_path / "paused.json", epoch=1, victim=0)
     assert "another task died" in err and "leader task was preempted/died" in err, err[-3000:]
     assert not (tmp_path / "run" / checkpoint.POINTER).exists()  # its first write was killed
 
