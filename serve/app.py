@@ -36,7 +36,7 @@ from flaxdigits.serve.decode import (
     ImageInputError,
     configure_pillow,
 )
-from flaxdigits.serve.guard import SESSIONS, Guard, TempFiles, bound_logs, describe_budgets
+from flaxdigits.serve.guard import SESSIONS, Guard, bound_logs, describe_budgets
 from flaxdigits.serve.page import (
     CANVAS_SIZE,
     CARD_CSS,
@@ -51,6 +51,7 @@ from flaxdigits.serve.page import (
 )
 from flaxdigits.serve.predictor import Predictor
 from flaxdigits.serve.preprocess import EmptyCanvasError
+from flaxdigits.serve.temp_files import TempFiles
 
 API_NAME = "predict"
 

@@ -16,7 +16,8 @@ import time
 import pytest
 
 from flaxdigits.serve import guard
-from flaxdigits.serve.guard import Guard, Rate, RateLimiter, TempFiles
+from flaxdigits.serve.guard import Guard, Rate, RateLimiter
+from flaxdigits.serve.temp_files import TempFiles
 
 
 class Reader:
