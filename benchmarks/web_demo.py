@@ -74,19 +74,9 @@ def sizes(site: Path) -> dict:
     return {"files": files, "total": total, "total_gzip": sum(g for _, g in files.values())}
 
 
-def stroke(page, box, points, steps=4):
-    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
-    page.mouse.move(*xy[0])
-    page.mouse.down()
-    for (x0, y0), (x1, y1) in zip(xy, xy[1:], strict=False):
-        for i in range(1, steps + 1):
-            page.mouse.move(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)
-    page.mouse.up()
-
-
 def round_trip(page, box, points, quiet_s: float) -> tuple[float, float]:
     """Pointer-up to the first and to the last change of the cards after it (quiet_s later)."""
-    stroke(page, box, points)
+    ws.mouse_stroke(page, box, points)
     time.sleep(quiet_s)
     rt = page.evaluate("window.__rt")
     if not rt["changes"]:

@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import web_support
 
 from flaxdigits import contract
 from flaxdigits.serve import app
@@ -95,22 +96,17 @@ def page(page_url, tmp_path):
 
 
 def stroke(page, points, steps=2) -> None:
-    """One mouse stroke through points given as fractions of the drawing canvas (x, y).
-
-    The brush joins pointer positions with straight segments, so a few moves per segment draw
-    a clean line; each move costs a canvas read-back in software rendering.
-    """
+    """One mouse stroke through points given as fractions of the drawing canvas (x, y): the
+    square canvas, centred in its element."""
     box = page.locator("#sketch canvas").first.bounding_box()
-    side = min(box["width"], box["height"])  # the square canvas, centred in the element
-    left = box["x"] + (box["width"] - side) / 2
-    top = box["y"] + (box["height"] - side) / 2
-    xy = [(left + fx * side, top + fy * side) for fx, fy in points]
-    page.mouse.move(*xy[0])
-    page.mouse.down()
-    for (x0, y0), (x1, y1) in zip(xy, xy[1:], strict=False):
-        for i in range(1, steps + 1):
-            page.mouse.move(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)
-    page.mouse.up()
+    side = min(box["width"], box["height"])
+    square = {
+        "x": box["x"] + (box["width"] - side) / 2,
+        "y": box["y"] + (box["height"] - side) / 2,
+        "width": side,
+        "height": side,
+    }
+    web_support.mouse_stroke(page, square, points, steps)
 
 
 def read_digits(page) -> dict[str, str]:

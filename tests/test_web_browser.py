@@ -127,14 +127,7 @@ def page(site_url, tmp_path):
 
 def stroke(page, points, steps=4) -> None:
     """One mouse stroke through points given as fractions of the drawing canvas (x, y)."""
-    box = page.locator("#sketch").bounding_box()
-    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
-    page.mouse.move(*xy[0])
-    page.mouse.down()
-    for (x0, y0), (x1, y1) in zip(xy, xy[1:], strict=False):
-        for i in range(1, steps + 1):
-            page.mouse.move(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)
-    page.mouse.up()
+    ws.mouse_stroke(page, page.locator("#sketch").bounding_box(), points, steps)
 
 
 def settle(page, passes_before: int) -> None:

@@ -208,6 +208,19 @@ class SiteHandler(SimpleHTTPRequestHandler):
         pass
 
 
+def mouse_stroke(page, box: dict, points, steps: int = 4) -> None:
+    """One mouse stroke in a Playwright page through points given as fractions (x, y) of box
+    ({x, y, width, height} in page pixels): `steps` moves per segment, which the brush joins
+    with straight lines (each move costs a canvas read-back in software rendering)."""
+    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for (x0, y0), (x1, y1) in zip(xy, xy[1:], strict=False):
+        for i in range(1, steps + 1):
+            page.mouse.move(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)
+    page.mouse.up()
+
+
 @contextlib.contextmanager
 def static_server(directory: Path):
     """The directory on a free loopback port: yields its base URL."""
