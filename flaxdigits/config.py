@@ -33,6 +33,7 @@ class Augment:
     shift: float  # pixels, uniform in [-shift, shift] on each axis (after re-centring)
     thickness: tuple[float, float]  # stroke change, px per side (< 0 thins), before the refit
     recentre: bool = True
+    elastic: float = 0.0  # px: largest move of a smooth random displacement field (0: none)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""

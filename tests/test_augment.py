@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -157,3 +159,49 @@ def test_the_share_moves_from_start_to_end_with_progress(digits):
     end = augment.augment_batch(jax.random.PRNGKey(1), images, aug, 1.0)
     assert bool(jnp.all(jnp.any(start != images, axis=(1, 2, 3))))
     np.testing.assert_array_equal(np.asarray(end), np.asarray(images))
+
+
+def test_the_elastic_field_is_a_smooth_blend_of_its_knots():
+    basis = np.asarray(augment.ELASTIC_BASIS)
+    k = augment.ELASTIC_KNOTS
+    assert basis.shape == (28 * 28, k * k)
+    np.testing.assert_allclose(basis.sum(axis=1), 1.0, atol=1e-6)  # a blend: never amplifies
+    assert basis.min() >= 0.0
+    knots = jax.random.uniform(jax.random.PRNGKey(0), (3, k * k, 2), jnp.float32, -2.0, 2.0)
+    field = np.asarray(augment.elastic_field(knots)).reshape(3, 28, 28, 2)
+    corners = np.asarray(knots).reshape(3, k, k, 2)
+    # the frame's corner pixels carry the corner knots' displacement exactly
+    for (y, x), (i, j) in zip(
+        ((0, 0), (0, 27), (27, 0), (27, 27)), ((0, 0), (0, -1), (-1, 0), (-1, -1)), strict=True
+    ):
+        np.testing.assert_allclose(field[:, y, x], corners[:, i, j], atol=1e-6)
+    assert np.abs(field).max() <= 2.0 + 1e-6
+    # smooth: neighbouring pixels move by at most the knots' spread over their spacing
+    step = 4.0 * (k - 1) / 27
+    assert np.abs(np.diff(field, axis=1)).max() <= step + 1e-5
+    assert np.abs(np.diff(field, axis=2)).max() <= step + 1e-5
+
+
+def test_a_zero_elastic_field_changes_nothing_and_a_drawn_one_bends_the_digit(digits):
+    k2 = augment.ELASTIC_KNOTS**2
+    plain = augment.distort(digits, params(64, rotation=10.0), recentre=True)
+    zero = params(64, rotation=10.0) | {"elastic": jnp.zeros((64, k2, 2))}
+    np.testing.assert_array_equal(np.asarray(augment.distort(digits, zero)), np.asarray(plain))
+    bent = params(64, rotation=10.0) | {
+        "elastic": jax.random.uniform(jax.random.PRNGKey(1), (64, k2, 2), jnp.float32, -2.0, 2.0)
+    }
+    out = np.asarray(augment.distort(digits, bent))
+    assert np.mean(np.abs(out - np.asarray(plain))) > 0.02  # the strokes moved
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    ink_ratio = out.sum(axis=(1, 2)) / np.asarray(plain).sum(axis=(1, 2))
+    assert np.all(np.abs(ink_ratio - 1) < 0.35)  # bent, not torn apart or smeared out
+
+
+def test_elastic_draws_on_its_own_key_so_the_other_parameters_stay_the_same():
+    key = augment.step_key(jax.random.PRNGKey(0), jnp.int32(3))
+    rigid = augment.sample_parameters(key, 16, dataclasses.replace(ROBUST, elastic=0.0))
+    bent = augment.sample_parameters(key, 16, dataclasses.replace(ROBUST, elastic=1.5))
+    assert "elastic" not in rigid and bent["elastic"].shape == (16, augment.ELASTIC_KNOTS**2, 2)
+    assert float(jnp.max(jnp.abs(bent["elastic"]))) <= 1.5
+    for name, value in rigid.items():
+        np.testing.assert_array_equal(np.asarray(bent[name]), np.asarray(value))
