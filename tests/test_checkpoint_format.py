@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import types
 from typing import NamedTuple
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
-from flaxdigits import checkpoint
+from flaxdigits import atomic, checkpoint
 from flaxdigits.checkpoint import FORMAT, POINTER, STEPS, CheckpointError
 
 
@@ -110,6 +113,65 @@ def test_a_killed_saves_temporary_step_is_cleared_on_the_next_save(tmp_path):
     assert not leftover.exists() and _steps(tmp_path) == ["ckpt_0001", "ckpt_0002"]
 
 
+def test_a_killed_pointer_writes_temp_file_is_cleared_on_the_next_save(tmp_path):
+    checkpoint.save(tmp_path, _state(), META, epoch=1)
+    leftover = tmp_path / f".{POINTER}.k1ll3d.tmp"  # write_json_atomic's temp name
+    leftover.write_text('{"format": "flaxdig')
+    checkpoint.save(tmp_path, _state(), META, epoch=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [POINTER, STEPS]
+
+
+def test_a_step_left_by_a_save_killed_before_its_pointer_moved_is_written_again(tmp_path):
+    checkpoint.save(tmp_path, _state(step=1), META, epoch=1)
+    before = (tmp_path / POINTER).read_text()
+    checkpoint.save(tmp_path, _state(step=2), META, epoch=2)
+    (tmp_path / POINTER).write_text(before)  # killed once step 2 was final, before the pointer
+    checkpoint.save(tmp_path, _state(step=5, scale=3.0), {"again": True}, epoch=2)
+    state, meta = checkpoint.restore(tmp_path, _state())
+    assert int(state.step) == 5 and meta == {"again": True}
+    np.testing.assert_array_equal(np.asarray(state.params["bias"]), [0.0, 3.0])
+
+
+def test_the_step_is_renamed_into_place_after_the_test_pause_point(tmp_path, monkeypatch):
+    # tests/test_faults.py kills a save at this point: the step is complete under its temporary
+    # name, the final name does not exist yet.
+    seen = []
+
+    def pause(target, temp):
+        files = sorted(p.relative_to(temp).as_posix() for p in temp.rglob("*") if p.is_file())
+        seen.append((target, temp.parent, target.exists(), files))
+
+    monkeypatch.setattr(atomic, "pause_before_rename", pause)
+    step_dir = checkpoint.save(tmp_path, _state(), META, epoch=3)
+    files = sorted(p.relative_to(step_dir).as_posix() for p in step_dir.rglob("*") if p.is_file())
+    assert seen == [(step_dir.absolute(), step_dir.absolute().parent, False, files)]
+
+
+def test_the_arrays_are_a_plain_orbax_tree_of_the_states_names(tmp_path):
+    # The on-disk layout is the format: steps written today must read in later versions, and
+    # Orbax alone reads them as nested dicts.
+    step_dir = checkpoint.save(tmp_path, _state(step=4, scale=2.0), META, epoch=1)
+    tree = ocp.StandardCheckpointer().restore(step_dir.absolute() / "state")
+    assert sorted(tree) == ["params", "step"] and sorted(tree["params"]) == ["bias", "dense"]
+    assert int(tree["step"]) == 4
+    np.testing.assert_array_equal(np.asarray(tree["params"]["dense"]["kernel"]), np.full((3, 2), 2))
+
+
+def test_a_job_of_several_processes_meets_after_the_pointer_names_the_step(tmp_path, monkeypatch):
+    # Process 0 writes the pointer; no process may go on before it names the new step.
+    met = []
+    two = types.SimpleNamespace(**vars(jax))
+    two.process_count = lambda: 2
+    monkeypatch.setattr(checkpoint, "jax", two)
+    monkeypatch.setattr(
+        checkpoint.multihost_utils,
+        "sync_global_devices",
+        lambda name: met.append((name, checkpoint.pointer(tmp_path)["epoch"])),
+    )
+    checkpoint.save(tmp_path, _state(), META, epoch=3)
+    assert met == [("flaxdigits checkpoint 3 committed", 3)]
+
+
 # --------------------------------------------------------------------------------- pointers
 
 
@@ -165,6 +227,7 @@ def _files(name="meta/metadata", **entry):
         {k: v for k, v in GOOD.items() if k != "files"},
         {**GOOD, **_files("../../outside")},
         {**GOOD, **_files("/etc/passwd")},
+        {**GOOD, **_files("meta\\metadata")},
         {**GOOD, **_files(sha256="not hex")},
         {**GOOD, **_files(size="2")},
     ],
@@ -185,7 +248,13 @@ def test_a_well_formed_pointer_is_returned_as_written(tmp_path):
 def test_a_checkpoint_of_the_msgpack_format_says_how_to_convert_it(tmp_path):
     old = {"format": "flaxdigits.checkpoint.v1", "file": "ckpt-0001.msgpack", "sha256": "0" * 64}
     (tmp_path / POINTER).write_text(json.dumps(old))
-    with pytest.raises(CheckpointError, match=f"`flaxdigits migrate {re.escape(str(tmp_path))}`"):
+    message = (
+        f"{tmp_path / POINTER}: this run was saved in the msgpack format of flaxdigits before "
+        "Orbax (flaxdigits.checkpoint.v1); convert it once with "
+        f"`flaxdigits migrate {tmp_path}` (sha256-verified; the old files are kept), then use it "
+        "as before"
+    )
+    with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
         checkpoint.pointer(tmp_path)
 
 
@@ -230,6 +299,40 @@ def test_hashed_meta_that_is_not_json_is_refused(tmp_path):
     files = checkpoint._manifest(step_dir)  # a pointer that vouches for the bad bytes
     _rewrite_pointer(tmp_path, files=files, sha256=checkpoint._digest(files))
     with pytest.raises(CheckpointError, match=f"^{re.escape(str(step_dir))}: not a flaxdigits"):
+        checkpoint.read(tmp_path)
+
+
+def test_files_differing_from_the_pointer_are_named_three_of_each(tmp_path):
+    step_dir = checkpoint.save(tmp_path, _state(), META, epoch=1)
+    gone = sorted(checkpoint.pointer(tmp_path)["files"])[:4]
+    for name in gone:
+        (step_dir / name).unlink()
+    for name in ("state/x1", "state/x2", "state/x3", "state/x4"):
+        (step_dir / name).write_bytes(b"not ours")
+    message = (
+        f"{step_dir}: files differ from the pointer's (missing {gone[:3]}, unexpected "
+        "['state/x1', 'state/x2', 'state/x3']): truncated or modified; retrain, or restore the "
+        "files"
+    )
+    with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
+        checkpoint.read(tmp_path)
+
+
+def test_a_file_that_cannot_be_read_is_refused_naming_the_step(tmp_path):
+    step_dir = checkpoint.save(tmp_path, _state(), META, epoch=1)
+    (step_dir / "state" / "link").symlink_to(tmp_path / "nowhere")
+    message = f"{step_dir}: cannot read checkpoint ([Errno 2] No such file or directory: "
+    with pytest.raises(CheckpointError, match=f"^{re.escape(message)}"):
+        checkpoint.read(tmp_path)
+
+
+def test_hashed_meta_that_is_json_but_not_an_object_is_refused(tmp_path):
+    step_dir = checkpoint.save(tmp_path, _state(), META, epoch=1)
+    (step_dir / "meta" / "metadata").write_text("[1, 2]")
+    files = checkpoint._manifest(step_dir)
+    _rewrite_pointer(tmp_path, files=files, sha256=checkpoint._digest(files))
+    message = f"{step_dir}: not a {FORMAT} checkpoint (meta is not an object)"
+    with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
         checkpoint.read(tmp_path)
 
 
@@ -278,6 +381,37 @@ def test_fill_refuses_a_tensor_of_another_shape_or_dtype(tmp_path, value, descri
     message = f"checkpoint: params/bias is {described}"
     with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
         checkpoint.fill(checkpoint.read(tmp_path), template)
+
+
+def test_fill_names_three_missing_paths_of_many(tmp_path):
+    checkpoint.save(tmp_path, _state(), META, epoch=1)
+    template = _state()
+    template.params.update({f"new{i}": np.zeros(1, np.float32) for i in range(4)})
+    message = "checkpoint: checkpoint does not fit this model (missing ['params/new0', "
+    message += "'params/new1', 'params/new2'], unexpected [])"
+    with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
+        checkpoint.fill(checkpoint.read(tmp_path), template)
+
+
+def _one_device_mesh_sharding():
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:1]), ("rows",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def test_restore_places_every_array_with_the_sharding_given(tmp_path):
+    checkpoint.save(tmp_path, _state(), META, epoch=1)
+    sharding = _one_device_mesh_sharding()
+    state, _ = checkpoint.restore(tmp_path, _state(), sharding)
+    assert [leaf.sharding for leaf in jax.tree.leaves(state)] == [sharding] * 3
+
+
+def test_fill_places_arrays_on_this_processs_first_device_by_default(tmp_path):
+    # Not with the sharding they were saved with: that may name devices of another job.
+    saved = jax.device_put(_state(), _one_device_mesh_sharding())
+    checkpoint.save(tmp_path, saved, META, epoch=1)
+    state = checkpoint.fill(checkpoint.read(tmp_path), _state())
+    default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    assert [leaf.sharding for leaf in jax.tree.leaves(state)] == [default] * 3
 
 
 def test_fill_puts_each_array_in_its_own_place(tmp_path):
