@@ -225,6 +225,7 @@ def _files(name="meta/metadata", **entry):
         {**GOOD, "sha256": None},
         {**GOOD, "sha256": "0" * 64},  # not the digest of its files
         {k: v for k, v in GOOD.items() if k != "files"},
+        {**GOOD, "files": {}, "sha256": hashlib.sha256(b"{}").hexdigest()},
         {**GOOD, **_files("../../outside")},
         {**GOOD, **_files("/etc/passwd")},
         {**GOOD, **_files("meta\\metadata")},
@@ -243,6 +244,15 @@ def test_each_pointer_field_is_checked(tmp_path, ptr):
 def test_a_well_formed_pointer_is_returned_as_written(tmp_path):
     (tmp_path / POINTER).write_text(json.dumps(GOOD))
     assert checkpoint.pointer(tmp_path) == GOOD
+
+
+def test_the_digest_is_of_the_manifest_whatever_order_it_is_listed_in(tmp_path):
+    checkpoint.save(tmp_path, _state(), META, epoch=1)
+    files = checkpoint.pointer(tmp_path)["files"]
+    shuffled = {name: {"size": e["size"], "sha256": e["sha256"]} for name, e in files.items()}
+    shuffled = dict(reversed(shuffled.items()))
+    ptr = _rewrite_pointer(tmp_path, files=shuffled)  # the same manifest, the same sha256
+    assert checkpoint.pointer(tmp_path) == ptr and checkpoint.read(tmp_path).meta == META
 
 
 def test_a_checkpoint_of_the_msgpack_format_says_how_to_convert_it(tmp_path):
@@ -345,6 +355,19 @@ def test_hashed_state_that_orbax_cannot_read_is_refused(tmp_path):
         checkpoint.fill(checkpoint.read(tmp_path), _state(), "run7")
 
 
+def test_a_metadata_failure_is_named_by_its_type(tmp_path, monkeypatch):
+    checkpoint.save(tmp_path, _state(), META, epoch=1)
+
+    def fails(self, directory):
+        raise LookupError(directory)
+
+    monkeypatch.setattr(ocp.StandardCheckpointHandler, "metadata", fails)
+    with pytest.raises(
+        CheckpointError, match=r"^run7: not a flaxdigits checkpoint \(LookupError\)$"
+    ):
+        checkpoint.fill(checkpoint.read(tmp_path), _state(), "run7")
+
+
 def test_read_returns_the_verified_meta_and_step(tmp_path):
     step_dir = checkpoint.save(tmp_path, _state(), META, epoch=1)
     saved = checkpoint.read(tmp_path)
@@ -383,12 +406,15 @@ def test_fill_refuses_a_tensor_of_another_shape_or_dtype(tmp_path, value, descri
         checkpoint.fill(checkpoint.read(tmp_path), template)
 
 
-def test_fill_names_three_missing_paths_of_many(tmp_path):
-    checkpoint.save(tmp_path, _state(), META, epoch=1)
+def test_fill_names_three_paths_of_each_of_many(tmp_path):
+    state = _state()
+    state.params.update({f"old{i}": np.zeros(1, np.float32) for i in range(4)})
+    checkpoint.save(tmp_path, state, META, epoch=1)
     template = _state()
     template.params.update({f"new{i}": np.zeros(1, np.float32) for i in range(4)})
     message = "checkpoint: checkpoint does not fit this model (missing ['params/new0', "
-    message += "'params/new1', 'params/new2'], unexpected [])"
+    message += "'params/new1', 'params/new2'], unexpected ['params/old0', 'params/old1', "
+    message += "'params/old2'])"
     with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
         checkpoint.fill(checkpoint.read(tmp_path), template)
 
