@@ -135,14 +135,7 @@ def measure_gradio(playwright, models: Path, strokes: int, profile: Path) -> dic
         page.goto(demo.local_url)
         page.wait_for_selector("#sketch button[aria-label='Brush'].highlight", timeout=60_000)
         page.evaluate(WATCH, "#result-mlp, #result-cnn")
-        canvas = page.locator("#sketch canvas").first.bounding_box()
-        side = min(canvas["width"], canvas["height"])
-        box = {
-            "x": canvas["x"] + (canvas["width"] - side) / 2,
-            "y": canvas["y"] + (canvas["height"] - side) / 2,
-            "width": side,
-            "height": side,
-        }
+        box = ws.centred_square(page.locator("#sketch canvas").first.bounding_box())
         observed = []
         digits = list(DIGITS.values())
         for i in range(strokes):

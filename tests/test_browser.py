@@ -98,14 +98,7 @@ def page(page_url, tmp_path):
 def stroke(page, points, steps=2) -> None:
     """One mouse stroke through points given as fractions of the drawing canvas (x, y): the
     square canvas, centred in its element."""
-    box = page.locator("#sketch canvas").first.bounding_box()
-    side = min(box["width"], box["height"])
-    square = {
-        "x": box["x"] + (box["width"] - side) / 2,
-        "y": box["y"] + (box["height"] - side) / 2,
-        "width": side,
-        "height": side,
-    }
+    square = web_support.centred_square(page.locator("#sketch canvas").first.bounding_box())
     web_support.mouse_stroke(page, square, points, steps)
 
 

@@ -336,21 +336,25 @@ def test_a_file_that_cannot_be_read_is_refused_naming_the_step(tmp_path):
         checkpoint.read(tmp_path)
 
 
-def test_hashed_meta_that_is_json_but_not_an_object_is_refused(tmp_path):
-    step_dir = checkpoint.save(tmp_path, _state(), META, epoch=1)
-    (step_dir / "meta" / "metadata").write_text("[1, 2]")
+def _saved_with_hashed_edit(run_dir, name: str, text: str):
+    """A saved checkpoint whose file `name` (under the step) was rewritten to `text` and the
+    pointer re-hashed to match: damage the hashes cannot catch. Returns the step directory."""
+    step_dir = checkpoint.save(run_dir, _state(), META, epoch=1)
+    (step_dir / name).write_text(text)
     files = checkpoint._manifest(step_dir)
-    _rewrite_pointer(tmp_path, files=files, sha256=checkpoint._digest(files))
+    _rewrite_pointer(run_dir, files=files, sha256=checkpoint._digest(files))
+    return step_dir
+
+
+def test_hashed_meta_that_is_json_but_not_an_object_is_refused(tmp_path):
+    step_dir = _saved_with_hashed_edit(tmp_path, "meta/metadata", "[1, 2]")
     message = f"{step_dir}: not a {FORMAT} checkpoint (meta is not an object)"
     with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
         checkpoint.read(tmp_path)
 
 
 def test_hashed_state_that_orbax_cannot_read_is_refused(tmp_path):
-    step_dir = checkpoint.save(tmp_path, _state(), META, epoch=1)
-    (step_dir / "state" / "_METADATA").write_text("[]")
-    files = checkpoint._manifest(step_dir)
-    _rewrite_pointer(tmp_path, files=files, sha256=checkpoint._digest(files))
+    _saved_with_hashed_edit(tmp_path, "state/_METADATA", "[]")
     with pytest.raises(CheckpointError, match=r"^run7: not a flaxdigits checkpoint \(\w+\)$"):
         checkpoint.fill(checkpoint.read(tmp_path), _state(), "run7")
 

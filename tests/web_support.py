@@ -208,6 +208,18 @@ class SiteHandler(SimpleHTTPRequestHandler):
         pass
 
 
+def centred_square(box: dict) -> dict:
+    """The largest square centred in box ({x, y, width, height}): where the Gradio Sketchpad's
+    square canvas lies inside its element."""
+    side = min(box["width"], box["height"])
+    return {
+        "x": box["x"] + (box["width"] - side) / 2,
+        "y": box["y"] + (box["height"] - side) / 2,
+        "width": side,
+        "height": side,
+    }
+
+
 def mouse_stroke(page, box: dict, points, steps: int = 4) -> None:
     """One mouse stroke in a Playwright page through points given as fractions (x, y) of box
     ({x, y, width, height} in page pixels): `steps` moves per segment, which the brush joins
