@@ -36,8 +36,7 @@ from flaxdigits import config as C
 from flaxdigits import contract
 from flaxdigits.data import load_mnist
 from flaxdigits.runs import load_run
-from flaxdigits.serve.distort import DISTORTIONS, recentre
-from flaxdigits.serve.preprocess import EmptyCanvasError
+from flaxdigits.serve import robustness
 from flaxdigits.train import train
 
 # (distortion, level): the acceptance levels of the robust recipe, and the thick end between.
@@ -57,18 +56,6 @@ LEVELS = (
 )
 
 
-def _render(name: str, level: float, digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Worker: model inputs (n, 28, 28) uint8 of the digits under one level, and refusals."""
-    images = np.zeros((len(digits), 28, 28), np.uint8)
-    refused = np.zeros(len(digits), bool)
-    for i, digit in enumerate(digits):
-        try:
-            images[i] = recentre(DISTORTIONS[name](digit, level))
-        except EmptyCanvasError:
-            refused[i] = True
-    return images, refused
-
-
 def rendered_levels(digits: np.ndarray, out: Path, workers: int = 2) -> dict[str, np.ndarray]:
     """{'name:level': inputs, 'name:level:refused': refusals} for LEVELS, cached in out."""
     digest = hashlib.sha256(repr((LEVELS, len(digits))).encode()).hexdigest()[:12]
@@ -80,13 +67,11 @@ def rendered_levels(digits: np.ndarray, out: Path, workers: int = 2) -> dict[str
     parts = np.array_split(np.arange(len(digits)), 4 * workers)
     with ProcessPoolExecutor(workers) as pool:
         for name, level in LEVELS:
-            chunks = list(
-                pool.map(
-                    _render, [name] * len(parts), [level] * len(parts), [digits[p] for p in parts]
-                )
-            )
-            levels[f"{name}:{level}"] = np.concatenate([c[0] for c in chunks])
-            levels[f"{name}:{level}:refused"] = np.concatenate([c[1] for c in chunks])
+            # the robustness report's own worker, one level: (1, n, 28, 28) and (1, n) per chunk
+            columns = ([name] * len(parts), [[level]] * len(parts), [digits[p] for p in parts])
+            chunks = list(pool.map(robustness._render, *columns))
+            levels[f"{name}:{level}"] = np.concatenate([c[0][0] for c in chunks])
+            levels[f"{name}:{level}:refused"] = np.concatenate([c[1][0] for c in chunks])
     partial = path.with_suffix(".partial.npz")
     np.savez_compressed(partial, **levels)
     partial.replace(path)
