@@ -9,6 +9,7 @@ warm-up + cosine learning-rate schedule, for the digits people really draw.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from flaxdigits import contract
@@ -171,3 +172,28 @@ class TrainConfig:
             for k, v in saved.to_dict().items()
             if k not in free and getattr(self, k) != v
         }
+
+    def recipe_conflicts(self, saved: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:
+        """{key: (saved, wanted)} of the recipe values (`augment.FIELD` for augmentation's) that
+        differ from those a checkpoint was trained with, as its meta's `recipe_values` holds
+        them: the recipe was edited in config.py between the save and a resume. A checkpoint
+        from before its recipe values were saved (None) has nothing to compare.
+        """
+        if saved is None:
+            return {}
+        return _flat_diff(saved, _json(self.recipe_values.to_dict()))
+
+
+def _json(value: Any) -> Any:
+    """value as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def _flat_diff(saved: Any, wanted: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (saved, wanted)} of the leaves where two JSON values differ."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        diff: dict[str, tuple[Any, Any]] = {}
+        for key in sorted(set(saved) | set(wanted)):
+            diff |= _flat_diff(saved.get(key), wanted.get(key), f"{prefix}{key}.")
+        return diff
+    return {} if saved == wanted else {prefix.rstrip("."): (saved, wanted)}

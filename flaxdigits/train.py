@@ -108,7 +108,11 @@ def train(
         done.history.append(record)
         if epoch + 1 in snapshot_epochs:
             done.snapshots[str(epoch + 1)] = loop.split_metrics()
-        meta = {"config": config.to_dict(), **done._asdict()}
+        meta = {
+            "config": config.to_dict(),
+            "recipe_values": config.recipe_values.to_dict(),
+            **done._asdict(),
+        }
         checkpoint.save(run_dir, loop.state(), meta, epoch=epoch + 1)
         log(_epoch_line(config.model, record))
     board.close(step=config.epochs * steps)
@@ -157,6 +161,7 @@ def _restore(setup: Setup, config: TrainConfig, run_dir: Path, resume: bool, log
     if resume and checkpoint.exists(run_dir):
         state, saved = checkpoint.restore(run_dir, fresh, setup.replicated)
         conflicts = config.resume_conflicts(TrainConfig.from_dict(saved["config"]))
+        conflicts |= config.recipe_conflicts(saved.get("recipe_values"))
         if conflicts:
             desc = ", ".join(
                 f"{k}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in conflicts.items()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from flaxdigits.config import TrainConfig
@@ -35,3 +37,19 @@ def test_only_the_epoch_count_and_evaluation_chunk_may_change_on_resume():
     assert TrainConfig(model="mlp", epochs=2, batch_size=50).resume_conflicts(saved) == {
         "batch_size": (100, 50)
     }
+
+
+def test_a_recipe_edited_since_the_checkpoint_is_a_resume_conflict():
+    config = TrainConfig.for_recipe("robust", model="cnn")
+    saved = json.loads(json.dumps(config.recipe_values.to_dict()))  # as a checkpoint's meta
+    assert config.recipe_conflicts(saved) == {}  # tuples saved as lists still match
+    assert config.recipe_conflicts(None) == {}  # a checkpoint from before recipe values
+    edited = saved | {"learning_rate": 0.01, "augment": saved["augment"] | {"rotation": 15.0}}
+    assert config.recipe_conflicts(edited) == {
+        "learning_rate": (0.01, config.recipe_values.learning_rate),
+        "augment.rotation": (15.0, config.recipe_values.augment.rotation),
+    }
+    no_augment = saved | {"augment": None}
+    assert set(config.recipe_conflicts(no_augment)) == {"augment"}
+    seed = TrainConfig(model="cnn")  # the seed recipe has no augmentation at all
+    assert set(seed.recipe_conflicts(saved)) >= {"augment", "schedule", "learning_rate"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from flaxdigits import checkpoint
+from flaxdigits import config as C
 from flaxdigits.config import TrainConfig
 from flaxdigits.data import MNIST
 from flaxdigits.runs import load_run
@@ -172,3 +174,15 @@ def test_a_scheduled_recipe_refuses_to_resume_with_another_epoch_count(tmp_path,
     longer = TrainConfig.for_recipe("robust", model="mlp", epochs=2, batch_size=100)
     with pytest.raises(checkpoint.CheckpointError, match="epochs: checkpoint 1"):
         train(longer, tmp_path / "run", data=small, resume=True, progress=False)
+
+
+def test_a_recipe_edited_between_save_and_resume_is_refused(tmp_path, small, monkeypatch):
+    config = TrainConfig.for_recipe("robust", model="mlp", epochs=1, batch_size=100)
+    train(config, tmp_path / "run", data=small, progress=False, log=lambda _: None)
+    recipe = config.recipe_values
+    edited = dataclasses.replace(recipe, augment=dataclasses.replace(recipe.augment, slant=0.1))
+    monkeypatch.setitem(C.RECIPES["robust"], "mlp", edited)
+    with pytest.raises(checkpoint.CheckpointError, match=r"augment\.slant: checkpoint 0\.3"):
+        train(config, tmp_path / "run", data=small, resume=True, progress=False)
+    monkeypatch.setitem(C.RECIPES["robust"], "mlp", recipe)  # as saved: resumes (nothing to do)
+    train(config, tmp_path / "run", data=small, resume=True, progress=False, log=lambda _: None)
