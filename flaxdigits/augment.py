@@ -257,6 +257,22 @@ def augment_batch(key: jax.Array, images: jax.Array, aug: Augment, progress) -> 
     params = sample_parameters(key, rows, aug)
     share = aug.share + (aug.share_end - aug.share) * progress
     candidates = images[:rows]
+    chosen = params["draw"] * rows < share * batch
+    if aug.mild:  # the candidates not chosen are distorted mildly instead of left clean
+        params = mild_parameters(params, jnp.where(chosen, 1.0, aug.mild))
     distorted = distort(candidates[..., 0], params, aug.recentre)[..., None]
-    chosen = (params["draw"] * rows < share * batch)[:, None, None, None]
-    return jnp.concatenate([jnp.where(chosen, distorted, candidates), images[rows:]], axis=0)
+    if not aug.mild:
+        distorted = jnp.where(chosen[:, None, None, None], distorted, candidates)
+    return jnp.concatenate([distorted, images[rows:]], axis=0)
+
+
+MILD_SCALED = ("rotation", "slant", "thickness", "elastic")  # the shape changes, not placement
+
+
+def mild_parameters(params: dict[str, jax.Array], factor: jax.Array) -> dict[str, jax.Array]:
+    """params with each row's shape changes (MILD_SCALED) multiplied by its factor (B,)."""
+
+    def scaled(value):
+        return value * factor.reshape(factor.shape + (1,) * (value.ndim - 1))
+
+    return params | {k: scaled(v) for k, v in params.items() if k in MILD_SCALED}

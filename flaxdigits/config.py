@@ -35,6 +35,9 @@ class Augment:
     thickness: tuple[float, float]  # stroke change, px per side (< 0 thins), before the refit
     recentre: bool = True
     elastic: float = 0.0  # px: largest move of a smooth random displacement field (0: none)
+    # The augmentable rows the share leaves out are distorted too, mildly: rotation, slant,
+    # stroke change and elastic move scaled by this (scale and shift jitter in full); 0: clean.
+    mild: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""

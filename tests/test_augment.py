@@ -205,3 +205,37 @@ def test_elastic_draws_on_its_own_key_so_the_other_parameters_stay_the_same():
     assert float(jnp.max(jnp.abs(bent["elastic"]))) <= 1.5
     for name, value in rigid.items():
         np.testing.assert_array_equal(np.asarray(bent[name]), np.asarray(value))
+
+
+def test_mild_distorts_the_rows_the_share_leaves_with_the_shape_changes_scaled(digits):
+    aug = dataclasses.replace(ROBUST, share=0.7, share_end=0.3, mild=0.25)
+    images = digits[..., None]
+    rows = augment.augmented_rows(64, aug)
+    key = jax.random.PRNGKey(4)
+    out = np.asarray(augment.augment_batch(key, images, aug, 1.0))  # share 0.3 of 45 rows
+    np.testing.assert_array_equal(out[rows:], np.asarray(images[rows:]))  # never candidates
+    drawn = augment.sample_parameters(key, rows, aug)
+    chosen = np.asarray(drawn["draw"] * rows < 0.3 * 64)
+    assert 0 < chosen.sum() < rows
+    full = np.asarray(augment.distort(digits[:rows], drawn))
+    mild = augment.mild_parameters(drawn, jnp.full(rows, 0.25))
+    for name in ("rotation", "slant", "thickness"):
+        np.testing.assert_allclose(mild[name], 0.25 * drawn[name], rtol=1e-6)
+    for name in ("scale", "shift", "draw"):  # placement jitter in full
+        np.testing.assert_array_equal(np.asarray(mild[name]), np.asarray(drawn[name]))
+    gentle = np.asarray(augment.distort(digits[:rows], mild))
+    np.testing.assert_allclose(out[:rows][chosen, ..., 0], full[chosen], atol=1e-6)
+    np.testing.assert_allclose(out[:rows][~chosen, ..., 0], gentle[~chosen], atol=1e-6)
+    clean = np.asarray(digits[:rows])
+    # the mild rows are changed, but less than the fully distorted ones
+    gap = np.abs(gentle - clean).mean(axis=(1, 2)), np.abs(full - clean).mean(axis=(1, 2))
+    assert np.all(gap[0][~chosen] > 0) and gap[0][~chosen].mean() < gap[1][~chosen].mean()
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_mild_scales_the_elastic_field_too():
+    aug = dataclasses.replace(ROBUST, elastic=2.0)
+    drawn = augment.sample_parameters(jax.random.PRNGKey(0), 8, aug)
+    factor = jnp.asarray([1.0, 0.5] * 4)
+    mild = augment.mild_parameters(drawn, factor)
+    np.testing.assert_allclose(mild["elastic"], drawn["elastic"] * factor[:, None, None])
