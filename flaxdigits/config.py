@@ -55,6 +55,9 @@ class Recipe:
     warmup_epochs: float = 0.0
     end_fraction: float = 1.0  # final learning rate / peak (warmup_cosine)
     augment: Augment | None = None
+    # Training only: this share of the hidden Dense layer's inputs zeroed per image (the rest
+    # scaled up to keep their sum); evaluation, export and serving run the plain model.
+    dropout: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""

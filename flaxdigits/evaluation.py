@@ -16,9 +16,10 @@ from flaxdigits.config import TrainConfig
 from flaxdigits.data import Split
 
 
-def loss_and_logits(graphdef: nnx.GraphDef, params: nnx.State, images, labels):
-    """Mean cross-entropy and logits of float images (B, 28, 28, 1) with int labels (B,)."""
-    logits = nnx.merge(graphdef, params)(images)  # (B, 10)
+def loss_and_logits(graphdef: nnx.GraphDef, params: nnx.State, images, labels, dropout=None):
+    """Mean cross-entropy and logits of float images (B, 28, 28, 1) with int labels (B,);
+    dropout (models.Dropout) in training only."""
+    logits = nnx.merge(graphdef, params)(images, dropout)  # (B, 10)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, logits
 

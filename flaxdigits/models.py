@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -13,6 +15,23 @@ from flaxdigits.conv_pool import conv_max_pool, conv_max_pool_reference
 _KERNEL_INIT = nnx.initializers.glorot_uniform()
 
 
+class Dropout(NamedTuple):
+    """A training step's dropout: its key and the share of features it zeroes."""
+
+    key: jax.Array
+    rate: float
+
+
+def drop(x: jax.Array, dropout: Dropout | None) -> jax.Array:
+    """x (B, F) with each feature zeroed with probability rate, the rest divided by 1 - rate
+    (inverted dropout: the expected value is x, so the model is evaluated without it); None or
+    a rate of 0 gives x back. It adds no parameter and nothing to the exported graph."""
+    if dropout is None or not dropout.rate:
+        return x
+    keep = jax.random.bernoulli(dropout.key, 1.0 - dropout.rate, x.shape)
+    return jnp.where(keep, x / (1.0 - dropout.rate), 0.0)
+
+
 class MLP(nnx.Module):
     """Flatten(784) -> Dense 128 ReLU -> Dense 10: 101,770 parameters."""
 
@@ -20,10 +39,10 @@ class MLP(nnx.Module):
         self.hidden = nnx.Linear(28 * 28, 128, kernel_init=_KERNEL_INIT, rngs=rngs)
         self.out = nnx.Linear(128, 10, kernel_init=_KERNEL_INIT, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """(B, 28, 28, 1) images -> (B, 10) logits."""
+    def __call__(self, x: jax.Array, dropout: Dropout | None = None) -> jax.Array:
+        """(B, 28, 28, 1) images -> (B, 10) logits (dropout: in training only)."""
         x = x.reshape(x.shape[0], -1)  # (B, 784)
-        return self.out(nnx.relu(self.hidden(x)))
+        return self.out(nnx.relu(self.hidden(drop(x, dropout))))
 
 
 class CNN(nnx.Module):
@@ -55,13 +74,13 @@ class CNN(nnx.Module):
         self.out = nnx.Linear(100, 10, kernel_init=_KERNEL_INIT, rngs=rngs)
         self.fast = fast
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """(B, 28, 28, 1) images -> (B, 10) logits."""
+    def __call__(self, x: jax.Array, dropout: Dropout | None = None) -> jax.Array:
+        """(B, 28, 28, 1) images -> (B, 10) logits (dropout: in training only)."""
         conv_pool = conv_max_pool if self.fast else conv_max_pool_reference
         x = conv_pool(x, self.conv.kernel[...])  # conv (B, 26, 26, 32), pool (B, 13, 13, 32)
         x = nnx.relu(x + self.conv.bias[...].reshape(1, 1, 1, -1))
         x = x.reshape(x.shape[0], -1)  # (B, 5408)
-        return self.out(nnx.relu(self.hidden(x)))
+        return self.out(nnx.relu(self.hidden(drop(x, dropout))))
 
 
 MODELS: dict[str, type[nnx.Module]] = {"mlp": MLP, "cnn": CNN}  # contract.MODEL_NAMES
@@ -112,6 +131,7 @@ def predict_proba(model: nnx.Module, images: jax.Array) -> jax.Array:
 
 __all__ = [
     "CNN",
+    "Dropout",
     "MLP",
     "MODELS",
     "count_params",

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from flaxdigits import augment, contract
+from flaxdigits import augment, contract, models
 from flaxdigits.config import Augment
 from flaxdigits.evaluation import loss_and_logits
 from flaxdigits.state import TrainState
@@ -34,6 +34,7 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
 # (fixed costs of many small operations) and 25 batches ~4 ms (the coordinates, 25 MB, leave
 # the cache): 4 also divides STEPS_PER_CALL.
 AUGMENT_GROUP = 4
+DROPOUT_STREAM = 0x44524F50  # "DROP": fold_in constant of the dropout keys' stream
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,20 +48,35 @@ class StepSpec:
     batch_sharding: jax.sharding.Sharding  # the batch axis split over the mesh
     augment: Augment | None = None  # the recipe's on-device augmentation, if any
     total_steps: int = 1  # of the whole run: how far training is, for the augmentation share
+    dropout: float = 0.0  # the recipe's dropout rate (training only)
 
 
 def train_step(
-    graphdef: nnx.GraphDef, tx: optax.GradientTransformation, state: TrainState, batch
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    state: TrainState,
+    batch,
+    dropout: float = 0.0,
 ) -> tuple[TrainState, jax.Array]:
-    """One Adam step on batch = (float images (B,28,28,1), labels (B,)) -> (state, [loss, acc])."""
+    """One Adam step on batch = (float images (B,28,28,1), labels (B,)) -> (state, [loss, acc]).
+
+    With a dropout rate, its mask is drawn from dropout_key(rng, step): a resumed run replays it.
+    """
     images, labels = batch
     grad_fn = jax.value_and_grad(functools.partial(loss_and_logits, graphdef), has_aux=True)
-    (loss, logits), grads = grad_fn(state.params, images, labels)
+    drop = models.Dropout(dropout_key(state.rng, state.step), dropout) if dropout else None
+    (loss, logits), grads = grad_fn(state.params, images, labels, drop)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
     new_state = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
     return new_state, jnp.stack([loss, accuracy])
+
+
+def dropout_key(rng: jax.Array, step: jax.Array) -> jax.Array:
+    """Step `step`'s dropout key: its own stream of the run's key, apart from the data order's
+    (fold_in(rng, epoch)) and the augmentation's (augment.step_key)."""
+    return jax.random.fold_in(jax.random.fold_in(rng, DROPOUT_STREAM), step)
 
 
 def epoch_order(rng: jax.Array, epoch: jax.Array, n_train: int) -> jax.Array:
@@ -84,7 +100,7 @@ def indexed_train_step(spec: StepSpec, state: TrainState, sums, order, images, l
 
 def _step(spec: StepSpec, state: TrainState, sums, batch):
     batch = jax.lax.with_sharding_constraint(batch, spec.batch_sharding)
-    state, metrics = train_step(spec.graphdef, spec.tx, state, batch)
+    state, metrics = train_step(spec.graphdef, spec.tx, state, batch, spec.dropout)
     return state, sums + metrics
 
 

@@ -143,6 +143,7 @@ def prepare(config: TrainConfig, mnist: MNIST, job_mesh: jax.sharding.Mesh) -> S
         batch_sharding=mesh.batch_sharded(job_mesh),
         augment=config.recipe_values.augment,
         total_steps=steps_per_epoch * config.epochs,
+        dropout=config.recipe_values.dropout,
     )
     return Setup(replicated=replicated, split=split, spec=spec, state=state)
 

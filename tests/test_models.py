@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from flaxdigits import contract, models
+from flaxdigits.models import Dropout, create_model, drop
 
 
 @pytest.mark.parametrize(("name", "count"), [("mlp", 101_770), ("cnn", 542_230)])
@@ -101,3 +102,28 @@ def test_fast_and_textbook_cnn_compute_the_same_function_and_gradients():
 
 def test_model_names_are_the_contracts():
     assert tuple(models.MODELS) == contract.MODEL_NAMES
+
+
+def test_dropout_zeroes_its_share_and_keeps_the_expected_value():
+    x = jnp.ones((64, 5408))
+    assert drop(x, None) is x and drop(x, Dropout(jax.random.PRNGKey(0), 0.0)) is x
+    out = np.asarray(drop(x, Dropout(jax.random.PRNGKey(0), 0.25)))
+    zeroed = out == 0.0
+    assert abs(zeroed.mean() - 0.25) < 0.01  # 346,112 draws
+    np.testing.assert_allclose(out[~zeroed], 1.0 / 0.75, rtol=1e-6)  # the rest scaled up
+    assert abs(out.mean() - 1.0) < 0.02
+    assert zeroed.any(axis=0).all() and not zeroed.all(axis=0).any()  # per image, not per column
+    again = np.asarray(drop(x, Dropout(jax.random.PRNGKey(0), 0.25)))
+    other = np.asarray(drop(x, Dropout(jax.random.PRNGKey(1), 0.25)))
+    np.testing.assert_array_equal(out, again)
+    assert (other != out).any()
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_dropout_changes_the_training_forward_only(name):
+    model = create_model(name, seed=0)
+    x = jax.random.uniform(jax.random.PRNGKey(2), (8, 28, 28, 1))
+    plain = np.asarray(model(x))
+    np.testing.assert_array_equal(np.asarray(model(x, None)), plain)
+    dropped = np.asarray(model(x, Dropout(jax.random.PRNGKey(3), 0.5)))
+    assert dropped.shape == plain.shape and np.abs(dropped - plain).max() > 1e-3

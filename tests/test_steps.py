@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flaxdigits import mesh, steps
+from flaxdigits import augment, mesh, steps
 from flaxdigits.config import TrainConfig
 from flaxdigits.data import MNIST
 from flaxdigits.train import compile_step_loop, prepare
@@ -52,3 +52,13 @@ def test_epoch_order_is_a_permutation_that_depends_on_seed_and_epoch_only():
     assert sorted(a.tolist()) == list(range(100))
     np.testing.assert_array_equal(a, np.asarray(steps.epoch_order(rng, jnp.int32(1), 100)))
     assert not np.array_equal(a, np.asarray(steps.epoch_order(rng, jnp.int32(2), 100)))
+
+
+def test_dropout_keys_are_a_stream_of_their_own_per_step():
+    rng = jax.random.PRNGKey(0)
+    keys = [np.asarray(steps.dropout_key(rng, jnp.int32(s))) for s in (0, 1, 2)]
+    assert len({k.tobytes() for k in keys}) == 3  # a new mask every step ...
+    np.testing.assert_array_equal(keys[1], np.asarray(steps.dropout_key(rng, jnp.int32(1))))
+    others = {np.asarray(augment.step_key(rng, jnp.int32(1))).tobytes()}
+    others.add(np.asarray(jax.random.fold_in(rng, 1)).tobytes())  # epoch 1's order
+    assert keys[1].tobytes() not in others  # ... apart from the augmentation's and the order's

@@ -186,3 +186,18 @@ def test_a_recipe_edited_between_save_and_resume_is_refused(tmp_path, small, mon
         train(config, tmp_path / "run", data=small, resume=True, progress=False)
     monkeypatch.setitem(C.RECIPES["robust"], "mlp", recipe)  # as saved: resumes (nothing to do)
     train(config, tmp_path / "run", data=small, resume=True, progress=False, log=lambda _: None)
+
+
+def test_dropout_trains_differently_and_resumes_bit_identical(tmp_path, small, monkeypatch):
+    config = TrainConfig.for_recipe("robust", model="mlp", epochs=2, batch_size=100)
+    plain = train(config, tmp_path / "plain", data=small, progress=False, log=lambda _: None)
+    recipe = dataclasses.replace(config.recipe_values, dropout=0.3)
+    monkeypatch.setitem(C.RECIPES["robust"], "mlp", recipe)
+    full = train(config, tmp_path / "full", data=small, progress=False, log=lambda _: None)
+    assert full["recipe_values"]["dropout"] == 0.3
+    assert full["train_loss"] != plain["train_loss"]  # the masks took effect in training
+    with pytest.raises(_Stop):
+        train(config, tmp_path / "cut", data=small, progress=False, log=_stop_after_first_epoch)
+    train(config, tmp_path / "cut", data=small, resume=True, progress=False, log=lambda _: None)
+    for a, b in zip(_params(tmp_path / "full"), _params(tmp_path / "cut"), strict=True):
+        np.testing.assert_array_equal(a, b)  # the same masks replayed after the resume
