@@ -39,6 +39,19 @@ class Augment:
     # stroke change and elastic move scaled by this (scale and shift jitter in full); 0: clean.
     mild: float = 0.0
 
+    def __post_init__(self):
+        for name in ("share", "share_end", "mild"):
+            _check_unit(f"augment.{name}", getattr(self, name))
+        low, high = self.scale
+        if not 0 < low <= high:
+            raise ValueError(f"augment.scale must be 0 < low <= high, got {self.scale}")
+        low, high = self.thickness
+        if not low <= high:
+            raise ValueError(f"augment.thickness must be low <= high, got {self.thickness}")
+        for name in ("rotation", "slant", "shift", "elastic"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"augment.{name} must be >= 0, got {getattr(self, name)}")
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""
         return dataclasses.asdict(self)
@@ -59,9 +72,18 @@ class Recipe:
     # scaled up to keep their sum); evaluation, export and serving run the plain model.
     dropout: float = 0.0
 
+    def __post_init__(self):
+        if not 0.0 <= self.dropout < 1.0:  # 1 would zero every input and divide by zero
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""
         return dataclasses.asdict(self)
+
+
+def _check_unit(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
 
 
 _SEED = Recipe(epochs=5, batch_size=32, learning_rate=1e-3, schedule="constant")

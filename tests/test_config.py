@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from flaxdigits.config import TrainConfig
+from flaxdigits.config import RECIPES, TrainConfig
 
 
 def test_config_validation_is_actionable():
@@ -16,6 +17,34 @@ def test_config_validation_is_actionable():
         TrainConfig(model="mlp", epochs=0)
     with pytest.raises(ValueError, match="exceeds"):
         TrainConfig(model="mlp", batch_size=10**6).steps_per_epoch(54000)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
+        ("dropout", -0.1, r"dropout must be in \[0, 1\)"),
+        ("augment.share", 1.5, r"augment.share must be in \[0, 1\]"),
+        ("augment.mild", -0.5, r"augment.mild must be in \[0, 1\]"),
+        ("augment.scale", (1.1, 0.9), "augment.scale must be"),
+        ("augment.scale", (0.0, 1.0), "augment.scale must be"),
+        ("augment.thickness", (2.0, -1.0), "augment.thickness must be"),
+        ("augment.rotation", -30.0, "augment.rotation must be >= 0"),
+    ],
+)
+def test_a_recipe_value_out_of_range_is_refused_when_the_recipe_is_made(field, value, match):
+    robust = RECIPES["robust"]["cnn"]
+    with pytest.raises(ValueError, match=match):
+        if field.startswith("augment."):
+            dataclasses.replace(robust.augment, **{field.removeprefix("augment."): value})
+        else:
+            dataclasses.replace(robust, **{field: value})
+
+
+def test_every_recipe_in_the_config_is_valid():
+    for models in RECIPES.values():
+        for recipe in models.values():  # replace() re-runs the checks on the frozen values
+            assert dataclasses.replace(recipe) == recipe
 
 
 def test_config_round_trips_through_its_dict_and_refuses_unknown_keys():
