@@ -1,6 +1,7 @@
 """What on-device augmentation costs: seconds per training step of the robust recipe with and
-without its augmentation (same model, batch, schedule and data), and the robust CNN's time to
-99.0% test accuracy read from its run. A development script, not a test.
+without its augmentation (same model, batch, schedule and data), what its dropout costs (where
+it has one), and the robust CNN's time to 99.0% test accuracy read from its run. A development
+script, not a test.
 
     .venv/bin/python benchmarks/augment_cost.py [--runs runs/robust] [--calls 12]
 
@@ -28,11 +29,19 @@ from flaxdigits.train import compile_step_loop, prepare
 
 
 def step_seconds(job: TrainConfig, mnist, calls: int) -> dict[str, float]:
-    """Median seconds per step with the recipe's augmentation and with it switched off."""
+    """Median seconds per step of the recipe as it is, with its augmentation switched off
+    ("plain"), and with its dropout switched off too ("bare")."""
+    recipe = job.recipe_values
+    variants = {
+        "augmented": {"augment": recipe.augment, "dropout": recipe.dropout},
+        "plain": {"augment": None, "dropout": recipe.dropout},
+    }
+    if recipe.dropout:
+        variants["bare"] = {"augment": None, "dropout": 0.0}
     loops = {}
-    for label, augment in (("augmented", job.recipe_values.augment), ("plain", None)):
+    for label, changes in variants.items():
         setup = prepare(job, mnist, mesh.make_mesh(1))
-        setup = setup._replace(spec=dataclasses.replace(setup.spec, augment=augment))
+        setup = setup._replace(spec=dataclasses.replace(setup.spec, **changes))
         state = jax.device_put(setup.state, setup.replicated)
         loops[label] = (setup, state, compile_step_loop(setup, state))
     times: dict[str, list[float]] = {label: [] for label in loops}
@@ -49,12 +58,16 @@ def step_seconds(job: TrainConfig, mnist, calls: int) -> dict[str, float]:
             jax.block_until_ready(sums)
             times[label].append((time.perf_counter() - start) / steps.STEPS_PER_CALL)
     medians = {label: statistics.median(t[1:]) for label, t in times.items()}  # [0]: warm-up
-    return {
+    out = {
         "ms_per_step_augmented": 1e3 * medians["augmented"],
         "ms_per_step_plain": 1e3 * medians["plain"],
         "augmentation_share_of_step": 1 - medians["plain"] / medians["augmented"],
         "augmented_over_plain": medians["augmented"] / medians["plain"],
     }
+    if "bare" in medians:  # dropout's own cost, on the un-augmented step
+        out["ms_per_step_bare"] = 1e3 * medians["bare"]
+        out["dropout_share_of_plain_step"] = 1 - medians["bare"] / medians["plain"]
+    return out
 
 
 def time_to_accuracy(run_dir: Path, target: float) -> dict | None:

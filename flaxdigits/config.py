@@ -102,7 +102,11 @@ _ROBUST = Recipe(
         slant=0.35,
         shift=1.5,
         thickness=(-1.0, 2.5),
+        mild=0.5,  # the rows the share leaves out: distorted at half strength, not clean
     ),
+    # The heavy share lets the CNN memorise its clean rows through the 5408 x 100 layer
+    # (99.98% on its own clean training digits): dropout there lifts the test set ~0.25 pt.
+    dropout=0.5,
 )
 # recipe -> model -> values. The MLP, with no convolution to share what it learns across
 # positions, pays for heavy distortion in clean accuracy: its robust recipe is milder.
@@ -114,8 +118,14 @@ RECIPES: dict[str, dict[str, Recipe]] = {
             batch_size=64,
             learning_rate=2e-3,
             augment=dataclasses.replace(
-                _ROBUST.augment, share=0.5, rotation=30.0, slant=0.3, thickness=(-0.5, 1.2)
+                _ROBUST.augment,
+                share=0.5,
+                rotation=30.0,
+                slant=0.3,
+                thickness=(-0.5, 1.2),
+                mild=0.0,
             ),
+            dropout=0.0,
         ),
         "cnn": _ROBUST,
     },
