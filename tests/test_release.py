@@ -63,7 +63,12 @@ def _write_models(directory: Path) -> Path:
             "model": name,
             "params": 7850,
             "train_config": {"epochs": 40, "batch_size": 128, "learning_rate": 0.003, "seed": 0},
-            "recipe": {"name": "robust", "schedule": "warmup_cosine", "augment": {"share": 0.7}},
+            "recipe": {
+                "name": "robust",
+                "schedule": "warmup_cosine",
+                "augment": {"share": 0.7},
+                "dropout": 0.5 if name == "cnn" else 0.0,
+            },
             "files": entries,
         }
         (directory / f"{name}.json").write_text(json.dumps(manifest))
@@ -189,6 +194,8 @@ def test_the_card_states_data_recipe_params_accuracies_int8_deltas_latency_use_l
         "CC BY-SA 3.0",
     ):
         assert text in card, text
+    assert "cnn dropout (training only, on the hidden Dense layer's inputs): 0.5" in card
+    assert "mlp dropout" not in card  # a rate of 0 is not a dropout
     assert "11.11%" not in card  # the seed folder's figures are not these files'
     # A report older than the models is not quoted as theirs.
     old = os.stat(models / "cnn.onnx").st_mtime - 100

@@ -1,0 +1,270 @@
+"""MODEL_CARD.md of a release: data, recipe, parameters, every measured accuracy, int8 deltas,
+latency with the machine named, intended use, limits and license. Every figure is read, never
+re-derived: test accuracies from each file's ONNX metadata and manifest, canvas and robustness
+accuracies from the reports that describe these very files, latency as export/release.py
+measured it. Standard library only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flaxdigits import contract
+
+VARIANTS = ("float32", "int8")
+LICENSE = "Apache-2.0"
+# Shown on the card; the graphs themselves are the source of truth (export/onnx_graph.py).
+ARCHITECTURE = {
+    "mlp": "Flatten(784) -> Dense 128 ReLU -> Dense 10 -> softmax",
+    "cnn": "Conv 32 3x3 VALID ReLU -> MaxPool 2x2 -> Flatten 5,408 -> Dense 100 ReLU -> "
+    "Dense 10 -> softmax",
+}
+
+
+def same_file(reported: str, models_dir: Path, file: str) -> bool:
+    """Whether a report's model path names models_dir/file (a report of other files is not
+    this release's)."""
+    try:
+        return Path(reported).resolve() == (models_dir / file).resolve()
+    except (OSError, ValueError):
+        return False
+
+
+def accuracy(variant: dict) -> float | None:
+    """The file's test accuracy: its ONNX metadata, else its manifest entry."""
+    value = variant["metadata"].get(contract.META_TEST_ACCURACY)
+    try:
+        return float(value) if value is not None else float(variant["entry"]["test_accuracy"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def model_card(
+    version: str,
+    described: dict[str, dict],
+    reports: dict[str, Any],
+    timings: dict | None,
+    models_dir: Path,
+) -> str:
+    """MODEL_CARD.md: data, recipe, parameters, every measured accuracy, int8 deltas, latency
+    with the machine, intended use, limits and license."""
+    out = [
+        f"# flaxdigits models {version}",
+        "",
+        "Handwritten-digit classifiers (0-9) trained on MNIST with JAX/Flax and exported to ONNX:",
+        "an MLP and a small CNN, each as a float32 file and a statically quantized int8 file.",
+        f"Input: {contract.INPUT_DESCRIPTION}; output `{contract.OUTPUT_NAME}`: float32 [N, 10]",
+        f"softmax probabilities. Preprocessing spec `{contract.PREPROCESSING_SPEC}`: run images",
+        "through `flaxdigits.serve.preprocess` (or `flaxdigits predict`), which centres the ink",
+        "the way MNIST was made.",
+        "",
+        "## Files",
+        "",
+        "| file | variant | bytes | sha256 | test accuracy |",
+        "|---|---|---:|---|---:|",
+    ]
+    for d in described.values():
+        for v in VARIANTS:
+            var = d["variants"][v]
+            out.append(
+                f"| models/{var['file']} | {v} | {var['entry']['size']:,} | "
+                f"`{var['entry']['sha256'][:16]}…` | {_pct(accuracy(var))} |"
+            )
+    out += [
+        "",
+        "Check them with `flaxdigits verify RELEASE` (or `sha256sum -c SHA256SUMS` in the",
+        "unpacked folder); `flaxdigits serve` and `flaxdigits predict` refuse a release whose",
+        "checksums do not all match, before reading any model.",
+        "",
+        "## Data",
+        "",
+        "MNIST (LeCun, Cortes and Burges): 60,000 training and 10,000 test images, 28x28 grey,",
+        "white digit on black. The files were verified by the sha256 of the four canonical IDX",
+        "files before training. Training used the first 90% of the training set; the last 10%",
+        "(6,000 images) was held out for validation. Test accuracy below is on all 10,000 test",
+        "images, which were never used for training or model selection.",
+        "",
+        "## Models and training",
+        "",
+        "| model | architecture | parameters | recipe | epochs | batch | peak lr | schedule |",
+        "|---|---|---:|---|---:|---:|---:|---|",
+    ]
+    for name, d in described.items():
+        m = d["manifest"]
+        recipe, config = m.get("recipe") or {}, m.get("train_config") or {}
+        out.append(
+            f"| {name} | {ARCHITECTURE.get(name, '')} | {m.get('params', 'n/a'):,} | "
+            f"{recipe.get('name', 'n/a')} | {config.get('epochs', 'n/a')} | "
+            f"{config.get('batch_size', 'n/a')} | {config.get('learning_rate', 'n/a')} | "
+            f"{recipe.get('schedule', 'n/a')} |"
+        )
+    augments = {n: (d["manifest"].get("recipe") or {}).get("augment") for n, d in described.items()}
+    for name, augment in augments.items():
+        if augment:
+            shown = ", ".join(f"{k} {v}" for k, v in augment.items())
+            out.append(f"\n{name} augmentation (on the device, a share of every batch): {shown}.")
+    for name, d in described.items():
+        rate = (d["manifest"].get("recipe") or {}).get("dropout")
+        if rate:
+            out.append(
+                f"\n{name} dropout (training only, on the hidden Dense layer's inputs): {rate}; "
+                "the files hold the plain model."
+            )
+    out += ["", "Adam; seed and every setting are in each manifest (`train_config`, `recipe`)."]
+    out += _accuracy_section(described, reports, models_dir)
+    out += _latency_section(timings)
+    out += [
+        "",
+        "## Intended use",
+        "",
+        "Reading single handwritten digits 0-9 that a person drew on a canvas or wrote on paper,",
+        "one digit per image, for demonstrations, teaching and small embedded or edge",
+        "applications on CPU. The int8 files are for boards where size and memory matter.",
+        "",
+        "## Limits",
+        "",
+        "- One digit per image, 0-9 only: letters, several digits or no digit still get a digit",
+        "  (an empty canvas is refused by the preprocessing, other non-digits are not).",
+        "- Trained on MNIST alone: mostly North-American writers of the 1990s, centred white-on-",
+        "  black digits. Styles far from that (heavily slanted, decorative, or cut-off digits)",
+        "  are read less well; see the robustness table for how accuracy falls with distortion.",
+        "- The confidence is a softmax value, not a calibrated probability: it can be high on",
+        "  input that is not a digit.",
+        "- The int8 files disagree with the float files on a few images (see the deltas above).",
+        "- Not for decisions about people, identity or money (cheques, forms) without a human",
+        "  check.",
+        "",
+        "## License",
+        "",
+        f"The model files and this card: {LICENSE} (the flaxdigits license). They were trained",
+        "on MNIST, which its authors make available under the terms of CC BY-SA 3.0.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _accuracy_section(
+    described: dict[str, dict], reports: dict[str, Any], models_dir: Path
+) -> list[str]:
+    out = [
+        "",
+        "## Measured accuracy",
+        "",
+        "Test set (10,000 images): from each file's ONNX metadata; int8 delta in points. Parity:",
+        "the float file's largest probability difference from the JAX model on the test set",
+        "(from the manifest, checked by the export).",
+        "",
+        "| model | float32 | int8 | int8 delta | float max abs diff vs JAX | argmax diffs |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, d in described.items():
+        f, q = (accuracy(d["variants"][v]) for v in VARIANTS)
+        delta = "n/a" if f is None or q is None else f"{100 * (q - f):+.2f}"
+        parity = d["variants"]["float32"]["entry"].get("parity") or {}
+        diff = parity.get("max_abs_diff")
+        out.append(
+            f"| {name} | {_pct(f)} | {_pct(q)} | {delta} | "
+            f"{'n/a' if diff is None else f'{diff:.1e}'} | "
+            f"{parity.get('argmax_mismatches', 'n/a')} |"
+        )
+    out += _canvas_rows(described, reports, models_dir)
+    out += _robustness_rows(described, reports, models_dir)
+    return out
+
+
+def _canvas_rows(
+    described: dict[str, dict], reports: dict[str, Any], models_dir: Path
+) -> list[str]:
+    if "canvas" not in reports:
+        why = reports.get("canvas_skipped", "no reports/canvas_accuracy.json")
+        return ["", f"Canvas accuracy: not measured for these files ({why})."]
+    where, doc = reports["canvas"]
+    models, accuracy = doc.get("models") or {}, doc.get("accuracy") or {}
+    rows = []
+    for d in described.values():
+        for v in VARIANTS:
+            file = d["variants"][v]["file"]
+            stem = file[: -len(".onnx")]
+            reported = models.get(stem)
+            if stem in accuracy and reported and same_file(reported, models_dir, file):
+                cells = " | ".join(_pct(accuracy[stem].get(m)) for m in contract.PREPROCESS_METHODS)
+                rows.append(f"| {file} | {cells} |")
+    if not rows:
+        return ["", f"Canvas accuracy: {where} does not describe these files."]
+    methods = " | ".join(f"`{m}` preprocessing" for m in contract.PREPROCESS_METHODS)
+    return [
+        "",
+        f"MNIST test digits redrawn as drawing-canvas images ({_count(doc)} canvases, {where}):",
+        "",
+        f"| file | {methods} |",
+        "|---|" + "---:|" * len(contract.PREPROCESS_METHODS),
+        *rows,
+    ]
+
+
+def _robustness_rows(
+    described: dict[str, dict], reports: dict[str, Any], models_dir: Path
+) -> list[str]:
+    if "robustness" not in reports:
+        why = reports.get("robustness_skipped", "no reports/robustness.json")
+        return ["", f"Robustness: not measured for these files ({why})."]
+    where, doc = reports["robustness"]
+    wanted = {d["variants"][v]["file"] for d in described.values() for v in VARIANTS}
+    models = {
+        Path(m["file"]).name: m
+        for m in (doc.get("models") or {}).values()
+        if isinstance(m, dict)
+        and isinstance(m.get("file"), str)
+        and Path(m["file"]).name in wanted
+        and same_file(m["file"], models_dir, Path(m["file"]).name)
+    }
+    if not models:
+        return ["", f"Robustness: {where} does not describe these files."]
+    out = [
+        "",
+        f"Deformed test digits ({_count(doc)} per level, re-centred by the `mnist`",
+        f"preprocessing; {where}):",
+    ]
+    for distortion, spec in (doc.get("grid") or {}).items():
+        levels = spec.get("levels", [])
+        out += [
+            "",
+            f"{distortion} ({spec.get('unit', '')}):",
+            "",
+            "| file | " + " | ".join(f"{v:g}" for v in levels) + " |",
+            "|---|" + "---:|" * len(levels),
+        ]
+        for file in sorted(models, key=lambda f: (f.split(".")[0] != "mlp", ".int8." in f)):
+            values = (models[file].get("accuracy") or {}).get(distortion, [])
+            out.append(f"| {file} | " + " | ".join(_pct(a) for a in values) + " |")
+    return out
+
+
+def _latency_section(timings: dict | None) -> list[str]:
+    if timings is None:
+        return ["", "## Latency", "", "Not measured for this release (`--no-latency`)."]
+    out = [
+        "",
+        "## Latency",
+        "",
+        "onnxruntime CPU, 1 intra-op thread, median of 5 timed blocks, measured when the release",
+        f"was made on: {timings['machine']}. Other machines differ; measure yours with",
+        "`flaxdigits benchmark`.",
+        "",
+        "| file | batch | ms per call | images/s |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in timings["rows"]:
+        out.append(f"| {r['file']} | {r['batch']} | {r['ms']:.3f} | {r['images_per_s']:,} |")
+    return out
+
+
+def _count(doc: dict) -> str:
+    """A report's image count, with thousands separators."""
+    n = doc.get("n")
+    return f"{n:,}" if isinstance(n, int) else "?"
