@@ -97,8 +97,9 @@ def _valid_pointer(ptr) -> bool:
     if not isinstance(files, dict) or not files or not isinstance(ptr.get("sha256"), str):
         return False
     for name, entry in files.items():
-        parts = Path(name).parts
-        if name.startswith("/") or ".." in parts or "." in parts or "\\" in name:
+        # The name as written, not as pathlib normalises it ("a/./b" -> "a/b", "" -> "."):
+        # one spelling per file, so a manifest cannot list a file twice or name its folder.
+        if "\\" in name or any(part in ("", ".", "..") for part in name.split("/")):
             return False
         if not isinstance(entry, dict) or not _SHA_RE.match(str(entry.get("sha256"))):
             return False

@@ -229,6 +229,10 @@ def _files(name="meta/metadata", **entry):
         {**GOOD, **_files("../../outside")},
         {**GOOD, **_files("/etc/passwd")},
         {**GOOD, **_files("meta\\metadata")},
+        {**GOOD, **_files("meta/./metadata")},  # pathlib would read it as meta/metadata
+        {**GOOD, **_files("meta//metadata")},
+        {**GOOD, **_files("meta/")},
+        {**GOOD, **_files("")},  # the step folder itself
         {**GOOD, **_files(sha256="not hex")},
         {**GOOD, **_files(size="2")},
     ],
