@@ -2,7 +2,7 @@
 latency with the machine named, intended use, limits and license. Every figure is read, never
 re-derived: test accuracies from each file's ONNX metadata and manifest, canvas and robustness
 accuracies from the reports that describe these very files, latency as export/release.py
-measured it. Standard library only.
+measured it. Standard library and flaxdigits.contract only.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def same_file(reported: str, models_dir: Path, file: str) -> bool:
         return False
 
 
-def accuracy(variant: dict) -> float | None:
+def file_accuracy(variant: dict) -> float | None:
     """The file's test accuracy: its ONNX metadata, else its manifest entry."""
     value = variant["metadata"].get(contract.META_TEST_ACCURACY)
     try:
@@ -73,7 +73,7 @@ def model_card(
             var = d["variants"][v]
             out.append(
                 f"| models/{var['file']} | {v} | {var['entry']['size']:,} | "
-                f"`{var['entry']['sha256'][:16]}…` | {_pct(accuracy(var))} |"
+                f"`{var['entry']['sha256'][:16]}…` | {_pct(file_accuracy(var))} |"
             )
     out += [
         "",
@@ -163,7 +163,7 @@ def _accuracy_section(
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, d in described.items():
-        f, q = (accuracy(d["variants"][v]) for v in VARIANTS)
+        f, q = (file_accuracy(d["variants"][v]) for v in VARIANTS)
         delta = "n/a" if f is None or q is None else f"{100 * (q - f):+.2f}"
         parity = d["variants"]["float32"]["entry"].get("parity") or {}
         diff = parity.get("max_abs_diff")

@@ -26,7 +26,7 @@ import flaxdigits
 from flaxdigits import contract, onnxrt, release_files
 from flaxdigits.atomic import write_bytes_atomic
 from flaxdigits.export.benchmark import benchmark
-from flaxdigits.export.model_card import LICENSE, VARIANTS, accuracy, model_card
+from flaxdigits.export.model_card import LICENSE, VARIANTS, file_accuracy, model_card
 from flaxdigits.files import ReadError, read_capped
 
 MAX_FILE_BYTES = release_files.MAX_MEMBER_BYTES
@@ -217,7 +217,7 @@ def _info(version: str, described: dict[str, dict]) -> dict[str, Any]:
                 "files": {
                     v: {
                         "path": f"models/{d['variants'][v]['file']}",
-                        "test_accuracy": accuracy(d["variants"][v]),
+                        "test_accuracy": file_accuracy(d["variants"][v]),
                     }
                     for v in VARIANTS
                 },
