@@ -2,8 +2,9 @@
 
 A recipe says how a model is trained, never what the model is: both recipes train the same two
 architectures into the same exported graphs. `seed` is the seed report's training (Adam 1e-3
-constant, batch 32, no augmentation); `robust` adds on-device augmentation (augment.py) and a
-warm-up + cosine learning-rate schedule, for the digits people really draw.
+constant, batch 32, no augmentation); `robust` adds on-device augmentation (augment.py), a
+warm-up + cosine learning-rate schedule and, for the CNN, dropout, for the digits people really
+draw.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ _ROBUST = Recipe(
         mild=0.5,  # the rows the share leaves out: distorted at half strength, not clean
     ),
     # The heavy share lets the CNN memorise its clean rows through the 5408 x 100 layer
-    # (99.98% on its own clean training digits): dropout there lifts the test set ~0.25 pt.
+    # (99.98% on its own clean training digits): dropout there, with the mild tier, lifts the
+    # test set from 99.14% to 99.31% (means of three seeds; README, Robustness).
     dropout=0.5,
 )
 # recipe -> model -> values. The MLP, with no convolution to share what it learns across
