@@ -177,12 +177,19 @@ def _accuracy_section(
     return out
 
 
+def _not_measured(reports: dict[str, Any], key: str, label: str, file: str) -> list[str]:
+    """The card's line for a report that does not describe these files; [] when it does."""
+    if key in reports:
+        return []
+    why = reports.get(f"{key}_skipped", f"no reports/{file}")
+    return ["", f"{label}: not measured for these files ({why})."]
+
+
 def _canvas_rows(
     described: dict[str, dict], reports: dict[str, Any], models_dir: Path
 ) -> list[str]:
-    if "canvas" not in reports:
-        why = reports.get("canvas_skipped", "no reports/canvas_accuracy.json")
-        return ["", f"Canvas accuracy: not measured for these files ({why})."]
+    if missing := _not_measured(reports, "canvas", "Canvas accuracy", "canvas_accuracy.json"):
+        return missing
     where, doc = reports["canvas"]
     models, accuracy = doc.get("models") or {}, doc.get("accuracy") or {}
     rows = []
@@ -210,9 +217,8 @@ def _canvas_rows(
 def _robustness_rows(
     described: dict[str, dict], reports: dict[str, Any], models_dir: Path
 ) -> list[str]:
-    if "robustness" not in reports:
-        why = reports.get("robustness_skipped", "no reports/robustness.json")
-        return ["", f"Robustness: not measured for these files ({why})."]
+    if missing := _not_measured(reports, "robustness", "Robustness", "robustness.json"):
+        return missing
     where, doc = reports["robustness"]
     wanted = {d["variants"][v]["file"] for d in described.values() for v in VARIANTS}
     models = {
