@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -23,33 +22,14 @@ class Dropout(NamedTuple):
     rate: float
 
 
-# The keep draw is one random byte per feature: a feature is kept when its byte is below
-# round((1 - rate) * 256), so the rate takes effect to the nearest 1/256 (0.5 exactly).
-_BYTE_LEVELS = 256
-
-
-def random_bytes(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """Uniform uint8 of `shape`: 32-bit threefry words split into their four bytes.
-
-    A quarter of the random-number work of jax.random.bernoulli (or of jax.random.bits with
-    uint8, which spends a 32-bit draw per byte too): on a 2-core CPU the CNN's dropout mask
-    (128 x 5408) costs ~4 ms instead of ~12 ms (BENCHMARKS.md, Dropout mask).
-    """
-    size = math.prod(shape)
-    words = jax.random.bits(key, (-(-size // 4),), jnp.uint32)
-    return jax.lax.bitcast_convert_type(words, jnp.uint8).reshape(-1)[:size].reshape(shape)
-
-
 def drop(x: jax.Array, dropout: Dropout | None) -> jax.Array:
-    """x (B, F) with each feature zeroed with probability rate, the rest scaled up by the
-    inverse of the keep probability (inverted dropout: the expected value is x, so the model is
-    evaluated without it); None or a rate of 0 gives x back. The rate is applied to the nearest
-    1/256 (_BYTE_LEVELS). It adds no parameter and nothing to the exported graph."""
+    """x (B, F) with each feature zeroed with probability rate, the rest divided by 1 - rate
+    (inverted dropout: the expected value is x, so the model is evaluated without it); None or
+    a rate of 0 gives x back. It adds no parameter and nothing to the exported graph."""
     if dropout is None or not dropout.rate:
         return x
-    threshold = min(_BYTE_LEVELS, max(1, round((1.0 - dropout.rate) * _BYTE_LEVELS)))
-    keep = random_bytes(dropout.key, x.shape).astype(jnp.int32) < threshold
-    return jnp.where(keep, x * (_BYTE_LEVELS / threshold), 0.0)
+    keep = jax.random.bernoulli(dropout.key, 1.0 - dropout.rate, x.shape)
+    return jnp.where(keep, x / (1.0 - dropout.rate), 0.0)
 
 
 class MLP(nnx.Module):

@@ -119,31 +119,6 @@ def test_dropout_zeroes_its_share_and_keeps_the_expected_value():
     assert (other != out).any()
 
 
-@pytest.mark.parametrize("rate, kept", [(0.5, 128), (0.3, 179), (0.9, 26)])
-def test_dropout_rate_is_applied_to_the_nearest_256th_with_the_expected_value_kept(rate, kept):
-    x = jnp.ones((50, 1001))  # 50,050 features: not a multiple of the 4 bytes of a word
-    out = np.asarray(drop(x, Dropout(jax.random.PRNGKey(5), rate)))
-    zeroed = out == 0.0
-    assert abs(zeroed.mean() - (1 - kept / 256)) < 0.01
-    np.testing.assert_allclose(out[~zeroed], 256 / kept, rtol=1e-6)
-    assert abs(out.mean() - 1.0) < 0.03
-    # Each of a word's four bytes is a draw of its own: four neighbours agree as often as four
-    # independent draws do (p^4 + q^4), not always.
-    groups = zeroed.reshape(-1)[:50_048].reshape(-1, 4)
-    agree = (groups.all(axis=1) | (~groups).all(axis=1)).mean()
-    p = 1 - kept / 256
-    assert abs(agree - (p**4 + (1 - p) ** 4)) < 0.02
-
-
-def test_random_bytes_are_uniform_and_fill_any_shape():
-    from flaxdigits.models import random_bytes
-
-    b = np.asarray(random_bytes(jax.random.PRNGKey(0), (7, 3, 5)))  # 105: a word's bytes left over
-    assert b.shape == (7, 3, 5) and b.dtype == np.uint8
-    counts = np.bincount(np.asarray(random_bytes(jax.random.PRNGKey(1), (256_000,))), minlength=256)
-    assert counts.min() > 800 and counts.max() < 1200  # 1000 expected per value
-
-
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_dropout_changes_the_training_forward_only(name):
     model = create_model(name, seed=0)
