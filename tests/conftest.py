@@ -8,9 +8,12 @@ here, so `pytest -m "not slow"` is the quick inner loop.
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from flaxdigits.contract import MODEL_NAMES
 
@@ -38,18 +41,42 @@ def mnist():
     return load_mnist(log=print)
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A fresh dir of this process's own holding what build(dir) writes, built once per session.
+
+    Spread over processes (pytest-xdist, `-n`), the first worker that needs it builds it into the
+    session's shared temp dir under a lock (filelock) and every worker copies it: training once
+    instead of once per worker, and each worker still writes into its own copy as one process
+    does (the pattern pytest-xdist documents for session fixtures).
+    """
+    mine = tmp_path_factory.mktemp(name)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        build(mine)
+        return mine
+    shared = tmp_path_factory.getbasetemp().parent / f"built-once-{name}"
+    done = shared.with_name(shared.name + ".done")
+    with FileLock(f"{shared}.lock"):
+        if not done.exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            shared.mkdir()
+            build(shared)
+            done.touch()
+    shutil.copytree(shared, mine, dirs_exist_ok=True)
+    return mine
+
+
 @pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory, mnist) -> dict[str, Path]:
     """Run dirs of MLP and CNN trained 1 epoch with the default recipe on real MNIST."""
     from flaxdigits.config import TrainConfig
     from flaxdigits.train import train
 
-    root = tmp_path_factory.mktemp("runs")
-    runs = {}
-    for name in MODEL_NAMES:
-        runs[name] = root / name
-        train(TrainConfig(model=name, epochs=1), runs[name], data=mnist, progress=False)
-    return runs
+    def build(root: Path) -> None:
+        for name in MODEL_NAMES:
+            train(TrainConfig(model=name, epochs=1), root / name, data=mnist, progress=False)
+
+    root = built_once(tmp_path_factory, "runs", build)
+    return {name: root / name for name in MODEL_NAMES}
 
 
 @pytest.fixture(scope="session")
@@ -57,10 +84,11 @@ def exported_models(tmp_path_factory, trained_runs) -> Path:
     """A models dir with mlp.onnx, cnn.onnx (+ .int8.onnx) and manifests from trained_runs."""
     from flaxdigits.export.onnx_export import export_run
 
-    out = tmp_path_factory.mktemp("models")
-    for name, run_dir in trained_runs.items():
-        export_run(run_dir, out / f"{name}.onnx", int8=True)
-    return out
+    def build(out: Path) -> None:
+        for name, run_dir in trained_runs.items():
+            export_run(run_dir, out / f"{name}.onnx", int8=True)
+
+    return built_once(tmp_path_factory, "models", build)
 
 
 # ------------------------------------------------------------------------ serve: no training
