@@ -184,9 +184,10 @@ $(ORT_VENV)/.installed:
 	@touch $@
 
 # pytest-randomly shuffles the order every run (the header names the seed; `-p randomly
-# --randomly-seed=N` repeats an order). PYTEST_ARGS adds options: PYTEST_ARGS="-n 2" spreads the
-# tests over 2 processes (pytest-xdist; each then trains the shared 1-epoch models itself).
-PYTEST_ARGS ?=
+# --randomly-seed=N` repeats an order). The tests run in 2 processes (pytest-xdist): the first that
+# needs the shared 1-epoch models trains them, the other copies them (tests/conftest.py).
+# PYTEST_ARGS replaces the options: PYTEST_ARGS= runs one process, PYTEST_ARGS="-n 4" four.
+PYTEST_ARGS ?= -n 2
 test: lint compat-venv
 	$(COMPAT_ENV) $(BIN)/pytest -p randomly $(PYTEST_ARGS)
 	@$(BROWSER_NOTE)
