@@ -192,7 +192,7 @@ test: lint compat-venv
 	$(COMPAT_ENV) $(BIN)/pytest -p randomly $(PYTEST_ARGS)
 	@$(BROWSER_NOTE)
 
-# The inner loop: everything but real-MNIST training (well under 2 minutes on 2 cores).
+# The inner loop: everything but real-MNIST training (a few minutes on 2 cores).
 test-fast: lint
 	$(BIN)/pytest -p randomly -m "not slow" $(PYTEST_ARGS)
 
