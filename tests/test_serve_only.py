@@ -9,7 +9,6 @@ package itself is reinstalled when its sources change), so a rerun costs seconds
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -22,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from test_release import _write_models
 
 from flaxdigits.export.release import build_release
@@ -49,8 +49,7 @@ def _venv(extra: str) -> Path:
     stamp, done = venv / ".flaxdigits-sources", venv / ".complete"
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     venv.parent.mkdir(parents=True, exist_ok=True)
-    with open(venv.parent / ".lock", "w") as lock:  # pytest-xdist workers build it once
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(venv.parent / ".lock"):  # pytest-xdist workers build it once
         for old in venv.parent.parent.glob(f"{extra}-*"):  # venvs of an older pyproject.toml
             if old != venv.parent:
                 shutil.rmtree(old, ignore_errors=True)

@@ -5,7 +5,6 @@ set of canvases both preprocessings read."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from drawings import draw_digit, drawing, rgba_on_transparent
+from filelock import FileLock
 from PIL import Image, ImageDraw
 
 from flaxdigits.serve import preprocess as pre
@@ -54,8 +54,7 @@ def _npm_ci() -> str | None:
         return "npm not found: install Debian's nodejs and npm (`sudo make browser-deps`)"
     digest = hashlib.sha256(str(web.WEB_DIR).encode()).hexdigest()[:16]
     lock = Path(tempfile.gettempdir()) / f"flaxdigits-npm-{digest}.lock"
-    with open(lock, "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
+    with FileLock(lock):
         if ort.is_file():  # another worker installed it meanwhile
             return None
         done = subprocess.run(
