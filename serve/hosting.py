@@ -29,6 +29,7 @@ VENDORED_BASE = (
     "__init__.py",
     "__main__.py",
     "cli.py",
+    "cli_parser.py",
     "contract.py",
     "atomic.py",
     "files.py",

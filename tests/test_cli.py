@@ -45,6 +45,16 @@ def test_help_lists_every_subcommand():
         assert sub in out
 
 
+def test_every_declared_subcommand_has_one_handler_and_no_handler_is_undeclared():
+    import argparse
+
+    from flaxdigits.cli_parser import build_parser
+
+    (sub,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(cli.HANDLERS)
+    assert len(set(map(id, cli.HANDLERS.values()))) == len(cli.HANDLERS)  # no handler twice
+
+
 def test_data_subcommand_reports_the_verified_source(mnist):  # mnist fills the cache
     proc = _run("data", "--source", "cache")
     assert proc.returncode == 0, proc.stderr

@@ -78,6 +78,17 @@ def test_space_folder_holds_app_requirements_readme_release_and_the_jax_free_pac
                 for a in node.names
             }
             assert not {m.split(".")[0] for m in imported} & {"jax", "flax", "optax"}, name
+            # ... and whole: every flaxdigits module a vendored file imports when it is itself
+            # imported (its top-level imports; cli's handlers import training code lazily).
+            top = {
+                (node.module or "") if isinstance(node, ast.ImportFrom) else a.name
+                for node in tree.body
+                if isinstance(node, ast.Import | ast.ImportFrom)
+                for a in node.names
+            }
+            for module in (m for m in top if m.split(".")[0] == "flaxdigits"):
+                stem = module.replace(".", "/")
+                assert {f"{stem}.py", f"{stem}/__init__.py"} & names, (name, module)
     requirements = (out / "requirements.txt").read_text().split()
     assert any(r.startswith("gradio") for r in requirements)
     assert any(r.startswith("onnxruntime") for r in requirements)

@@ -42,6 +42,7 @@ LAYERS = {
     "flaxdigits.export": 5,
     "flaxdigits.serve": 6,
     "flaxdigits.cli": 7,
+    "flaxdigits.cli_parser": 7,
     "flaxdigits.__main__": 7,
 }
 TRAINING = {name for name, layer in LAYERS.items() if layer == 3}
