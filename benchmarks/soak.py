@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadtest  # noqa: E402 - the sibling benchmark's drawings, answers and RSS reader
 
 from flaxdigits.atomic import write_json_atomic  # noqa: E402
-from flaxdigits.serve import guard  # noqa: E402
+from flaxdigits.serve import budgets  # noqa: E402
 
 TIMEOUT = 120.0  # every HTTP call of an honest request, as in loadtest
-LOG_LINE = guard.LOG_CHARS + 40  # a cut log line: the limit plus the "... [N more]" note
+LOG_LINE = budgets.LOG_CHARS + 40  # a cut log line: the limit plus the "... [N more]" note
 SERVER = """
 import sys
 from flaxdigits.serve.app import launch
@@ -533,7 +533,7 @@ def plot(samples, phases, path: Path):
             ax.axvline(a, color="grey", linestyle=":")
             if key == "rss_mib":
                 ax.text(a, max(values), f" {name}", va="top", fontsize=8)
-    axes[2].axhline(guard.TEMP_DIR_BYTES / (1 << 20), color="red", linestyle="--")
+    axes[2].axhline(budgets.TEMP_DIR_BYTES / (1 << 20), color="red", linestyle="--")
     axes[-1].set_xlabel("seconds")
     fig.suptitle("make soak: honest-only, then honest + hostile")
     fig.tight_layout()
@@ -616,7 +616,7 @@ def main(argv=None) -> int:
     temp_peak = max(s["temp_bytes"] for s in samples)
     checks = {
         "rss slope < 1 MiB / 1,000 requests": slope is not None and slope < 1.0,
-        "temp dir within budget": temp_peak <= guard.TEMP_DIR_BYTES,
+        "temp dir within budget": temp_peak <= budgets.TEMP_DIR_BYTES,
         "no wrong honest answers": baseline["wrong_answers"] == 0 and mixed["wrong_answers"] == 0,
         "no honest errors": baseline["honest_error_count"] == 0
         and mixed["honest_error_count"] == 0,
@@ -642,7 +642,7 @@ def main(argv=None) -> int:
         "temp_dir_bytes": {
             "peak": temp_peak,
             "end": samples[-1]["temp_bytes"],
-            "budget": guard.TEMP_DIR_BYTES,
+            "budget": budgets.TEMP_DIR_BYTES,
         },
         "server_log": {
             "bytes": log.stat().st_size,

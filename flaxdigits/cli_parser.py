@@ -1,7 +1,7 @@
 """The `flaxdigits` command's arguments: one argparse subparser per subcommand, nothing run.
 
 `flaxdigits.cli` parses with `build_parser()` and calls the handler `args.command` names. Only
-the standard library and the base layer are imported here (and serve/guard's budgets, which need
+the standard library and the base layer are imported here (and serve/budgets' list, which needs
 Pillow but no gradio), so `flaxdigits --help` is fast everywhere.
 """
 
@@ -184,12 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
         "or - to read paths from stdin",
     )
 
-    from flaxdigits.serve.guard import describe_budgets  # stdlib + Pillow: no gradio
+    from flaxdigits.serve.budgets import describe_budgets  # stdlib + Pillow: no gradio
 
     p = sub.add_parser(
         "serve",
         help="the drawing page (Gradio) on 127.0.0.1:7860",
-        epilog=f"every route's budgets (serve/guard.py):\n{describe_budgets()}",
+        epilog=f"every route's budgets (serve/budgets.py):\n{describe_budgets()}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(

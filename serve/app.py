@@ -28,6 +28,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from flaxdigits import contract
+from flaxdigits.serve.budgets import SESSIONS, describe_budgets
 from flaxdigits.serve.components import bounded_sketchpad, path_file
 from flaxdigits.serve.decode import (
     EXTENSIONS,
@@ -36,7 +37,7 @@ from flaxdigits.serve.decode import (
     ImageInputError,
     configure_pillow,
 )
-from flaxdigits.serve.guard import SESSIONS, Guard, bound_logs, describe_budgets
+from flaxdigits.serve.guard import Guard, bound_logs
 from flaxdigits.serve.page import (
     CANVAS_SIZE,
     CARD_CSS,

@@ -24,7 +24,7 @@ from drawings import card_digit, drawing
 from PIL import Image
 
 from flaxdigits import contract
-from flaxdigits.serve import app, guard, page
+from flaxdigits.serve import app, budgets, page
 from flaxdigits.serve.decode import MAX_FILE_BYTES
 from flaxdigits.serve.guard import Guard
 from flaxdigits.serve.predictor import Predictor
@@ -121,7 +121,7 @@ def test_launch_options_are_loopback_private_and_capped():
     assert options["max_file_size"] == MAX_FILE_BYTES
     assert options["enable_monitoring"] is False
     assert options["num_workers"] == 0  # no static file workers serving uploads past the guard
-    assert options["state_session_capacity"] == guard.SESSIONS  # made-up session hashes
+    assert options["state_session_capacity"] == budgets.SESSIONS  # made-up session hashes
     assert app.launch_options("0.0.0.0", 8000, True)["share"] is True  # noqa: S104 - passed through, binds nothing
 
 

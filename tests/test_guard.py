@@ -15,8 +15,9 @@ import time
 
 import pytest
 
-from flaxdigits.serve import guard
-from flaxdigits.serve.guard import Guard, Rate, RateLimiter
+from flaxdigits.serve import budgets, guard
+from flaxdigits.serve.budgets import Rate
+from flaxdigits.serve.guard import Guard, RateLimiter
 from flaxdigits.serve.temp_files import TempFiles
 
 
@@ -82,12 +83,12 @@ def call(app, path, chunks=(), headers=(), client=("10.0.0.1", 1234), method="PO
 @pytest.mark.parametrize(
     ("path", "budget"),
     [
-        ("/gradio_api/upload", guard.UPLOAD_BODY_BYTES),
-        ("/gradio_api/component_server", guard.BLOB_BODY_BYTES),
-        ("/gradio_api/component_server/", guard.BLOB_BODY_BYTES),
-        ("/gradio_api/queue/join", guard.OTHER_BODY_BYTES),
-        ("/gradio_api/reset", guard.OTHER_BODY_BYTES),
-        ("/", guard.OTHER_BODY_BYTES),
+        ("/gradio_api/upload", budgets.UPLOAD_BODY_BYTES),
+        ("/gradio_api/component_server", budgets.BLOB_BODY_BYTES),
+        ("/gradio_api/component_server/", budgets.BLOB_BODY_BYTES),
+        ("/gradio_api/queue/join", budgets.OTHER_BODY_BYTES),
+        ("/gradio_api/reset", budgets.OTHER_BODY_BYTES),
+        ("/", budgets.OTHER_BODY_BYTES),
     ],
 )
 def test_a_streamed_body_is_cut_at_its_routes_budget(path, budget):
@@ -152,7 +153,7 @@ def test_bucket_table_is_bounded():
 
 
 def test_rate_limited_routes_answer_429_with_retry_after():
-    limiter = RateLimiter({guard.JOIN: Rate(burst=2, per_second=0.1)})
+    limiter = RateLimiter({budgets.JOIN: Rate(burst=2, per_second=0.1)})
     app = Guard(Reader(), limiter=limiter)
     codes = [call(app, "/gradio_api/queue/join", [b"{}"])[0] for _ in range(3)]
     assert codes == [200, 200, 429]
@@ -173,7 +174,7 @@ def test_forwarded_address_is_honoured_only_from_a_trusted_proxy():
 
 
 def test_clients_behind_a_trusted_proxy_have_separate_buckets():
-    limiter = RateLimiter({guard.UPLOAD: Rate(burst=1, per_second=0.01)})
+    limiter = RateLimiter({budgets.UPLOAD: Rate(burst=1, per_second=0.01)})
     app = Guard(Reader(body=b"[]"), limiter=limiter, trusted_proxies=["10.0.0.1"])
     hops = [("X-Forwarded-For", "1.1.1.1")], [("X-Forwarded-For", "2.2.2.2")]
     assert [call(app, "/gradio_api/upload", [b""], headers=h)[0] for h in hops] == [200, 200]
@@ -230,12 +231,12 @@ def test_a_crashing_route_gets_a_clean_answer_and_one_short_log_line(caplog, mon
 
     monkeypatch.setattr(guard, "_error_window", {"start": time.monotonic(), "count": 0})
     with caplog.at_level(logging.WARNING, logger="flaxdigits.serve.guard"):
-        for _ in range(guard.ERROR_LOGS_PER_MINUTE + 50):
+        for _ in range(budgets.ERROR_LOGS_PER_MINUTE + 50):
             status, headers, body = call(Guard(Crash()), "/gradio_api/reset", [b"\xff"])
             assert status == 400 and body == b"Bad request."
     assert headers["x-content-type-options"] == "nosniff"
-    assert len(caplog.records) == guard.ERROR_LOGS_PER_MINUTE  # the rest counted, not logged
-    assert all(len(r.getMessage()) < guard.LOG_CHARS + 100 for r in caplog.records)
+    assert len(caplog.records) == budgets.ERROR_LOGS_PER_MINUTE  # the rest counted, not logged
+    assert all(len(r.getMessage()) < budgets.LOG_CHARS + 100 for r in caplog.records)
 
     class Late(Reader):  # a crash after the answer started cannot be answered again
         async def __call__(self, scope, receive, send):
@@ -256,7 +257,7 @@ def test_log_records_are_cut(caplog):
         except ValueError:
             logger.exception("failed")
     first, second = caplog.records
-    assert len(first.getMessage()) < guard.LOG_CHARS + 40
+    assert len(first.getMessage()) < budgets.LOG_CHARS + 40
     text = caplog.text
     assert "B" * 400 not in text and "C" * 400 not in text and "more]" in text
 
@@ -320,8 +321,12 @@ def test_an_upload_is_refused_with_507_when_the_disk_budget_is_full(tmp_path):
 
 
 def test_budgets_are_listed_for_help_and_the_page():
-    text = guard.describe_budgets()
-    for needle in (f"{guard.UPLOAD_BODY_BYTES:,}", f"{guard.TEMP_DIR_BYTES:,}", "editor: layers"):
+    text = budgets.describe_budgets()
+    for needle in (
+        f"{budgets.UPLOAD_BODY_BYTES:,}",
+        f"{budgets.TEMP_DIR_BYTES:,}",
+        "editor: layers",
+    ):
         assert needle in text
 
 
@@ -352,7 +357,7 @@ def test_the_resolved_client_is_left_for_the_routes():
         await Guard(app, trusted_proxies=["10.0.0.1"])(scope, receive, send)
 
     asyncio.run(run())
-    assert seen[guard.CLIENT_STATE] == "203.0.113.5"
+    assert seen[budgets.CLIENT_STATE] == "203.0.113.5"
 
 
 def test_serve_help_prints_every_budget(capsys):
@@ -361,4 +366,4 @@ def test_serve_help_prints_every_budget(capsys):
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     out = capsys.readouterr().out
-    assert guard.describe_budgets() in out and "--trusted-proxy" in out
+    assert budgets.describe_budgets() in out and "--trusted-proxy" in out

@@ -18,9 +18,9 @@ import httpx
 import pytest
 from drawings import drawing
 
-from flaxdigits.serve import app, components, guard
+from flaxdigits.serve import app, budgets, components
 
-UPLOAD_RATE = guard.Rate(burst=30, per_second=2.0)
+UPLOAD_RATE = budgets.Rate(burst=30, per_second=2.0)
 CLIENTS = iter(f"198.51.100.{i}" for i in range(1, 250))  # one X-Forwarded-For per test
 
 
@@ -36,7 +36,7 @@ def served(toy_dir):
         mp.setattr(app, "configure_pillow", lambda: None)  # process-wide: not in the session
         for name in ("GRADIO_TEMP_DIR", "FORWARDED_ALLOW_IPS"):  # launch sets them: restore
             mp.setenv(name, os.environ.get(name, ""))
-        mp.setitem(guard.RATES, guard.UPLOAD, UPLOAD_RATE)  # a flood a test can send quickly
+        mp.setitem(budgets.RATES, budgets.UPLOAD, UPLOAD_RATE)  # a flood a test can send quickly
         demo = app.launch(
             models_dir=toy_dir, port=free_port(), trusted_proxies=("127.0.0.1",), block=False
         )
@@ -181,5 +181,5 @@ def test_the_page_carries_the_headers_and_lists_its_budgets(served):
     assert "object-src 'none'" in headers["Content-Security-Policy"]
     assert headers["Referrer-Policy"] == "no-referrer"
     config = json.loads(urllib.request.urlopen(served.local_url + "config", timeout=30).read())
-    assert f"{guard.UPLOAD_BODY_BYTES:,}" in json.dumps(config)
+    assert f"{budgets.UPLOAD_BODY_BYTES:,}" in json.dumps(config)
     assert page
