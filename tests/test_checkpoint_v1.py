@@ -80,9 +80,105 @@ def test_a_damaged_old_file_is_refused_and_nothing_is_written(tmp_path):
     path = run / "ckpt-0002.msgpack"
     path.write_bytes(path.read_bytes()[:-10])
     before = sorted(p.name for p in run.iterdir())
-    with pytest.raises(checkpoint.CheckpointError, match="does not match the pointer"):
+    with pytest.raises(checkpoint.CheckpointError) as raised:
         migrate_run(run)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    ptr = json.loads((run / checkpoint.POINTER).read_text())
+    assert str(raised.value) == (
+        f"{path}: sha256 {digest[:12]}… does not match the pointer's {ptr['sha256'][:12]}… "
+        "(truncated or modified); restore the file, or retrain"
+    )
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def _rewrite(run, change):
+    """Apply change to the run's v1 pointer (a dict) in place."""
+    ptr = json.loads((run / checkpoint.POINTER).read_text())
+    change(ptr)
+    (run / checkpoint.POINTER).write_text(json.dumps(ptr))
+
+
+def _rehash(run, blob: bytes) -> None:
+    """Put blob in place of the run's v1 file, with a pointer that vouches for it: the checks
+    after the hash are all that stands between such a file and the converter."""
+    ptr = json.loads((run / checkpoint.POINTER).read_text())
+    (run / ptr["file"]).write_bytes(blob)
+    _rewrite(run, lambda p: p.update(sha256=hashlib.sha256(blob).hexdigest()))
+
+
+def _refused(run, message: str) -> None:
+    """migrate_run refuses the run with exactly message and writes nothing."""
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(checkpoint.CheckpointError) as raised:
+        migrate_run(run)
+    assert str(raised.value) == message
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"file": "../ckpt-0002.msgpack"},  # out of the run dir
+        {"file": "ckpt-0002.msgpack.bak"},
+        {"file": 2},
+        {"sha256": None},
+        {"epoch": "2"},
+        {"epoch": None},
+    ],
+)
+def test_a_pointer_naming_another_file_or_without_a_hash_or_epoch_is_refused(tmp_path, field):
+    run = tmp_path / "run"
+    _write_v1(run, TrainConfig(model="mlp"))
+    (tmp_path / "ckpt-0002.msgpack").write_bytes((run / "ckpt-0002.msgpack").read_bytes())
+    _rewrite(run, lambda p: p.update(field))
+    pointer = run / checkpoint.POINTER
+    _refused(run, f"{pointer}: not a flaxdigits checkpoint pointer ({checkpoint.OLD_FORMAT})")
+
+
+def test_a_pointer_to_a_missing_file_says_so(tmp_path):
+    run = tmp_path / "run"
+    _write_v1(run, TrainConfig(model="mlp"))
+    (run / "ckpt-0002.msgpack").unlink()
+    with pytest.raises(checkpoint.CheckpointError) as raised:
+        migrate_run(run)
+    assert str(raised.value).startswith(f"{run / 'ckpt-0002.msgpack'}: cannot read checkpoint (")
+    assert "No such file" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        (lambda p: p | {"format": "flaxdigits.checkpoint.v0"}, None),
+        (lambda p: p | {"state": "weights"}, None),  # the right format, no arrays
+        (lambda p: p | {"meta": "[1, 2]"}, None),  # the right format, meta no object
+        (lambda p: {k: v for k, v in p.items() if k != "meta"}, "KeyError"),
+        (lambda p: p | {"meta": "{not json"}, "JSONDecodeError"),
+    ],
+)
+def test_hashed_bytes_that_are_no_v1_checkpoint_are_refused(tmp_path, change, why):
+    run = tmp_path / "run"
+    _write_v1(run, TrainConfig(model="mlp"))
+    path = run / "ckpt-0002.msgpack"
+    _rehash(
+        run,
+        serialization.msgpack_serialize(change(serialization.msgpack_restore(path.read_bytes()))),
+    )
+    if why is None:
+        _refused(run, f"{path}: not a {checkpoint.OLD_FORMAT} checkpoint")
+    else:
+        _refused(run, f"{path}: not a flaxdigits checkpoint ({why})")
+
+
+def test_a_non_array_where_the_model_has_an_array_is_refused_by_name(tmp_path):
+    run = tmp_path / "run"
+    _write_v1(run, TrainConfig(model="mlp"))
+    path = run / "ckpt-0002.msgpack"
+    payload = serialization.msgpack_restore(path.read_bytes())
+    key = next(k for k in payload["state"] if k.startswith(".params") and "kernel" in k)
+    want = payload["state"][key]
+    payload["state"][key] = "not an array"
+    _rehash(run, serialization.msgpack_serialize(payload))
+    _refused(run, f"{run}: {key} is None str, the model needs {want.shape} {want.dtype}")
 
 
 def test_an_old_file_of_another_shape_is_refused(tmp_path):
