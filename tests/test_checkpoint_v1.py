@@ -184,14 +184,10 @@ def test_a_non_array_where_the_model_has_an_array_is_refused_by_name(tmp_path):
 def test_an_old_file_of_another_shape_is_refused(tmp_path):
     run = tmp_path / "run"
     _write_v1(run, TrainConfig(model="mlp"))
-    ptr = json.loads((run / checkpoint.POINTER).read_text())
     config = json.loads((run / "metrics.json").read_text())
     meta_cnn = {"config": TrainConfig(model="cnn").to_dict(), "history": [], "snapshots": {}}
-    payload = serialization.msgpack_restore((run / ptr["file"]).read_bytes())
-    blob = serialization.msgpack_serialize(payload | {"meta": json.dumps(meta_cnn)})
-    (run / ptr["file"]).write_bytes(blob)
-    ptr["sha256"] = hashlib.sha256(blob).hexdigest()
-    (run / checkpoint.POINTER).write_text(json.dumps(ptr))
+    payload = serialization.msgpack_restore((run / "ckpt-0002.msgpack").read_bytes())
+    _rehash(run, serialization.msgpack_serialize(payload | {"meta": json.dumps(meta_cnn)}))
     with pytest.raises(checkpoint.CheckpointError, match="does not fit this model"):
         migrate_run(run)
     assert config and not (run / checkpoint.STEPS).exists()
