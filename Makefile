@@ -104,26 +104,26 @@ serve: install
 # optional: torch==2.13.0 (CPU build from this machine's local wheel; elsewhere PyPI's build).
 bench: export
 	-$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) benchmarks/bench.py --models $(MODELS)
+	$(PY) -m benchmarks.bench --models $(MODELS)
 
 # Load test of the page on loopback (bounded; stops by itself): 50 clients x 20 requests + a burst
 # past the queue limit. `make test` runs a smaller count (tests/test_load.py).
 loadtest: export
-	$(PY) benchmarks/loadtest.py --models $(MODELS) --clients 50 --requests 20 --burst 200
+	$(PY) -m benchmarks.loadtest --models $(MODELS) --clients 50 --requests 20 --burst 200
 
 # Soak of the page on the open internet (a benchmark, not in `make test`; ~10 min on 2 cores):
 # 20,000 requests, honest drawings beside issue 18's hostile ones; RSS, fds, temp dir, latency.
 # `make test` runs each hostile case once (tests/test_guard*.py).
 .PHONY: soak
 soak: export
-	$(PY) benchmarks/soak.py --models $(MODELS) --requests 20000 --out benchmarks/soak.json
+	$(PY) -m benchmarks.soak --models $(MODELS) --requests 20000 --out benchmarks/soak.json
 
 # Mutation testing (a benchmark, not in `make test`; ~45 min on 2 cores): mutmut over preprocess,
 # predictor, checkpoint, checkpoint_v1 (migrate's reader), atomic and the MNIST parsers, each with its fast tests. Fails under 90%
 # or on a survivor TESTING.md does not explain. MUTATION_ARGS="checkpoint --jobs 2" for one module.
 .PHONY: mutation
 mutation: install
-	$(PY) benchmarks/mutation.py $(MUTATION_ARGS)
+	$(PY) -m benchmarks.mutation $(MUTATION_ARGS)
 
 # Debian's Chromium for the browser tests, and Debian's node + npm for the web demo's (needs
 # root or sudo; nothing downloads a browser).
@@ -243,4 +243,4 @@ space:
 # MNIST test digits, compared with this machine. Needs root (chroot) and apt or the tools.
 edge-check:
 	@test -n "$(RELEASE)" || { echo "no release in $(DIST): run make release"; exit 1; }
-	$(PY) benchmarks/edge_check.py --release $(RELEASE)
+	$(PY) -m benchmarks.edge_check --release $(RELEASE)

@@ -3,7 +3,7 @@ without its augmentation (same model, batch, schedule and data), what its dropou
 it has one), and the robust CNN's time to 99.0% test accuracy read from its run. A development
 script, not a test.
 
-    .venv/bin/python benchmarks/augment_cost.py [--runs runs/robust] [--calls 12]
+    .venv/bin/python -m benchmarks.augment_cost [--runs runs/robust] [--calls 12]
 
 Timings alternate between the two compiled step loops, call by call, so that a neighbour's load
 on a shared machine hits both alike; the medians and their ratio are printed as JSON.

@@ -1,7 +1,7 @@
 """`make bench`: training, inference, page and process benchmarks -> JSON + BENCHMARKS.md.
 
 Not a test: it measures and writes down. Medians of >= 3 runs; compile time reported apart.
-Usage: python benchmarks/bench.py [--quick] [--no-peer] [--models models] [--out benchmarks]
+Usage: python -m benchmarks.bench [--quick] [--no-peer] [--models models] [--out benchmarks]
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def train_bench(mnist, name: str, batch: int, epochs: int) -> dict:
 def peer_bench(mnist, name: str, batch: int, epochs: int) -> dict | None:
     """The PyTorch reference, if torch is installed."""
     try:
-        import torch_peer
+        from benchmarks import torch_peer
     except ImportError:
         return None
     try:
@@ -293,8 +293,6 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", default="BENCHMARKS.md")
     ap.add_argument("--runs", default="runs", help="trained runs (the robust CNN's time to 99%%)")
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).parent))
-
     from flaxdigits.data import load_mnist
     from flaxdigits.models import train_flops_per_image
 
@@ -313,7 +311,7 @@ def main(argv=None) -> int:
                 peer = peer_bench(mnist, name, batch, 3)
                 if peer:
                     results["peer"][f"{name}/{batch}"] = peer
-    import augment_cost
+    from benchmarks import augment_cost
 
     print("augmentation cost (robust recipe)", flush=True)
     results["augmentation"] = augment_cost.costs(mnist, 4 if args.quick else 12)

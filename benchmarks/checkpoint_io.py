@@ -2,7 +2,7 @@
 script, not a test; it runs against whichever flaxdigits is importable, so the same script
 measures the format of another commit:
 
-    .venv/bin/python benchmarks/checkpoint_io.py [--saves 8]
+    .venv/bin/python -m benchmarks.checkpoint_io [--saves 8]
     git archive main flaxdigits | tar -x -C /tmp/old && PYTHONPATH=/tmp/old .venv/bin/python ...
 
 The state has the CNN's shapes, filled with random values (a trained state's bytes do not

@@ -3,7 +3,7 @@ on and off, run by run in turn, and the time spent inside the curve writes thems
 epoch's images/s as the event file holds it beside metrics.json's. A development script, not a
 test.
 
-    .venv/bin/python benchmarks/curves_overhead.py [--pairs 2] [--epochs 1] [--out build/curves]
+    .venv/bin/python -m benchmarks.curves_overhead [--pairs 2] [--epochs 1] [--out build/curves]
 
 Prints JSON. The runs go to --out (deleted first); `tensorboard --logdir build/curves` shows them.
 """

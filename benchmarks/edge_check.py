@@ -1,7 +1,7 @@
 """arm64 check under emulation: the edge install of flaxdigits on Debian arm64 reads a release
 exactly as this machine does.
 
-    python benchmarks/edge_check.py --release dist/flaxdigits-models-*.tar.gz   (make edge-check)
+    python -m benchmarks.edge_check --release dist/flaxdigits-models-*.tar.gz   (make edge-check)
 
 1. A Debian arm64 root filesystem from Debian's own packages (mmdebstrap --variant=extract:
    python3 and its standard library; nothing runs at build time, so no binfmt is needed).

@@ -4,7 +4,7 @@ Bounded in count and time, stops by itself. Checks: no errors, every answer equa
 predictor's, latency percentiles, a clean "busy" answer past the queue limit with the server
 still up afterwards, and the server's RSS before/after.
 
-    python benchmarks/loadtest.py --models models --clients 50 --requests 20
+    python -m benchmarks.loadtest --models models --clients 50 --requests 20
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,13 +25,7 @@ import numpy as np
 
 from flaxdigits import contract
 from flaxdigits.atomic import write_json_atomic
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.ports import PortTaken, free_port, on_free_port, says_port_taken  # noqa: F401 - free_port: soak reads it here
 
 
 def rss_mib(pid: int) -> float:
@@ -90,7 +83,10 @@ def start_server(models: Path, port: int, threads: int = 1) -> subprocess.Popen:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             log.seek(0)
-            raise RuntimeError(f"server exited: {log.read().decode(errors='replace')[-2000:]}")
+            out = log.read().decode(errors="replace")[-2000:]
+            if says_port_taken(out):
+                raise PortTaken(port, out)
+            raise RuntimeError(f"server exited: {out}")
         try:
             page = f"http://127.0.0.1:{port}/"  # loopback only, built here
             with urllib.request.urlopen(page, timeout=2):  # noqa: S310 - fixed loopback URL
@@ -221,12 +217,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="benchmarks/loadtest.json")
     args = ap.parse_args(argv)
     models = Path(args.models)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
     with tempfile.TemporaryDirectory(prefix="flaxdigits-load-") as tmp:
         files = drawings(Path(tmp), 20)
         answers = offline_answers(models, [p for p, _ in files])
-        server = start_server(models, port)
+        port, server = on_free_port(lambda port: start_server(models, port))
+        url = f"http://127.0.0.1:{port}/"
         try:
             # Warm up at full concurrency with as many requests as a round (connections, the
             # worker threads and their allocator arenas, upload cache), so the RSS before/after

@@ -1,7 +1,7 @@
 """Mutation testing of the modules every user path stands on, with mutmut 3 (`make mutation`).
 
-    .venv/bin/python benchmarks/mutation.py [MODULE ...] [--jobs 1] [--keep] [--sample N]
-    .venv/bin/python benchmarks/mutation.py --rescore build/mutation/results.json
+    .venv/bin/python -m benchmarks.mutation [MODULE ...] [--jobs 1] [--keep] [--sample N]
+    .venv/bin/python -m benchmarks.mutation --rescore build/mutation/results.json
 
 For each module (default: all of MODULES) a staging tree is built under build/mutation/MODULE/
 with the source laid out as it is installed (serve/ -> flaxdigits/serve/, export/ ->

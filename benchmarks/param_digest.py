@@ -1,7 +1,7 @@
 """sha256 of every parameter array after a short training run: the check that a refactor left
 training bit-identical (run it before and after; the hashes must match on the same machine).
 
-    .venv/bin/python benchmarks/param_digest.py [--epochs 1] [--recipe seed]
+    .venv/bin/python -m benchmarks.param_digest [--epochs 1] [--recipe seed]
 
 A development script, not a test: the bits depend on the CPU's kernels, so the hashes are only
 comparable on one machine.

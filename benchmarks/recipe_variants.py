@@ -3,7 +3,7 @@ changed, then read the full MNIST test set clean and under the robustness grid's
 distortions. How README's "tried and not adopted" table was measured. A development script,
 not a test: a 40-epoch robust CNN takes 2-8 minutes on a 2-core CPU, depending on the load.
 
-    .venv/bin/python benchmarks/recipe_variants.py NAME [--model cnn] [--recipe robust]
+    .venv/bin/python -m benchmarks.recipe_variants NAME [--model cnn] [--recipe robust]
         [--set augment.elastic=2.0] [--set batch_size=64] [--set config.val_fraction=0] [--seed 1]
 
 --set KEY=VALUE (JSON value; repeatable) changes the recipe: `augment.FIELD` one of its

@@ -9,7 +9,7 @@ thresholded ink until it is gone; a crop whose half-width exceeds the cut-off K 
 3x3 minimum) by the excess and preprocessed again. K is taken from the clean test digits'
 half-widths (percentiles), so MNIST-like digits pass unchanged.
 
-    .venv/bin/python benchmarks/stroke_norm_probe.py [--models models] [--n 5000] [--canvases 2000]
+    .venv/bin/python -m benchmarks.stroke_norm_probe [--models models] [--n 5000] [--canvases 2000]
 
 Prints one JSON object: per level (and on drawn canvases) the accuracy as served and with each
 cut-off, and the share of inputs each cut-off changes.

@@ -1,7 +1,7 @@
 """The browser demo's figures (issue 15): site size, first load, stroke end to both answers in
 headless Chromium, against the Gradio page's round trip in the same sitting.
 
-    python benchmarks/web_demo.py --models models [--strokes 40] [--out build/web_demo.json]
+    python -m benchmarks.web_demo --models models [--strokes 40] [--out build/web_demo.json]
 
 Both pages are drawn on with the same mouse strokes; each time is measured inside the page, from
 the pointer-up event to the last change of the answer cards that follows it (DOM updated; paint
@@ -14,19 +14,16 @@ import argparse
 import gzip
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-import web_support as ws  # noqa: E402
-from test_browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-
-from flaxdigits.serve import web  # noqa: E402
+from flaxdigits.serve import web
+from tests.support import web_support as ws
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.ports import on_free_port
 
 DIGITS = {
     "1": [(0.5, 0.15), (0.5, 0.85)],
@@ -122,10 +119,9 @@ def measure_web(playwright, url: str, strokes: int, profile: Path) -> dict:
 def measure_gradio(playwright, models: Path, strokes: int, profile: Path) -> dict:
     from flaxdigits.serve import app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo = app.launch(models_dir=models, host="127.0.0.1", port=port, block=False)
+    _, demo = on_free_port(
+        lambda port: app.launch(models_dir=models, host="127.0.0.1", port=port, block=False)
+    )
     try:
         context = playwright.chromium.launch_persistent_context(
             str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,

@@ -93,13 +93,13 @@ def exported_models(tmp_path_factory, trained_runs) -> Path:
 
 # ------------------------------------------------------------------------ serve: no training
 # Toy models and drawn digits shared by the serve tests (preprocess, decode, predictor, page,
-# app, predict CLI). Builders live in tests/toy_onnx.py and tests/drawings.py.
+# app, predict CLI). Builders live in tests/support/toy_onnx.py and tests/support/drawings.py.
 
 
 @pytest.fixture(scope="session")
 def ink():
     """A drawn '7' with a crossbar: (300, 300) uint8, black on white."""
-    from drawings import draw_digit
+    from tests.support.drawings import draw_digit
 
     return draw_digit()
 
@@ -115,7 +115,7 @@ def reference(ink):
 @pytest.fixture(scope="session")
 def toy_model(tmp_path_factory) -> Path:
     """The toy model file (3 for any ink, 0 for a blank image), no manifest."""
-    from toy_onnx import toy_model_bytes
+    from tests.support.toy_onnx import toy_model_bytes
 
     path = tmp_path_factory.mktemp("model") / "toy.onnx"
     path.write_bytes(toy_model_bytes())
@@ -125,9 +125,8 @@ def toy_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def toy_dir(tmp_path_factory) -> Path:
     """mlp.onnx (3 for any ink) and cnn.onnx (8), with parameter and accuracy metadata."""
-    from toy_onnx import toy_model_bytes
-
     from flaxdigits import contract
+    from tests.support.toy_onnx import toy_model_bytes
 
     directory = tmp_path_factory.mktemp("toy_models")
     metadata = {contract.META_PARAMS: "7850", contract.META_TEST_ACCURACY: "0.9123"}

@@ -20,7 +20,6 @@ import urllib.request
 import gradio as gr
 import numpy as np
 import pytest
-from drawings import card_digit, drawing
 from PIL import Image
 
 from flaxdigits import contract
@@ -28,6 +27,7 @@ from flaxdigits.serve import app, budgets, page
 from flaxdigits.serve.decode import MAX_FILE_BYTES
 from flaxdigits.serve.guard import Guard
 from flaxdigits.serve.predictor import Predictor
+from tests.support.drawings import card_digit, drawing
 
 # ---------------------------------------------------------------------------------- loading
 

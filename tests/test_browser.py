@@ -7,40 +7,19 @@ FLAXDIGITS_REQUIRE_BROWSER=1 (CI), where it fails instead.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import socket
-from pathlib import Path
 
 import pytest
-import web_support
 
 from flaxdigits import contract
 from flaxdigits.serve import app
+from tests.support import web_support
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",  # root in a container; the page is our own, on loopback
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 30_000  # software rendering on 2 cores: each stroke's canvas read-back is slow
-
-
-def browser_missing() -> str | None:
-    """Why the browser test cannot run here, or None."""
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} not found: install Debian's chromium (`make browser-deps`)"
-    if importlib.util.find_spec("playwright") is None:
-        return "Python Playwright is not installed (pip install -e '.[dev]')"
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +31,7 @@ def page_url(request):
             pytest.fail(f"FLAXDIGITS_REQUIRE_BROWSER=1 but {reason}")
         pytest.skip(reason)
     exported_models = request.getfixturevalue("exported_models")  # trains: only when needed
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with pytest.MonkeyPatch.context() as mp:
         # configure_pillow is process-wide (tested with preprocess): keep it out of the session.
         mp.setattr(app, "configure_pillow", lambda: None)

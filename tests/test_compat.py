@@ -50,7 +50,7 @@ def test_exported_files_run_in_the_oldest_onnxruntime_with_the_same_answers(expo
 
 @needs_other_runtime
 def test_a_file_the_old_runtime_cannot_load_is_reported_not_raised(tmp_path, mnist):
-    from toy_onnx import toy_model
+    from tests.support.toy_onnx import toy_model
 
     model = toy_model()
     model.opset_import[0].version = 99  # no onnxruntime knows this opset

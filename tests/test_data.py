@@ -8,10 +8,10 @@ import sys
 
 import numpy as np
 import pytest
-from mnist_helpers import assert_same, idx_files
 
 from flaxdigits import data
 from flaxdigits.mnist_files import FILES, MNISTError
+from tests.support.mnist_helpers import assert_same, idx_files
 
 
 def test_real_mnist_has_canonical_shapes_dtypes_and_checksums(mnist):

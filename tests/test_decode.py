@@ -14,14 +14,14 @@ import zlib
 
 import numpy as np
 import pytest
-from drawings import save
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from strategies import CORPUS, INDEX, fuzz, mutated_files, outcome
 
 from flaxdigits.serve.decode import ImageInputError, load_image_file
 from flaxdigits.serve.preprocess import preprocess
+from tests.support.drawings import save
+from tests.support.strategies import CORPUS, INDEX, fuzz, mutated_files, outcome
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP"])

@@ -3,15 +3,9 @@ the float gate, what int8 only reports. (The emulated run itself is `make edge-c
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "edge_check.py"
-spec = importlib.util.spec_from_file_location("edge_check", PATH)
-edge_check = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(edge_check)
+from benchmarks import edge_check
 
 
 def _record(file, probs):

@@ -1,9 +1,9 @@
 """Bomb limits that hold under any concurrency: the editor's values are decoded by decode.py.
 
-tests/bomb_race.py runs editor decodes (a bomb and an honest drawing each) in threads beside bomb
-uploads and beside code inside `warnings.simplefilter("ignore")`, as Gradio's editor decodes, for
-100 rounds in one process. Through Gradio's own editor preprocessing (`--gradio-decode`) 30 of
-36 editor bombs were decoded in 3 rounds; through ours none may be.
+tests/programs/bomb_race.py runs editor decodes (a bomb and an honest drawing each) in threads
+beside bomb uploads and beside code inside `warnings.simplefilter("ignore")`, as Gradio's editor
+decodes, for 100 rounds in one process. Through Gradio's own editor preprocessing
+(`--gradio-decode`) 30 of 36 editor bombs were decoded in 3 rounds; through ours none may be.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-RACE = Path(__file__).resolve().parent / "bomb_race.py"
+RACE = Path(__file__).resolve().parent / "programs" / "bomb_race.py"
 ROUNDS = 100
 
 

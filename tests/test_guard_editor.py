@@ -6,13 +6,13 @@ import io
 
 import gradio as gr
 import pytest
-from drawings import drawing
 from fastapi import HTTPException
 from gradio.components.image_editor import EditorData
 
 from flaxdigits.serve import components
 from flaxdigits.serve.components import BlobStore, bounded_sketchpad, path_file
 from flaxdigits.serve.preprocess import preprocess
+from tests.support.drawings import drawing
 
 
 class Blobs:

@@ -16,9 +16,9 @@ import urllib.request
 
 import httpx
 import pytest
-from drawings import drawing
 
 from flaxdigits.serve import app, budgets, components
+from tests.support.drawings import drawing
 
 UPLOAD_RATE = budgets.Rate(burst=30, per_second=2.0)
 CLIENTS = iter(f"198.51.100.{i}" for i in range(1, 250))  # one X-Forwarded-For per test

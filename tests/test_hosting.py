@@ -56,9 +56,8 @@ def test_a_bad_port_is_one_error(raw):
 def test_space_folder_holds_app_requirements_readme_release_and_the_jax_free_package(
     tmp_path,
 ):
-    from test_release import _write_models
-
     from flaxdigits.export.release import build_release
+    from tests.test_release import _write_models
 
     archive = build_release(
         _write_models(tmp_path / "models"), tmp_path / "dist", latency=False, log=print
@@ -109,11 +108,10 @@ def test_space_folder_holds_app_requirements_readme_release_and_the_jax_free_pac
 def test_serve_cli_binds_from_flags_or_environment_warns_off_loopback_and_verifies_releases(
     tmp_path, monkeypatch, capsys
 ):
-    from test_release import _write_models
-
     import flaxdigits.serve.app as app
     from flaxdigits.cli import main
     from flaxdigits.export.release import build_release
+    from tests.test_release import _write_models
 
     archive = build_release(_write_models(tmp_path / "m"), tmp_path, latency=False, log=print)
     calls = []

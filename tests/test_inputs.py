@@ -8,10 +8,10 @@ import json
 import os
 
 import pytest
-from strategies import DIGIT_PNG
 
 from flaxdigits.serve.cli import predict_files
 from flaxdigits.serve.inputs import InputProblem, expand
+from tests.support.strategies import DIGIT_PNG
 
 
 @pytest.fixture

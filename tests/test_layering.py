@@ -59,10 +59,11 @@ TRAINING_STACK = {
 }
 
 
-def module_name(path: Path) -> str:
-    folder, stem = path.parent.name, path.stem
-    package = PACKAGES[folder]
-    return package if stem == "__init__" else f"{package}.{stem}"
+def module_name(path: Path, root: Path = ROOT) -> str:
+    top, *rest = path.relative_to(root).with_suffix("").parts
+    if rest[-1] == "__init__":
+        rest = rest[:-1]
+    return ".".join([PACKAGES[top], *rest])
 
 
 def layer_of(module: str) -> int | None:
@@ -86,7 +87,7 @@ def imports_of(path: Path) -> set[str]:
     return found
 
 
-SOURCES = sorted(p for folder in PACKAGES for p in (ROOT / folder).glob("*.py"))
+SOURCES = sorted(p for folder in PACKAGES for p in (ROOT / folder).rglob("*.py"))
 
 
 def test_every_source_module_has_a_layer():
@@ -94,7 +95,7 @@ def test_every_source_module_has_a_layer():
     assert not unplaced, f"add these modules to LAYERS: {unplaced}"
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_module_imports_a_layer_above_its_own(path):
     me = module_name(path)
     mine = layer_of(me)
@@ -108,7 +109,7 @@ def test_no_module_imports_a_layer_above_its_own(path):
     assert not upward, f"{me} (layer {mine}) imports upward: {upward}"
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_the_serving_side_never_imports_the_training_stack(path):
     me = module_name(path)
     if layer_of(me) not in (0, 1, 6):  # base, data, serve
@@ -122,7 +123,7 @@ def test_the_serving_side_never_imports_the_training_stack(path):
     assert not higher, f"{me} reads only model files and the contract, imports {higher}"
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "export").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "export").rglob("*.py")), ids=lambda p: p.name)
 def test_export_takes_runs_through_the_runs_api_never_training_internals(path):
     internals = sorted(m for m in imports_of(path) if layer_of(m) == 3 and m in TRAINING)
     assert not internals, f"export/{path.name} imports training internals {internals}"
@@ -144,4 +145,4 @@ def test_the_rule_catches_what_it_guards(tmp_path):
     bad = folder / "bad.py"
     bad.write_text("def f():\n    import jax\n    from flaxdigits.train import train\n")
     assert {"jax", "flaxdigits.train", "flaxdigits.train.train"} <= imports_of(bad)
-    assert layer_of(module_name(bad)) == 6 and layer_of("flaxdigits.train.train") == 3
+    assert layer_of(module_name(bad, tmp_path)) == 6 and layer_of("flaxdigits.train.train") == 3

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 ROUNDS = 3  # RSS after each; rounds 2 and 3 are each compared with the one before
 
 
 def test_concurrent_clients_get_offline_answers_and_overload_gets_busy(exported_models, tmp_path):
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import loadtest
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    from benchmarks import loadtest
+
     out = tmp_path / "load.json"
     args = ["--models", str(exported_models), "--clients", "8", "--requests", "3"]
     code = loadtest.main([*args, "--rounds", str(ROUNDS), "--burst", "160", "--out", str(out)])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 
 from flaxdigits import atomic, checkpoint, distributed
 from flaxdigits.runs import load_run
+from tests.support.ports import free_port
 
 # 1,600 real MNIST digits (1,440 train, 160 val), batch 64: 22 steps per epoch, 3 epochs.
 TRAIN = ["train", "--model", "mlp", "--epochs", "3", "--batch-size", "64", "--limit", "1600"]
@@ -33,12 +33,6 @@ JOIN_S = 3  # --join-timeout of the job that never forms
 # Max |Δ| / max |p| per parameter array, 2 processes vs 1 (measured 8e-7 on 66 Adam steps):
 # only the summation order of the gradient all-reduce differs.
 PARITY_RTOL = 1e-5
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(devices: int, **extra) -> dict[str, str]:
@@ -60,7 +54,7 @@ def _start(out: Path, args=(), devices=2, **env) -> subprocess.Popen:
 
 def _job(out: Path, extra=(), env0=None) -> list[subprocess.Popen]:
     """The two processes of a job training into out (process 0 first)."""
-    port = _free_port()
+    port = free_port()
     procs = []
     for k in (0, 1):
         args = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
@@ -143,11 +137,11 @@ def test_a_job_that_cannot_form_ends_within_the_join_timeout(tmp_path):
     procs = [
         _start(
             tmp_path / "a",
-            ["--coordinator", f"127.0.0.1:{_free_port()}", "--process-id", "1", *alone],
+            ["--coordinator", f"127.0.0.1:{free_port()}", "--process-id", "1", *alone],
         ),
         _start(
             tmp_path / "b",
-            ["--coordinator", f"127.0.0.1:{_free_port()}", "--process-id", "0", *alone],
+            ["--coordinator", f"127.0.0.1:{free_port()}", "--process-id", "0", *alone],
         ),
     ]
     for p in procs:

@@ -10,11 +10,17 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import set_external_data
-from strategies import CORPUS
-from toy_onnx import external_model, no_parsers, toy_model, toy_model_bytes, write_model
 
 from flaxdigits.serve.onnx_wire import WireError, external_data_refs
 from flaxdigits.serve.predictor import ModelLoadError, Predictor
+from tests.support.strategies import CORPUS
+from tests.support.toy_onnx import (
+    external_model,
+    no_parsers,
+    toy_model,
+    toy_model_bytes,
+    write_model,
+)
 
 GOOD_MODEL = toy_model_bytes()
 

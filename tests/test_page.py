@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from drawings import card_digit, drawing
 from PIL import Image, ImageDraw
 
 from flaxdigits.serve import page
 from flaxdigits.serve.decode import ImageInputError
 from flaxdigits.serve.preprocess import EmptyCanvasError
+from tests.support.drawings import card_digit, drawing
 
 
 @pytest.mark.parametrize("method", ["mnist", "seed"])
@@ -127,10 +127,9 @@ def test_card_escapes_names_and_subtitles():
     ("recipe", "shown"), [("robust", "robust recipe"), ("seed", "seed recipe"), ("<b>x</b>", None)]
 )
 def test_the_model_card_names_the_recipe_it_shows(tmp_path, recipe, shown):
-    from toy_onnx import toy_model_bytes
-
     from flaxdigits import contract
     from flaxdigits.serve.predictor import Predictor
+    from tests.support.toy_onnx import toy_model_bytes
 
     path = tmp_path / "cnn.onnx"
     path.write_bytes(toy_model_bytes(metadata={contract.META_RECIPE: recipe}))

@@ -18,13 +18,13 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
-from strategies import CORPUS, DIGIT_PNG, INDEX, fuzz, mutated_files
-from toy_onnx import toy_model_bytes
 
 from flaxdigits import contract
 from flaxdigits.cli import main
 from flaxdigits.serve.cli import predict_files
 from flaxdigits.serve.preprocess import EmptyCanvasError
+from tests.support.strategies import CORPUS, DIGIT_PNG, INDEX, fuzz, mutated_files
+from tests.support.toy_onnx import toy_model_bytes
 
 
 @pytest.fixture

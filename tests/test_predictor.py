@@ -1,6 +1,6 @@
 """Predictor: refuses anything but a sound flaxdigits model; predicts with hand-built ONNX graphs.
 
-The graphs are tests/toy_onnx.py's, so these tests need no trained model; hostile manifests,
+The graphs are tests/support/toy_onnx.py's, so these tests need no trained model; hostile manifests,
 metadata and mutated models end in one clear ModelLoadError; one test at the end runs the real
 1-epoch exports on canvases of real MNIST test digits. The external-data check is
 tests/test_onnx_wire.py's.
@@ -21,12 +21,12 @@ import onnx
 import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
-from strategies import CASE_SECONDS, CORPUS, INDEX, fuzz
-from toy_onnx import no_parsers, toy_model, toy_model_bytes, write_model
 
 from flaxdigits import contract
 from flaxdigits.serve.cli import predict_files
 from flaxdigits.serve.predictor import ModelLoadError, Prediction, Predictor, model_files
+from tests.support.strategies import CASE_SECONDS, CORPUS, INDEX, fuzz
+from tests.support.toy_onnx import no_parsers, toy_model, toy_model_bytes, write_model
 
 # Added to the toy model's name ("mlp") and preprocessing spec: blank images predict 0, any ink 3.
 METADATA = {

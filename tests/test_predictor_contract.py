@@ -16,11 +16,11 @@ import re
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
-from toy_onnx import toy_model, write_model
 
 from flaxdigits import contract
 from flaxdigits.serve import predictor as predictor_module
 from flaxdigits.serve.predictor import ModelLoadError, Prediction, Predictor
+from tests.support.toy_onnx import toy_model, write_model
 
 METADATA = {contract.META_LABELS: json.dumps(list(contract.LABELS))}
 

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from drawings import draw_digit, rgba_on_transparent, save
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from strategies import image_arrays
 
 from flaxdigits import contract
 from flaxdigits.serve import decode
 from flaxdigits.serve import preprocess as pp
 from flaxdigits.serve.decode import ImageInputError, load_image_file
 from flaxdigits.serve.preprocess import EmptyCanvasError, Preprocessed, preprocess
+from tests.support.drawings import draw_digit, rgba_on_transparent, save
+from tests.support.strategies import image_arrays
 
 
 def assert_valid(result: Preprocessed) -> None:

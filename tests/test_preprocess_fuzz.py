@@ -17,7 +17,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from strategies import (
+
+from flaxdigits.serve.decode import ImageInputError
+from flaxdigits.serve.preprocess import preprocess
+from tests.support.strategies import (
     CASE_SECONDS,
     CORPUS,
     DIGIT_PNG,
@@ -27,9 +30,6 @@ from strategies import (
     image_arrays,
     outcome,
 )
-
-from flaxdigits.serve.decode import ImageInputError
-from flaxdigits.serve.preprocess import preprocess
 
 MAX_GROWTH_MB = 500  # peak RSS growth allowed for one case (inputs themselves excluded)
 

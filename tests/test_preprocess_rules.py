@@ -13,12 +13,12 @@ import re
 
 import numpy as np
 import pytest
-from drawings import draw_digit, rgba_on_transparent
 from PIL import Image
 
 from flaxdigits.serve import preprocess as pp
 from flaxdigits.serve.decode import ImageInputError
 from flaxdigits.serve.preprocess import EmptyCanvasError, preprocess
+from tests.support.drawings import draw_digit, rgba_on_transparent
 
 
 def _same(a, b) -> None:

@@ -15,7 +15,6 @@ import zlib
 from pathlib import Path
 
 import pytest
-from toy_onnx import no_parsers, toy_model_bytes
 
 from flaxdigits import contract, release_files
 from flaxdigits.cli import main
@@ -24,6 +23,7 @@ from flaxdigits.export.release import build_release
 from flaxdigits.serve import release
 from flaxdigits.serve.app import load_predictors
 from flaxdigits.serve.release import ReleaseError, read_release
+from tests.support.toy_onnx import no_parsers, toy_model_bytes
 
 ACCURACY = {"mlp": (0.9123, 0.9101), "cnn": (0.9876, 0.9880)}  # (float32, int8)
 DIGIT = {"mlp": 3, "cnn": 8}
@@ -236,8 +236,9 @@ def test_serve_loads_both_models_from_a_release_and_removes_its_private_copy(arc
 
 
 def test_predict_reads_any_model_of_a_release(archive, folder, tmp_path, capsys):
-    from drawings import draw_digit
     from PIL import Image
+
+    from tests.support.drawings import draw_digit
 
     image = tmp_path / "seven.png"
     Image.fromarray(draw_digit()).save(image)

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from toy_onnx import toy_model_bytes
 
 from flaxdigits import contract
 from flaxdigits.cli import main
@@ -18,6 +17,7 @@ from flaxdigits.serve import robustness
 from flaxdigits.serve.distort import DISTORTIONS, recentre
 from flaxdigits.serve.predictor import model_files
 from flaxdigits.serve.preprocess import EmptyCanvasError
+from tests.support.toy_onnx import toy_model_bytes
 
 N = 50
 SMALL_GRID = {"rotation": (0.0, 45.0), "thickness": (-1.0, 0.0)}

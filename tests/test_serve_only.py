@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,10 +21,11 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
-from test_release import _write_models
 
 from flaxdigits.export.release import build_release
 from flaxdigits.serve import hosting
+from tests.support.ports import PortTaken, on_free_port, says_port_taken
+from tests.test_release import _write_models
 
 pytestmark = pytest.mark.slow  # builds a venv the first time (a minute or two)
 
@@ -83,8 +83,9 @@ def archive(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def digit_png(tmp_path_factory) -> Path:
-    from drawings import draw_digit
     from PIL import Image
+
+    from tests.support.drawings import draw_digit
 
     path = tmp_path_factory.mktemp("digit") / "seven.png"
     Image.fromarray(draw_digit()).save(path)
@@ -113,12 +114,6 @@ def _imports_nothing_of_the_training_stack(venv: Path, modules: str) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(cmd: list[str], port: int, env: dict | None = None):
     """Start the page; (process, seconds until it answered HTTP)."""
     env = {**os.environ, **(env or {}), "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -129,7 +124,10 @@ def _serve(cmd: list[str], port: int, env: dict | None = None):
     )
     while time.perf_counter() - start < START_TIMEOUT:
         if proc.poll() is not None:
-            pytest.fail(f"the page exited ({proc.returncode}): {proc.stdout.read()[-3000:]}")
+            out = proc.stdout.read()
+            if says_port_taken(out):
+                raise PortTaken(port, out[-3000:])
+            pytest.fail(f"the page exited ({proc.returncode}): {out[-3000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
                 return proc, time.perf_counter() - start
@@ -183,9 +181,8 @@ def test_serve_only_venv_has_no_jax_and_serves_a_release_over_the_api(
     _imports_nothing_of_the_training_stack(
         serve_venv, "flaxdigits.cli, flaxdigits.serve.app, flaxdigits.serve.release"
     )
-    port = _free_port()
     cmd = [str(serve_venv / "bin" / "flaxdigits"), "serve", "--models", str(archive)]
-    proc, seconds = _serve(cmd + ["--port", str(port)], port)
+    port, (proc, seconds) = on_free_port(lambda port: _serve([*cmd, "--port", str(port)], port))
     try:
         _check_api(port, digit_png, _expected(archive, digit_png))
     finally:
@@ -198,9 +195,12 @@ def test_the_space_folder_runs_with_host_and_port_from_the_environment(
     serve_venv, archive, digit_png, tmp_path
 ):
     space = hosting.build_space(archive, tmp_path / "space")
-    port = _free_port()
-    env = {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
-    proc, _ = _serve([str(serve_venv / "bin" / "python"), str(space / "app.py")], port, env)
+
+    def start(port: int):
+        env = {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
+        return _serve([str(serve_venv / "bin" / "python"), str(space / "app.py")], port, env)
+
+    port, (proc, _) = on_free_port(start)
     try:
         _check_api(port, digit_png, _expected(archive, digit_png))
     finally:

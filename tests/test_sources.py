@@ -12,10 +12,10 @@ import types
 
 import numpy as np
 import pytest
-from mnist_helpers import assert_same, idx_files
 
 from flaxdigits import sources
 from flaxdigits.mnist_files import MNISTError
+from tests.support.mnist_helpers import assert_same, idx_files
 
 
 def cached_wheel_dir():

@@ -69,7 +69,7 @@ def test_int8_site_ships_the_int8_files(exported_like_dir, web_dir, tmp_path):
 @pytest.fixture
 def exported_like_dir(toy_dir, tmp_path):
     """toy_dir plus NAME.int8.onnx files that differ from the float ones."""
-    from toy_onnx import toy_model_bytes
+    from tests.support.toy_onnx import toy_model_bytes
 
     out = tmp_path / "models"
     shutil.copytree(toy_dir, out)

@@ -16,15 +16,15 @@ import json
 
 import numpy as np
 import pytest
-import web_support as ws
 from PIL import Image
-from test_browser import CHROMIUM, CHROMIUM_ARGS, browser_missing
 
 from flaxdigits import contract
 from flaxdigits.serve import web
 from flaxdigits.serve.page import blank_canvas, page_outputs
 from flaxdigits.serve.predictor import Predictor
 from flaxdigits.serve.preprocess import preprocess
+from tests.support import web_support as ws
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing
 
 # Slow too: the site carries the 1-epoch exports (asked for lazily, so conftest cannot see it).
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import web_support as ws
 
 from flaxdigits import contract
 from flaxdigits.serve import web
 from flaxdigits.serve.predictor import Predictor
 from flaxdigits.serve.preprocess import EmptyCanvasError, preprocess
+from tests.support import web_support as ws
 
 MAX_PIXEL_DIFF = 2  # of 255, per pixel of the 28x28 input
 MAX_PROB_DIFF = 1e-4

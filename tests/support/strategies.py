@@ -23,7 +23,7 @@ from PIL import Image
 from flaxdigits.serve.decode import ImageInputError
 from flaxdigits.serve.preprocess import EmptyCanvasError, preprocess
 
-CORPUS = Path(__file__).parent / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 INDEX = json.loads((CORPUS / "index.json").read_text())["cases"]
 CASE_SECONDS = 20.0  # per case, on a busy 2-core machine: a hang, not a slow decode
 DIGIT_PNG = (CORPUS / "digit.png").read_bytes()

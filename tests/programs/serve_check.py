@@ -1,6 +1,6 @@
 """CI: start the page as a user does (`make serve`), send it one drawing, stop it with Ctrl-C.
 
-    .venv/bin/python .ci/serve_check.py build/smoke/models
+    .venv/bin/python -m tests.programs.serve_check build/smoke/models
 
 The page's answer must be the one `flaxdigits predict` gives for the same drawing and model
 files; the server must stop on SIGINT within STOP_S and leave nothing listening.
@@ -21,15 +21,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from tests.support.ports import PortTaken, on_free_port, says_port_taken
+
 START_S = 180  # imports, model checks, Gradio start-up on a busy 2-core machine
 STOP_S = 30
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def drawing(path: Path) -> Path:
@@ -44,11 +39,16 @@ def _ctrl_c_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def wait_until_up(url: str, server: subprocess.Popen) -> None:
-    """Poll the page until it answers 200; fail if the server exits or START_S passes."""
+def wait_until_up(url: str, server: subprocess.Popen, log) -> None:
+    """Poll the page until it answers 200; fail if the server exits or START_S passes (PortTaken
+    when it exited because another process took its port first)."""
     deadline = time.monotonic() + START_S
     while time.monotonic() < deadline:
         if server.poll() is not None:
+            out = server_log(log)
+            if says_port_taken(out):
+                raise PortTaken(int(url.rsplit(":", 1)[1].strip("/")), out)
+            print(out)
             sys.exit(f"serve-check: `make serve` exited with {server.returncode} before answering")
         try:
             with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback URL
@@ -60,24 +60,52 @@ def wait_until_up(url: str, server: subprocess.Popen) -> None:
     sys.exit(f"serve-check: no answer from {url} within {START_S} s")
 
 
-def main(models: str) -> int:
-    from gradio_client import Client, handle_file
+def server_log(log) -> str:
+    """What the server printed so far."""
+    log.seek(0)
+    return log.read().decode(errors="replace")
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
+
+def start(models: str, port: int, log) -> subprocess.Popen:
+    """`make serve` on port, as a user starts it; returns once the page answers."""
     # PYTHONFAULTHANDLER: a server that ignores Ctrl-C is sent SIGABRT and prints every thread.
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "PYTHONFAULTHANDLER": "1"}
-    started = time.monotonic()
+    log.seek(0)
+    log.truncate()
     server = subprocess.Popen(  # noqa: S603 - the README's command, `make` from PATH as a user
         ["make", "--no-print-directory", "serve", f"MODELS={models}"],  # noqa: S607
         env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: Ctrl-C reaches make and the server
         # As in a terminal: Ctrl-C interrupts. A CI runner that starts this script in the
         # background hands it SIGINT ignored, and make and Python would keep it so.
         preexec_fn=_ctrl_c_interrupts,
     )
     try:
-        wait_until_up(url, server)
+        wait_until_up(f"http://127.0.0.1:{port}/", server, log)
+    except PortTaken:
+        server.wait(timeout=STOP_S)
+        raise
+    return server
+
+
+def main(models: str) -> int:
+    with tempfile.TemporaryFile() as log:
+        try:
+            return check(models, log)
+        finally:
+            print(server_log(log)[-4000:], end="")
+
+
+def check(models: str, log) -> int:
+    """Start the page, compare its answer with the CLI's, stop it with Ctrl-C."""
+    from gradio_client import Client, handle_file
+
+    started = time.monotonic()
+    port, server = on_free_port(lambda port: start(models, port, log))
+    url = f"http://127.0.0.1:{port}/"
+    try:
         up_s = time.monotonic() - started
         with tempfile.TemporaryDirectory(prefix="flaxdigits-ci-") as tmp:
             png = drawing(Path(tmp) / "seven.png")

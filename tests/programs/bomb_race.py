@@ -4,7 +4,7 @@ Run by tests/test_guard_bombs.py in a subprocess (configure_pillow is process-wi
 JSON line: how many bombs were refused, how many images over the pixel cap Pillow decoded
 (a spy on ImageFile.load), and any other outcome.
 
-    python tests/bomb_race.py ROUNDS [--gradio-decode]
+    python tests/programs/bomb_race.py ROUNDS [--gradio-decode]
 
 --gradio-decode routes the editor values through Gradio's own Sketchpad.preprocess instead of
 ours: the variant the test must see fail.

@@ -18,16 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from drawings import draw_digit, drawing, rgba_on_transparent
 from filelock import FileLock
 from PIL import Image, ImageDraw
 
 from flaxdigits.serve import preprocess as pre
 from flaxdigits.serve import web
 from flaxdigits.serve.decode import ImageInputError
+from tests.support.drawings import draw_digit, drawing, rgba_on_transparent
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = Path(__file__).parent / "corpus"
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = ROOT / "tests" / "corpus"
 NODE_RUN = ROOT / "web" / "test" / "node_run.mjs"
 REQUIRE_ENV = "FLAXDIGITS_REQUIRE_BROWSER"
 NPM_SECONDS = 300
@@ -133,7 +133,7 @@ def corpus_canvases() -> dict[str, np.ndarray]:
 
 
 def stroke_canvases() -> dict[str, np.ndarray]:
-    """Drawn digits: tests/drawings.py's strokes on white, grey, dark and transparent canvases."""
+    """Drawn digits: the strokes of drawings.py on white, grey, dark and transparent canvases."""
     seven = draw_digit()
     out = {
         "drawn/seven": to_rgba(seven),

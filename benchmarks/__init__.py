@@ -1,0 +1,1 @@
+"""Benchmarks and development scripts: run from the repository root, `python -m benchmarks.NAME`."""

@@ -1,0 +1,1 @@
+"""The test suite. Shared helpers: tests.support; programs the tests start: tests.programs."""

@@ -1,0 +1,1 @@
+"""Programs the tests start in a process of their own (run as `python -m tests.programs.NAME`)."""

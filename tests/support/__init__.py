@@ -1,0 +1,1 @@
+"""What the tests share: drawings, toy ONNX models, MNIST, fuzzing, free ports, the browser."""
