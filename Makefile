@@ -206,7 +206,7 @@ DIST    ?= dist
 RELEASE ?= $(shell ls -t $(DIST)/flaxdigits-models-*.tar.gz 2>/dev/null | head -1)
 SERVE_VENV ?= .venv-serve
 EDGE_VENV  ?= .venv-edge
-PKG_SOURCES := pyproject.toml $(wildcard flaxdigits/*.py serve/*.py)
+PKG_SOURCES := pyproject.toml $(shell find flaxdigits export serve web -type f -not -path '*/node_modules/*' -not -name '*.pyc')
 
 .PHONY: release serve-venv edge-venv serve-release space edge-check
 

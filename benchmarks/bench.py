@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flaxdigits import contract, onnxrt
-from flaxdigits.atomic import write_json_atomic, write_text_atomic
+from flaxdigits import onnxrt
+from flaxdigits.core import contract
+from flaxdigits.core.atomic import write_json_atomic, write_text_atomic
 
 SEED_TARGETS = {"mlp": 0.977, "cnn": 0.986}  # the seed's 5-epoch test accuracies
 

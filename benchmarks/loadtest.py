@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flaxdigits import contract
-from flaxdigits.atomic import write_json_atomic
+from flaxdigits.core import contract
+from flaxdigits.core.atomic import write_json_atomic
 from tests.support.ports import PortTaken, free_port, on_free_port, says_port_taken  # noqa: F401 - free_port: soak reads it here
 
 

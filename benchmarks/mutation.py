@@ -113,8 +113,8 @@ MODULES: dict[str, Module] = {
         isolation="forkserver",
     ),
     "atomic": Module(
-        "flaxdigits/atomic.py",
-        "flaxdigits/atomic.py",
+        "flaxdigits/core/atomic.py",
+        "flaxdigits/core/atomic.py",
         # test_checkpoint.py (the only test of atomic writes before test_atomic.py) builds JAX
         # states, so it needs the fork server and costs ~15 s a mutant on 2 busy cores;
         # test_atomic.py checks every promise it did, in-process.

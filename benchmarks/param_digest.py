@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from flaxdigits.config import TrainConfig
-from flaxdigits.contract import MODEL_NAMES
+from flaxdigits.core.contract import MODEL_NAMES
 from flaxdigits.data import load_mnist
 from flaxdigits.runs import load_run
 from flaxdigits.train import train

@@ -33,7 +33,7 @@ import numpy as np
 from flax import nnx
 
 from flaxdigits import config as C
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.data import load_mnist
 from flaxdigits.runs import load_run
 from flaxdigits.serve import robustness

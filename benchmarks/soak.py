@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadtest  # noqa: E402 - the sibling benchmark's drawings, answers and RSS reader
 
-from flaxdigits.atomic import write_json_atomic  # noqa: E402
+from flaxdigits.core.atomic import write_json_atomic  # noqa: E402
 from flaxdigits.serve import budgets  # noqa: E402
 
 TIMEOUT = 120.0  # every HTTP call of an honest request, as in loadtest

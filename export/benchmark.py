@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from flaxdigits import contract, onnxrt
+from flaxdigits import onnxrt
+from flaxdigits.core import contract
 
 
 def benchmark(

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.export.onnx_export import onnxruntime_probabilities
 
 # Runs inside the other interpreter: numpy and onnxruntime only, Python 3.6+ syntax.

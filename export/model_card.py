@@ -2,7 +2,7 @@
 latency with the machine named, intended use, limits and license. Every figure is read, never
 re-derived: test accuracies from each file's ONNX metadata and manifest, canvas and robustness
 accuracies from the reports that describe these very files, latency as export/release.py
-measured it. Standard library and flaxdigits.contract only.
+measured it. Standard library and flaxdigits.core.contract only.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 
 VARIANTS = ("float32", "int8")
 LICENSE = "Apache-2.0"

@@ -21,8 +21,9 @@ import numpy as np
 import onnx
 
 import flaxdigits
-from flaxdigits import contract, onnxrt
-from flaxdigits.atomic import write_bytes_atomic, write_json_atomic
+from flaxdigits import onnxrt
+from flaxdigits.core import contract
+from flaxdigits.core.atomic import write_bytes_atomic, write_json_atomic
 from flaxdigits.data import load_mnist
 from flaxdigits.export.onnx_graph import (
     CALIBRATION_IMAGES,

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 import flaxdigits
-from flaxdigits import contract
+from flaxdigits.core import contract
 
 # Opset 13 is the lowest with every operator this graph uses in its current form (Softmax over
 # one axis, Squeeze/Unsqueeze with axes inputs) and with per-axis QuantizeLinear for QDQ; it

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import flaxdigits
-from flaxdigits import contract, onnxrt, release_files
-from flaxdigits.atomic import write_bytes_atomic
+from flaxdigits import onnxrt, release_files
+from flaxdigits.core import contract
+from flaxdigits.core.atomic import write_bytes_atomic
+from flaxdigits.core.files import ReadError, read_capped
 from flaxdigits.export.benchmark import benchmark
 from flaxdigits.export.model_card import LICENSE, VARIANTS, file_accuracy, model_card
-from flaxdigits.files import ReadError, read_capped
 
 MAX_FILE_BYTES = release_files.MAX_MEMBER_BYTES
 LATENCY_BATCHES = (1, 256)

@@ -27,8 +27,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from flaxdigits import atomic
-from flaxdigits.atomic import write_json_atomic
+from flaxdigits.core import atomic
+from flaxdigits.core.atomic import write_json_atomic
 
 FORMAT = "flaxdigits.checkpoint.v2"
 OLD_FORMAT = "flaxdigits.checkpoint.v1"  # msgpack files, before Orbax
@@ -53,7 +53,7 @@ class Saved(NamedTuple):
 
 
 class _PausableRename(ocp.path.atomicity.AtomicRenameTemporaryPath):
-    """Orbax's atomic rename, with flaxdigits.atomic's test pause point just before it."""
+    """Orbax's atomic rename, with flaxdigits.core.atomic's test pause point just before it."""
 
     async def finalize(self):
         atomic.pause_before_rename(Path(self.get_final()), Path(self.get()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from flaxdigits.contract import (
+from flaxdigits.core.contract import (
     DEFAULT_PREPROCESS_METHOD,
     MODEL_NAMES,
     PREPROCESS_METHODS,

@@ -13,7 +13,7 @@ import dataclasses
 import json
 from typing import Any
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 
 VAL_SIZE_FRACTION = 0.1
 

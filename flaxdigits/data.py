@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flaxdigits.atomic import write_bytes_atomic
+from flaxdigits.core.atomic import write_bytes_atomic
 from flaxdigits.mnist_files import FILES, MNIST, MNISTError, encode_idx, read_maybe_gz, verify
 from flaxdigits.sources import from_mirror, from_pypi, from_tfds
 

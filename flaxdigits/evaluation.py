@@ -11,8 +11,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from flaxdigits import contract
 from flaxdigits.config import TrainConfig
+from flaxdigits.core import contract
 from flaxdigits.data import Split
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flaxdigits.files import ReadError, read_capped
+from flaxdigits.core.files import ReadError, read_capped
 
 # name -> (sha256 of the uncompressed IDX file, IDX shape)
 FILES: dict[str, tuple[str, tuple[int, ...]]] = {

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flaxdigits import contract
 from flaxdigits.conv_pool import conv_max_pool, conv_max_pool_reference
+from flaxdigits.core import contract
 
 # Keras' defaults (glorot-uniform kernels, zero biases): the recipe the seed experiment used.
 _KERNEL_INIT = nnx.initializers.glorot_uniform()

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from flaxdigits import report_robust
-from flaxdigits.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
-from flaxdigits.contract import MODEL_NAMES
+from flaxdigits.core.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from flaxdigits.core.contract import MODEL_NAMES
 
 _ROWS = (
     ("Train accuracy", "train_accuracy", "pct"),

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from flaxdigits import robustness_plots
-from flaxdigits.contract import MODEL_NAMES
+from flaxdigits.core.contract import MODEL_NAMES
 
 # The seed report's claim in numbers: (label, distortion, levels averaged).
 HEADLINE = (

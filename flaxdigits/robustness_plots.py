@@ -9,7 +9,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from flaxdigits.atomic import write_bytes_atomic
+from flaxdigits.core.atomic import write_bytes_atomic
 
 SCHEMA = "flaxdigits.robustness.v1"  # what serve/robustness.py writes
 PLOTTED = ("rotation", "thickness")

@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from flaxdigits import augment, contract, models
+from flaxdigits import augment, models
 from flaxdigits.config import Augment
+from flaxdigits.core import contract
 from flaxdigits.evaluation import loss_and_logits
 from flaxdigits.state import TrainState
 

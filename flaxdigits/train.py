@@ -19,8 +19,8 @@ from flax import nnx
 
 import flaxdigits
 from flaxdigits import checkpoint, curves, mesh, models
-from flaxdigits.atomic import write_json_atomic
 from flaxdigits.config import TrainConfig
+from flaxdigits.core.atomic import write_json_atomic
 from flaxdigits.data import MNIST, Split, load_mnist, split_mnist
 from flaxdigits.evaluation import evaluate_arrays, evaluate_splits, summarize_splits
 from flaxdigits.state import TrainState, init_state, make_optimizer

@@ -27,7 +27,7 @@ from pathlib import Path
 import gradio as gr
 from starlette.middleware import Middleware
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.serve.budgets import SESSIONS, describe_budgets
 from flaxdigits.serve.components import bounded_sketchpad, path_file
 from flaxdigits.serve.decode import (

@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageFilter
 
-from flaxdigits import contract
-from flaxdigits.atomic import write_json_atomic
+from flaxdigits.core import contract
+from flaxdigits.core.atomic import write_json_atomic
 from flaxdigits.serve.decode import ImageInputError
 from flaxdigits.serve.mnist_eval import (
     accuracy,

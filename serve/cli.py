@@ -8,7 +8,7 @@ import warnings
 
 from PIL import Image
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.serve import inputs, release
 from flaxdigits.serve.decode import ImageInputError, load_image_file
 from flaxdigits.serve.predictor import ModelLoadError, Prediction, Predictor

@@ -13,7 +13,7 @@ import warnings
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from flaxdigits.files import ReadError, read_capped
+from flaxdigits.core.files import ReadError, read_capped
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 FORMAT_NAMES = "PNG, JPEG, WebP, GIF or BMP"  # FORMATS, as people write them

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.serve.preprocess import preprocess
 
 CANVAS_SIDE = 56  # pixels; the digit's 28x28 box sits at [14, 42) on both axes

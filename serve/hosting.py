@@ -18,21 +18,20 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from flaxdigits.atomic import write_bytes_atomic, write_text_atomic
+from flaxdigits.core.atomic import write_bytes_atomic, write_text_atomic
 from flaxdigits.serve import release
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 HOST_ENV, PORT_ENV = "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"
-# Base modules the serve side imports (tests/test_layering.py keeps serve on these and data).
+# What of flaxdigits/ the serve side imports, files and whole packages (the import contracts keep
+# serve on these and data).
 VENDORED_BASE = (
     "__init__.py",
     "__main__.py",
     "cli.py",
     "cli_parser.py",
-    "contract.py",
-    "atomic.py",
-    "files.py",
+    "core",
     "onnxrt.py",
     "release_files.py",
     "mnist_files.py",
@@ -156,9 +155,8 @@ def build_space(release_path, out) -> Path:
     package = out / "flaxdigits"
     base, serve_dir = Path(flaxdigits.__file__).parent, Path(serve.__file__).parent
     for name in VENDORED_BASE:
-        write_bytes_atomic(package / name, (base / name).read_bytes())
-    for path in sorted(serve_dir.glob("*.py")):
-        write_bytes_atomic(package / "serve" / path.name, path.read_bytes())
+        _vendor(base / name, package / name)
+    _vendor(serve_dir, package / "serve")
     for rel, data in verified.files.items():
         write_bytes_atomic(out / "release" / rel, data)
     write_text_atomic(out / "app.py", APP_PY)
@@ -166,3 +164,11 @@ def build_space(release_path, out) -> Path:
     readme = SPACE_README.format(gradio=gradio.__version__, release=verified.name)
     write_text_atomic(out / "README.md", readme)
     return out
+
+
+def _vendor(source: Path, dest: Path) -> None:
+    """Copy a module, or a package's every module (sub-packages included), into the Space."""
+    files = sorted(source.rglob("*.py")) if source.is_dir() else [source]
+    for path in files:
+        rel = path.relative_to(source) if source.is_dir() else Path()
+        write_bytes_atomic(dest / rel, path.read_bytes())

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 from PIL import Image
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.serve.decode import FORMAT_NAMES, ImageInputError
 from flaxdigits.serve.predictor import Prediction, Predictor
 from flaxdigits.serve.preprocess import EmptyCanvasError, Preprocessed, preprocess

@@ -3,7 +3,7 @@
 numpy + onnxruntime only; the `onnx` package, when installed, adds its checker. A model is
 refused (ModelLoadError) unless: the file is within the size cap, its sha256 and size match its
 manifest entry (when a manifest is used), it holds no external-data references, it passes
-onnx.checker (when available) and onnxruntime loads it, its I/O is the flaxdigits.contract
+onnx.checker (when available) and onnxruntime loads it, its I/O is the flaxdigits.core.contract
 (`image` float [N, 28, 28, 1] -> `probabilities` float [N, 10]), its preprocessing spec is known,
 and a probe run returns probabilities.
 """
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flaxdigits import contract, onnxrt
-from flaxdigits.files import ReadError, read_capped
+from flaxdigits import onnxrt
+from flaxdigits.core import contract
+from flaxdigits.core.files import ReadError, read_capped
 from flaxdigits.serve.onnx_wire import WireError, external_data_refs
 
 MAX_MODEL_BYTES = 64 * 1024 * 1024  # the exported CNN is a few MB

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.serve.decode import (
     ImageInputError,
     check_size,

@@ -23,8 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from flaxdigits import contract, release_files
-from flaxdigits.files import ReadError, read_capped
+from flaxdigits import release_files
+from flaxdigits.core import contract
+from flaxdigits.core.files import ReadError, read_capped
 
 MAX_INFO_BYTES = 1024 * 1024
 _NAMED = re.compile(r"flaxdigits-models-.+-([0-9a-f]{8})")

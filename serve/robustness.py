@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flaxdigits import contract
-from flaxdigits.atomic import write_json_atomic
+from flaxdigits.core import contract
+from flaxdigits.core.atomic import write_json_atomic
 from flaxdigits.serve import mnist_eval
 from flaxdigits.serve.distort import CANVAS_SIDE, DISTORTIONS, SUPERSAMPLE, recentre
 from flaxdigits.serve.predictor import Predictor, model_files

@@ -15,7 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from flaxdigits import atomic, contract
+from flaxdigits.core import atomic, contract
 from flaxdigits.serve import preprocess as pre
 from flaxdigits.serve.page import CANVAS_SIZE
 from flaxdigits.serve.predictor import Predictor

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from flaxdigits.contract import MODEL_NAMES
+from flaxdigits.core.contract import MODEL_NAMES
 
 # Strict numerics for the whole suite (equinox habit): implicit rank promotion is a bug here.
 os.environ.setdefault("JAX_NUMPY_RANK_PROMOTION", "raise")
@@ -125,7 +125,7 @@ def toy_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def toy_dir(tmp_path_factory) -> Path:
     """mlp.onnx (3 for any ink) and cnn.onnx (8), with parameter and accuracy metadata."""
-    from flaxdigits import contract
+    from flaxdigits.core import contract
     from tests.support.toy_onnx import toy_model_bytes
 
     directory = tmp_path_factory.mktemp("toy_models")

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.serve import app, budgets, page
 from flaxdigits.serve.decode import MAX_FILE_BYTES
 from flaxdigits.serve.guard import Guard

@@ -1,4 +1,4 @@
-"""Atomic writes (flaxdigits/atomic.py): a reader or a crash sees the old file or the new one.
+"""Atomic writes (flaxdigits/core/atomic.py): a reader or a crash sees the old file or the new one.
 
 What that takes, each checked here: the temp file lives beside the target under the hidden
 `.NAME.*.tmp` name the checkpoint cleaner looks for; its bytes are flushed before the fsync; the
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flaxdigits import atomic
+from flaxdigits.core import atomic
 
 
 def _fds() -> int:

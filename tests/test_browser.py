@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.serve import app
 from tests.support import web_support
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing

@@ -70,7 +70,7 @@ PAIR_LIMIT = 24
 def two_dirs(tmp_path_factory, mnist):
     """Two model directories that read digits differently: (a) mlp 3 and cnn 8 for any ink;
     (b) a nearest-centroid linear classifier (mlp, and its int8 name) and cnn 7 for any ink."""
-    from flaxdigits import contract
+    from flaxdigits.core import contract
     from tests.support.toy_onnx import toy_model_bytes
 
     x = contract.scale_pixels(mnist.train_images[:5000]).reshape(-1, 784)

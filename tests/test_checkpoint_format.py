@@ -19,8 +19,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from flaxdigits import atomic, checkpoint
+from flaxdigits import checkpoint
 from flaxdigits.checkpoint import FORMAT, POINTER, STEPS, CheckpointError
+from flaxdigits.core import atomic
 
 
 class State(NamedTuple):

@@ -12,7 +12,7 @@ import os
 import onnxruntime
 import pytest
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.export import compat
 from flaxdigits.export.onnx_export import PARITY_TOLERANCE
 

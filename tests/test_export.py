@@ -16,10 +16,11 @@ import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from flaxdigits import checkpoint, contract, onnxrt
+from flaxdigits import checkpoint, onnxrt
 from flaxdigits.checkpoint import CheckpointError
 from flaxdigits.cli import main
 from flaxdigits.config import TrainConfig
+from flaxdigits.core import contract
 from flaxdigits.export import onnx_export, onnx_graph
 from flaxdigits.export.onnx_export import ExportError, export_run
 from flaxdigits.runs import load_run

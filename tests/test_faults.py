@@ -1,5 +1,5 @@
 """Crash safety: a SIGKILL inside any write (checkpoint, export, report) never loses a run or
-leaves a partial file. flaxdigits.atomic's test hook pauses the chosen write halfway, so each
+leaves a partial file. flaxdigits.core.atomic's test hook pauses the chosen write halfway, so each
 kill lands there, every time, on any machine."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import jax
 import numpy as np
 import pytest
 
-from flaxdigits import atomic, checkpoint
+from flaxdigits import checkpoint
+from flaxdigits.core import atomic
 from flaxdigits.runs import load_run
 
 # Tiny epochs (10 steps each) so that much of the run is spent writing checkpoints.
@@ -41,7 +42,7 @@ PAUSE_TIMEOUT_S = 300  # start-up (imports, data, compile) plus the epochs befor
 
 
 def _start(argv, tmp_path, pause=None, **popen):
-    """Start argv; with pause="GLOB[@N]", that atomic write stops halfway (flaxdigits.atomic)."""
+    """Start argv; with pause="GLOB[@N]", that atomic write stops halfway (core.atomic)."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop(atomic.PAUSE_ENV, None)
     if pause is not None:
@@ -91,7 +92,7 @@ def _leaves(run_dir):
 def test_a_paused_write_leaves_the_old_file_and_a_half_temp(tmp_path):
     target = tmp_path / "data.bin"
     target.write_bytes(b"old")
-    code = "import sys; from flaxdigits.atomic import write_bytes_atomic as w; "
+    code = "import sys; from flaxdigits.core.atomic import write_bytes_atomic as w; "
     code += "w(sys.argv[1] + '/other.bin', b'x' * 10); w(sys.argv[1] + '/data.bin', b'n' * 10); "
     code += "w(sys.argv[1] + '/data.bin', b'new' * 1000)"
     proc = _start([sys.executable, "-c", code, str(tmp_path)], tmp_path, pause="data.*@2")

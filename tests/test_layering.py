@@ -14,9 +14,9 @@ PACKAGES = {"flaxdigits": "flaxdigits", "export": "flaxdigits.export", "serve": 
 # Module (or package prefix) -> layer. A module may import its own layer and the ones below.
 LAYERS = {
     "flaxdigits": 0,  # the package itself: __version__ only
-    "flaxdigits.contract": 0,
-    "flaxdigits.atomic": 0,
-    "flaxdigits.files": 0,
+    "flaxdigits.core.contract": 0,
+    "flaxdigits.core.atomic": 0,
+    "flaxdigits.core.files": 0,
     "flaxdigits.onnxrt": 0,
     "flaxdigits.release_files": 0,
     "flaxdigits.mnist_files": 1,

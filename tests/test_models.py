@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from flaxdigits import contract, models
+from flaxdigits import models
+from flaxdigits.core import contract
 from flaxdigits.models import Dropout, create_model, drop
 
 

@@ -22,7 +22,8 @@ import jax
 import numpy as np
 import pytest
 
-from flaxdigits import atomic, checkpoint, distributed
+from flaxdigits import checkpoint, distributed
+from flaxdigits.core import atomic
 from flaxdigits.runs import load_run
 from tests.support.ports import free_port
 

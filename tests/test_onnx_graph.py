@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.export import onnx_export, onnx_graph
 from flaxdigits.models import count_params, create_model, predict_proba
 

@@ -127,7 +127,7 @@ def test_card_escapes_names_and_subtitles():
     ("recipe", "shown"), [("robust", "robust recipe"), ("seed", "seed recipe"), ("<b>x</b>", None)]
 )
 def test_the_model_card_names_the_recipe_it_shows(tmp_path, recipe, shown):
-    from flaxdigits import contract
+    from flaxdigits.core import contract
     from flaxdigits.serve.predictor import Predictor
     from tests.support.toy_onnx import toy_model_bytes
 

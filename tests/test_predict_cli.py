@@ -19,8 +19,8 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from flaxdigits import contract
 from flaxdigits.cli import main
+from flaxdigits.core import contract
 from flaxdigits.serve.cli import predict_files
 from flaxdigits.serve.preprocess import EmptyCanvasError
 from tests.support.strategies import CORPUS, DIGIT_PNG, INDEX, fuzz, mutated_files

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.serve.cli import predict_files
 from flaxdigits.serve.predictor import ModelLoadError, Prediction, Predictor, model_files
 from tests.support.strategies import CASE_SECONDS, CORPUS, INDEX, fuzz

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.serve import predictor as predictor_module
 from flaxdigits.serve.predictor import ModelLoadError, Prediction, Predictor
 from tests.support.toy_onnx import toy_model, write_model

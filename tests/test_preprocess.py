@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.serve import decode
 from flaxdigits.serve import preprocess as pp
 from flaxdigits.serve.decode import ImageInputError, load_image_file

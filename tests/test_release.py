@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from flaxdigits import contract, release_files
+from flaxdigits import release_files
 from flaxdigits.cli import main
+from flaxdigits.core import contract
 from flaxdigits.export.release import ReleaseError as BuildError
 from flaxdigits.export.release import build_release
 from flaxdigits.serve import release

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flaxdigits import contract
 from flaxdigits.cli import main
+from flaxdigits.core import contract
 from flaxdigits.robustness_plots import plot
 from flaxdigits.serve import robustness
 from flaxdigits.serve.distort import DISTORTIONS, recentre

@@ -13,7 +13,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from flaxdigits import cli, contract
+from flaxdigits import cli
+from flaxdigits.core import contract
 from flaxdigits.serve import preprocess as pre
 from flaxdigits.serve import web
 from flaxdigits.serve.predictor import ModelLoadError

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.serve import web
 from flaxdigits.serve.page import blank_canvas, page_outputs
 from flaxdigits.serve.predictor import Predictor

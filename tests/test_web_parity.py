@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.serve import web
 from flaxdigits.serve.predictor import Predictor
 from flaxdigits.serve.preprocess import EmptyCanvasError, preprocess

@@ -14,7 +14,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import convert_model_to_external_data, set_external_data
 
-from flaxdigits import contract
+from flaxdigits.core import contract
 from flaxdigits.serve import predictor as predictor_module
 
 
