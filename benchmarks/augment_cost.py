@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from flaxdigits import config, mesh, steps
 from flaxdigits.config import TrainConfig
-from flaxdigits.data import load_mnist
+from flaxdigits.data.mnist import load_mnist
 from flaxdigits.train import compile_step_loop, prepare
 
 

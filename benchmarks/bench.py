@@ -294,7 +294,7 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", default="BENCHMARKS.md")
     ap.add_argument("--runs", default="runs", help="trained runs (the robust CNN's time to 99%%)")
     args = ap.parse_args(argv)
-    from flaxdigits.data import load_mnist
+    from flaxdigits.data.mnist import load_mnist
     from flaxdigits.models import train_flops_per_image
 
     mnist = load_mnist()

@@ -24,7 +24,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from flaxdigits import curves
 from flaxdigits.config import TrainConfig
-from flaxdigits.data import load_mnist
+from flaxdigits.data.mnist import load_mnist
 from flaxdigits.train import train
 
 

@@ -133,7 +133,7 @@ def mnist_pngs(folder: Path, n: int) -> None:
     """The first n MNIST test digits as PNG files NNNNN-LABEL.png (white on black, as MNIST)."""
     from PIL import Image
 
-    from flaxdigits.data import load_mnist
+    from flaxdigits.data.mnist import load_mnist
 
     mnist = load_mnist()
     folder.mkdir(parents=True, exist_ok=True)

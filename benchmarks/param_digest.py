@@ -21,7 +21,7 @@ from flax import nnx
 
 from flaxdigits.config import TrainConfig
 from flaxdigits.core.contract import MODEL_NAMES
-from flaxdigits.data import load_mnist
+from flaxdigits.data.mnist import load_mnist
 from flaxdigits.runs import load_run
 from flaxdigits.train import train
 

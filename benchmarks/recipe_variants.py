@@ -34,7 +34,7 @@ from flax import nnx
 
 from flaxdigits import config as C
 from flaxdigits.core import contract
-from flaxdigits.data import load_mnist
+from flaxdigits.data.mnist import load_mnist
 from flaxdigits.runs import load_run
 from flaxdigits.serve import robustness
 from flaxdigits.train import train

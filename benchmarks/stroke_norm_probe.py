@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from flaxdigits.data import load_mnist
+from flaxdigits.data.mnist import load_mnist
 from flaxdigits.serve.canvas_eval import render_canvas
 from flaxdigits.serve.distort import thickness
 from flaxdigits.serve.predictor import Predictor

@@ -70,6 +70,6 @@ def check_with(python: str, paths: Sequence[Path], images: np.ndarray) -> dict[s
 
 def check_files(python: str, paths: Sequence[Path], images: int = 500) -> dict[str, Any]:
     """check_with on the first `images` MNIST test images; the report says which files load."""
-    from flaxdigits.data import load_mnist
+    from flaxdigits.data.mnist import load_mnist
 
     return check_with(python, paths, contract.to_model_input(load_mnist().test_images[:images]))

@@ -24,7 +24,7 @@ import flaxdigits
 from flaxdigits import onnxrt
 from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_bytes_atomic, write_json_atomic
-from flaxdigits.data import load_mnist
+from flaxdigits.data.mnist import load_mnist
 from flaxdigits.export.onnx_graph import (
     CALIBRATION_IMAGES,
     OPSET,

@@ -21,7 +21,7 @@ EXIT_BROKEN_PIPE = 141
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from flaxdigits.data import load_mnist
+    from flaxdigits.data.mnist import load_mnist
 
     mnist = load_mnist(args.source, data_dir=args.data_dir, tfds_dir=args.tfds_dir, log=print)
     print(
@@ -59,7 +59,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         distributed.join(job)
     elif args.num_processes is not None or args.process_id is not None:
         raise ValueError("--num-processes and --process-id need --coordinator (or --distributed)")
-    from flaxdigits.data import load_mnist, subset
+    from flaxdigits.data.mnist import load_mnist, subset
     from flaxdigits.train import train
 
     main_process = distributed.process_index() == 0  # the one that logs and writes metrics

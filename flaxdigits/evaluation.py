@@ -13,7 +13,7 @@ from flax import nnx
 
 from flaxdigits.config import TrainConfig
 from flaxdigits.core import contract
-from flaxdigits.data import Split
+from flaxdigits.data.mnist import Split
 
 
 def loss_and_logits(graphdef: nnx.GraphDef, params: nnx.State, images, labels, dropout=None):

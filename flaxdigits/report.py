@@ -94,7 +94,7 @@ def compare(
     import jax
 
     from flaxdigits.config import TrainConfig
-    from flaxdigits.data import load_mnist
+    from flaxdigits.data.mnist import load_mnist
     from flaxdigits.models import create_model, flops_per_image
     from flaxdigits.runs import evaluate_run
 

@@ -17,7 +17,7 @@ from flax import nnx
 from flaxdigits import checkpoint, checkpoint_v1, models
 from flaxdigits.config import TrainConfig
 from flaxdigits.core.atomic import write_json_atomic
-from flaxdigits.data import MNIST, Split, load_mnist, split_mnist
+from flaxdigits.data.mnist import MNIST, Split, load_mnist, split_mnist
 from flaxdigits.evaluation import evaluate_arrays, evaluate_splits, summarize_splits
 from flaxdigits.state import abstract_state
 

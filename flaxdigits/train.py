@@ -21,7 +21,7 @@ import flaxdigits
 from flaxdigits import checkpoint, curves, mesh, models
 from flaxdigits.config import TrainConfig
 from flaxdigits.core.atomic import write_json_atomic
-from flaxdigits.data import MNIST, Split, load_mnist, split_mnist
+from flaxdigits.data.mnist import MNIST, Split, load_mnist, split_mnist
 from flaxdigits.evaluation import evaluate_arrays, evaluate_splits, summarize_splits
 from flaxdigits.state import TrainState, init_state, make_optimizer
 from flaxdigits.steps import STEPS_PER_CALL, StepSpec, compile_train_steps, epoch_order
@@ -66,7 +66,7 @@ def train(
       run_dir: where checkpoints and metrics.json go. Must not hold a checkpoint unless resume.
       data: MNIST arrays; loaded (verified) from data_source when None.
       resume: continue from run_dir's last complete checkpoint (a fresh start if there is none).
-      data_source: MNIST source for flaxdigits.data.load_mnist.
+      data_source: MNIST source for flaxdigits.data.mnist.load_mnist.
       snapshot_epochs: epochs after which train/test metrics are recorded in metrics["snapshots"]
         (a 10-epoch run snapshotted at 5 equals a 5-epoch run: same seed, same data order).
       devices: data-parallel over this many local devices (None: all); the global batch

@@ -34,9 +34,7 @@ VENDORED_BASE = (
     "core",
     "onnxrt.py",
     "release_files.py",
-    "mnist_files.py",
-    "sources.py",
-    "data.py",
+    "data",
 )
 SERVE_EXTRA = "serve"
 

@@ -1,6 +1,6 @@
 """What the evaluations of served models on MNIST test digits share (canvas_eval, robustness):
 the digits, a pool of worker processes, chunks of work, accuracy with refused inputs counted
-wrong. numpy only (MNIST through flaxdigits.data, JAX-free).
+wrong. numpy only (MNIST through flaxdigits.data.mnist, JAX-free).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def check_limit(limit: int | None) -> int | None:
 def load_test_digits(limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The first `limit` (default all) MNIST test digits, (N, 28, 28) uint8, and their int64
     labels."""
-    from flaxdigits.data import load_mnist
+    from flaxdigits.data.mnist import load_mnist
 
     mnist = load_mnist()
     return mnist.test_images[:limit], mnist.test_labels[:limit].astype(np.int64)

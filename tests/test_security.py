@@ -43,5 +43,5 @@ def test_pickle_is_used_only_by_the_hash_verified_data_source():
         f for f in files if re.search(r"^\s*(import|from)\s+pickle\b", (ROOT / f).read_text(), re.M)
     }
     # The tests beside sources.py build pickles to feed its restricted unpickler.
-    allowed = {"flaxdigits/sources.py", "tests/test_sources.py", "tests/test_mnist_parsers.py"}
+    allowed = {"flaxdigits/data/sources.py", "tests/test_sources.py", "tests/test_mnist_parsers.py"}
     assert users <= allowed, users

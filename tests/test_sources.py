@@ -13,14 +13,14 @@ import types
 import numpy as np
 import pytest
 
-from flaxdigits import sources
-from flaxdigits.mnist_files import MNISTError
+from flaxdigits.data import sources
+from flaxdigits.data.idx import MNISTError
 from tests.support.mnist_helpers import assert_same, idx_files
 
 
 def cached_wheel_dir():
     """Where `make data` keeps the package-index source's wheel; None when it holds none."""
-    from flaxdigits.data import cache_dir
+    from flaxdigits.data.mnist import cache_dir
 
     name, version = sources.PYPI_WHEEL.split("==")
     directory = cache_dir() / "wheels"

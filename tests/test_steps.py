@@ -10,7 +10,7 @@ import numpy as np
 
 from flaxdigits import augment, mesh, steps
 from flaxdigits.config import TrainConfig
-from flaxdigits.data import MNIST
+from flaxdigits.data.mnist import MNIST
 from flaxdigits.train import compile_step_loop, prepare
 
 

@@ -12,7 +12,7 @@ import pytest
 from flaxdigits import checkpoint
 from flaxdigits import config as C
 from flaxdigits.config import TrainConfig
-from flaxdigits.data import MNIST
+from flaxdigits.data.mnist import MNIST
 from flaxdigits.runs import load_run
 from flaxdigits.train import train
 

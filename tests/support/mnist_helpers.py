@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flaxdigits.mnist_files import encode_idx
+from flaxdigits.data.idx import encode_idx
 
 
 def idx_files(mnist) -> dict[str, bytes]:

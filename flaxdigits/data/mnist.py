@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from flaxdigits.core.atomic import write_bytes_atomic
-from flaxdigits.mnist_files import FILES, MNIST, MNISTError, encode_idx, read_maybe_gz, verify
-from flaxdigits.sources import from_mirror, from_pypi, from_tfds
+from flaxdigits.data.idx import FILES, MNIST, MNISTError, encode_idx, read_maybe_gz, verify
+from flaxdigits.data.sources import from_mirror, from_pypi, from_tfds
 
 SOURCES = ("cache", "dir", "tfds", "mirror", "pypi")
 

