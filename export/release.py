@@ -23,19 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import flaxdigits
-from flaxdigits import onnxrt, release_files
+from flaxdigits import onnxrt
 from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_bytes_atomic
 from flaxdigits.core.files import ReadError, read_capped
 from flaxdigits.export.benchmark import benchmark
 from flaxdigits.export.model_card import LICENSE, VARIANTS, file_accuracy, model_card
+from flaxdigits.release import archive
+from flaxdigits.release.archive import ReleaseError
 
-MAX_FILE_BYTES = release_files.MAX_MEMBER_BYTES
+MAX_FILE_BYTES = archive.MAX_MEMBER_BYTES
 LATENCY_BATCHES = (1, 256)
-
-
-class ReleaseError(ValueError):
-    """The models or reports cannot make a release; the message says what to do."""
 
 
 def file_name(name: str, variant: str) -> str:
@@ -71,25 +69,25 @@ def build_release(
     """
     models_dir, reports_dir = Path(models_dir), Path(reports_dir)
     version = version or flaxdigits.__version__
-    release_files.check_relative_path(f"v{version}")
+    archive.check_relative_path(f"v{version}")
     files, described = _model_files(models_dir)
     reports = _reports(reports_dir, models_dir)
     timings = _latency(models_dir) if latency else None
     info = _info(version, described)
-    files[release_files.INFO] = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
+    files[archive.INFO] = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
     card = model_card(version, described, reports, timings, models_dir)
-    files[release_files.CARD] = card.encode()
+    files[archive.CARD] = card.encode()
     digests = {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
-    sums = release_files.format_sums(digests).encode()
-    files[release_files.SUMS] = sums
+    sums = archive.format_sums(digests).encode()
+    files[archive.SUMS] = sums
     name = f"flaxdigits-models-{version}-{hashlib.sha256(sums).hexdigest()[:8]}"
-    archive = release_files.pack(name, files)
-    path = Path(out_dir) / f"{name}{release_files.ARCHIVE_SUFFIX}"
+    packed = archive.pack(name, files)
+    path = Path(out_dir) / f"{name}{archive.ARCHIVE_SUFFIX}"
     try:
-        write_bytes_atomic(path, archive)
+        write_bytes_atomic(path, packed)
     except OSError as e:
         raise ReleaseError(f"{path}: cannot write the release ({e.strerror or e})") from None
-    log(f"{path}: {len(archive):,} bytes, {len(files)} files")
+    log(f"{path}: {len(packed):,} bytes, {len(files)} files")
     return path
 
 
@@ -205,7 +203,7 @@ def machine() -> str:
 def _info(version: str, described: dict[str, dict]) -> dict[str, Any]:
     """release.json: what the release holds, for programs (the card is for people)."""
     return {
-        "schema": release_files.SCHEMA,
+        "schema": archive.SCHEMA,
         "version": version,
         "flaxdigits_version": flaxdigits.__version__,
         "preprocessing": contract.PREPROCESSING_SPEC,

@@ -185,7 +185,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from flaxdigits.serve import hosting, release
+    from flaxdigits.release import reader as release
+    from flaxdigits.serve import hosting
 
     try:
         from flaxdigits.serve.app import launch
@@ -254,7 +255,7 @@ def _cmd_release(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from flaxdigits.serve.release import read_release
+    from flaxdigits.release.reader import read_release
 
     verified = read_release(args.release)
     total = sum(len(data) for data in verified.files.values())
@@ -278,7 +279,7 @@ def _cmd_space(args: argparse.Namespace) -> int:
 
 
 def _cmd_web(args: argparse.Namespace) -> int:
-    from flaxdigits.serve import release
+    from flaxdigits.release import reader as release
     from flaxdigits.serve.web import build_site
 
     with release.models_dir(args.models) as models:  # a release: verified before it is read

@@ -9,7 +9,8 @@ import warnings
 from PIL import Image
 
 from flaxdigits.core import contract
-from flaxdigits.serve import inputs, release
+from flaxdigits.release import reader as release
+from flaxdigits.serve import inputs
 from flaxdigits.serve.decode import ImageInputError, load_image_file
 from flaxdigits.serve.predictor import ModelLoadError, Prediction, Predictor
 from flaxdigits.serve.preprocess import preprocess

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from flaxdigits.core.atomic import write_bytes_atomic, write_text_atomic
-from flaxdigits.serve import release
+from flaxdigits.release import reader as release
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -33,8 +33,8 @@ VENDORED_BASE = (
     "cli_parser.py",
     "core",
     "onnxrt.py",
-    "release_files.py",
     "data",
+    "release",
 )
 SERVE_EXTRA = "serve"
 

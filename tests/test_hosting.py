@@ -7,8 +7,8 @@ import ast
 
 import pytest
 
+from flaxdigits.release.reader import ReleaseError
 from flaxdigits.serve import hosting
-from flaxdigits.serve.release import ReleaseError
 
 ALL = "0.0.0.0"  # noqa: S104 (the address under test)
 

@@ -18,7 +18,7 @@ LAYERS = {
     "flaxdigits.core.atomic": 0,
     "flaxdigits.core.files": 0,
     "flaxdigits.onnxrt": 0,
-    "flaxdigits.release_files": 0,
+    "flaxdigits.release.archive": 0,
     "flaxdigits.data.idx": 1,
     "flaxdigits.data.sources": 1,
     "flaxdigits.data.mnist": 1,

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from flaxdigits import release_files
 from flaxdigits.cli import main
 from flaxdigits.core import contract
 from flaxdigits.export.release import ReleaseError as BuildError
 from flaxdigits.export.release import build_release
-from flaxdigits.serve import release
+from flaxdigits.release import archive as release_archive
+from flaxdigits.release import reader as release
+from flaxdigits.release.reader import ReleaseError, read_release
 from flaxdigits.serve.app import load_predictors
-from flaxdigits.serve.release import ReleaseError, read_release
 from tests.support.toy_onnx import no_parsers, toy_model_bytes
 
 ACCURACY = {"mlp": (0.9123, 0.9101), "cnn": (0.9876, 0.9880)}  # (float32, int8)
@@ -103,7 +103,7 @@ def _gz(raw: bytes) -> bytes:
 
 def _framed(body: bytes, raw: bytes) -> bytes:
     trailer = struct.pack("<II", zlib.crc32(raw), len(raw) & 0xFFFFFFFF)
-    return release_files.GZIP_HEADER + hashlib.sha256(body).digest() + body + trailer
+    return release_archive.GZIP_HEADER + hashlib.sha256(body).digest() + body + trailer
 
 
 # ------------------------------------------------------------------------------- building
@@ -124,7 +124,7 @@ def test_release_holds_both_models_float_and_int8_manifests_card_and_checksums(a
     digest = hashlib.sha256((folder / "SHA256SUMS").read_bytes()).hexdigest()
     assert folder.name.endswith(digest[:8])
     info = json.loads((folder / "release.json").read_text())
-    assert info["schema"] == release_files.SCHEMA
+    assert info["schema"] == release_archive.SCHEMA
     assert info["models"]["cnn"]["files"]["int8"] == {
         "path": "models/cnn.int8.onnx",
         "test_accuracy": 0.988,
@@ -348,7 +348,7 @@ HOSTILE = {
     "backslash": ([_member("top/..\\evil")], "unsafe or unexpected path"),
     "hidden": ([_member("top/.bashrc")], "unsafe or unexpected path"),
     "too-deep": ([_member("top/a/b/c/d/e")], "unsafe or unexpected path"),
-    "too-many": ([_member(f"top/f{i}") for i in range(release_files.MAX_MEMBERS + 1)], "over 64"),
+    "too-many": ([_member(f"top/f{i}") for i in range(release_archive.MAX_MEMBERS + 1)], "over 64"),
     "file-and-folder": ([_member("top/a"), _member("top/a/b")], "both a file and a folder"),
 }
 
@@ -368,17 +368,17 @@ def test_hostile_archives_are_refused_before_anything_is_written(case, tmp_path,
 def test_a_member_claiming_a_huge_size_is_refused_before_it_is_read(tmp_path):
     raw = bytearray(_tar([_member("top/a", data=b"x" * 10)]))
     info = tarfile.TarInfo("top/a")
-    info.size = release_files.MAX_MEMBER_BYTES + 1
+    info.size = release_archive.MAX_MEMBER_BYTES + 1
     header = info.tobuf(tarfile.GNU_FORMAT)
     raw[: len(header)] = header  # a header claiming 64 MiB + 1 over 10 bytes of data
     path = tmp_path / "huge.tar.gz"
-    path.write_bytes(_gz(bytes(raw) + bytes(release_files.MAX_MEMBER_BYTES + 1024)))
+    path.write_bytes(_gz(bytes(raw) + bytes(release_archive.MAX_MEMBER_BYTES + 1024)))
     with pytest.raises(ReleaseError, match="over the 67,108,864-byte limit"):
         read_release(path)
 
 
 def test_a_decompression_bomb_is_stopped_at_the_cap(tmp_path, monkeypatch):
-    monkeypatch.setattr(release_files, "MAX_UNPACKED_BYTES", 4 * 1024 * 1024)  # 256 MiB: slow
+    monkeypatch.setattr(release_archive, "MAX_UNPACKED_BYTES", 4 * 1024 * 1024)  # 256 MiB: slow
     deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     body = deflate.compress(bytes(64 * 1024 * 1024)) + deflate.flush()  # 64 MiB of zeros
     path = tmp_path / "bomb.tar.gz"
@@ -389,8 +389,8 @@ def test_a_decompression_bomb_is_stopped_at_the_cap(tmp_path, monkeypatch):
     data = path.read_bytes()
     tracemalloc.start()  # (read_capped's buffer is its cap, allocated and never touched: not here)
     try:
-        with pytest.raises(release_files.ReleaseFormatError):
-            release_files.unpack(data)
+        with pytest.raises(release_archive.ReleaseError):
+            release_archive.unpack(data)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -403,7 +403,7 @@ def test_trailing_bytes_and_an_oversized_archive_are_refused(archive, tmp_path):
     with pytest.raises(ReleaseError, match="does not match its sha256"):
         read_release(path)
     with open(path, "wb") as f:
-        f.truncate(release_files.MAX_ARCHIVE_BYTES + 1)
+        f.truncate(release_archive.MAX_ARCHIVE_BYTES + 1)
     with pytest.raises(ReleaseError, match="over the 67,108,864-byte limit"):
         read_release(path)
 
@@ -422,5 +422,5 @@ def test_trailing_bytes_and_an_oversized_archive_are_refused(archive, tmp_path):
     ],
 )
 def test_only_the_exact_checksum_format_is_read(text):
-    with pytest.raises(release_files.ReleaseFormatError):
-        release_files.parse_sums(text)
+    with pytest.raises(release_archive.ReleaseError):
+        release_archive.parse_sums(text)

@@ -149,7 +149,7 @@ def _stop(proc) -> str:
 
 def _expected(archive: Path, image: Path) -> dict:
     """What this process's predictor says about image for both models of the release."""
-    from flaxdigits.serve import release
+    from flaxdigits.release import reader as release
     from flaxdigits.serve.app import load_predictors
     from flaxdigits.serve.decode import load_image_file
     from flaxdigits.serve.preprocess import preprocess
@@ -179,7 +179,7 @@ def test_serve_only_venv_has_no_jax_and_serves_a_release_over_the_api(
     assert {"gradio", "onnxruntime", "numpy", "pillow", "flaxdigits"} <= installed
     assert not installed & set(TRAINING_STACK), installed & set(TRAINING_STACK)
     _imports_nothing_of_the_training_stack(
-        serve_venv, "flaxdigits.cli, flaxdigits.serve.app, flaxdigits.serve.release"
+        serve_venv, "flaxdigits.cli, flaxdigits.serve.app, flaxdigits.release.reader"
     )
     cmd = [str(serve_venv / "bin" / "flaxdigits"), "serve", "--models", str(archive)]
     port, (proc, seconds) = on_free_port(lambda port: _serve([*cmd, "--port", str(port)], port))

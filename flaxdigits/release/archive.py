@@ -1,6 +1,6 @@
 """The on-disk format of a model release: one deterministic .tar.gz and its SHA256SUMS list.
 
-Standard library only: export/release.py writes releases, serve/release.py reads and verifies
+Standard library only: export/release.py writes releases, release/reader.py reads and verifies
 them, and both meet here so the format lives in one place. Reading trusts nothing: the gzip
 header must be the exact one `pack` writes, the deflate stream must match the sha256 the header
 carries and is inflated under a byte cap, the trailer must hold its CRC32 and length, and the
@@ -44,16 +44,17 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 _SUM_LINE = re.compile(r"([0-9a-f]{64})  (\S+)")
 
 
-class ReleaseFormatError(ValueError):
-    """The bytes are not a well-formed flaxdigits release; the message says what is wrong."""
+class ReleaseError(ValueError):
+    """A release is refused (malformed bytes, a checksum mismatch, a missing file) or cannot be
+    made from the models and reports given; nothing was loaded or written. The message says why."""
 
 
 def check_relative_path(path: str) -> str:
     """path if it is a plain relative path (name/name, no `.`, `..`, `/` prefix or odd
-    characters, at most MAX_DEPTH parts), else ReleaseFormatError."""
+    characters, at most MAX_DEPTH parts), else ReleaseError."""
     parts = path.split("/")
     if not path or len(parts) > MAX_DEPTH or not all(_NAME.fullmatch(p) for p in parts):
-        raise ReleaseFormatError(f"unsafe or unexpected path {path[:120]!r}")
+        raise ReleaseError(f"unsafe or unexpected path {path[:120]!r}")
     return path
 
 
@@ -71,18 +72,18 @@ def parse_sums(text: bytes) -> dict[str, str]:
     try:
         lines = text.decode("ascii").split("\n")
     except UnicodeDecodeError:
-        raise ReleaseFormatError(f"{SUMS} is not ASCII text") from None
+        raise ReleaseError(f"{SUMS} is not ASCII text") from None
     if lines[-1] != "" or len(lines) < 2:
-        raise ReleaseFormatError(f"{SUMS} is empty or does not end in a newline")
+        raise ReleaseError(f"{SUMS} is empty or does not end in a newline")
     digests: dict[str, str] = {}
     for number, line in enumerate(lines[:-1], 1):
         match = _SUM_LINE.fullmatch(line)
         if match is None:
-            raise ReleaseFormatError(f"{SUMS} line {number} is not '<sha256>  <path>'")
+            raise ReleaseError(f"{SUMS} line {number} is not '<sha256>  <path>'")
         digest, path = match.groups()
         check_relative_path(path)
         if digests and path <= list(digests)[-1]:
-            raise ReleaseFormatError(f"{SUMS} line {number}: paths must be unique and sorted")
+            raise ReleaseError(f"{SUMS} line {number}: paths must be unique and sorted")
         digests[path] = digest
     return digests
 
@@ -128,33 +129,33 @@ def unpack(data: bytes) -> tuple[str, dict[str, bytes]]:
     """(top folder, {relative path: bytes}) of an archive `pack` wrote, checked as it is read.
 
     Raises:
-        ReleaseFormatError: over a cap, a gzip header, CRC, length or trailing byte that is not
+        ReleaseError: over a cap, a gzip header, CRC, length or trailing byte that is not
             `pack`'s, or a tar member that is not a plain file or folder under one top folder.
     """
     if len(data) > MAX_ARCHIVE_BYTES:
-        raise ReleaseFormatError(f"archive is over the {MAX_ARCHIVE_BYTES:,}-byte limit")
+        raise ReleaseError(f"archive is over the {MAX_ARCHIVE_BYTES:,}-byte limit")
     return _untar(_gunzip(data))
 
 
 def _gunzip(data: bytes) -> bytes:
     """The tar inside: exact header, stream digest, capped inflate, CRC32 and length."""
     if data[: len(GZIP_HEADER)] != GZIP_HEADER or len(data) < _DIGEST_END + 8:
-        raise ReleaseFormatError("not a flaxdigits release archive (unexpected gzip header)")
+        raise ReleaseError("not a flaxdigits release archive (unexpected gzip header)")
     body, trailer = data[_DIGEST_END:-8], data[-8:]
     if hashlib.sha256(body).digest() != data[len(GZIP_HEADER) : _DIGEST_END]:
-        raise ReleaseFormatError("corrupt archive (the compressed data does not match its sha256)")
+        raise ReleaseError("corrupt archive (the compressed data does not match its sha256)")
     inflate = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
         raw = inflate.decompress(body, MAX_UNPACKED_BYTES + 1)
     except zlib.error as e:
-        raise ReleaseFormatError(f"corrupt archive (deflate: {e})") from None
+        raise ReleaseError(f"corrupt archive (deflate: {e})") from None
     if len(raw) > MAX_UNPACKED_BYTES:
-        raise ReleaseFormatError(f"archive unpacks to over {MAX_UNPACKED_BYTES:,} bytes")
+        raise ReleaseError(f"archive unpacks to over {MAX_UNPACKED_BYTES:,} bytes")
     if not inflate.eof or inflate.unused_data:
-        raise ReleaseFormatError("corrupt archive (the compressed data ends early or late)")
+        raise ReleaseError("corrupt archive (the compressed data ends early or late)")
     crc, size = struct.unpack("<II", trailer)
     if crc != zlib.crc32(raw) or size != len(raw) & 0xFFFFFFFF:
-        raise ReleaseFormatError("corrupt archive (CRC32 or length mismatch)")
+        raise ReleaseError("corrupt archive (CRC32 or length mismatch)")
     return raw
 
 
@@ -166,35 +167,35 @@ def _untar(raw: bytes) -> tuple[str, dict[str, bytes]]:
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
             for count, member in enumerate(tar, 1):
                 if count > MAX_MEMBERS:
-                    raise ReleaseFormatError(f"archive holds over {MAX_MEMBERS} entries")
+                    raise ReleaseError(f"archive holds over {MAX_MEMBERS} entries")
                 head, _, rest = member.name.partition("/")
                 top = top or check_relative_path(head)
                 if head != top:
-                    raise ReleaseFormatError(f"{member.name[:120]!r} is outside {top}/")
+                    raise ReleaseError(f"{member.name[:120]!r} is outside {top}/")
                 if member.type == tarfile.DIRTYPE:
                     if rest:
                         folders.add(check_relative_path(rest.rstrip("/")))
                     continue
                 if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
-                    raise ReleaseFormatError(
+                    raise ReleaseError(
                         f"{member.name[:120]!r} is a link or special file: only regular files "
                         "are accepted"
                     )
                 path = check_relative_path(rest)
                 if path in files:
-                    raise ReleaseFormatError(f"{member.name[:120]!r} appears twice")
+                    raise ReleaseError(f"{member.name[:120]!r} appears twice")
                 if member.size > MAX_MEMBER_BYTES:
-                    raise ReleaseFormatError(f"{path} is over the {MAX_MEMBER_BYTES:,}-byte limit")
+                    raise ReleaseError(f"{path} is over the {MAX_MEMBER_BYTES:,}-byte limit")
                 stream = tar.extractfile(member)
                 if stream is None:  # not reached: regular files always have a stream
-                    raise ReleaseFormatError(f"{path}: unreadable member")
+                    raise ReleaseError(f"{path}: unreadable member")
                 files[path] = stream.read(member.size)
     except tarfile.TarError as e:
-        raise ReleaseFormatError(f"corrupt archive (tar: {e})") from None
+        raise ReleaseError(f"corrupt archive (tar: {e})") from None
     if top is None or not files:
-        raise ReleaseFormatError("empty archive")
+        raise ReleaseError("empty archive")
     parents = {"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)}
     clash = sorted((folders | parents) & set(files))
     if clash:
-        raise ReleaseFormatError(f"{clash[0]} is both a file and a folder")
+        raise ReleaseError(f"{clash[0]} is both a file and a folder")
     return top, files

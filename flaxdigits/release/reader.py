@@ -23,16 +23,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from flaxdigits import release_files
 from flaxdigits.core import contract
 from flaxdigits.core.files import ReadError, read_capped
+from flaxdigits.release import archive
+from flaxdigits.release.archive import ReleaseError
 
 MAX_INFO_BYTES = 1024 * 1024
 _NAMED = re.compile(r"flaxdigits-models-.+-([0-9a-f]{8})")
-
-
-class ReleaseError(ValueError):
-    """The release is refused; nothing in it was loaded. The message says why."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +45,9 @@ class Release:
 def is_release(path) -> bool:
     """A .tar.gz file, or a folder holding SHA256SUMS: what serve and predict read as a release."""
     path = Path(path)
-    if path.name.endswith(release_files.ARCHIVE_SUFFIX):
+    if path.name.endswith(archive.ARCHIVE_SUFFIX):
         return True
-    return path.is_dir() and (path / release_files.SUMS).exists()
+    return path.is_dir() and (path / archive.SUMS).exists()
 
 
 def read_release(path) -> Release:
@@ -70,14 +67,14 @@ def read_release(path) -> Release:
     try:
         if path.is_dir():
             name, files = path.name, _read_folder(path)
-            digest = hashlib.sha256(files.get(release_files.SUMS, b"")).hexdigest()
+            digest = hashlib.sha256(files.get(archive.SUMS, b"")).hexdigest()
         else:
-            data = read_capped(path, release_files.MAX_ARCHIVE_BYTES, "release archive")
-            name, files = release_files.unpack(data)
+            data = read_capped(path, archive.MAX_ARCHIVE_BYTES, "release archive")
+            name, files = archive.unpack(data)
             digest = hashlib.sha256(data).hexdigest()
         _verify(files)
-        _check_name(name, files[release_files.SUMS])
-    except (ReadError, release_files.ReleaseFormatError, ReleaseError) as e:
+        _check_name(name, files[archive.SUMS])
+    except (ReadError, ReleaseError) as e:
         raise ReleaseError(f"{path}: release refused, nothing loaded: {e}") from None
     try:
         info = _info(files)
@@ -97,36 +94,36 @@ def _read_folder(folder: Path) -> dict[str, bytes]:
         for entry in sorted(names):
             full = Path(root) / entry
             rel = full.relative_to(folder).as_posix()
-            release_files.check_relative_path(rel)
+            archive.check_relative_path(rel)
             mode = full.lstat().st_mode
             if not stat.S_ISREG(mode):
                 raise ReleaseError(f"{rel} is a link or special file: only regular files")
-            if len(files) >= release_files.MAX_MEMBERS:
-                raise ReleaseError(f"over {release_files.MAX_MEMBERS} files")
-            files[rel] = read_capped(full, release_files.MAX_MEMBER_BYTES, "file")
+            if len(files) >= archive.MAX_MEMBERS:
+                raise ReleaseError(f"over {archive.MAX_MEMBERS} files")
+            files[rel] = read_capped(full, archive.MAX_MEMBER_BYTES, "file")
             total += len(files[rel])
-            if total > release_files.MAX_UNPACKED_BYTES:
-                raise ReleaseError(f"over {release_files.MAX_UNPACKED_BYTES:,} bytes in all")
+            if total > archive.MAX_UNPACKED_BYTES:
+                raise ReleaseError(f"over {archive.MAX_UNPACKED_BYTES:,} bytes in all")
     return files
 
 
 def _verify(files: dict[str, bytes]) -> None:
     """Every file but SHA256SUMS is listed in it with its sha256, and nothing else is listed."""
-    sums = files.get(release_files.SUMS)
+    sums = files.get(archive.SUMS)
     if sums is None:
-        raise ReleaseError(f"no {release_files.SUMS}: not a flaxdigits release")
-    listed = release_files.parse_sums(sums)
-    present = set(files) - {release_files.SUMS}
+        raise ReleaseError(f"no {archive.SUMS}: not a flaxdigits release")
+    listed = archive.parse_sums(sums)
+    present = set(files) - {archive.SUMS}
     missing = sorted(set(listed) - present)
     if missing:
-        raise ReleaseError(f"{missing[0]} is listed in {release_files.SUMS} but missing")
+        raise ReleaseError(f"{missing[0]} is listed in {archive.SUMS} but missing")
     unlisted = sorted(present - set(listed))
     if unlisted:
-        raise ReleaseError(f"{unlisted[0]} is not listed in {release_files.SUMS}")
+        raise ReleaseError(f"{unlisted[0]} is not listed in {archive.SUMS}")
     for rel in sorted(listed):
         if hashlib.sha256(files[rel]).hexdigest() != listed[rel]:
             raise ReleaseError(
-                f"{rel}: sha256 does not match {release_files.SUMS}: the file was modified or "
+                f"{rel}: sha256 does not match {archive.SUMS}: the file was modified or "
                 "corrupted; download or rebuild the release"
             )
 
@@ -137,23 +134,23 @@ def _check_name(name: str, sums: bytes) -> None:
     match = _NAMED.fullmatch(name)
     if match and hashlib.sha256(sums).hexdigest()[:8] != match.group(1):
         raise ReleaseError(
-            f"the name's digest {match.group(1)} is not that of its {release_files.SUMS}: "
+            f"the name's digest {match.group(1)} is not that of its {archive.SUMS}: "
             "the files were changed together or the release was renamed"
         )
 
 
 def _info(files: dict[str, bytes]) -> dict:
     """release.json, checked: schema, and every model file it names present."""
-    raw = files.get(release_files.INFO)
+    raw = files.get(archive.INFO)
     if raw is None or len(raw) > MAX_INFO_BYTES:
-        raise ReleaseError(f"no usable {release_files.INFO}")
+        raise ReleaseError(f"no usable {archive.INFO}")
     try:
         info = json.loads(raw)
     except (ValueError, RecursionError):
-        raise ReleaseError(f"{release_files.INFO} is not JSON") from None
-    if not isinstance(info, dict) or info.get("schema") != release_files.SCHEMA:
+        raise ReleaseError(f"{archive.INFO} is not JSON") from None
+    if not isinstance(info, dict) or info.get("schema") != archive.SCHEMA:
         raise ReleaseError(
-            f"{release_files.INFO} is not a {release_files.SCHEMA} index: this flaxdigits "
+            f"{archive.INFO} is not a {archive.SCHEMA} index: this flaxdigits "
             "cannot read this release; upgrade flaxdigits"
         )
     for name in contract.MODEL_NAMES:
