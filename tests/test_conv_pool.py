@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from flaxdigits import conv_pool, models
+from flaxdigits import models
+from flaxdigits.models import conv_pool
 
 
 def test_training_max_pool_equals_reduce_window_values_and_grads():

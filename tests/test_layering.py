@@ -22,7 +22,7 @@ LAYERS = {
     "flaxdigits.data.idx": 1,
     "flaxdigits.data.sources": 1,
     "flaxdigits.data.mnist": 1,
-    "flaxdigits.conv_pool": 2,
+    "flaxdigits.models.conv_pool": 2,
     "flaxdigits.models": 2,
     "flaxdigits.config": 3,
     "flaxdigits.augment": 3,

@@ -10,7 +10,8 @@ from flax import nnx
 
 from flaxdigits import models
 from flaxdigits.core import contract
-from flaxdigits.models import Dropout, create_model, drop
+from flaxdigits.models import create_model
+from flaxdigits.models.layers import Dropout, drop
 
 
 @pytest.mark.parametrize(("name", "count"), [("mlp", 101_770), ("cnn", 542_230)])
