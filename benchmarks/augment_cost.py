@@ -22,10 +22,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from flaxdigits import config, mesh, steps
-from flaxdigits.config import TrainConfig
 from flaxdigits.data.mnist import load_mnist
-from flaxdigits.train import compile_step_loop, prepare
+from flaxdigits.training import config, mesh, steps
+from flaxdigits.training.config import TrainConfig
+from flaxdigits.training.train import compile_step_loop, prepare
 
 
 def step_seconds(job: TrainConfig, mnist, calls: int) -> dict[str, float]:

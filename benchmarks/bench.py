@@ -89,8 +89,8 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
 
 def train_bench(mnist, name: str, batch: int, epochs: int) -> dict:
     """flaxdigits training: per-epoch seconds (median), compile, test accuracy per epoch."""
-    from flaxdigits.config import TrainConfig
-    from flaxdigits.train import train
+    from flaxdigits.training.config import TrainConfig
+    from flaxdigits.training.train import train
 
     cfg = TrainConfig(model=name, epochs=epochs, batch_size=batch)
     with tempfile.TemporaryDirectory() as tmp:

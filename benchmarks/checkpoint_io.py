@@ -25,9 +25,9 @@ import jax
 import numpy as np
 
 import flaxdigits
-from flaxdigits import checkpoint
-from flaxdigits.config import TrainConfig
-from flaxdigits.state import init_state
+from flaxdigits.training import checkpoint
+from flaxdigits.training.config import TrainConfig
+from flaxdigits.training.state import init_state
 
 
 def random_state(config: TrainConfig):

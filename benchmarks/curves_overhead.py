@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from flaxdigits import curves
-from flaxdigits.config import TrainConfig
 from flaxdigits.data.mnist import load_mnist
-from flaxdigits.train import train
+from flaxdigits.training import curves
+from flaxdigits.training.config import TrainConfig
+from flaxdigits.training.train import train
 
 
 def time_curve_writes() -> list[float]:

@@ -99,16 +99,16 @@ MODULES: dict[str, Module] = {
         ["tests/test_predictor.py", "tests/test_predictor_contract.py"],
     ),
     "checkpoint": Module(
-        "flaxdigits/checkpoint.py",
-        "flaxdigits/checkpoint.py",
+        "flaxdigits/training/checkpoint.py",
+        "flaxdigits/training/checkpoint.py",
         ["tests/test_checkpoint.py", "tests/test_checkpoint_format.py"],
         isolation="forkserver",
         sample=3,  # ~4.5 s a mutant through the fork server on 2 busy cores: 1 in 3 of 388
     ),
     # The pre-Orbax reader `flaxdigits migrate` runs: sha256 before msgpack parses a byte.
     "checkpoint_v1": Module(
-        "flaxdigits/checkpoint_v1.py",
-        "flaxdigits/checkpoint_v1.py",
+        "flaxdigits/training/checkpoint_v1.py",
+        "flaxdigits/training/checkpoint_v1.py",
         ["tests/test_checkpoint_v1.py"],
         isolation="forkserver",
     ),

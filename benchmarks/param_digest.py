@@ -19,11 +19,11 @@ import jax
 import numpy as np
 from flax import nnx
 
-from flaxdigits.config import TrainConfig
 from flaxdigits.core.contract import MODEL_NAMES
 from flaxdigits.data.mnist import load_mnist
 from flaxdigits.runs import load_run
-from flaxdigits.train import train
+from flaxdigits.training.config import TrainConfig
+from flaxdigits.training.train import train
 
 
 def digests(epochs: int = 1, recipe: str = "seed") -> dict[str, str]:

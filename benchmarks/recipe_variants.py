@@ -32,12 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flaxdigits import config as C
 from flaxdigits.core import contract
 from flaxdigits.data.mnist import load_mnist
 from flaxdigits.runs import load_run
 from flaxdigits.serve import robustness
-from flaxdigits.train import train
+from flaxdigits.training import config as C
+from flaxdigits.training.train import train
 
 # (distortion, level): the acceptance levels of the robust recipe, and the thick end between.
 LEVELS = (

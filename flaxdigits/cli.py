@@ -32,7 +32,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _train_config(args: argparse.Namespace):
-    from flaxdigits.config import TrainConfig
+    from flaxdigits.training.config import TrainConfig
 
     return TrainConfig.for_recipe(
         args.recipe,
@@ -45,7 +45,7 @@ def _train_config(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from flaxdigits import distributed
+    from flaxdigits.training import distributed
 
     config = _train_config(args)  # a bad flag fails before the job forms
     if args.distributed or args.coordinator is not None:
@@ -60,7 +60,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     elif args.num_processes is not None or args.process_id is not None:
         raise ValueError("--num-processes and --process-id need --coordinator (or --distributed)")
     from flaxdigits.data.mnist import load_mnist, subset
-    from flaxdigits.train import train
+    from flaxdigits.training.train import train
 
     main_process = distributed.process_index() == 0  # the one that logs and writes metrics
     mnist = load_mnist(args.source, log=print if main_process else lambda _: None)

@@ -55,8 +55,8 @@ def run_dir_for(runs: Path, name: str, seed: int) -> Path:
 
 def _run_one(config, run_dir: Path, snapshot_epochs: Sequence[int], data) -> dict[str, Any]:
     """Reuse (or train / resume) one run and return its metrics."""
-    from flaxdigits import checkpoint
-    from flaxdigits.train import train
+    from flaxdigits.training import checkpoint
+    from flaxdigits.training.train import train
 
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists():
@@ -93,10 +93,10 @@ def compare(
     """
     import jax
 
-    from flaxdigits.config import TrainConfig
     from flaxdigits.data.mnist import load_mnist
     from flaxdigits.models import create_model, flops_per_image
     from flaxdigits.runs import evaluate_run
+    from flaxdigits.training.config import TrainConfig
 
     epochs = sorted(set(int(e) for e in epochs))
     if not epochs or epochs[0] < 1 or seeds < 1:

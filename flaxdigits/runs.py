@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from flaxdigits import checkpoint, checkpoint_v1, models
-from flaxdigits.config import TrainConfig
+from flaxdigits import models
 from flaxdigits.core.atomic import write_json_atomic
 from flaxdigits.data.mnist import MNIST, Split, load_mnist, split_mnist
-from flaxdigits.evaluation import evaluate_arrays, evaluate_splits, summarize_splits
-from flaxdigits.state import abstract_state
+from flaxdigits.training import checkpoint, checkpoint_v1
+from flaxdigits.training.config import TrainConfig
+from flaxdigits.training.evaluate import evaluate_arrays, evaluate_splits, summarize_splits
+from flaxdigits.training.state import abstract_state
 
 CheckpointError = checkpoint.CheckpointError
 

@@ -68,8 +68,8 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
 @pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory, mnist) -> dict[str, Path]:
     """Run dirs of MLP and CNN trained 1 epoch with the default recipe on real MNIST."""
-    from flaxdigits.config import TrainConfig
-    from flaxdigits.train import train
+    from flaxdigits.training.config import TrainConfig
+    from flaxdigits.training.train import train
 
     def build(root: Path) -> None:
         for name in MODEL_NAMES:

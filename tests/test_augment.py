@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flaxdigits import augment
-from flaxdigits.config import RECIPES, Augment
+from flaxdigits.training import augment
+from flaxdigits.training.config import RECIPES, Augment
 
 ROBUST = RECIPES["robust"]["cnn"].augment  # the stronger of the two models'
 

@@ -8,10 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from flaxdigits import checkpoint
-from flaxdigits.config import TrainConfig
 from flaxdigits.runs import load_run
-from flaxdigits.state import abstract_state, init_state
+from flaxdigits.training import checkpoint
+from flaxdigits.training.config import TrainConfig
+from flaxdigits.training.state import abstract_state, init_state
 
 CONFIG = TrainConfig(model="mlp", epochs=2, batch_size=100)
 

@@ -1,4 +1,4 @@
-"""The checkpoint format's promises (flaxdigits/checkpoint.py's docstring), one by one:
+"""The checkpoint format's promises (flaxdigits/training/checkpoint.py's docstring), one by one:
 
 the step directory and pointer layout, the pointer's manifest of every file, the two newest steps
 kept without ever deleting the one just written, a killed save's leftovers cleared, and every way
@@ -19,9 +19,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from flaxdigits import checkpoint
-from flaxdigits.checkpoint import FORMAT, POINTER, STEPS, CheckpointError
 from flaxdigits.core import atomic
+from flaxdigits.training import checkpoint
+from flaxdigits.training.checkpoint import FORMAT, POINTER, STEPS, CheckpointError
 
 
 class State(NamedTuple):
@@ -261,7 +261,11 @@ def test_the_digest_is_of_the_manifest_whatever_order_it_is_listed_in(tmp_path):
 
 
 def test_a_checkpoint_of_the_msgpack_format_says_how_to_convert_it(tmp_path):
-    old = {"format": "flaxdigits.checkpoint.v1", "file": "ckpt-0001.msgpack", "sha256": "0" * 64}
+    old = {
+        "format": "flaxdigits.checkpoint.v1",
+        "file": "ckpt-0001.msgpack",
+        "sha256": "0" * 64,
+    }
     (tmp_path / POINTER).write_text(json.dumps(old))
     message = (
         f"{tmp_path / POINTER}: this run was saved in the msgpack format of flaxdigits before "

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from flaxdigits import checkpoint, cli
-from flaxdigits.config import TrainConfig
+from flaxdigits import cli
 from flaxdigits.runs import load_run, migrate_run
-from flaxdigits.state import init_state
+from flaxdigits.training import checkpoint
+from flaxdigits.training.config import TrainConfig
+from flaxdigits.training.state import init_state
 
 
 def _write_v1(run, config: TrainConfig, epoch=2, rename=None):

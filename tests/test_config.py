@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from flaxdigits.config import RECIPES, TrainConfig
+from flaxdigits.training.config import RECIPES, TrainConfig
 
 
 def test_config_validation_is_actionable():

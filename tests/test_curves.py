@@ -14,10 +14,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from flaxdigits import curves
-from flaxdigits.config import TrainConfig
 from flaxdigits.data.mnist import MNIST
-from flaxdigits.state import learning_rate
+from flaxdigits.training import curves
+from flaxdigits.training.config import TrainConfig
+from flaxdigits.training.state import learning_rate
 
 
 def _read(logdir) -> EventAccumulator:
@@ -128,7 +128,7 @@ def test_only_process_zero_writes_and_the_opt_out_writes_nothing(tmp_path, monke
 
 
 def test_the_cli_opt_out_reaches_training(tmp_path, monkeypatch):
-    import flaxdigits.train as train_module
+    import flaxdigits.training.train as train_module
     from flaxdigits import cli
 
     seen = []
@@ -162,7 +162,7 @@ def tiny(mnist) -> MNIST:
 def k10(monkeypatch):
     """The step loop syncs every 10 steps (results do not depend on it): several points per
     epoch of a tiny run."""
-    import flaxdigits.train as train_module
+    import flaxdigits.training.train as train_module
 
     monkeypatch.setattr(train_module, "STEPS_PER_CALL", 10)
     return 10
@@ -170,7 +170,7 @@ def k10(monkeypatch):
 
 @pytest.mark.slow
 def test_a_cnn_run_writes_its_metrics_json_history_as_it_trains(tmp_path, tiny, k10):
-    from flaxdigits.train import train
+    from flaxdigits.training.train import train
 
     config = TrainConfig(model="cnn", epochs=2, batch_size=50)  # 36 steps per epoch
     metrics = train(config, tmp_path / "run", data=tiny, progress=False, log=lambda _: None)
@@ -203,7 +203,7 @@ class _Killed(Exception):
 
 @pytest.mark.slow
 def test_a_resumed_runs_curves_equal_an_uninterrupted_runs(tmp_path, tiny, k10, monkeypatch):
-    from flaxdigits.train import train
+    from flaxdigits.training.train import train
 
     config = TrainConfig(model="mlp", epochs=2, batch_size=50)  # 36 steps per epoch
     quiet = {"data": tiny, "progress": False, "log": lambda _: None}

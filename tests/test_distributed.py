@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flaxdigits import cli
-from flaxdigits.distributed import DistributedError, Job
+from flaxdigits.training.distributed import DistributedError, Job
 
 
 @pytest.mark.parametrize(

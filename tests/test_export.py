@@ -16,15 +16,16 @@ import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from flaxdigits import checkpoint, onnxrt
-from flaxdigits.checkpoint import CheckpointError
+from flaxdigits import onnxrt
 from flaxdigits.cli import main
-from flaxdigits.config import TrainConfig
 from flaxdigits.core import contract
 from flaxdigits.export import onnx_export, onnx_graph
 from flaxdigits.export.onnx_export import ExportError, export_run
 from flaxdigits.runs import load_run
-from flaxdigits.state import init_state
+from flaxdigits.training import checkpoint
+from flaxdigits.training.checkpoint import CheckpointError
+from flaxdigits.training.config import TrainConfig
+from flaxdigits.training.state import init_state
 
 NAMES = contract.MODEL_NAMES
 FILES = tuple(f"{name}{variant}.onnx" for name in NAMES for variant in ("", ".int8"))

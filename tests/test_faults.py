@@ -17,18 +17,18 @@ import jax
 import numpy as np
 import pytest
 
-from flaxdigits import checkpoint
 from flaxdigits.core import atomic
 from flaxdigits.runs import load_run
+from flaxdigits.training import checkpoint
 
 # Tiny epochs (10 steps each) so that much of the run is spent writing checkpoints.
 SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from flaxdigits.config import TrainConfig
+    from flaxdigits.training.config import TrainConfig
     from flaxdigits.data.mnist import MNIST, load_mnist
-    from flaxdigits.train import train
+    from flaxdigits.training.train import train
 
     m = load_mnist("cache")
     tiny = MNIST(m.train_images[:220], m.train_labels[:220], m.test_images[:100],

@@ -24,17 +24,17 @@ LAYERS = {
     "flaxdigits.data.mnist": 1,
     "flaxdigits.models.conv_pool": 2,
     "flaxdigits.models": 2,
-    "flaxdigits.config": 3,
-    "flaxdigits.augment": 3,
-    "flaxdigits.state": 3,
-    "flaxdigits.evaluation": 3,
-    "flaxdigits.steps": 3,
-    "flaxdigits.mesh": 3,
-    "flaxdigits.checkpoint": 3,
-    "flaxdigits.curves": 3,
-    "flaxdigits.checkpoint_v1": 3,
-    "flaxdigits.distributed": 3,
-    "flaxdigits.train": 3,
+    "flaxdigits.training.config": 3,
+    "flaxdigits.training.augment": 3,
+    "flaxdigits.training.state": 3,
+    "flaxdigits.training.evaluate": 3,
+    "flaxdigits.training.steps": 3,
+    "flaxdigits.training.mesh": 3,
+    "flaxdigits.training.checkpoint": 3,
+    "flaxdigits.training.curves": 3,
+    "flaxdigits.training.checkpoint_v1": 3,
+    "flaxdigits.training.distributed": 3,
+    "flaxdigits.training.train": 3,
     "flaxdigits.runs": 4,
     "flaxdigits.report": 5,
     "flaxdigits.report_robust": 5,
@@ -143,6 +143,11 @@ def test_the_rule_catches_what_it_guards(tmp_path):
     folder = tmp_path / "serve"
     folder.mkdir()
     bad = folder / "bad.py"
-    bad.write_text("def f():\n    import jax\n    from flaxdigits.train import train\n")
-    assert {"jax", "flaxdigits.train", "flaxdigits.train.train"} <= imports_of(bad)
-    assert layer_of(module_name(bad, tmp_path)) == 6 and layer_of("flaxdigits.train.train") == 3
+    bad.write_text("def f():\n    import jax\n    from flaxdigits.training.train import train\n")
+    assert {"jax", "flaxdigits.training.train", "flaxdigits.training.train.train"} <= imports_of(
+        bad
+    )
+    assert (
+        layer_of(module_name(bad, tmp_path)) == 6
+        and layer_of("flaxdigits.training.train.train") == 3
+    )

@@ -22,9 +22,9 @@ import jax
 import numpy as np
 import pytest
 
-from flaxdigits import checkpoint, distributed
 from flaxdigits.core import atomic
 from flaxdigits.runs import load_run
+from flaxdigits.training import checkpoint, distributed
 from tests.support.ports import free_port
 
 # 1,600 real MNIST digits (1,440 train, 160 val), batch 64: 22 steps per epoch, 3 epochs.

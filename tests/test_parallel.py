@@ -15,10 +15,10 @@ SCRIPT = textwrap.dedent(
     import json, sys, tempfile
     from pathlib import Path
     import jax, numpy as np
-    from flaxdigits.config import TrainConfig
+    from flaxdigits.training.config import TrainConfig
     from flaxdigits.data.mnist import MNIST, load_mnist
     from flaxdigits.runs import load_run
-    from flaxdigits.train import train
+    from flaxdigits.training.train import train
 
     assert len(jax.local_devices()) == 4, jax.local_devices()
     m = load_mnist("cache")

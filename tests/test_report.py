@@ -46,7 +46,9 @@ def test_a_run_of_another_recipe_is_not_reused(tmp_path, trained_runs, monkeypat
     for name, run_dir in trained_runs.items():
         shutil.copytree(run_dir, tmp_path / name)
     trained = []
-    monkeypatch.setattr("flaxdigits.train.train", lambda config, *a, **k: trained.append(config))
+    monkeypatch.setattr(
+        "flaxdigits.training.train.train", lambda config, *a, **k: trained.append(config)
+    )
     with pytest.raises(TypeError):  # the stub returns no metrics: only the call matters here
         report.compare(epochs=[1], batch_size=64, out=tmp_path / "out", runs_dir=tmp_path)
     assert trained and trained[0].batch_size == 64  # batch 32 runs do not answer a batch-64 report

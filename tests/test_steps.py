@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flaxdigits import augment, mesh, steps
-from flaxdigits.config import TrainConfig
 from flaxdigits.data.mnist import MNIST
-from flaxdigits.train import compile_step_loop, prepare
+from flaxdigits.training import augment, mesh, steps
+from flaxdigits.training.config import TrainConfig
+from flaxdigits.training.train import compile_step_loop, prepare
 
 
 def test_cpu_step_loop_updates_the_kernel_in_place_with_the_same_numbers(mnist, monkeypatch):

@@ -9,12 +9,12 @@ import jax
 import numpy as np
 import pytest
 
-from flaxdigits import checkpoint
-from flaxdigits import config as C
-from flaxdigits.config import TrainConfig
 from flaxdigits.data.mnist import MNIST
 from flaxdigits.runs import load_run
-from flaxdigits.train import train
+from flaxdigits.training import checkpoint
+from flaxdigits.training import config as C
+from flaxdigits.training.config import TrainConfig
+from flaxdigits.training.train import train
 
 METRIC_KEYS = {
     "model",
@@ -104,7 +104,7 @@ def test_same_seed_is_bitwise_deterministic_and_seed_matters(tmp_path, small):
 def test_step_loop_runs_under_a_host_to_device_transfer_guard(tmp_path, small, monkeypatch):
     # train() guards its step loop; an implicit copy inside the loop must fail loudly.
     train(TrainConfig(model="mlp", epochs=1), tmp_path / "ok", data=small, progress=False)
-    import flaxdigits.train as train_module
+    import flaxdigits.training.train as train_module
 
     def host_split(split, sharding):  # left on the host: every step would copy it
         return split

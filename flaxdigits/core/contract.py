@@ -11,7 +11,7 @@ import numpy as np
 
 # The two compared architectures, in report and page order.
 MODEL_NAMES = ("mlp", "cnn")
-# How a model was trained (flaxdigits/config.py RECIPES): the same graphs either way.
+# How a model was trained (flaxdigits/training/config.py RECIPES): the same graphs either way.
 RECIPE_NAMES = ("seed", "robust")
 
 # The model input: float32 [N, 28, 28, 1] NHWC, values in [0, 1], white digit on black (MNIST).

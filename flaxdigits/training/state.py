@@ -10,7 +10,7 @@ import optax
 from flax import nnx
 
 from flaxdigits import models
-from flaxdigits.config import TrainConfig
+from flaxdigits.training.config import TrainConfig
 
 
 class TrainState(NamedTuple):

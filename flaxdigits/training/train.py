@@ -18,13 +18,14 @@ import numpy as np
 from flax import nnx
 
 import flaxdigits
-from flaxdigits import checkpoint, curves, mesh, models
-from flaxdigits.config import TrainConfig
+from flaxdigits import models
 from flaxdigits.core.atomic import write_json_atomic
 from flaxdigits.data.mnist import MNIST, Split, load_mnist, split_mnist
-from flaxdigits.evaluation import evaluate_arrays, evaluate_splits, summarize_splits
-from flaxdigits.state import TrainState, init_state, make_optimizer
-from flaxdigits.steps import STEPS_PER_CALL, StepSpec, compile_train_steps, epoch_order
+from flaxdigits.training import checkpoint, curves, mesh
+from flaxdigits.training.config import TrainConfig
+from flaxdigits.training.evaluate import evaluate_arrays, evaluate_splits, summarize_splits
+from flaxdigits.training.state import TrainState, init_state, make_optimizer
+from flaxdigits.training.steps import STEPS_PER_CALL, StepSpec, compile_train_steps, epoch_order
 
 # The epoch's permutation, compiled once per training size (the size is static).
 _epoch_order = jax.jit(epoch_order, static_argnums=2)
@@ -71,7 +72,7 @@ def train(
         (a 10-epoch run snapshotted at 5 equals a 5-epoch run: same seed, same data order).
       devices: data-parallel over this many local devices (None: all); the global batch
         config.batch_size is split across them, parameters are replicated. In a
-        jax.distributed job (flaxdigits.distributed.join first) every process calls train()
+        jax.distributed job (flaxdigits.training.distributed.join first) every process calls train()
         alike and the mesh spans all processes' devices; only process 0 logs and writes
         metrics.json, every process takes part in each checkpoint.
       log: line printer.

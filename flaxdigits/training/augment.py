@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flaxdigits.config import Augment
+from flaxdigits.training.config import Augment
 
 SIDE = 28
 FRAME_CENTRE = (SIDE - 1) / 2  # 13.5: the affine maps turn about the middle of the frame

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from flaxdigits.checkpoint import OLD_FORMAT, POINTER, CheckpointError, check_fit
+from flaxdigits.training.checkpoint import OLD_FORMAT, POINTER, CheckpointError, check_fit
 
 _FILE_RE = re.compile(r"^ckpt-(\d{4,})\.msgpack$")
 # Key renames for checkpoints written before the CNN kept its conv bias inside nnx.Conv (same

@@ -15,11 +15,12 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from flaxdigits import augment, models
-from flaxdigits.config import Augment
+from flaxdigits import models
 from flaxdigits.core import contract
-from flaxdigits.evaluation import loss_and_logits
-from flaxdigits.state import TrainState
+from flaxdigits.training import augment
+from flaxdigits.training.config import Augment
+from flaxdigits.training.evaluate import loss_and_logits
+from flaxdigits.training.state import TrainState
 
 # Training steps per jitted call (a fori_loop on the device); the host syncs once per call to
 # update the progress bar. Results do not depend on it.

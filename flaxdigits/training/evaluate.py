@@ -11,9 +11,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from flaxdigits.config import TrainConfig
 from flaxdigits.core import contract
 from flaxdigits.data.mnist import Split
+from flaxdigits.training.config import TrainConfig
 
 
 def loss_and_logits(graphdef: nnx.GraphDef, params: nnx.State, images, labels, dropout=None):

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from flaxdigits.config import TrainConfig
-from flaxdigits.state import learning_rate
+from flaxdigits.training.config import TrainConfig
+from flaxdigits.training.state import learning_rate
 
 TB_DIR = "tb"  # under the run directory: `tensorboard --logdir runs` finds every run's
 # A live view sees the K-step points within this many seconds, not only at the epoch's end.
