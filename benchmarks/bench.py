@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flaxdigits import onnxrt
 from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_json_atomic, write_text_atomic
+from flaxdigits.serve.runtime import session as onnxrt
 
 SEED_TARGETS = {"mlp": 0.977, "cnn": 0.986}  # the seed's 5-epoch test accuracies
 
@@ -178,8 +178,8 @@ def canvas_bench(models_dir: Path, mnist, runs: int) -> dict:
     """Preprocessing per 800x800 canvas, and canvas -> both predictions end to end."""
     from PIL import Image
 
-    from flaxdigits.serve.predictor import Predictor
-    from flaxdigits.serve.preprocess import preprocess
+    from flaxdigits.serve.runtime.predictor import Predictor
+    from flaxdigits.serve.runtime.preprocess import preprocess
 
     digit = Image.fromarray(255 - mnist.test_images[0]).resize((560, 560), Image.BILINEAR)
     canvas = Image.new("L", (800, 800), 255)
@@ -205,7 +205,7 @@ import json, sys, time
 t = time.perf_counter()
 if {gradio}:
     import gradio  # noqa: F401
-from flaxdigits.serve.predictor import Predictor
+from flaxdigits.serve.runtime.predictor import Predictor
 ps = [Predictor(sys.argv[1] + "/mlp.onnx"), Predictor(sys.argv[1] + "/cnn.onnx")]
 cold = time.perf_counter() - t
 import numpy as np

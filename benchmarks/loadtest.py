@@ -55,9 +55,9 @@ def drawings(directory: Path, n: int, seed: int = 0) -> list[tuple[Path, int]]:
 
 def offline_answers(models: Path, files: list[Path]) -> dict[str, dict]:
     """What the offline predictor says for each file (the reference for the server's answers)."""
-    from flaxdigits.serve.decode import load_image_file
-    from flaxdigits.serve.predictor import Predictor
-    from flaxdigits.serve.preprocess import preprocess
+    from flaxdigits.serve.runtime.decode import load_image_file
+    from flaxdigits.serve.runtime.predictor import Predictor
+    from flaxdigits.serve.runtime.preprocess import preprocess
 
     predictors = {n: Predictor(models / f"{n}.onnx") for n in contract.MODEL_NAMES}
     answers = {}

@@ -6,10 +6,10 @@
 For each module (default: all of MODULES) a staging tree is built under build/mutation/MODULE/
 with the source laid out as it is installed (serve/ -> flaxdigits/serve/, export/ ->
 flaxdigits/export/), so that mutmut's mutant names, which it derives from the file path, equal the
-import names the tests use (flaxdigits.serve.preprocess, not serve.preprocess). mutmut copies that
-tree to build/mutation/MODULE/mutants/, puts it first on sys.path (ahead of the editable install's
-finder) and runs, for each mutant, the module's fast tests that reach the mutated function,
-`-m "not slow"`, `-x`, no random order. The working tree is never modified.
+import names the tests use (flaxdigits.serve.runtime.preprocess, not serve.runtime.preprocess).
+mutmut copies that tree to build/mutation/MODULE/mutants/, puts it first on sys.path (ahead of the
+editable install's finder) and runs, for each mutant, the module's fast tests that reach the
+mutated function, `-m "not slow"`, `-x`, no random order. The working tree is never modified.
 
 A module's score is killed / (mutants - listed equivalent ones). EQUIVALENT_BY_SHORT_NAME names
 every mutant that changes nothing observable, with why; ACCEPTED_BY_SHORT_NAME the few that change
@@ -79,8 +79,8 @@ MODULES: dict[str, Module] = {
     # canvases within time and memory budgets, 8 s a run) is left out: it guards budgets, not
     # pixels, and would cost 8 s for every surviving mutant.
     "preprocess": Module(
-        "serve/preprocess.py",
-        "flaxdigits/serve/preprocess.py",
+        "serve/runtime/preprocess.py",
+        "flaxdigits/serve/runtime/preprocess.py",
         [
             "tests/test_preprocess.py",
             "tests/test_preprocess_fuzz.py",
@@ -94,8 +94,8 @@ MODULES: dict[str, Module] = {
         ],
     ),
     "predictor": Module(
-        "serve/predictor.py",
-        "flaxdigits/serve/predictor.py",
+        "serve/runtime/predictor.py",
+        "flaxdigits/serve/runtime/predictor.py",
         ["tests/test_predictor.py", "tests/test_predictor_contract.py"],
     ),
     "checkpoint": Module(

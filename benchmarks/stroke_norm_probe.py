@@ -28,8 +28,8 @@ from PIL import Image, ImageFilter
 from flaxdigits.data.mnist import load_mnist
 from flaxdigits.serve.canvas_eval import render_canvas
 from flaxdigits.serve.distort import thickness
-from flaxdigits.serve.predictor import Predictor
-from flaxdigits.serve.preprocess import ImageInputError, preprocess
+from flaxdigits.serve.runtime.predictor import Predictor
+from flaxdigits.serve.runtime.preprocess import ImageInputError, preprocess
 
 BOX = 80  # px: the crop's longer side when its strokes are measured (MNIST's 20 px box x 4)
 LEVELS = (-0.5, 0.0, 1.0, 1.5, 1.75, 2.0, 2.5)  # px per stroke edge, as `flaxdigits robustness`

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from flaxdigits import onnxrt
 from flaxdigits.core import contract
+from flaxdigits.serve.runtime import session as onnxrt
 
 
 def benchmark(

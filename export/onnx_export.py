@@ -21,7 +21,6 @@ import numpy as np
 import onnx
 
 import flaxdigits
-from flaxdigits import onnxrt
 from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_bytes_atomic, write_json_atomic
 from flaxdigits.data.mnist import load_mnist
@@ -36,6 +35,7 @@ from flaxdigits.export.onnx_graph import (
     to_onnx_model,
 )
 from flaxdigits.runs import Run, load_run
+from flaxdigits.serve.runtime import session as onnxrt
 
 # Oldest onnxruntime both files were loaded and run in (by hand, in throwaway venvs): 1.7.0,
 # also 1.8.0 and 1.15.0; 1.6.0 runs the float file but has no DequantizeLinear-13 for int8;

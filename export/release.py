@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import flaxdigits
-from flaxdigits import onnxrt
 from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_bytes_atomic
 from flaxdigits.core.files import ReadError, read_capped
@@ -31,6 +30,7 @@ from flaxdigits.export.benchmark import benchmark
 from flaxdigits.export.model_card import LICENSE, VARIANTS, file_accuracy, model_card
 from flaxdigits.release import archive
 from flaxdigits.release.archive import ReleaseError
+from flaxdigits.serve.runtime import session as onnxrt
 
 MAX_FILE_BYTES = archive.MAX_MEMBER_BYTES
 LATENCY_BATCHES = (1, 256)

@@ -171,7 +171,7 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from flaxdigits.serve.cli import predict_files
-    from flaxdigits.serve.decode import configure_pillow
+    from flaxdigits.serve.runtime.decode import configure_pillow
 
     configure_pillow()  # pixel cap and decoder allow-list for this process
     return predict_files(

@@ -30,13 +30,6 @@ from starlette.middleware import Middleware
 from flaxdigits.core import contract
 from flaxdigits.serve.budgets import SESSIONS, describe_budgets
 from flaxdigits.serve.components import bounded_sketchpad, path_file
-from flaxdigits.serve.decode import (
-    EXTENSIONS,
-    FORMAT_NAMES,
-    MAX_FILE_BYTES,
-    ImageInputError,
-    configure_pillow,
-)
 from flaxdigits.serve.guard import Guard, bound_logs
 from flaxdigits.serve.page import (
     CANVAS_SIZE,
@@ -50,8 +43,15 @@ from flaxdigits.serve.page import (
     render_result,
     render_steps,
 )
-from flaxdigits.serve.predictor import Predictor
-from flaxdigits.serve.preprocess import EmptyCanvasError
+from flaxdigits.serve.runtime.decode import (
+    EXTENSIONS,
+    FORMAT_NAMES,
+    MAX_FILE_BYTES,
+    ImageInputError,
+    configure_pillow,
+)
+from flaxdigits.serve.runtime.predictor import Predictor
+from flaxdigits.serve.runtime.preprocess import EmptyCanvasError
 from flaxdigits.serve.temp_files import TempFiles
 
 API_NAME = "predict"

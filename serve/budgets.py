@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flaxdigits.serve.decode import MAX_FILE_BYTES
+from flaxdigits.serve.runtime.decode import MAX_FILE_BYTES
 from flaxdigits.serve.temp_files import EVICT_AFTER_S, TEMP_DIR_BYTES
 
 KIB, MIB = 1024, 1024 * 1024

@@ -27,7 +27,6 @@ from PIL import Image, ImageFilter
 
 from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_json_atomic
-from flaxdigits.serve.decode import ImageInputError
 from flaxdigits.serve.mnist_eval import (
     accuracy,
     check_limit,
@@ -36,8 +35,9 @@ from flaxdigits.serve.mnist_eval import (
     worker_count,
     worker_pool,
 )
-from flaxdigits.serve.predictor import Predictor, model_files
-from flaxdigits.serve.preprocess import preprocess
+from flaxdigits.serve.runtime.decode import ImageInputError
+from flaxdigits.serve.runtime.predictor import Predictor, model_files
+from flaxdigits.serve.runtime.preprocess import preprocess
 
 SCHEMA = "flaxdigits.canvas_accuracy.v1"
 CANVAS_SIDE = (280, 800)  # pixels, each side drawn independently

@@ -11,9 +11,9 @@ from PIL import Image
 from flaxdigits.core import contract
 from flaxdigits.release import reader as release
 from flaxdigits.serve import inputs
-from flaxdigits.serve.decode import ImageInputError, load_image_file
-from flaxdigits.serve.predictor import ModelLoadError, Prediction, Predictor
-from flaxdigits.serve.preprocess import preprocess
+from flaxdigits.serve.runtime.decode import ImageInputError, load_image_file
+from flaxdigits.serve.runtime.predictor import ModelLoadError, Prediction, Predictor
+from flaxdigits.serve.runtime.preprocess import preprocess
 
 EXIT_OK, EXIT_FILE_FAILED, EXIT_BAD_MODEL = 0, 1, 2
 

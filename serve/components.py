@@ -5,7 +5,7 @@
   id; an id that is never submitted stays for good, and a layer index extends a list to that
   length. Here the store is bounded (BlobStore: layer indices the page offers, a TTL, a total
   and a per-client byte budget, oldest evicted first), and the value is handed over as the
-  encoded bytes (or file paths) untouched: serve/decode.py decodes them with its size checks
+  encoded bytes (or file paths) untouched: serve/runtime/decode.py decodes them with its size checks
   before any pixel, which no process-wide warnings filter can switch off. Gradio's editor
   decodes inside `warnings.simplefilter("ignore")`, which while it runs disarms Pillow's
   bomb-warning-as-error rule in every other thread.
@@ -143,7 +143,7 @@ def bounded_sketchpad(*, store: BlobStore | None = None, **kwargs) -> gr.Sketchp
     are replaced, not subclassed: a Gradio component subclass makes Gradio write a .pyi stub
     beside its module on import. preprocess returns {"background", "layers", "composite"}
     holding encoded image bytes (the browser's blobs) or file paths (a value sent as files),
-    for flaxdigits.serve.preprocess to decode with decode.py's checks.
+    for flaxdigits.serve.runtime.preprocess to decode with decode.py's checks.
     """
     sketch = gr.Sketchpad(**kwargs)
     sketch.store = store = store or BlobStore()

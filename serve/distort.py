@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from flaxdigits.core import contract
-from flaxdigits.serve.preprocess import preprocess
+from flaxdigits.serve.runtime.preprocess import preprocess
 
 CANVAS_SIDE = 56  # pixels; the digit's 28x28 box sits at [14, 42) on both axes
 SUPERSAMPLE = 4  # resolution factor of the geometry and thickness steps

@@ -32,7 +32,6 @@ VENDORED_BASE = (
     "cli.py",
     "cli_parser.py",
     "core",
-    "onnxrt.py",
     "data",
     "release",
 )

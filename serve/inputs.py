@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
-from flaxdigits.serve.decode import EXTENSIONS
+from flaxdigits.serve.runtime.decode import EXTENSIONS
 
 STDIN = "-"
 

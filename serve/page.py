@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image
 
 from flaxdigits.core import contract
-from flaxdigits.serve.decode import FORMAT_NAMES, ImageInputError
-from flaxdigits.serve.predictor import Prediction, Predictor
-from flaxdigits.serve.preprocess import EmptyCanvasError, Preprocessed, preprocess
+from flaxdigits.serve.runtime.decode import FORMAT_NAMES, ImageInputError
+from flaxdigits.serve.runtime.predictor import Prediction, Predictor
+from flaxdigits.serve.runtime.preprocess import EmptyCanvasError, Preprocessed, preprocess
 
 CANVAS_SIZE = (400, 400)  # (width, height) in pixels
 STEP_SIDE = 112  # steps smaller than this are shown enlarged with crisp (nearest) pixels

@@ -36,8 +36,8 @@ from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_json_atomic
 from flaxdigits.serve import mnist_eval
 from flaxdigits.serve.distort import CANVAS_SIDE, DISTORTIONS, SUPERSAMPLE, recentre
-from flaxdigits.serve.predictor import Predictor, model_files
-from flaxdigits.serve.preprocess import EmptyCanvasError
+from flaxdigits.serve.runtime.predictor import Predictor, model_files
+from flaxdigits.serve.runtime.preprocess import EmptyCanvasError
 
 SCHEMA = "flaxdigits.robustness.v1"
 # Levels per distortion (serve/distort.py DISTORTIONS), each holding its identity level.

@@ -4,7 +4,7 @@
 onnxruntime-web's WebAssembly files from web/node_modules (pinned in web/package-lock.json,
 installed by `npm ci`), the two models (checked by the Predictor, as the Gradio page loads
 them), and site.json: each model's metadata and the preprocessing constants of
-serve/preprocess.py, so the JavaScript port reads the reference's numbers instead of copying
+serve/runtime/preprocess.py, so the JavaScript port reads the reference's numbers instead of copying
 them. Nothing on the page is fetched from anywhere but the site itself; the Content-Security-
 Policy (a <meta> in index.html and a `_headers` file for hosts that read one) says so.
 """
@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 
 from flaxdigits.core import atomic, contract
-from flaxdigits.serve import preprocess as pre
 from flaxdigits.serve.page import CANVAS_SIZE
-from flaxdigits.serve.predictor import Predictor
+from flaxdigits.serve.runtime import preprocess as pre
+from flaxdigits.serve.runtime.predictor import Predictor
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 SOURCES = ("index.html", "app.js", "preprocess.js", "style.css", "favicon.svg")
@@ -73,7 +73,7 @@ class SiteError(RuntimeError):
 
 
 def preprocess_constants() -> dict:
-    """serve/preprocess.py's numbers, as web/preprocess.js reads them from site.json."""
+    """serve/runtime/preprocess.py's numbers, as web/preprocess.js reads them from site.json."""
     return {
         "methods": list(contract.PREPROCESS_METHODS),
         "default_method": contract.DEFAULT_PREPROCESS_METHOD,

@@ -107,7 +107,7 @@ def ink():
 @pytest.fixture(scope="session")
 def reference(ink):
     """What preprocess makes of `ink`: the image every other form of the drawing must give."""
-    from flaxdigits.serve.preprocess import preprocess
+    from flaxdigits.serve.runtime.preprocess import preprocess
 
     return preprocess(ink).image
 

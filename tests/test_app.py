@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 
@@ -24,9 +23,10 @@ from PIL import Image
 
 from flaxdigits.core import contract
 from flaxdigits.serve import app, budgets, page
-from flaxdigits.serve.decode import MAX_FILE_BYTES
 from flaxdigits.serve.guard import Guard
-from flaxdigits.serve.predictor import Predictor
+from flaxdigits.serve.runtime.decode import MAX_FILE_BYTES
+from flaxdigits.serve.runtime.predictor import Predictor
+from tests.programs import command
 from tests.support.drawings import card_digit, drawing
 
 # ---------------------------------------------------------------------------------- loading
@@ -100,18 +100,11 @@ def test_page_events_are_private_latest_only_and_share_one_concurrency_group(toy
 
 
 def test_page_never_imports_jax_flax_or_matplotlib(toy_dir):
-    script = (
-        "import sys\n"
-        "from flaxdigits.serve import app\n"
-        "app.build_app(app.load_predictors(sys.argv[1]))\n"
-        "heavy = ('jax', 'jaxlib', 'flax', 'optax', 'matplotlib')\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
-    )
     result = subprocess.run(
-        [sys.executable, "-c", script, str(toy_dir)], capture_output=True, text=True, timeout=120
+        command("heavy_imports", "--page", toy_dir), capture_output=True, text=True, timeout=120
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["heavy"] == []
 
 
 def test_launch_options_are_loopback_private_and_capped():

@@ -11,6 +11,7 @@ import numpy as np
 
 from flaxdigits import cli
 from flaxdigits.cli import main
+from tests.programs import command
 
 
 def _run(*args, **kwargs):
@@ -95,14 +96,8 @@ def test_canvas_eval_without_models_is_one_line_and_writes_nothing(tmp_path, cap
 
 def test_serve_exit_timer_ends_a_shutdown_held_by_a_thread():
     # A non-daemon thread that outlives main() holds Python's exit open; the timer ends it.
-    code = (
-        "import threading, time\n"
-        "from flaxdigits import cli\n"
-        "threading.Thread(target=time.sleep, args=(120,)).start()\n"
-        "cli._exit_within(1.0)\n"
-    )
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(command("exit_timer"), capture_output=True, text=True, timeout=60)
     assert done.returncode == 130, done.stderr
     assert time.monotonic() - start < 30
     assert "shutdown took over 1 s" in done.stderr and "in _shutdown" in done.stderr

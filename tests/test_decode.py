@@ -9,7 +9,6 @@ import json
 import struct
 import subprocess
 import sys
-import textwrap
 import zlib
 
 import numpy as np
@@ -18,8 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from flaxdigits.serve.decode import ImageInputError, load_image_file
-from flaxdigits.serve.preprocess import preprocess
+from flaxdigits.serve.runtime.decode import ImageInputError, load_image_file
+from flaxdigits.serve.runtime.preprocess import preprocess
+from tests.programs import command
 from tests.support.drawings import save
 from tests.support.strategies import CORPUS, INDEX, fuzz, mutated_files, outcome
 
@@ -167,57 +167,10 @@ def test_corpus_is_what_make_corpus_builds(tmp_path):
 
 # --------------------------------------------------------------------------- configure_pillow
 
-CONFIGURE = textwrap.dedent(
-    """
-    import io, json, sys, warnings
-    from PIL import Image, UnidentifiedImageError
-    from flaxdigits.serve import decode
-    from flaxdigits.serve.preprocess import preprocess
-
-    corpus = sys.argv[1]
-    decode.configure_pillow()
-    decode.configure_pillow()  # idempotent
-    report = {}
-
-    def attempt(name, **kwargs):
-        # Image.open exactly as Gradio calls it: a path, no format list
-        try:
-            with Image.open(corpus + "/" + name, **kwargs) as img:
-                img.load()
-            return "opened"
-        except UnidentifiedImageError:
-            return "unidentified"
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            return "bomb"
-        except Exception as e:
-            return type(e).__name__
-
-    for name in ["foreign-tif.png", "foreign-eps.png", "foreign-ico.png", "foreign-pdf.png",
-                 "foreign-qoi.png", "foreign-dds.png", "bomb-png-5000x5000.png",
-                 "bomb-png-10000x10000.png", "bomb-png-4097x4096.png",
-                 "large-png-4096x4096-1bit.png", "digit.png", "jpeg-cmyk.jpg",
-                 "webp-animated.webp", "gif-animated.gif", "bmp-rle8.bmp", "jpeg-mpo.jpg"]:
-        report[name] = attempt(name)
-    report["tif with formats=['TIFF']"] = attempt("foreign-tif.png", formats=["TIFF"])
-    with open(corpus + "/digit.png", "rb") as f:
-        report["preprocess digit bytes"] = preprocess(f.read()).image.shape == (28, 28)
-    try:
-        decode.load_image_file(corpus + "/bomb-png-5000x5000.png", max_pixels=10**9)
-    except decode.ImageInputError as e:
-        report["load_image_file bomb"] = str(e)
-    for bad in [0, -1, 2.5, True]:
-        try:
-            decode.configure_pillow(max_pixels=bad)
-        except ValueError:
-            report[f"max_pixels={bad}"] = "ValueError"
-    print(json.dumps(report))
-    """
-)
-
 
 def test_configure_pillow_holds_every_decode_in_the_process_to_our_limits():
     proc = subprocess.run(
-        [sys.executable, "-c", CONFIGURE, str(CORPUS)],
+        [*command("pillow_limits"), str(CORPUS)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -21,8 +21,8 @@ from flaxdigits.serve.distort import (
     thickness,
     translate,
 )
-from flaxdigits.serve.preprocess import EmptyCanvasError
 from flaxdigits.serve.robustness import GRID
+from flaxdigits.serve.runtime.preprocess import EmptyCanvasError
 
 YS, XS = np.mgrid[:CANVAS_SIDE, :CANVAS_SIDE]
 

@@ -16,12 +16,12 @@ import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from flaxdigits import onnxrt
 from flaxdigits.cli import main
 from flaxdigits.core import contract
 from flaxdigits.export import onnx_export, onnx_graph
 from flaxdigits.export.onnx_export import ExportError, export_run
 from flaxdigits.runs import load_run
+from flaxdigits.serve.runtime import session as onnxrt
 from flaxdigits.training import checkpoint
 from flaxdigits.training.checkpoint import CheckpointError
 from flaxdigits.training.config import TrainConfig

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -20,23 +19,9 @@ import pytest
 from flaxdigits.core import atomic
 from flaxdigits.runs import load_run
 from flaxdigits.training import checkpoint
+from tests.programs import command
 
 # Tiny epochs (10 steps each) so that much of the run is spent writing checkpoints.
-SCRIPT = textwrap.dedent(
-    """
-    import sys
-    from pathlib import Path
-    from flaxdigits.training.config import TrainConfig
-    from flaxdigits.data.mnist import MNIST, load_mnist
-    from flaxdigits.training.train import train
-
-    m = load_mnist("cache")
-    tiny = MNIST(m.train_images[:220], m.train_labels[:220], m.test_images[:100],
-                 m.test_labels[:100], "subset")
-    cfg = TrainConfig(model="mlp", epochs=int(sys.argv[2]), batch_size=20, eval_batch_size=100)
-    train(cfg, Path(sys.argv[1]), data=tiny, resume=True, progress=False, log=lambda _: None)
-    """
-)
 EPOCHS = 6
 PAUSE_TIMEOUT_S = 300  # start-up (imports, data, compile) plus the epochs before the paused write
 
@@ -92,10 +77,7 @@ def _leaves(run_dir):
 def test_a_paused_write_leaves_the_old_file_and_a_half_temp(tmp_path):
     target = tmp_path / "data.bin"
     target.write_bytes(b"old")
-    code = "import sys; from flaxdigits.core.atomic import write_bytes_atomic as w; "
-    code += "w(sys.argv[1] + '/other.bin', b'x' * 10); w(sys.argv[1] + '/data.bin', b'n' * 10); "
-    code += "w(sys.argv[1] + '/data.bin', b'new' * 1000)"
-    proc = _start([sys.executable, "-c", code, str(tmp_path)], tmp_path, pause="data.*@2")
+    proc = _start(command("atomic_writes", tmp_path), tmp_path, pause="data.*@2")
     note = _kill_inside_the_write(proc, tmp_path)
     assert note == {
         "target": str(target),
@@ -119,7 +101,7 @@ def test_without_the_hook_writes_are_whole(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_sigkill_inside_checkpoint_writes_then_resume_equals_uninterrupted(tmp_path, mnist):
-    argv = [sys.executable, "-c", SCRIPT]
+    argv = command("train_tiny")
     reference = tmp_path / "reference"
     proc = _start([*argv, str(reference), str(EPOCHS)], tmp_path)
     assert proc.wait(timeout=300) == 0, _stderr(proc)
@@ -159,7 +141,7 @@ def test_sigkill_inside_export_writes_never_leaves_a_partial_model_or_manifest(
 ):
     import onnx
 
-    from flaxdigits.serve.predictor import Predictor
+    from flaxdigits.serve.runtime.predictor import Predictor
 
     out = tmp_path / "models"
     cmd = [sys.executable, "-m", "flaxdigits", "export", str(trained_runs["mlp"])]

@@ -11,7 +11,7 @@ from gradio.components.image_editor import EditorData
 
 from flaxdigits.serve import components
 from flaxdigits.serve.components import BlobStore, bounded_sketchpad, path_file
-from flaxdigits.serve.preprocess import preprocess
+from flaxdigits.serve.runtime.preprocess import preprocess
 from tests.support.drawings import drawing
 
 

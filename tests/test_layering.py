@@ -17,7 +17,7 @@ LAYERS = {
     "flaxdigits.core.contract": 0,
     "flaxdigits.core.atomic": 0,
     "flaxdigits.core.files": 0,
-    "flaxdigits.onnxrt": 0,
+    "flaxdigits.serve.runtime": 0,  # the JAX-free runtime export checks its files with
     "flaxdigits.release.archive": 0,
     "flaxdigits.data.idx": 1,
     "flaxdigits.data.sources": 1,

@@ -11,8 +11,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import set_external_data
 
-from flaxdigits.serve.onnx_wire import WireError, external_data_refs
-from flaxdigits.serve.predictor import ModelLoadError, Predictor
+from flaxdigits.serve.runtime.onnx_wire import WireError, external_data_refs
+from flaxdigits.serve.runtime.predictor import ModelLoadError, Predictor
 from tests.support.strategies import CORPUS
 from tests.support.toy_onnx import (
     external_model,

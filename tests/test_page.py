@@ -10,8 +10,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from flaxdigits.serve import page
-from flaxdigits.serve.decode import ImageInputError
-from flaxdigits.serve.preprocess import EmptyCanvasError
+from flaxdigits.serve.runtime.decode import ImageInputError
+from flaxdigits.serve.runtime.preprocess import EmptyCanvasError
 from tests.support.drawings import card_digit, drawing
 
 
@@ -128,7 +128,7 @@ def test_card_escapes_names_and_subtitles():
 )
 def test_the_model_card_names_the_recipe_it_shows(tmp_path, recipe, shown):
     from flaxdigits.core import contract
-    from flaxdigits.serve.predictor import Predictor
+    from flaxdigits.serve.runtime.predictor import Predictor
     from tests.support.toy_onnx import toy_model_bytes
 
     path = tmp_path / "cnn.onnx"

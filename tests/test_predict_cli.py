@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,8 @@ from PIL import Image, ImageDraw
 from flaxdigits.cli import main
 from flaxdigits.core import contract
 from flaxdigits.serve.cli import predict_files
-from flaxdigits.serve.preprocess import EmptyCanvasError
+from flaxdigits.serve.runtime.preprocess import EmptyCanvasError
+from tests.programs import command
 from tests.support.strategies import CORPUS, DIGIT_PNG, INDEX, fuzz, mutated_files
 from tests.support.toy_onnx import toy_model_bytes
 
@@ -101,20 +101,10 @@ def test_unknown_method_is_exit_two(model, files, capsys):
 
 
 def test_predict_never_imports_jax_or_flax(model, files):
-    script = textwrap.dedent(
-        """
-        import json, sys
-        from flaxdigits.cli import main
-        from flaxdigits.serve import predictor, preprocess, cli, canvas_eval  # noqa: F401
-        code = main(["predict", "--json", "--model", sys.argv[1], sys.argv[2]])
-        p = predictor.Predictor(sys.argv[1], threads=1)
-        p.predict(preprocess.preprocess(sys.argv[2]).image)
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "flax"))
-        print(json.dumps({"code": code, "heavy": heavy}))
-        """
-    )
+    modules = ["flaxdigits.serve.cli", "flaxdigits.serve.canvas_eval"]
+    argv = ["--import", *modules, "--predict", model, files["digit.png"]]
     result = subprocess.run(
-        [sys.executable, "-c", script, model, files["digit.png"]],
+        command("heavy_imports", *argv),
         capture_output=True,
         text=True,
         timeout=120,
@@ -231,9 +221,8 @@ def test_undecodable_file_names_do_not_stop_readable_output(toy_model, tmp_path)
     (tmp_path / name).write_bytes(DIGIT_PNG)
     files = [str(tmp_path / name), str(tmp_path / "a\nb.png"), str(tmp_path / name)]
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
-    script = "import sys; from flaxdigits.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.run(
-        [sys.executable, "-c", script, "predict", "--model", str(toy_model), *files],
+        [sys.executable, "-m", "flaxdigits", "predict", "--model", str(toy_model), *files],
         capture_output=True,
         env=env,
         timeout=120,

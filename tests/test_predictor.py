@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 from unittest import mock
 
@@ -24,7 +23,8 @@ from hypothesis import strategies as st
 
 from flaxdigits.core import contract
 from flaxdigits.serve.cli import predict_files
-from flaxdigits.serve.predictor import ModelLoadError, Prediction, Predictor, model_files
+from flaxdigits.serve.runtime.predictor import ModelLoadError, Prediction, Predictor, model_files
+from tests.programs import command
 from tests.support.strategies import CASE_SECONDS, CORPUS, INDEX, fuzz
 from tests.support.toy_onnx import no_parsers, toy_model, toy_model_bytes, write_model
 
@@ -296,78 +296,13 @@ def test_a_model_onnxruntime_refuses_prints_nothing_on_stdout(tmp_path):
     model.graph.node[1].op_type = "GemmXX-MARK"
     path = tmp_path / "mlp.onnx"
     path.write_bytes(model.SerializeToString().replace(b"XX-MARK", b"\xff\xfe-MARK"))
-    script = (
-        "import sys; sys.modules['onnx'] = None; from flaxdigits.cli import main; "
-        "sys.exit(main(sys.argv[1:]))"
-    )
     args = ["predict", "--json", "--model", str(path), str(CORPUS / "digit.png")]
     proc = subprocess.run(
-        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120
+        command("cli_without_onnx", *args), capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2 and proc.stdout == "", proc.stdout
     assert proc.stderr.startswith("flaxdigits predict: error: ")
     assert len(proc.stderr.splitlines()) == 1 and "onnxruntime cannot load" in proc.stderr
-
-
-MODEL_FUZZ = textwrap.dedent(
-    """
-    import json, random, sys, time
-    from pathlib import Path
-    import numpy as np
-    import onnx
-    from flaxdigits.serve.predictor import ModelLoadError, Predictor
-
-    good = Path(sys.argv[1]).read_bytes()
-    out_dir = Path(sys.argv[2])
-    rng = random.Random(int(sys.argv[3]))
-    weights = onnx.load_model_from_string(good).graph.initializer[0].raw_data
-    blob = (good.index(weights), good.index(weights) + len(weights))
-    structure = [i for i in range(len(good)) if not blob[0] <= i < blob[1]]
-    foreign = [p.read_bytes() for p in sorted(Path(sys.argv[4]).iterdir()) if p.is_file()]
-    stages, slowest = {}, 0.0
-    for i in range(int(sys.argv[5])):
-        if i < len(foreign):
-            data = foreign[i]  # every corpus file, offered as a model
-        else:
-            data = bytearray(good)
-            for _ in range(rng.randint(1, 3)):
-                # mostly the graph, names and metadata: the weights are 98% of the bytes
-                at = rng.choice(structure) if rng.random() < 0.8 else rng.randrange(len(data))
-                at = min(at, len(data) - 1)
-                op = rng.choice(["flip", "flip", "set", "set", "cut", "insert", "delete"])
-                if op == "flip":
-                    data[at] ^= 1 << rng.randrange(8)
-                elif op == "set":
-                    data[at] = rng.choice([0, 1, 0x7F, 0x80, 0xFF, rng.randrange(256)])
-                elif op == "cut":
-                    del data[max(at, 1):]
-                elif op == "insert":
-                    data[at:at] = rng.randbytes(rng.randint(1, 8))
-                else:
-                    del data[at : at + rng.randint(1, 8)]
-        # Every other case without the onnx package, as on a board: onnxruntime parses alone.
-        sys.modules["onnx"] = None if i % 2 else onnx
-        path = out_dir / "fuzzed.onnx"
-        path.write_bytes(bytes(data))
-        t = time.perf_counter()
-        try:
-            p = Predictor(path, manifest=None)
-            probs = p.predict(np.zeros((28, 28), np.float32)).probabilities
-            assert len(probs) == 10
-            stage = "loaded and predicted"
-        except ModelLoadError as e:
-            text = str(e)
-            assert "Traceback" not in text and "\\n" not in text, text
-            stage = ("refused: names or metadata not UTF-8" if "not UTF-8" in text else
-                     "refused: wire walk" if "not a valid ONNX file" in text else
-                     "refused: onnx.checker" if "not a valid ONNX model" in text else
-                     "refused: onnxruntime" if "onnxruntime" in text else
-                     "refused: I/O or metadata checks")
-        slowest = max(slowest, time.perf_counter() - t)
-        stages[stage] = stages.get(stage, 0) + 1
-    print(json.dumps({"stages": stages, "slowest": slowest}))
-    """
-)
 
 
 @pytest.mark.timeout(300)
@@ -378,7 +313,7 @@ def test_mutated_and_foreign_models_without_manifest_load_or_refuse_cleanly(tmp_
     good.write_bytes(GOOD_MODEL)
     cases = len(INDEX) + 400  # every corpus file, then 400 mutations
     proc = subprocess.run(
-        [sys.executable, "-c", MODEL_FUZZ, str(good), str(tmp_path), "6", str(CORPUS), str(cases)],
+        [*command("model_fuzz"), str(good), str(tmp_path), "6", str(CORPUS), str(cases)],
         capture_output=True,
         text=True,
         timeout=240,
@@ -401,7 +336,7 @@ CANVAS_60_FLOOR = 0.95
 
 def test_exported_models_read_canvas_drawn_mnist_digits(exported_models, mnist):
     from flaxdigits.serve.canvas_eval import render_canvas
-    from flaxdigits.serve.preprocess import preprocess
+    from flaxdigits.serve.runtime.preprocess import preprocess
 
     indices = range(60)
     images = np.stack(

@@ -1,4 +1,4 @@
-"""The predictor's promises that tests/test_predictor.py leaves loose (serve/predictor.py):
+"""The predictor's promises that tests/test_predictor.py leaves loose (serve/runtime/predictor.py):
 
 the JSON a prediction becomes, inputs converted rather than passed through, the padding of a
 fixed-batch model, the one output asked for by name, and every refusal's message: which file,
@@ -18,8 +18,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from flaxdigits.core import contract
-from flaxdigits.serve import predictor as predictor_module
-from flaxdigits.serve.predictor import ModelLoadError, Prediction, Predictor
+from flaxdigits.serve.runtime import predictor as predictor_module
+from flaxdigits.serve.runtime.predictor import ModelLoadError, Prediction, Predictor
 from tests.support.toy_onnx import toy_model, write_model
 
 METADATA = {contract.META_LABELS: json.dumps(list(contract.LABELS))}

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from flaxdigits.core import contract
-from flaxdigits.serve import decode
-from flaxdigits.serve import preprocess as pp
-from flaxdigits.serve.decode import ImageInputError, load_image_file
-from flaxdigits.serve.preprocess import EmptyCanvasError, Preprocessed, preprocess
+from flaxdigits.serve.runtime import decode
+from flaxdigits.serve.runtime import preprocess as pp
+from flaxdigits.serve.runtime.decode import ImageInputError, load_image_file
+from flaxdigits.serve.runtime.preprocess import EmptyCanvasError, Preprocessed, preprocess
 from tests.support.drawings import draw_digit, rgba_on_transparent, save
 from tests.support.strategies import image_arrays
 

@@ -1,4 +1,4 @@
-"""Each preprocessing rule of serve/preprocess.py on an input built to sit on its edge.
+"""Each preprocessing rule of serve/runtime/preprocess.py on an input built to sit on its edge.
 
 tests/test_preprocess.py checks whole drawings end to end; here every rule the module documents
 gets an input where only that rule decides the outcome: editor values composited by hand, each
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flaxdigits.serve import preprocess as pp
-from flaxdigits.serve.decode import ImageInputError
-from flaxdigits.serve.preprocess import EmptyCanvasError, preprocess
+from flaxdigits.serve.runtime import preprocess as pp
+from flaxdigits.serve.runtime.decode import ImageInputError
+from flaxdigits.serve.runtime.preprocess import EmptyCanvasError, preprocess
 from tests.support.drawings import draw_digit, rgba_on_transparent
 
 
@@ -239,7 +239,7 @@ def test_array_channel_layouts_read_as_their_pil_images():
 
 
 def test_array_width_and_height_are_checked_the_right_way_round(monkeypatch):
-    import flaxdigits.serve.decode as decode
+    import flaxdigits.serve.runtime.decode as decode
 
     monkeypatch.setattr(decode, "MAX_SIDE", 150)
     tall = np.zeros((151, 40), np.uint8)

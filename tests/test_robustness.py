@@ -15,8 +15,8 @@ from flaxdigits.core import contract
 from flaxdigits.robustness_plots import plot
 from flaxdigits.serve import robustness
 from flaxdigits.serve.distort import DISTORTIONS, recentre
-from flaxdigits.serve.predictor import model_files
-from flaxdigits.serve.preprocess import EmptyCanvasError
+from flaxdigits.serve.runtime.predictor import model_files
+from flaxdigits.serve.runtime.preprocess import EmptyCanvasError
 from tests.support.toy_onnx import toy_model_bytes
 
 N = 50
@@ -211,7 +211,7 @@ def test_the_real_models_clean_accuracy_and_what_45_degrees_costs_them(exported_
 
 
 def _metadata(path: str) -> dict[str, str]:
-    from flaxdigits.serve.predictor import Predictor
+    from flaxdigits.serve.runtime.predictor import Predictor
 
     return Predictor(path).metadata
 
@@ -263,7 +263,7 @@ def test_a_level_byte_identical_to_a_scored_one_reuses_its_scores_a_changed_one_
 def test_identity_levels_and_undone_shifts_are_predicted_once_each_reported_each(
     models_dir, mnist, monkeypatch
 ):
-    from flaxdigits.serve.predictor import Predictor
+    from flaxdigits.serve.runtime.predictor import Predictor
 
     digits = mnist.test_images[:N]
     identity = served_inputs(digits, "rotation", 0.0)[0]

@@ -15,9 +15,9 @@ import pytest
 
 from flaxdigits import cli
 from flaxdigits.core import contract
-from flaxdigits.serve import preprocess as pre
 from flaxdigits.serve import web
-from flaxdigits.serve.predictor import ModelLoadError
+from flaxdigits.serve.runtime import preprocess as pre
+from flaxdigits.serve.runtime.predictor import ModelLoadError
 
 
 @pytest.fixture

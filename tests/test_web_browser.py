@@ -21,8 +21,8 @@ from PIL import Image
 from flaxdigits.core import contract
 from flaxdigits.serve import web
 from flaxdigits.serve.page import blank_canvas, page_outputs
-from flaxdigits.serve.predictor import Predictor
-from flaxdigits.serve.preprocess import preprocess
+from flaxdigits.serve.runtime.predictor import Predictor
+from flaxdigits.serve.runtime.preprocess import preprocess
 from tests.support import web_support as ws
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing
 

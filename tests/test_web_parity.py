@@ -1,7 +1,7 @@
 """The browser demo's JavaScript against the Python reference, in Node (issue 15).
 
 The same canvases (tests/corpus's digit images, MNIST test digits redrawn large, stroke drawings)
-go through web/preprocess.js and serve/preprocess.py: the 28x28 inputs must agree within
+go through web/preprocess.js and serve/runtime/preprocess.py: the 28x28 inputs must agree within
 MAX_PIXEL_DIFF, and empty canvases must be empty on both sides. The site's onnxruntime-web
 (WebAssembly, in Node) and Python's onnxruntime must then give both models' probabilities within
 MAX_PROB_DIFF on the same inputs, and the same digit end to end.
@@ -19,8 +19,8 @@ import pytest
 
 from flaxdigits.core import contract
 from flaxdigits.serve import web
-from flaxdigits.serve.predictor import Predictor
-from flaxdigits.serve.preprocess import EmptyCanvasError, preprocess
+from flaxdigits.serve.runtime.predictor import Predictor
+from flaxdigits.serve.runtime.preprocess import EmptyCanvasError, preprocess
 from tests.support import web_support as ws
 
 MAX_PIXEL_DIFF = 2  # of 255, per pixel of the 28x28 input

@@ -27,8 +27,8 @@ INPUT_DESCRIPTION = "image: float32 [N,28,28,1] NHWC, values in [0,1], white dig
 # Bump the version whenever the meaning of the model input changes (layout, range, polarity).
 PREPROCESSING_SPEC = "flaxdigits.mnist28.v1"
 KNOWN_PREPROCESSING_SPECS = frozenset({PREPROCESSING_SPEC})
-# How a drawing becomes that input (serve/preprocess.py): "mnist" fits the ink into 20x20 and
-# centres it by mass, as MNIST was made; "seed" pads the ink box to a square with 20% margins.
+# How a drawing becomes that input (serve/runtime/preprocess.py): "mnist" fits the ink into 20x20
+# and centres it by mass, as MNIST was made; "seed" pads the ink box to a square with 20% margins.
 PREPROCESS_METHODS = ("mnist", "seed")
 DEFAULT_PREPROCESS_METHOD = "mnist"
 

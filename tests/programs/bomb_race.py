@@ -23,8 +23,13 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFile
 
 from flaxdigits.serve.components import bounded_sketchpad
-from flaxdigits.serve.decode import MAX_PIXELS, ImageInputError, configure_pillow, load_image_file
-from flaxdigits.serve.preprocess import preprocess
+from flaxdigits.serve.runtime.decode import (
+    MAX_PIXELS,
+    ImageInputError,
+    configure_pillow,
+    load_image_file,
+)
+from flaxdigits.serve.runtime.preprocess import preprocess
 
 THREADS_PER_KIND = 3
 OPS_PER_THREAD = 4

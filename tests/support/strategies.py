@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from flaxdigits.serve.decode import ImageInputError
-from flaxdigits.serve.preprocess import EmptyCanvasError, preprocess
+from flaxdigits.serve.runtime.decode import ImageInputError
+from flaxdigits.serve.runtime.preprocess import EmptyCanvasError, preprocess
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 INDEX = json.loads((CORPUS / "index.json").read_text())["cases"]

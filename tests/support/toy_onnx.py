@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import convert_model_to_external_data, set_external_data
 
 from flaxdigits.core import contract
-from flaxdigits.serve import predictor as predictor_module
+from flaxdigits.serve.runtime import predictor as predictor_module
 
 
 def toy_model(

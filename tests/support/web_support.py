@@ -21,9 +21,9 @@ import pytest
 from filelock import FileLock
 from PIL import Image, ImageDraw
 
-from flaxdigits.serve import preprocess as pre
 from flaxdigits.serve import web
-from flaxdigits.serve.decode import ImageInputError
+from flaxdigits.serve.runtime import preprocess as pre
+from flaxdigits.serve.runtime.decode import ImageInputError
 from tests.support.drawings import draw_digit, drawing, rgba_on_transparent
 
 ROOT = Path(__file__).resolve().parents[2]

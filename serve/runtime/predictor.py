@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from flaxdigits import onnxrt
 from flaxdigits.core import contract
 from flaxdigits.core.files import ReadError, read_capped
-from flaxdigits.serve.onnx_wire import WireError, external_data_refs
+from flaxdigits.serve.runtime import session as onnxrt
+from flaxdigits.serve.runtime.onnx_wire import WireError, external_data_refs
 
 MAX_MODEL_BYTES = 64 * 1024 * 1024  # the exported CNN is a few MB
 MAX_MANIFEST_BYTES = 1024 * 1024

@@ -1,7 +1,7 @@
 """What a person drew or uploaded -> the 28x28 white-on-black input the models expect.
 
 The one place preprocessing lives: the drawing page, the predict CLI and the canvas-accuracy report
-all call `preprocess`. numpy and Pillow only; decoding files and bytes is serve/decode.py's.
+all call `preprocess`. numpy and Pillow only; decoding files and bytes is serve/runtime/decode.py's.
 
 Pipeline: any input -> 8-bit grey ("original", alpha composited onto a plain background) -> ink
 map ("grayscale": white digit on black, background level and polarity detected, faint noise
@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from flaxdigits.core import contract
-from flaxdigits.serve.decode import (
+from flaxdigits.serve.runtime.decode import (
     ImageInputError,
     check_size,
     decode_bytes,

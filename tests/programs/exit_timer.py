@@ -1,0 +1,9 @@
+"""A thread that outlives main() holds Python's exit open: the CLI's exit timer ends it."""
+
+import threading
+import time
+
+from flaxdigits import cli
+
+threading.Thread(target=time.sleep, args=(120,)).start()
+cli._exit_within(1.0)
