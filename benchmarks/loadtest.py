@@ -41,7 +41,7 @@ def drawings(directory: Path, n: int, seed: int = 0) -> list[tuple[Path, int]]:
     from PIL import Image
 
     from flaxdigits.data.mnist import load_mnist
-    from flaxdigits.serve.canvas_eval import render_canvas
+    from flaxdigits.evaluation.canvases import render_canvas
 
     mnist = load_mnist()
     rng = np.random.default_rng(seed)

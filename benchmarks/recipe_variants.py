@@ -12,7 +12,7 @@ augmentation's values, `FIELD` one of the recipe's (epochs, batch_size, learning
 (replaced); one JSON line per variant is printed and appended to OUT/results.jsonl.
 
 The distorted test digits are rendered once by the robustness report's renderer
-(flaxdigits.serve.distort, the served `mnist` re-centring; a refused canvas is a wrong answer)
+(flaxdigits.evaluation.distort, the served `mnist` re-centring; a refused canvas is a wrong answer)
 and cached in OUT/levels-DIGEST.npz, DIGEST naming the levels. The trained model reads them in
 JAX (the exported float model gives the same answers to within its parity tolerance).
 """
@@ -34,8 +34,8 @@ from flax import nnx
 
 from flaxdigits.core import contract
 from flaxdigits.data.mnist import load_mnist
+from flaxdigits.evaluation import robustness
 from flaxdigits.runs import load_run
-from flaxdigits.serve import robustness
 from flaxdigits.training import config as C
 from flaxdigits.training.train import train
 

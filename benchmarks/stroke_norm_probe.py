@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from flaxdigits.data.mnist import load_mnist
-from flaxdigits.serve.canvas_eval import render_canvas
-from flaxdigits.serve.distort import thickness
+from flaxdigits.evaluation.canvases import render_canvas
+from flaxdigits.evaluation.distort import thickness
 from flaxdigits.serve.runtime.predictor import Predictor
 from flaxdigits.serve.runtime.preprocess import ImageInputError, preprocess
 

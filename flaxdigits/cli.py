@@ -142,7 +142,7 @@ def _cmd_compat(args: argparse.Namespace) -> int:
 
 
 def _cmd_canvas_eval(args: argparse.Namespace) -> int:
-    from flaxdigits.serve import canvas_eval
+    from flaxdigits.evaluation import canvases as canvas_eval
 
     outs = args.out or ["reports/canvas_accuracy.json"]
     if len(outs) != len(args.models):
@@ -161,7 +161,7 @@ def _cmd_canvas_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_robustness(args: argparse.Namespace) -> int:
-    from flaxdigits.serve import robustness
+    from flaxdigits.evaluation import robustness
 
     robustness.run(
         [Path(d) for d in args.models], Path(args.out), limit=args.limit, workers=args.workers

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from flaxdigits.core.atomic import write_bytes_atomic
 
-SCHEMA = "flaxdigits.robustness.v1"  # what serve/robustness.py writes
+SCHEMA = "flaxdigits.robustness.v1"  # what flaxdigits/evaluation/robustness.py writes
 PLOTTED = ("rotation", "thickness")
 
 

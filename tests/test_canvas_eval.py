@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from flaxdigits.serve import canvas_eval
-from flaxdigits.serve.canvas_eval import render_canvas
+from flaxdigits.evaluation import canvases as canvas_eval
+from flaxdigits.evaluation.canvases import render_canvas
 
 # Floors for the 1-epoch exports of conftest.exported_models on the first 100 canvases (seed 0),
 # a few points under what they scored there (development machine, AMD EPYC, 2026-12-02: CNN 98%

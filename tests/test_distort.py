@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flaxdigits.serve import distort
-from flaxdigits.serve.distort import (
+from flaxdigits.evaluation import distort
+from flaxdigits.evaluation.distort import (
     CANVAS_SIDE,
     DISTORTIONS,
     SUPERSAMPLE,
@@ -21,7 +21,7 @@ from flaxdigits.serve.distort import (
     thickness,
     translate,
 )
-from flaxdigits.serve.robustness import GRID
+from flaxdigits.evaluation.robustness import GRID
 from flaxdigits.serve.runtime.preprocess import EmptyCanvasError
 
 YS, XS = np.mgrid[:CANVAS_SIDE, :CANVAS_SIDE]

@@ -41,6 +41,7 @@ LAYERS = {
     "flaxdigits.robustness_plots": 5,
     "flaxdigits.export": 5,
     "flaxdigits.serve": 6,
+    "flaxdigits.evaluation": 6,  # of exported models: JAX-free, on the serve runtime
     "flaxdigits.cli": 7,
     "flaxdigits.cli_parser": 7,
     "flaxdigits.__main__": 7,

@@ -101,7 +101,7 @@ def test_unknown_method_is_exit_two(model, files, capsys):
 
 
 def test_predict_never_imports_jax_or_flax(model, files):
-    modules = ["flaxdigits.serve.cli", "flaxdigits.serve.canvas_eval"]
+    modules = ["flaxdigits.serve.cli", "flaxdigits.evaluation.canvases"]
     argv = ["--import", *modules, "--predict", model, files["digit.png"]]
     result = subprocess.run(
         command("heavy_imports", *argv),
@@ -138,7 +138,7 @@ PNG_FLOORS = {"mnist": 29, "seed": 26}
 
 
 def test_exported_cnn_reads_real_digits_from_png_files(exported_models, mnist, tmp_path, capsys):
-    from flaxdigits.serve.canvas_eval import render_canvas
+    from flaxdigits.evaluation.canvases import render_canvas
 
     paths = []
     for i in range(30):

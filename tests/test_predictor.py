@@ -335,7 +335,7 @@ CANVAS_60_FLOOR = 0.95
 
 
 def test_exported_models_read_canvas_drawn_mnist_digits(exported_models, mnist):
-    from flaxdigits.serve.canvas_eval import render_canvas
+    from flaxdigits.evaluation.canvases import render_canvas
     from flaxdigits.serve.runtime.preprocess import preprocess
 
     indices = range(60)

@@ -181,7 +181,7 @@ def scribbles(count: int) -> dict[str, np.ndarray]:
 
 def mnist_canvases(test_images: np.ndarray, count: int) -> dict[str, np.ndarray]:
     """The first `count` MNIST test digits redrawn large, as canvas-eval draws them (seeded)."""
-    from flaxdigits.serve.canvas_eval import render_canvas
+    from flaxdigits.evaluation.canvases import render_canvas
 
     return {
         f"mnist/{i}": to_rgba(render_canvas(test_images[i], np.random.default_rng([15, i])))

@@ -27,7 +27,7 @@ from PIL import Image, ImageFilter
 
 from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_json_atomic
-from flaxdigits.serve.mnist_eval import (
+from flaxdigits.evaluation.digits import (
     accuracy,
     check_limit,
     chunks,

@@ -5,7 +5,7 @@ slants, stroke thicknesses, scales and shifts of the MNIST test digits.
     flaxdigits robustness --models models models/seed/mlp.onnx models/seed/cnn.onnx
 
 (a --models entry is a directory, every .onnx file in it, or one .onnx file.) Each test digit is
-deformed on a canvas (serve/distort.py) and re-centred by the served `mnist` preprocessing, in
+deformed on a canvas (evaluation/distort.py) and re-centred by the served `mnist` preprocessing, in
 worker processes, once per (distortion, level, digit); as each distortion's images arrive, every
 model predicts them a level (all its digits) at a time through its Predictor, while the workers
 go on with the next distortion. Identical inputs give identical outputs, so a level whose model
@@ -34,13 +34,13 @@ import numpy as np
 
 from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_json_atomic
-from flaxdigits.serve import mnist_eval
-from flaxdigits.serve.distort import CANVAS_SIDE, DISTORTIONS, SUPERSAMPLE, recentre
+from flaxdigits.evaluation import digits as mnist_eval
+from flaxdigits.evaluation.distort import CANVAS_SIDE, DISTORTIONS, SUPERSAMPLE, recentre
 from flaxdigits.serve.runtime.predictor import Predictor, model_files
 from flaxdigits.serve.runtime.preprocess import EmptyCanvasError
 
 SCHEMA = "flaxdigits.robustness.v1"
-# Levels per distortion (serve/distort.py DISTORTIONS), each holding its identity level.
+# Levels per distortion (distort.DISTORTIONS), each holding its identity level.
 GRID: dict[str, tuple[float, ...]] = {
     "rotation": (-45.0, -30.0, -15.0, 0.0, 15.0, 30.0, 45.0),
     "slant": (-0.4, -0.3, -0.15, 0.0, 0.15, 0.3, 0.4),
