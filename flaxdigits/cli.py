@@ -92,7 +92,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from flaxdigits.report import compare
+    from flaxdigits.report.compare import compare
 
     path = compare(
         epochs=args.epochs,

@@ -37,8 +37,9 @@ LAYERS = {
     "flaxdigits.training.train": 3,
     "flaxdigits.runs": 4,
     "flaxdigits.report": 5,
-    "flaxdigits.report_robust": 5,
-    "flaxdigits.robustness_plots": 5,
+    "flaxdigits.report.compare": 5,
+    "flaxdigits.report.robustness": 5,
+    "flaxdigits.report.plots": 5,
     "flaxdigits.export": 5,
     "flaxdigits.serve": 6,
     "flaxdigits.evaluation": 6,  # of exported models: JAX-free, on the serve runtime
@@ -134,8 +135,8 @@ def test_report_and_export_do_not_import_each_other():
     for path in SOURCES:
         me, imported = module_name(path), imports_of(path)
         if me.startswith("flaxdigits.export"):
-            assert "flaxdigits.report" not in imported, me
-        if me == "flaxdigits.report":
+            assert "flaxdigits.report.compare" not in imported, me
+        if me == "flaxdigits.report.compare":
             assert not any(m.startswith("flaxdigits.export") for m in imported), me
 
 

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from flaxdigits import report
 from flaxdigits.cli import main
+from flaxdigits.report import compare as report
 
 
 def test_compare_writes_tables_and_plots_reusing_finished_runs(tmp_path, trained_runs, capsys):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from flaxdigits import report_robust
+from flaxdigits.report import robustness as report_robust
 
 GRID = {
     "rotation": {"levels": [-45.0, -30.0, 0.0, 30.0, 45.0], "unit": "degrees"},

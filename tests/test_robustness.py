@@ -14,7 +14,7 @@ from flaxdigits.cli import main
 from flaxdigits.core import contract
 from flaxdigits.evaluation import robustness
 from flaxdigits.evaluation.distort import DISTORTIONS, recentre
-from flaxdigits.robustness_plots import plot
+from flaxdigits.report.plots import plot
 from flaxdigits.serve.runtime.predictor import model_files
 from flaxdigits.serve.runtime.preprocess import EmptyCanvasError
 from tests.support.toy_onnx import toy_model_bytes

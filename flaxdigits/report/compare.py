@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from flaxdigits import report_robust
 from flaxdigits.core.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from flaxdigits.core.contract import MODEL_NAMES
+from flaxdigits.report import robustness as report_robust
 
 _ROWS = (
     ("Train accuracy", "train_accuracy", "pct"),

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from flaxdigits import robustness_plots
 from flaxdigits.core.contract import MODEL_NAMES
+from flaxdigits.report import plots as robustness_plots
 
 # The seed report's claim in numbers: (label, distortion, levels averaged).
 HEADLINE = (
