@@ -246,7 +246,7 @@ def page_bench(models_dir: Path, mnist, requests: int) -> dict:
     from loadtest import free_port
     from PIL import Image
 
-    from flaxdigits.serve.app import launch
+    from flaxdigits.serve.page.app import launch
 
     server = launch(models_dir, host="127.0.0.1", port=free_port(), block=False)
     try:

@@ -34,13 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadtest  # noqa: E402 - the sibling benchmark's drawings, answers and RSS reader
 
 from flaxdigits.core.atomic import write_json_atomic  # noqa: E402
-from flaxdigits.serve import budgets  # noqa: E402
+from flaxdigits.serve.page import budgets  # noqa: E402
 
 TIMEOUT = 120.0  # every HTTP call of an honest request, as in loadtest
 LOG_LINE = budgets.LOG_CHARS + 40  # a cut log line: the limit plus the "... [N more]" note
 SERVER = """
 import sys
-from flaxdigits.serve.app import launch
+from flaxdigits.serve.page.app import launch
 launch(models_dir=sys.argv[1], port=int(sys.argv[2]), trusted_proxies=("127.0.0.1",))
 """
 # The same page from another checkout (--before DIR: e.g. a `git worktree` of the commit before

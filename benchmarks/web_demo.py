@@ -117,7 +117,7 @@ def measure_web(playwright, url: str, strokes: int, profile: Path) -> dict:
 
 
 def measure_gradio(playwright, models: Path, strokes: int, profile: Path) -> dict:
-    from flaxdigits.serve import app
+    from flaxdigits.serve.page import app
 
     _, demo = on_free_port(
         lambda port: app.launch(models_dir=models, host="127.0.0.1", port=port, block=False)

@@ -170,7 +170,7 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from flaxdigits.serve.cli import predict_files
+    from flaxdigits.serve.predict import predict_files
     from flaxdigits.serve.runtime.decode import configure_pillow
 
     configure_pillow()  # pixel cap and decoder allow-list for this process
@@ -186,10 +186,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from flaxdigits.release import reader as release
-    from flaxdigits.serve import hosting
+    from flaxdigits.serve.page import hosting
 
     try:
-        from flaxdigits.serve.app import launch
+        from flaxdigits.serve.page.app import launch
     except ImportError as e:  # the edge install: no gradio
         raise RuntimeError(f"the page needs {e.name}: pip install 'flaxdigits[serve]'") from None
 
@@ -268,7 +268,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_space(args: argparse.Namespace) -> int:
-    from flaxdigits.serve.hosting import build_space
+    from flaxdigits.export.space import build_space
 
     out = build_space(args.release, args.out)
     print(

@@ -191,12 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
         "or - to read paths from stdin",
     )
 
-    from flaxdigits.serve.budgets import describe_budgets  # stdlib + Pillow: no gradio
+    from flaxdigits.serve.page.budgets import describe_budgets  # stdlib + Pillow: no gradio
 
     p = sub.add_parser(
         "serve",
         help="the drawing page (Gradio) on 127.0.0.1:7860",
-        epilog=f"every route's budgets (serve/budgets.py):\n{describe_budgets()}",
+        epilog=f"every route's budgets (serve/page/budgets.py):\n{describe_budgets()}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_models_or_release(p)

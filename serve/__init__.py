@@ -1,1 +1,4 @@
-"""Serving side (installed as flaxdigits.serve): numpy, Pillow and onnxruntime only, never JAX."""
+"""What serves (installed as flaxdigits.serve), JAX-free: the runtime (runtime/), the drawing page
+and its guard (page/), and the predict command (predict, inputs). numpy, Pillow and onnxruntime,
+plus gradio for the page.
+"""

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from flaxdigits.core import atomic, contract
-from flaxdigits.serve.page import CANVAS_SIZE
+from flaxdigits.serve.page.views import CANVAS_SIZE
 from flaxdigits.serve.runtime import preprocess as pre
 from flaxdigits.serve.runtime.predictor import Predictor
 

@@ -22,8 +22,9 @@ import pytest
 from PIL import Image
 
 from flaxdigits.core import contract
-from flaxdigits.serve import app, budgets, page
-from flaxdigits.serve.guard import Guard
+from flaxdigits.serve.page import app, budgets
+from flaxdigits.serve.page import views as page
+from flaxdigits.serve.page.guard import Guard
 from flaxdigits.serve.runtime.decode import MAX_FILE_BYTES
 from flaxdigits.serve.runtime.predictor import Predictor
 from tests.programs import command

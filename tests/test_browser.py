@@ -12,7 +12,7 @@ import os
 import pytest
 
 from flaxdigits.core import contract
-from flaxdigits.serve import app
+from flaxdigits.serve.page import app
 from tests.support import web_support
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing
 from tests.support.ports import free_port

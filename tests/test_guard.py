@@ -1,4 +1,4 @@
-"""The guard in front of every route (serve/guard.py), driven as plain ASGI: no server, no Gradio.
+"""The guard in front of every route (page/guard.py), driven as plain ASGI: no server, no Gradio.
 
 Body budgets (declared and streamed, chunked included), per-client rate limits and the forwarded
 address, headers on every response and on served files, cut error echoes and log lines, and the
@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from flaxdigits.serve import budgets, guard
-from flaxdigits.serve.budgets import Rate
-from flaxdigits.serve.guard import Guard, RateLimiter
-from flaxdigits.serve.temp_files import TempFiles
+from flaxdigits.serve.page import budgets, guard
+from flaxdigits.serve.page.budgets import Rate
+from flaxdigits.serve.page.guard import Guard, RateLimiter
+from flaxdigits.serve.page.temp_files import TempFiles
 
 
 class Reader:
@@ -230,7 +230,7 @@ def test_a_crashing_route_gets_a_clean_answer_and_one_short_log_line(caplog, mon
             raise UnicodeDecodeError("utf-8", b"\xff" * 10_000, 0, 1, "invalid start byte")
 
     monkeypatch.setattr(guard, "_error_window", {"start": time.monotonic(), "count": 0})
-    with caplog.at_level(logging.WARNING, logger="flaxdigits.serve.guard"):
+    with caplog.at_level(logging.WARNING, logger="flaxdigits.serve.page.guard"):
         for _ in range(budgets.ERROR_LOGS_PER_MINUTE + 50):
             status, headers, body = call(Guard(Crash()), "/gradio_api/reset", [b"\xff"])
             assert status == 400 and body == b"Bad request."

@@ -1,4 +1,4 @@
-"""The editor's bounded blob store and the page's components (serve/components.py), no server."""
+"""The editor's bounded blob store and the page's components (page/components.py), no server."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from fastapi import HTTPException
 from gradio.components.image_editor import EditorData
 
-from flaxdigits.serve import components
-from flaxdigits.serve.components import BlobStore, bounded_sketchpad, path_file
+from flaxdigits.serve.page import components
+from flaxdigits.serve.page.components import BlobStore, bounded_sketchpad, path_file
 from flaxdigits.serve.runtime.preprocess import preprocess
 from tests.support.drawings import drawing
 
@@ -113,7 +113,7 @@ def test_path_file_leaves_no_empty_file_per_call(tmp_path, monkeypatch):
 def test_blobs_are_owned_by_the_client_the_guard_resolved():
     from starlette.requests import Request as StarletteRequest
 
-    from flaxdigits.serve.components import client_of
+    from flaxdigits.serve.page.components import client_of
 
     scope = {"type": "http", "method": "POST", "path": "/", "headers": [], "client": ("::1", 1)}
     assert client_of(gr.Request(StarletteRequest(scope))) == "::1"  # no guard: the peer

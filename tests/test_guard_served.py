@@ -17,7 +17,7 @@ import urllib.request
 import httpx
 import pytest
 
-from flaxdigits.serve import app, budgets, components
+from flaxdigits.serve.page import app, budgets, components
 from tests.support.drawings import drawing
 
 UPLOAD_RATE = budgets.Rate(burst=30, per_second=2.0)

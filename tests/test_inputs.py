@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from flaxdigits.serve.cli import predict_files
 from flaxdigits.serve.inputs import InputProblem, expand
+from flaxdigits.serve.predict import predict_files
 from tests.support.strategies import DIGIT_PNG
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from flaxdigits.serve import page
+from flaxdigits.serve.page import views as page
 from flaxdigits.serve.runtime.decode import ImageInputError
 from flaxdigits.serve.runtime.preprocess import EmptyCanvasError
 from tests.support.drawings import card_digit, drawing

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from flaxdigits.cli import main
 from flaxdigits.core import contract
-from flaxdigits.serve.cli import predict_files
+from flaxdigits.serve.predict import predict_files
 from flaxdigits.serve.runtime.preprocess import EmptyCanvasError
 from tests.programs import command
 from tests.support.strategies import CORPUS, DIGIT_PNG, INDEX, fuzz, mutated_files
@@ -101,7 +101,7 @@ def test_unknown_method_is_exit_two(model, files, capsys):
 
 
 def test_predict_never_imports_jax_or_flax(model, files):
-    modules = ["flaxdigits.serve.cli", "flaxdigits.evaluation.canvases"]
+    modules = ["flaxdigits.serve.predict", "flaxdigits.evaluation.canvases"]
     argv = ["--import", *modules, "--predict", model, files["digit.png"]]
     result = subprocess.run(
         command("heavy_imports", *argv),

@@ -22,7 +22,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from flaxdigits.core import contract
-from flaxdigits.serve.cli import predict_files
+from flaxdigits.serve.predict import predict_files
 from flaxdigits.serve.runtime.predictor import ModelLoadError, Prediction, Predictor, model_files
 from tests.programs import command
 from tests.support.strategies import CASE_SECONDS, CORPUS, INDEX, fuzz

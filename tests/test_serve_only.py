@@ -23,7 +23,7 @@ import pytest
 from filelock import FileLock
 
 from flaxdigits.export.release import build_release
-from flaxdigits.serve import hosting
+from flaxdigits.export.space import build_space
 from tests.programs import command
 from tests.support.ports import PortTaken, on_free_port, says_port_taken
 from tests.test_release import _write_models
@@ -149,7 +149,7 @@ def _stop(proc) -> str:
 def _expected(archive: Path, image: Path) -> dict:
     """What this process's predictor says about image for both models of the release."""
     from flaxdigits.release import reader as release
-    from flaxdigits.serve.app import load_predictors
+    from flaxdigits.serve.page.app import load_predictors
     from flaxdigits.serve.runtime.decode import load_image_file
     from flaxdigits.serve.runtime.preprocess import preprocess
 
@@ -178,7 +178,7 @@ def test_serve_only_venv_has_no_jax_and_serves_a_release_over_the_api(
     assert {"gradio", "onnxruntime", "numpy", "pillow", "flaxdigits"} <= installed
     assert not installed & set(TRAINING_STACK), installed & set(TRAINING_STACK)
     _imports_nothing_of_the_training_stack(
-        serve_venv, "flaxdigits.cli, flaxdigits.serve.app, flaxdigits.release.reader"
+        serve_venv, "flaxdigits.cli, flaxdigits.serve.page.app, flaxdigits.release.reader"
     )
     cmd = [str(serve_venv / "bin" / "flaxdigits"), "serve", "--models", str(archive)]
     port, (proc, seconds) = on_free_port(lambda port: _serve([*cmd, "--port", str(port)], port))
@@ -193,7 +193,7 @@ def test_serve_only_venv_has_no_jax_and_serves_a_release_over_the_api(
 def test_the_space_folder_runs_with_host_and_port_from_the_environment(
     serve_venv, archive, digit_png, tmp_path
 ):
-    space = hosting.build_space(archive, tmp_path / "space")
+    space = build_space(archive, tmp_path / "space")
 
     def start(port: int):
         env = {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
@@ -212,7 +212,7 @@ def test_edge_venv_has_no_gradio_nor_jax_and_predicts_and_verifies_a_release(
     installed = _installed(edge_venv)
     assert {"onnxruntime", "numpy", "pillow", "flaxdigits"} <= installed
     assert "gradio" not in installed and not installed & set(TRAINING_STACK)
-    _imports_nothing_of_the_training_stack(edge_venv, "flaxdigits.cli, flaxdigits.serve.cli")
+    _imports_nothing_of_the_training_stack(edge_venv, "flaxdigits.cli, flaxdigits.serve.predict")
     flaxdigits = str(edge_venv / "bin" / "flaxdigits")
     expected = _expected(archive, digit_png)
     for file, name in (("cnn.onnx", "cnn"), ("mlp.onnx", "mlp")):

@@ -20,7 +20,7 @@ from PIL import Image
 
 from flaxdigits.core import contract
 from flaxdigits.serve import web
-from flaxdigits.serve.page import blank_canvas, page_outputs
+from flaxdigits.serve.page.views import blank_canvas, page_outputs
 from flaxdigits.serve.runtime.predictor import Predictor
 from flaxdigits.serve.runtime.preprocess import preprocess
 from tests.support import web_support as ws

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFile
 
-from flaxdigits.serve.components import bounded_sketchpad
+from flaxdigits.serve.page.components import bounded_sketchpad
 from flaxdigits.serve.runtime.decode import (
     MAX_PIXELS,
     ImageInputError,

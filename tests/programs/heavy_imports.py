@@ -44,7 +44,7 @@ if args.predict:
     code = main(["predict", "--json", "--model", model, image])
     predictor.Predictor(model, threads=1).predict(preprocess.preprocess(image).image)
 if args.page:
-    from flaxdigits.serve import app
+    from flaxdigits.serve.page import app
 
     app.build_app(app.load_predictors(args.page))
 heavy = sorted({m.split(".")[0] for m in sys.modules} & set(HEAVY))

@@ -1,7 +1,7 @@
 """The drawing page: draw or upload a digit and watch the MLP and the CNN read it side by side.
 
 Gradio Blocks over the JAX-free serving core (preprocess + Predictor): numpy, Pillow, onnxruntime
-and gradio only. What the page and the API show lives in serve/page.py as pure functions that
+and gradio only. What the page and the API show lives in serve/page/views.py as pure functions that
 tests call directly (predict_all, page_outputs, render_result); build_app wires them to
 components and launch serves the page on 127.0.0.1 by default, with a public share link only when
 asked.
@@ -28,10 +28,11 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from flaxdigits.core import contract
-from flaxdigits.serve.budgets import SESSIONS, describe_budgets
-from flaxdigits.serve.components import bounded_sketchpad, path_file
-from flaxdigits.serve.guard import Guard, bound_logs
-from flaxdigits.serve.page import (
+from flaxdigits.serve.page.budgets import SESSIONS, describe_budgets
+from flaxdigits.serve.page.components import bounded_sketchpad, path_file
+from flaxdigits.serve.page.guard import Guard, bound_logs
+from flaxdigits.serve.page.temp_files import TempFiles
+from flaxdigits.serve.page.views import (
     CANVAS_SIZE,
     CARD_CSS,
     STEPS_CSS,
@@ -52,7 +53,6 @@ from flaxdigits.serve.runtime.decode import (
 )
 from flaxdigits.serve.runtime.predictor import Predictor
 from flaxdigits.serve.runtime.preprocess import EmptyCanvasError
-from flaxdigits.serve.temp_files import TempFiles
 
 API_NAME = "predict"
 

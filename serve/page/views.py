@@ -1,7 +1,7 @@
 """What the drawing page and its API show for one input: pure functions of predictors and values.
 
 predict_all is the /predict endpoint's answer; page_outputs the page's status line, one card per
-model and the preprocessing steps. No Gradio here: serve/app.py wires these to components, and
+model and the preprocessing steps. No Gradio here: serve/page/app.py wires these to components, and
 tests call them directly. numpy, Pillow and the serve core only.
 """
 

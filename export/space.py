@@ -1,29 +1,22 @@
-"""Hosting the page: which address it binds, and a Space folder assembled from a release.
+"""A Hugging Face Space (Gradio SDK) folder assembled from a verified release.
 
-`bind` takes --host/--port, else GRADIO_SERVER_NAME/GRADIO_SERVER_PORT (what Hugging Face Spaces
-and Gradio's own docs set), else 127.0.0.1:7860; any address but loopback comes with one warning
-line. `build_space` writes a folder a Gradio-SDK Space runs as it is: app.py (the `serve`
-command on the release beside it), requirements.txt (the serve side's dependencies, from this
-package's own metadata), README.md (the Space's front matter), the verified release unpacked
-under release/, and the JAX-free part of flaxdigits (base modules and serve/) beside app.py.
+`build_space` writes a folder a Gradio-SDK Space runs as it is: app.py (the `serve` command on the
+release beside it), requirements.txt (the serve side's dependencies, from this package's own
+metadata), README.md (the Space's front matter), the verified release unpacked under release/,
+and the JAX-free part of flaxdigits beside app.py.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import ipaddress
-import os
+import importlib.util
 import re
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
 
 from flaxdigits.core.atomic import write_bytes_atomic, write_text_atomic
 from flaxdigits.release import reader as release
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 7860
-HOST_ENV, PORT_ENV = "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"
 # What of flaxdigits/ the serve side imports, files and whole packages (the import contracts keep
 # serve on these and data).
 VENDORED_BASE = (
@@ -77,41 +70,8 @@ serve your network).
 """
 
 
-class HostingError(ValueError):
-    """A bad address or port, or a Space that cannot be assembled; the message says why."""
-
-
-def bind(
-    host: str | None, port: int | None, environ: Mapping[str, str] = os.environ
-) -> tuple[str, int, str | None]:
-    """(host, port, warning): flags win over the environment, which wins over 127.0.0.1:7860;
-    the warning is one line when the address is reachable from other machines, else None."""
-    host = host or environ.get(HOST_ENV) or DEFAULT_HOST
-    if port is None:
-        raw = environ.get(PORT_ENV)
-        try:
-            port = int(raw) if raw else DEFAULT_PORT
-        except ValueError:
-            raise HostingError(f"{PORT_ENV}={raw!r} is not a port number") from None
-    if not 0 < port < 65536:
-        raise HostingError(f"port {port} is outside 1-65535")
-    warning = None
-    if not is_loopback(host):
-        warning = (
-            f"warning: serving on {host}:{port}: the page is reachable from the network, "
-            "not only this machine"
-        )
-    return host, port, warning
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and 127.0.0.0/8 or ::1 addresses."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+class SpaceError(ValueError):
+    """The Space folder cannot be assembled where asked; the message says why."""
 
 
 def requirements() -> list[str]:
@@ -137,20 +97,17 @@ def build_space(release_path, out) -> Path:
 
     Raises:
         ReleaseError: the release fails verification.
-        HostingError: out exists and is not a Space folder this function wrote.
+        SpaceError: out exists and is not a Space folder this function wrote.
     """
     out = Path(out)
     verified = release.read_release(release_path)
     if out.exists() and not (out / "app.py").is_file() and any(out.iterdir()):
-        raise HostingError(f"{out} exists and is not a Space folder: choose another output")
+        raise SpaceError(f"{out} exists and is not a Space folder: choose another output")
     shutil.rmtree(out, ignore_errors=True)
     import gradio  # only to name the SDK version the Space runs
 
-    import flaxdigits
-    from flaxdigits import serve
-
     package = out / "flaxdigits"
-    base, serve_dir = Path(flaxdigits.__file__).parent, Path(serve.__file__).parent
+    base, serve_dir = _folder("flaxdigits"), _folder("flaxdigits.serve")
     for name in VENDORED_BASE:
         _vendor(base / name, package / name)
     _vendor(serve_dir, package / "serve")
@@ -161,6 +118,14 @@ def build_space(release_path, out) -> Path:
     readme = SPACE_README.format(gradio=gradio.__version__, release=verified.name)
     write_text_atomic(out / "README.md", readme)
     return out
+
+
+def _folder(package: str) -> Path:
+    """Where an installed package's files are (found, not imported: nothing of it runs here)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SpaceError(f"{package} is not installed as a package: reinstall flaxdigits")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _vendor(source: Path, dest: Path) -> None:

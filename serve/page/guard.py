@@ -11,13 +11,13 @@ a budget before Gradio reads a byte of it:
   429. The client is the peer address; X-Forwarded-For is read only from a configured proxy.
 - **Disk**: an upload first needs room in the temp dir's budget (oldest unused files evicted,
   else 507), and every path it hands out is counted until a prediction releases it
-  (TempFiles, in serve/temp_files.py).
+  (TempFiles, in serve/page/temp_files.py).
 - **Headers**: nosniff, a Content-Security-Policy, Referrer-Policy on every response; files are
   served inline only as the image types the page shows, anything else as an attachment.
 - **Echoes**: an error response longer than ECHO_BYTES (FastAPI's 422 repeats the request) is
   cut to a short message, and log records are cut to LOG_CHARS.
 
-Every budget is a named constant in serve/budgets.py (BUDGETS lists them for `flaxdigits serve
+Every budget is a named constant in serve/page/budgets.py (BUDGETS lists them for `flaxdigits serve
 --help`). Standard library only, plus the budgets and TempFiles: importing it starts nothing.
 """
 
@@ -31,7 +31,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from flaxdigits.serve.budgets import (
+from flaxdigits.serve.page.budgets import (
     BODY_BYTES,
     CLIENT_STATE,
     ECHO_BYTES,
@@ -48,7 +48,7 @@ from flaxdigits.serve.budgets import (
     UPLOAD,
     route_class,
 )
-from flaxdigits.serve.temp_files import TempFiles
+from flaxdigits.serve.page.temp_files import TempFiles
 
 # ------------------------------------------------------------------------------ rate limits
 
@@ -312,7 +312,7 @@ def _with_security_headers(headers, kind: str) -> list[tuple[bytes, bytes]]:
 
 # -------------------------------------------------------------------------------------- logs
 
-_error_log = logging.getLogger("flaxdigits.serve.guard")
+_error_log = logging.getLogger("flaxdigits.serve.page.guard")
 _error_window = {"start": 0.0, "count": 0}
 _error_lock = threading.Lock()
 

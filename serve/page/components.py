@@ -11,7 +11,7 @@
   bomb-warning-as-error rule in every other thread.
 - path_file: gr.File(type="filepath") without the empty temp file Gradio's leaves per call.
 
-Its budgets are named constants in serve/budgets.py, with every other budget of the server.
+Its budgets are named constants in serve/page/budgets.py, with every other budget of the server.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from gradio.components.image_editor import AcceptBlobs
 from gradio.utils import NamedString
 from gradio_client import utils as client_utils
 
-from flaxdigits.serve.budgets import (
+from flaxdigits.serve.page.budgets import (
     BLOB_BODY_BYTES,
     BLOB_KINDS,
     BLOB_TTL_S,

@@ -1,4 +1,4 @@
-"""The serving temp dir's disk budget and the uploads in use (TempFiles), for serve/guard.py.
+"""The serving temp dir's disk budget and the uploads in use (TempFiles), for serve/page/guard.py.
 
 Gradio writes every upload and output into one temp dir; on the open internet that dir must not
 grow without bound. TempFiles counts the bytes there, evicts the oldest uploads no request holds,

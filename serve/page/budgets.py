@@ -1,8 +1,8 @@
 """Every budget of the page's server, as named constants: what each route may take.
 
 Body bytes per route class, request rates per client, sessions, the temp dir, the editor's pending
-values, echo and log sizes, and the response headers. serve/guard.py enforces them in front of
-every route Gradio mounts, serve/components.py holds the editor's store to its share, and
+values, echo and log sizes, and the response headers. serve/page/guard.py enforces them in front of
+every route Gradio mounts, serve/page/components.py holds the editor's store to its share, and
 `flaxdigits serve --help` lists them (describe_budgets). Standard library only, plus decode's and
 temp_files' own caps: importing it starts nothing.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flaxdigits.serve.page.temp_files import EVICT_AFTER_S, TEMP_DIR_BYTES
 from flaxdigits.serve.runtime.decode import MAX_FILE_BYTES
-from flaxdigits.serve.temp_files import EVICT_AFTER_S, TEMP_DIR_BYTES
 
 KIB, MIB = 1024, 1024 * 1024
 
@@ -88,7 +88,7 @@ SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
 ]
 
-# The editor's pending values (serve/components.py's BlobStore).
+# The editor's pending values (serve/page/components.py's BlobStore).
 EDITOR_LAYERS = 1  # the page's canvas has one drawing layer (layers=False): index 0
 BLOB_TTL_S = 120.0  # a value's blobs wait this long for its prediction (queue waits included)
 STORE_BYTES = 4 * MIB  # all pending editor values together (a drawing's blobs: ~10-30 KB)
