@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from flaxdigits.serve import web
+from flaxdigits.export import site as web
 from tests.support import web_support as ws
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.ports import on_free_port

@@ -26,7 +26,7 @@ import flaxdigits
 from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_bytes_atomic
 from flaxdigits.core.files import ReadError, read_capped
-from flaxdigits.export.benchmark import benchmark
+from flaxdigits.export.latency import benchmark
 from flaxdigits.export.model_card import LICENSE, VARIANTS, file_accuracy, model_card
 from flaxdigits.release import archive
 from flaxdigits.release.archive import ReleaseError

@@ -127,7 +127,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from flaxdigits.export.benchmark import benchmark, format_rows
+    from flaxdigits.export.latency import benchmark, format_rows
 
     print(format_rows(benchmark([Path(p) for p in args.models], args.batch, args.threads)))
     return 0
@@ -279,8 +279,8 @@ def _cmd_space(args: argparse.Namespace) -> int:
 
 
 def _cmd_web(args: argparse.Namespace) -> int:
+    from flaxdigits.export.site import build_site
     from flaxdigits.release import reader as release
-    from flaxdigits.serve.web import build_site
 
     with release.models_dir(args.models) as models:  # a release: verified before it is read
         written = build_site(models, args.out, int8=args.int8)

@@ -350,7 +350,7 @@ def test_cli_export_reports_a_bad_run_in_one_line(tmp_path, capsys):
 
 
 def test_benchmark_times_each_file_thread_count_and_batch(toy_model, capsys):
-    from flaxdigits.export.benchmark import benchmark
+    from flaxdigits.export.latency import benchmark
 
     rows = benchmark([toy_model], batch_sizes=(1, 4), threads=(1, 2), blocks=2, block_seconds=0.01)
     assert [(r["file"], r["threads"], r["batch"]) for r in rows] == [

@@ -1,4 +1,4 @@
-"""serve/web.py, the static demo's builder: what it copies, what it refuses, the CSP it sets.
+"""export/site.py, the static demo's builder: what it copies, what it refuses, the CSP it sets.
 
 Toy models and a stand-in for web/node_modules: no Node, npm or browser needed here
 (tests/test_web_parity.py and tests/test_web_browser.py run the site).
@@ -15,7 +15,7 @@ import pytest
 
 from flaxdigits import cli
 from flaxdigits.core import contract
-from flaxdigits.serve import web
+from flaxdigits.export import site as web
 from flaxdigits.serve.runtime import preprocess as pre
 from flaxdigits.serve.runtime.predictor import ModelLoadError
 

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from flaxdigits.core import contract
-from flaxdigits.serve import web
+from flaxdigits.export import site as web
 from flaxdigits.serve.page.views import blank_canvas, page_outputs
 from flaxdigits.serve.runtime.predictor import Predictor
 from flaxdigits.serve.runtime.preprocess import preprocess

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from flaxdigits.core import contract
-from flaxdigits.serve import web
+from flaxdigits.export import site as web
 from flaxdigits.serve.runtime.predictor import Predictor
 from flaxdigits.serve.runtime.preprocess import EmptyCanvasError, preprocess
 from tests.support import web_support as ws

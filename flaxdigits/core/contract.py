@@ -30,6 +30,8 @@ KNOWN_PREPROCESSING_SPECS = frozenset({PREPROCESSING_SPEC})
 # How a drawing becomes that input (serve/runtime/preprocess.py): "mnist" fits the ink into 20x20
 # and centres it by mass, as MNIST was made; "seed" pads the ink box to a square with 20% margins.
 PREPROCESS_METHODS = ("mnist", "seed")
+# The drawing canvas of the page and the static site, (width, height) in pixels.
+CANVAS_SIZE = (400, 400)
 DEFAULT_PREPROCESS_METHOD = "mnist"
 
 # Highest opset/IR we emit: onnxruntime >= 1.17 (and older ARM builds) load these.

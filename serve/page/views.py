@@ -16,11 +16,11 @@ import numpy as np
 from PIL import Image
 
 from flaxdigits.core import contract
+from flaxdigits.core.contract import CANVAS_SIZE
 from flaxdigits.serve.runtime.decode import FORMAT_NAMES, ImageInputError
 from flaxdigits.serve.runtime.predictor import Prediction, Predictor
 from flaxdigits.serve.runtime.preprocess import EmptyCanvasError, Preprocessed, preprocess
 
-CANVAS_SIZE = (400, 400)  # (width, height) in pixels
 STEP_SIDE = 112  # steps smaller than this are shown enlarged with crisp (nearest) pixels
 STEP_MAX_SIDE = 160  # larger steps (a photo's original) are shown shrunk to this
 UPLOAD_PROMPT = f"Upload an image of a digit ({FORMAT_NAMES})."

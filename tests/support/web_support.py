@@ -21,7 +21,7 @@ import pytest
 from filelock import FileLock
 from PIL import Image, ImageDraw
 
-from flaxdigits.serve import web
+from flaxdigits.export import site as web
 from flaxdigits.serve.runtime import preprocess as pre
 from flaxdigits.serve.runtime.decode import ImageInputError
 from tests.support.drawings import draw_digit, drawing, rgba_on_transparent

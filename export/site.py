@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 
 from flaxdigits.core import atomic, contract
-from flaxdigits.serve.page.views import CANVAS_SIZE
 from flaxdigits.serve.runtime import preprocess as pre
 from flaxdigits.serve.runtime.predictor import Predictor
 
@@ -178,7 +177,7 @@ def build_site(models_dir, out_dir, *, int8: bool = False, web_dir=WEB_DIR) -> d
         "models": models,
         "labels": list(contract.LABELS),
         "variant": "int8" if int8 else "float32",
-        "canvas": {"width": CANVAS_SIZE[0], "height": CANVAS_SIZE[1]},
+        "canvas": {"width": contract.CANVAS_SIZE[0], "height": contract.CANVAS_SIZE[1]},
         "preprocess": preprocess_constants(),
         "ort": {"dir": f"{ORT_DIR}/", "version": _ort_version(web_dir)},
     }
