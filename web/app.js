@@ -1,11 +1,11 @@
 // The drawing page: a canvas for mouse, touch and pen; after every change of the drawing the
-// JavaScript preprocessing (preprocess.js, the port of serve/preprocess.py) and both models
+// JavaScript preprocessing (preprocess.js, the port of serve/runtime/preprocess.py) and both models
 // (onnxruntime-web, WebAssembly, one thread) run here, and the answers replace the last ones.
 // site.json (written by `flaxdigits web`) names the models, their metadata and the constants.
 import * as ort from "./ort/ort.wasm.min.mjs";
 import { EmptyCanvasError, preprocess } from "./preprocess.js";
 
-const BRUSH_RADIUS = 14; // serve/app.py BRUSH_RADIUS: the Gradio brush's circle, canvas pixels
+const BRUSH_RADIUS = 14; // serve/page/app.py BRUSH_RADIUS: the Gradio brush's circle, canvas pixels
 // wasm-feature-detect's SIMD probe (v128 ops): onnxruntime-web ships only a SIMD build.
 const SIMD_PROBE = new Uint8Array([
   0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15,
@@ -261,7 +261,7 @@ function el(tag, className, text) {
   return e;
 }
 
-// The same words as the Gradio page's subtitle (serve/page.py model_subtitle).
+// The same words as the Gradio page's subtitle (serve/page/views.py model_subtitle).
 function subtitle(meta) {
   const parts = [];
   const params = Number.parseInt(meta["flaxdigits.params"], 10);

@@ -1,4 +1,4 @@
-// The drawing -> the 28x28 white-on-black input the models expect: serve/preprocess.py's `mnist`
+// The drawing -> the 28x28 white-on-black input the models expect: serve/runtime/preprocess.py's `mnist`
 // and `seed` methods, ported once. The Python module is the reference (tests/test_web_parity.py
 // holds the two together); every Pillow and numpy step it uses is reproduced here with the same
 // integer and float32 arithmetic, so the two agree pixel for pixel on the test set.
@@ -36,7 +36,7 @@ function compositeOver(src, alpha, dst) {
   return (((tmp >>> 8) + tmp) >>> 8) >>> 7;
 }
 
-/** RGBA bytes (width*height*4) -> grey bytes, as serve/preprocess.py's _grey. */
+/** RGBA bytes (width*height*4) -> grey bytes, as serve/runtime/preprocess.py's _grey. */
 export function greyFromRgba(rgba, width, height) {
   const n = width * height;
   const grey = new Uint8Array(n);
@@ -406,7 +406,7 @@ function toSeed(cropped, c) {
 }
 
 /**
- * An RGBA canvas -> the model input, as serve/preprocess.py's preprocess(array, method).
+ * An RGBA canvas -> the model input, as serve/runtime/preprocess.py's preprocess(array, method).
  *
  * @param {Uint8Array|Uint8ClampedArray} rgba width*height*4 bytes (ImageData.data)
  * @param {number} width
