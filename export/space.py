@@ -22,8 +22,7 @@ from flaxdigits.release import reader as release
 VENDORED_BASE = (
     "__init__.py",
     "__main__.py",
-    "cli.py",
-    "cli_parser.py",
+    "cli",
     "core",
     "data",
     "release",
@@ -40,7 +39,7 @@ Serves the release in release/ after verifying every checksum. Host and port com
 import sys
 from pathlib import Path
 
-from flaxdigits.cli import main
+from flaxdigits.cli.main import main
 
 if __name__ == "__main__":
     release = Path(__file__).resolve().parent / "release"

@@ -2,6 +2,6 @@
 
 import sys
 
-from flaxdigits.cli import main
+from flaxdigits.cli.main import main
 
 sys.exit(main())

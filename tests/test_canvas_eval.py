@@ -140,7 +140,7 @@ def test_pairs_that_do_not_match_or_a_missing_dir_write_nothing(two_dirs, tmp_pa
 
 
 def test_cli_pairs_write_both_reports_and_a_mismatch_is_one_line(two_dirs, tmp_path, capsys):
-    from flaxdigits.cli import main
+    from flaxdigits.cli.main import main
 
     a, b = two_dirs
     outs = [str(tmp_path / "a.json"), str(tmp_path / "b.json")]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from flaxdigits import cli
+from flaxdigits.cli import main as cli
 from flaxdigits.runs import load_run, migrate_run
 from flaxdigits.training import checkpoint
 from flaxdigits.training.config import TrainConfig

@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-from flaxdigits import cli
-from flaxdigits.cli import main
+from flaxdigits.cli import main as cli
+from flaxdigits.cli.main import main
 from tests.programs import command
 
 
@@ -49,7 +49,7 @@ def test_help_lists_every_subcommand():
 def test_every_declared_subcommand_has_one_handler_and_no_handler_is_undeclared():
     import argparse
 
-    from flaxdigits.cli_parser import build_parser
+    from flaxdigits.cli.parser import build_parser
 
     (sub,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == set(cli.HANDLERS)

@@ -129,7 +129,7 @@ def test_only_process_zero_writes_and_the_opt_out_writes_nothing(tmp_path, monke
 
 def test_the_cli_opt_out_reaches_training(tmp_path, monkeypatch):
     import flaxdigits.training.train as train_module
-    from flaxdigits import cli
+    from flaxdigits.cli import main as cli
 
     seen = []
 

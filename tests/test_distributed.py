@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flaxdigits import cli
+from flaxdigits.cli import main as cli
 from flaxdigits.training.distributed import DistributedError, Job
 
 

@@ -16,7 +16,7 @@ import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from flaxdigits.cli import main
+from flaxdigits.cli.main import main
 from flaxdigits.core import contract
 from flaxdigits.export import onnx_export, onnx_graph
 from flaxdigits.export.onnx_export import ExportError, export_run

@@ -361,7 +361,7 @@ def test_the_resolved_client_is_left_for_the_routes():
 
 
 def test_serve_help_prints_every_budget(capsys):
-    from flaxdigits.cli import main
+    from flaxdigits.cli.main import main
 
     with pytest.raises(SystemExit):
         main(["serve", "--help"])

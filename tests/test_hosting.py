@@ -54,7 +54,7 @@ def test_serve_cli_binds_from_flags_or_environment_warns_off_loopback_and_verifi
     tmp_path, monkeypatch, capsys
 ):
     import flaxdigits.serve.page.app as app
-    from flaxdigits.cli import main
+    from flaxdigits.cli.main import main
     from flaxdigits.export.release import build_release
     from tests.test_release import _write_models
 

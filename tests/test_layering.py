@@ -44,7 +44,8 @@ LAYERS = {
     "flaxdigits.serve": 6,
     "flaxdigits.evaluation": 6,  # of exported models: JAX-free, on the serve runtime
     "flaxdigits.cli": 7,
-    "flaxdigits.cli_parser": 7,
+    "flaxdigits.cli.main": 7,
+    "flaxdigits.cli.parser": 7,
     "flaxdigits.__main__": 7,
 }
 TRAINING = {name for name, layer in LAYERS.items() if layer == 3}

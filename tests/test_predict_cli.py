@@ -18,7 +18,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from flaxdigits.cli import main
+from flaxdigits.cli.main import main
 from flaxdigits.core import contract
 from flaxdigits.serve.predict import predict_files
 from flaxdigits.serve.runtime.preprocess import EmptyCanvasError
@@ -162,7 +162,15 @@ def test_predict_cli_over_the_whole_corpus_prints_one_json_line_per_file(toy_mod
     # (A folder argument is expanded to its image files: tests/test_inputs.py.)
     files = [str(CORPUS / e["file"]) for e in INDEX] + [str(CORPUS / "missing.png")]
     proc = subprocess.run(
-        [sys.executable, "-m", "flaxdigits.cli", "predict", "--json", "--model", str(toy_model)]
+        [
+            sys.executable,
+            "-m",
+            "flaxdigits.cli.main",
+            "predict",
+            "--json",
+            "--model",
+            str(toy_model),
+        ]
         + files,
         capture_output=True,
         text=True,

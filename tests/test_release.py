@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flaxdigits.cli import main
+from flaxdigits.cli.main import main
 from flaxdigits.core import contract
 from flaxdigits.export.release import ReleaseError as BuildError
 from flaxdigits.export.release import build_release

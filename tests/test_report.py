@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from flaxdigits.cli import main
+from flaxdigits.cli.main import main
 from flaxdigits.report import compare as report
 
 

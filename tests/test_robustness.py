@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flaxdigits.cli import main
+from flaxdigits.cli.main import main
 from flaxdigits.core import contract
 from flaxdigits.evaluation import robustness
 from flaxdigits.evaluation.distort import DISTORTIONS, recentre

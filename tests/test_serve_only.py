@@ -178,7 +178,7 @@ def test_serve_only_venv_has_no_jax_and_serves_a_release_over_the_api(
     assert {"gradio", "onnxruntime", "numpy", "pillow", "flaxdigits"} <= installed
     assert not installed & set(TRAINING_STACK), installed & set(TRAINING_STACK)
     _imports_nothing_of_the_training_stack(
-        serve_venv, "flaxdigits.cli, flaxdigits.serve.page.app, flaxdigits.release.reader"
+        serve_venv, "flaxdigits.cli.main, flaxdigits.serve.page.app, flaxdigits.release.reader"
     )
     cmd = [str(serve_venv / "bin" / "flaxdigits"), "serve", "--models", str(archive)]
     port, (proc, seconds) = on_free_port(lambda port: _serve([*cmd, "--port", str(port)], port))
@@ -212,7 +212,9 @@ def test_edge_venv_has_no_gradio_nor_jax_and_predicts_and_verifies_a_release(
     installed = _installed(edge_venv)
     assert {"onnxruntime", "numpy", "pillow", "flaxdigits"} <= installed
     assert "gradio" not in installed and not installed & set(TRAINING_STACK)
-    _imports_nothing_of_the_training_stack(edge_venv, "flaxdigits.cli, flaxdigits.serve.predict")
+    _imports_nothing_of_the_training_stack(
+        edge_venv, "flaxdigits.cli.main, flaxdigits.serve.predict"
+    )
     flaxdigits = str(edge_venv / "bin" / "flaxdigits")
     expected = _expected(archive, digit_png)
     for file, name in (("cnn.onnx", "cnn"), ("mlp.onnx", "mlp")):

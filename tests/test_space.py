@@ -22,7 +22,11 @@ def test_space_folder_holds_app_requirements_readme_release_and_the_jax_free_pac
     out = space.build_space(archive, tmp_path / "space")
     names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert {"app.py", "requirements.txt", "README.md", "release/SHA256SUMS"} <= names
-    assert {"release/models/cnn.onnx", "flaxdigits/cli.py", "flaxdigits/serve/page/app.py"} <= names
+    assert {
+        "release/models/cnn.onnx",
+        "flaxdigits/cli/main.py",
+        "flaxdigits/serve/page/app.py",
+    } <= names
     assert not any(n.startswith("flaxdigits/export") for n in names)
     for name in names:  # the vendored package is the serve side: no training module
         if name.endswith(".py"):

@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from flaxdigits import cli
+from flaxdigits.cli import main as cli
 from flaxdigits.core import contract
 from flaxdigits.export import site as web
 from flaxdigits.serve.runtime import preprocess as pre

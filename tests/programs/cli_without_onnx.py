@@ -4,6 +4,6 @@ import sys
 
 sys.modules["onnx"] = None  # an import of onnx now raises ImportError
 
-from flaxdigits.cli import main  # noqa: E402 - after onnx is hidden
+from flaxdigits.cli.main import main  # noqa: E402 - after onnx is hidden
 
 sys.exit(main(sys.argv[1:]))

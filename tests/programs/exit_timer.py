@@ -3,7 +3,7 @@
 import threading
 import time
 
-from flaxdigits import cli
+from flaxdigits.cli import main as cli
 
 threading.Thread(target=time.sleep, args=(120,)).start()
 cli._exit_within(1.0)

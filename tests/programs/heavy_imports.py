@@ -37,7 +37,7 @@ for module in args.modules:
     importlib.import_module(module)
 code = None
 if args.predict:
-    from flaxdigits.cli import main
+    from flaxdigits.cli.main import main
     from flaxdigits.serve.runtime import predictor, preprocess
 
     model, image = args.predict

@@ -1,6 +1,6 @@
 """The `flaxdigits` command: parses arguments and calls one library function per subcommand.
 
-The arguments are declared in `flaxdigits.cli_parser`; here, one `_cmd_*` handler per subcommand
+The arguments are declared in `flaxdigits.cli.parser`; here, one `_cmd_*` handler per subcommand
 (`HANDLERS`) and `main`, which turns expected failures into one line and an exit status. Heavy
 imports (JAX, onnxruntime, gradio) happen inside the subcommand that needs them, so
 `flaxdigits predict` on a board without JAX never imports it.
@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from flaxdigits.cli_parser import build_parser
+from flaxdigits.cli.parser import build_parser
 
 # 128 + SIGPIPE: what a shell reports for a command its downstream reader closed on.
 EXIT_BROKEN_PIPE = 141

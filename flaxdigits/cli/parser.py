@@ -1,6 +1,6 @@
 """The `flaxdigits` command's arguments: one argparse subparser per subcommand, nothing run.
 
-`flaxdigits.cli` parses with `build_parser()` and calls the handler `args.command` names. Only
+`flaxdigits.cli.main` parses with `build_parser()` and calls the handler `args.command` names. Only
 the standard library and the base layer are imported here (and serve/budgets' list, which needs
 Pillow but no gradio), so `flaxdigits --help` is fast everywhere.
 """
