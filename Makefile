@@ -162,9 +162,14 @@ test-deps:
 	  $(MAKE) --no-print-directory browser-deps || echo "make test: browser-deps failed"; fi
 	@! command -v npm >/dev/null 2>&1 || $(MAKE) --no-print-directory web-deps
 
+# ruff (style, bugbear, security rules, complexity), the import contracts of pyproject.toml on the
+# package laid out as installed (import-linter), and the published advisories of what is installed.
+LAYOUT_TREE := build/installed
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(PY) -m tests.support.installed $(LAYOUT_TREE) >/dev/null
+	cd $(LAYOUT_TREE) && $(abspath $(BIN))/lint-imports --config $(abspath pyproject.toml) --no-cache --no-logo
 
 format: install
 	$(BIN)/ruff format .

@@ -11,12 +11,14 @@ from flaxdigits.cli.main import main
 from flaxdigits.report import compare as report
 
 
-def test_compare_writes_tables_and_plots_reusing_finished_runs(tmp_path, trained_runs, capsys):
+def test_compare_writes_tables_and_plots_reading_finished_runs(tmp_path, trained_runs):
     for name, run_dir in trained_runs.items():
         shutil.copytree(run_dir, tmp_path / "runs" / name)
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*") if p.is_file()}
     runs = str(tmp_path / "runs")
     assert main(["compare", "--epochs", "1", "--runs", runs, "--out", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.count("reusing") == 2  # no retraining
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+    assert after == before  # the runs were read, not trained again
     text = (tmp_path / "comparison.md").read_text()
     assert "## Results after 1 epoch" in text
     for row in ("Train accuracy", "Test accuracy", "Train loss", "Test loss", "Overfit gap"):
@@ -42,13 +44,26 @@ def test_cells_are_mean_with_sample_std_over_seeds():
     assert report._fmt([0.01], "pct", signed=True) == "+1.00%"
 
 
-def test_a_run_of_another_recipe_is_not_reused(tmp_path, trained_runs, monkeypatch):
+def test_a_run_trained_otherwise_is_refused_with_the_command_that_trains_the_right_one(
+    tmp_path, trained_runs
+):
     for name, run_dir in trained_runs.items():
         shutil.copytree(run_dir, tmp_path / name)
-    trained = []
-    monkeypatch.setattr(
-        "flaxdigits.training.train.train", lambda config, *a, **k: trained.append(config)
-    )
-    with pytest.raises(TypeError):  # the stub returns no metrics: only the call matters here
+    with pytest.raises(report.MissingRunError, match="another batch_size") as refused:
         report.compare(epochs=[1], batch_size=64, out=tmp_path / "out", runs_dir=tmp_path)
-    assert trained and trained[0].batch_size == 64  # batch 32 runs do not answer a batch-64 report
+    command = "flaxdigits train --recipe seed --model mlp --epochs 1 --batch-size 64 --seed 0"
+    assert f"`{command} --out {tmp_path / 'mlp'}`" in str(refused.value)
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_a_missing_run_is_one_line_naming_the_command_and_nothing_is_trained(tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["compare", "--epochs", "5", "10", "--runs", str(tmp_path), "--out", str(out)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    command = (
+        "flaxdigits train --recipe seed --model mlp --epochs 10 --batch-size 32 --seed 0 "
+        f"--snapshot-epochs 5 --out {tmp_path / 'mlp'}"
+    )
+    assert err.count("\n") == 1 and f"`{command}`" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # no run started, no report written

@@ -109,9 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     add_source(p)
 
-    p = sub.add_parser(
-        "compare", help="the MLP-vs-CNN report from the runs (trains only runs that are missing)"
-    )
+    p = sub.add_parser("compare", help="the MLP-vs-CNN report from finished runs (it never trains)")
     p.add_argument("--epochs", type=int, nargs="+", default=[5, 10])
     p.add_argument("--seeds", type=int, default=1, help="K seeds -> mean ± std")
     p.add_argument("--batch-size", type=int, default=32)

@@ -1,10 +1,10 @@
-"""The MLP-vs-CNN comparison: read (or train what is missing of) one run per model and seed,
-tabulate at each epoch count, plot.
+"""The MLP-vs-CNN comparison: read one finished run per model and seed, tabulate at each epoch
+count, plot. It never trains: a missing run is an error naming the command that makes it.
 
 One run per (model, seed) trains to the largest requested epoch count and snapshots train/test
 metrics at the smaller ones: with a constant learning rate and data order = f(seed, epoch), the
 epoch-5 snapshot of a 10-epoch run is exactly a 5-epoch run, at half the cost. `make all` trains
-runs/mlp and runs/cnn that way once; the report and the export both read them.
+runs/seed/mlp and runs/seed/cnn that way once; the report and the export both read them.
 """
 
 from __future__ import annotations
@@ -53,26 +53,39 @@ def run_dir_for(runs: Path, name: str, seed: int) -> Path:
     return Path(runs) / (name if seed == 0 else f"{name}-seed{seed}")
 
 
-def _run_one(config, run_dir: Path, snapshot_epochs: Sequence[int], data) -> dict[str, Any]:
-    """Reuse (or train / resume) one run and return its metrics."""
-    from flaxdigits.training import checkpoint
-    from flaxdigits.training.train import train
+class MissingRunError(ValueError):
+    """A run the report needs is missing or was trained otherwise; the message names the command
+    that trains it."""
 
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.exists():
-        metrics = json.loads(metrics_path.read_text())
-        done = {int(k) for k in metrics.get("snapshots", {})}
-        same = all(metrics.get(k) == v for k, v in config.to_dict().items())
-        if same and set(snapshot_epochs) <= done:
-            print(f"reusing {run_dir} (already trained with this config)")
-            return metrics
-    return train(
-        config,
-        run_dir,
-        data=data,
-        resume=checkpoint.exists(run_dir),
-        snapshot_epochs=snapshot_epochs,
+
+def train_command(config, run_dir: Path, snapshot_epochs: Sequence[int]) -> str:
+    """The `flaxdigits train` command that makes the run the report reads from run_dir."""
+    snapshots = " ".join(str(e) for e in snapshot_epochs if e != config.epochs)
+    return (
+        f"flaxdigits train --recipe {config.recipe} --model {config.model} "
+        f"--epochs {config.epochs} --batch-size {config.batch_size} --seed {config.seed}"
+        + (f" --snapshot-epochs {snapshots}" if snapshots else "")
+        + f" --out {run_dir}"
     )
+
+
+def read_run(config, run_dir: Path, snapshot_epochs: Sequence[int]) -> dict[str, Any]:
+    """The metrics of the finished run in run_dir, trained with config and snapshotted at every
+    epoch count asked for; MissingRunError (with the command that trains it) otherwise."""
+    metrics_path = Path(run_dir) / "metrics.json"
+    command = train_command(config, run_dir, snapshot_epochs)
+    if not metrics_path.is_file():
+        raise MissingRunError(f"{run_dir} holds no finished run: train it first with `{command}`")
+    metrics = json.loads(metrics_path.read_text())
+    done = {int(k) for k in metrics.get("snapshots", {})}
+    different = sorted(k for k, v in config.to_dict().items() if metrics.get(k) != v)
+    if different or not set(snapshot_epochs) <= done:
+        what = f"another {', '.join(different)}" if different else "no snapshot at every epoch"
+        raise MissingRunError(
+            f"{run_dir} was trained with {what} than this report asks for: move it aside and "
+            f"train it with `{command}`"
+        )
+    return metrics
 
 
 def compare(
@@ -86,10 +99,10 @@ def compare(
 ) -> Path:
     """Compare MLP and CNN over seeds; write out/comparison.md, comparison.json and plots.
 
-    Each (model, seed) run is read from run_dir_for(runs_dir, ...) when it was trained with
-    this recipe to max(epochs) with snapshots at the others; only a missing or different run is
-    trained (or resumed) there. The robustness sections read robust_runs_dir's runs and the
-    measurements in `out` (report_robust.py). Returns the path of comparison.md.
+    Each (model, seed) run is read from run_dir_for(runs_dir, ...), trained with the seed recipe
+    to max(epochs) with snapshots at the others; MissingRunError names the command for a missing
+    or different one. The robustness sections read robust_runs_dir's runs and the measurements
+    in `out` (report/robustness.py). Returns the path of comparison.md.
     """
     import jax
 
@@ -102,13 +115,12 @@ def compare(
     if not epochs or epochs[0] < 1 or seeds < 1:
         raise ValueError("--epochs needs positive epoch counts and --seeds a positive count")
     out = Path(out)
-    mnist = load_mnist(data_source, log=print)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODEL_NAMES}
     for seed in range(seeds):
         for name in MODEL_NAMES:
             config = TrainConfig(model=name, epochs=epochs[-1], batch_size=batch_size, seed=seed)
-            run_dir = run_dir_for(runs_dir, name, seed)
-            runs[name].append(_run_one(config, run_dir, epochs, mnist))
+            runs[name].append(read_run(config, run_dir_for(runs_dir, name, seed), epochs))
+    mnist = load_mnist(data_source, log=print)
 
     evaluations = {
         name: evaluate_run(run_dir_for(runs_dir, name, 0), mnist=mnist, with_predictions=True)
