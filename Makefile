@@ -170,6 +170,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(PY) -m tests.support.installed $(LAYOUT_TREE) >/dev/null
 	cd $(LAYOUT_TREE) && $(abspath $(BIN))/lint-imports --config $(abspath pyproject.toml) --no-cache --no-logo
+	$(PY) -m benchmarks.audit
 
 format: install
 	$(BIN)/ruff format .
