@@ -1,25 +1,33 @@
 """The static browser demo: web/ (page, JS preprocessing, CSS) + onnxruntime-web + both models.
 
-`build_site` assembles a directory any static file host can serve: the page's sources from web/,
-onnxruntime-web's WebAssembly files from web/node_modules (pinned in web/package-lock.json,
-installed by `npm ci`), the two models (checked by the Predictor, as the Gradio page loads
-them), and site.json: each model's metadata and the preprocessing constants of
-serve/runtime/preprocess.py, so the JavaScript port reads the reference's numbers instead of copying
-them. Nothing on the page is fetched from anywhere but the site itself; the Content-Security-
-Policy (a <meta> in index.html and a `_headers` file for hosts that read one) says so.
+`build_site` assembles a directory any static file host can serve: the page's sources (web/ of a
+checkout, installed as the package data `flaxdigits.web`), onnxruntime-web's WebAssembly files
+(pinned by web/package-lock.json: web/node_modules after `npm ci` in a checkout, else installed
+once by `npm ci` into the cache), the two models (checked by the Predictor, as the Gradio page
+loads them), and site.json: each model's metadata and the preprocessing constants of
+serve/runtime/preprocess.py, so the JavaScript port reads the reference's numbers instead of
+copying them. Nothing on the page is fetched from anywhere but the site itself; the Content-
+Security-Policy (a <meta> in index.html and a `_headers` file for hosts that read one) says so.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 from flaxdigits.core import atomic, contract
+from flaxdigits.data.mnist import cache_dir
 from flaxdigits.serve.runtime import preprocess as pre
 from flaxdigits.serve.runtime.predictor import Predictor
 
-WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+WEB_DIR = Path(str(importlib.resources.files("flaxdigits.web")))
+LOCK_FILES = ("package.json", "package-lock.json")
+NPM_TIMEOUT_S = 600
 SOURCES = ("index.html", "app.js", "preprocess.js", "style.css", "favicon.svg")
 ORT_DIST = Path("node_modules") / "onnxruntime-web" / "dist"
 # The WebAssembly-only build of onnxruntime-web and the one runtime it loads (SIMD; threads are
@@ -119,29 +127,53 @@ def build_site(models_dir, out_dir, *, int8: bool = False, web_dir=WEB_DIR) -> d
         models_dir: where `make all` wrote mlp.onnx, cnn.onnx (+ .int8.onnx) and manifests.
         out_dir: the site's root directory.
         int8: ship the int8 models instead of the float ones.
-        web_dir: the page's sources and node_modules (web/ of this repository).
+        web_dir: the page's sources (web/ of this repository, or the installed package data).
 
     Returns:
         {path relative to out_dir: bytes} of every file written.
 
     Raises:
-        SiteError: a source, onnxruntime-web (run `npm ci` in web/) or a model is missing.
+        SiteError: a source, onnxruntime-web (and npm to install it) or a model is missing.
         ModelLoadError: a model file fails the Predictor's checks.
     """
     web_dir, out = Path(web_dir), Path(out_dir)
+    check_sources(web_dir)
+    models, files = read_models(Path(models_dir), int8)  # all checked before anything is written
+    ort = ort_dist(web_dir)
+    files |= {f"{ORT_DIR}/{name}": (ort / name).read_bytes() for name in ORT_FILES}
+    for name in SOURCES:
+        data = (web_dir / name).read_bytes()
+        files[name] = (
+            data.replace(CSP_MARKER, csp_meta_tag().encode()) if name == "index.html" else data
+        )
+    site = {
+        "models": models,
+        "labels": list(contract.LABELS),
+        "variant": "int8" if int8 else "float32",
+        "canvas": {"width": contract.CANVAS_SIZE[0], "height": contract.CANVAS_SIZE[1]},
+        "preprocess": preprocess_constants(),
+        "ort": {"dir": f"{ORT_DIR}/", "version": _ort_version(ort)},
+    }
+    files[SITE_JSON] = json.dumps(site, indent=1).encode()
+    files["_headers"] = headers_file().encode()
+    for rel, data in files.items():
+        atomic.write_bytes_atomic(out / rel, data)
+    return {rel: len(data) for rel, data in files.items()}
+
+
+def check_sources(web_dir: Path) -> None:
+    """web_dir holds every source of the page, and index.html its one CSP marker."""
     missing = [name for name in SOURCES if not (web_dir / name).is_file()]
     if missing:
         raise SiteError(f"{web_dir} lacks {', '.join(missing)}: not a flaxdigits web/ directory")
     if (web_dir / "index.html").read_bytes().count(CSP_MARKER) != 1:
         raise SiteError(f"{web_dir / 'index.html'} needs one {CSP_MARKER.decode()} line")
-    ort_missing = [name for name in ORT_FILES if not (web_dir / ORT_DIST / name).is_file()]
-    if ort_missing:
-        raise SiteError(
-            f"onnxruntime-web is not installed in {web_dir} (no {ort_missing[0]}): "
-            f"run `npm ci --prefix {web_dir}` (or `make web`)"
-        )
+
+
+def read_models(models_dir: Path, int8: bool) -> tuple[list[dict], dict[str, bytes]]:
+    """(site.json's model entries, {site path: bytes}) of both models, each checked by the
+    Predictor (the manifest beside it must list the file and its hash)."""
     suffix = ".int8.onnx" if int8 else ".onnx"
-    models_dir = Path(models_dir)
     paths = {name: models_dir / f"{name}{suffix}" for name in contract.MODEL_NAMES}
     absent = [p.name for p in paths.values() if not p.is_file()]
     if absent:
@@ -150,42 +182,59 @@ def build_site(models_dir, out_dir, *, int8: bool = False, web_dir=WEB_DIR) -> d
             "with `make all`"
         )
     models, files = [], {}
-    for name, path in paths.items():  # every model checked before anything is written
-        predictor = Predictor(path)  # the manifest beside it must list this file and its hash
+    for name, path in paths.items():
+        predictor = Predictor(path)
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != predictor.sha256:
             raise SiteError(f"{path} changed while the site was built: build again")
         rel = f"{MODELS_DIR}/{name}.onnx"
         files[rel] = data
         models.append(model_entry(predictor, rel, data))
-    written: dict[str, int] = {}
-
-    def put(rel: str, data: bytes) -> None:
-        atomic.write_bytes_atomic(out / rel, data)
-        written[rel] = len(data)
-
-    for rel, data in files.items():
-        put(rel, data)
-    for name in ORT_FILES:
-        put(f"{ORT_DIR}/{name}", (web_dir / ORT_DIST / name).read_bytes())
-    for name in SOURCES:
-        data = (web_dir / name).read_bytes()
-        if name == "index.html":
-            data = data.replace(CSP_MARKER, csp_meta_tag().encode())
-        put(name, data)
-    site = {
-        "models": models,
-        "labels": list(contract.LABELS),
-        "variant": "int8" if int8 else "float32",
-        "canvas": {"width": contract.CANVAS_SIZE[0], "height": contract.CANVAS_SIZE[1]},
-        "preprocess": preprocess_constants(),
-        "ort": {"dir": f"{ORT_DIR}/", "version": _ort_version(web_dir)},
-    }
-    put(SITE_JSON, json.dumps(site, indent=1).encode())
-    put("_headers", headers_file().encode())
-    return written
+    return models, files
 
 
-def _ort_version(web_dir: Path) -> str:
-    package = web_dir / "node_modules" / "onnxruntime-web" / "package.json"
+def ort_dist(web_dir: Path, cache: Path | None = None) -> Path:
+    """onnxruntime-web's dist/ folder, as web_dir's package-lock.json pins it: web_dir's own
+    node_modules (a checkout after `npm ci`), else an `npm ci` of the lock file in the cache
+    (an installed package), made once per lock file."""
+    local = web_dir / ORT_DIST
+    if all((local / name).is_file() for name in ORT_FILES):
+        return local
+    locks = b"".join((web_dir / name).read_bytes() for name in LOCK_FILES)
+    target = Path(cache or cache_dir() / "web") / hashlib.sha256(locks).hexdigest()[:16]
+    if not all((target / ORT_DIST / name).is_file() for name in ORT_FILES):
+        _npm_ci(web_dir, target)
+    return target / ORT_DIST
+
+
+def _npm_ci(web_dir: Path, target: Path) -> None:
+    """`npm ci` of web_dir's lock file into target (a fresh folder renamed into place)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SiteError(
+            f"onnxruntime-web is not installed in {web_dir} and npm is not on PATH: install "
+            "Node.js and npm (Debian: `apt install nodejs npm`), or in a checkout run "
+            f"`npm ci --prefix {web_dir}` (or `make web`)"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".npm-") as tmp:
+        for name in LOCK_FILES:
+            shutil.copyfile(web_dir / name, Path(tmp) / name)
+        done = subprocess.run(  # noqa: S603 - npm from PATH, fixed arguments, our lock file
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error", "--prefer-offline"],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=NPM_TIMEOUT_S,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SiteError(f"`npm ci` of onnxruntime-web failed: {done.stderr.strip()[-500:]}")
+        shutil.rmtree(target, ignore_errors=True)
+        Path(tmp).rename(target)
+        Path(tmp).mkdir()  # for TemporaryDirectory's own clean-up
+
+
+def _ort_version(dist: Path) -> str:
+    package = dist.parent / "package.json"  # node_modules/onnxruntime-web/package.json
     return str(json.loads(package.read_text()).get("version", ""))

@@ -25,6 +25,7 @@ from filelock import FileLock
 from flaxdigits.export.release import build_release
 from flaxdigits.export.space import build_space
 from tests.programs import command
+from tests.support.installed import package_dirs
 from tests.support.ports import PortTaken, on_free_port, says_port_taken
 from tests.test_release import _write_models
 
@@ -43,10 +44,10 @@ def _venv(extra: str) -> Path:
     venv = ROOT / ".cache" / "serve-only" / f"{extra}-{key}" / "venv"
     python = venv / "bin" / "python"
     sources = hashlib.sha256()
-    for path in sorted(
-        p for d in ("flaxdigits", "serve", "export") for p in (ROOT / d).glob("*.py")
-    ):
-        sources.update(path.name.encode() + path.read_bytes())
+    for folder in package_dirs().values():  # every installed file, data files included
+        for path in sorted(p for p in (ROOT / folder).rglob("*") if p.is_file()):
+            if "node_modules" not in path.parts and "__pycache__" not in path.parts:
+                sources.update(str(path.relative_to(ROOT)).encode() + path.read_bytes())
     stamp, done = venv / ".flaxdigits-sources", venv / ".complete"
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     venv.parent.mkdir(parents=True, exist_ok=True)
@@ -235,3 +236,21 @@ def test_edge_venv_has_no_gradio_nor_jax_and_predicts_and_verifies_a_release(
         [flaxdigits, "serve", "--models", str(archive)], capture_output=True, text=True
     )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_the_static_site_builds_from_the_serve_only_install(serve_venv, archive, tmp_path):
+    # Installed, flaxdigits has web/'s sources as package data and no node_modules: `web` gets
+    # onnxruntime-web by `npm ci` of the packaged lock file, once, into the cache.
+    if shutil.which("npm") is None:
+        pytest.skip("npm not found: install Node.js and npm (`sudo make browser-deps`)")
+    out = tmp_path / "site"
+    cmd = [str(serve_venv / "bin" / "flaxdigits"), "web", "--models", str(archive)]
+    proc = subprocess.run(
+        [*cmd, "--out", str(out)], capture_output=True, text=True, cwd="/", timeout=900
+    )  # not from the checkout, whose web/ and flaxdigits/ would stand in for the installed ones
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    site = json.loads((out / "site.json").read_text())
+    assert [m["name"] for m in site["models"]] == ["mlp", "cnn"] and site["ort"]["version"]
+    for name in ("index.html", "app.js", "preprocess.js", "ort/ort-wasm-simd-threaded.wasm"):
+        assert (out / name).stat().st_size > 100, name
+    assert b"Content-Security-Policy" in (out / "index.html").read_bytes()

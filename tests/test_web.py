@@ -25,7 +25,7 @@ def web_dir(tmp_path):
     """A copy of web/'s sources with placeholder onnxruntime-web files."""
     out = tmp_path / "web"
     out.mkdir()
-    for name in web.SOURCES:
+    for name in (*web.SOURCES, *web.LOCK_FILES):
         shutil.copy(web.WEB_DIR / name, out / name)
     dist = out / web.ORT_DIST
     dist.mkdir(parents=True)
@@ -109,11 +109,51 @@ def test_page_allows_only_its_own_origin_and_has_nothing_inline(toy_dir, web_dir
     assert f"Content-Security-Policy: {web.CSP}" in headers
 
 
-def test_missing_npm_packages_name_the_command(toy_dir, web_dir, tmp_path):
+def test_without_node_modules_or_npm_the_error_names_what_to_install(
+    toy_dir, web_dir, tmp_path, monkeypatch
+):
     shutil.rmtree(web_dir / "node_modules")
-    with pytest.raises(web.SiteError, match="npm ci"):
+    monkeypatch.setenv("FLAXDIGITS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no npm
+    with pytest.raises(web.SiteError, match=r"npm is not on PATH: install Node.js and npm"):
         web.build_site(toy_dir, tmp_path / "site", web_dir=web_dir)
     assert not (tmp_path / "site").exists()
+
+
+FAKE_NPM = """#!/bin/sh
+# Stands in for `npm ci`: checks it runs beside the lock file, lays out onnxruntime-web's files.
+[ "$1" = ci ] && [ -f package-lock.json ] && [ -f package.json ] || exit 3
+echo called >> "$NPM_CALLS"
+mkdir -p node_modules/onnxruntime-web/dist
+echo '{"version": "8.8.8"}' > node_modules/onnxruntime-web/package.json
+for f in ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm; do
+  echo "installed $f" > node_modules/onnxruntime-web/dist/$f
+done
+"""
+
+
+def test_an_installed_package_gets_onnxruntime_web_from_npm_ci_once_into_the_cache(
+    toy_dir, web_dir, tmp_path, monkeypatch
+):
+    # An installed flaxdigits has web/'s sources as package data but no node_modules.
+    shutil.rmtree(web_dir / "node_modules")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "npm").write_text(FAKE_NPM)
+    (bin_dir / "npm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setenv("NPM_CALLS", str(tmp_path / "calls"))
+    monkeypatch.setenv("FLAXDIGITS_CACHE", str(tmp_path / "cache"))
+    for n in (1, 2):
+        web.build_site(toy_dir, tmp_path / f"site{n}", web_dir=web_dir)
+        site = json.loads((tmp_path / f"site{n}" / web.SITE_JSON).read_text())
+        assert site["ort"]["version"] == "8.8.8"
+        assert (
+            (tmp_path / f"site{n}" / "ort" / "ort.wasm.min.mjs").read_text().startswith("installed")
+        )
+    assert (tmp_path / "calls").read_text().count("called") == 1  # the second build reused it
+    cached = list((tmp_path / "cache" / "web").iterdir())
+    assert len(cached) == 1 and not cached[0].name.startswith(".")  # no temp folder left
 
 
 def test_missing_or_tampered_models_are_refused(toy_dir, web_dir, tmp_path):
