@@ -1,7 +1,7 @@
 """Training one model: prepare the job, restore, loop over epochs, checkpoint, write metrics.json.
 
 `train()` reads as the algorithm; each part is a small function below it. The step itself and
-the device loop are in steps.py, the state in state.py, evaluation in evaluation.py.
+the device loop are in steps.py, the state in state.py, evaluation in evaluate.py.
 """
 
 from __future__ import annotations
@@ -89,11 +89,7 @@ def train(
     run_dir = Path(run_dir)
     if jax.process_index() != 0:
         log, progress = _silent, False
-    if not resume and checkpoint.exists(run_dir):
-        raise checkpoint.CheckpointError(
-            f"{run_dir} already holds a trained checkpoint; pass --resume to continue it "
-            "or choose another --out (nothing was overwritten)"
-        )
+    _refuse_to_overwrite(run_dir, resume)
     job_mesh = mesh.make_mesh(devices)
     mnist = data if data is not None else load_mnist(data_source, log=log)
     setup = prepare(config, mnist, job_mesh)
@@ -103,7 +99,26 @@ def train(
         run_dir, config, steps, len(done.history) * steps, enabled=tensorboard, log=log
     )
     loop = _EpochLoop(setup, config, jax.device_put(state, setup.replicated), board)
-    snapshot_epochs = set(snapshot_epochs) | {config.epochs}
+    _run_epochs(loop, done, run_dir, set(snapshot_epochs) | {config.epochs}, progress, log)
+    board.close(step=config.epochs * steps)
+    metrics = _final_metrics(config, loop, done, run_dir, mnist.source, job_mesh.devices.size)
+    if jax.process_index() == 0:
+        write_json_atomic(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _refuse_to_overwrite(run_dir: Path, resume: bool) -> None:
+    """A finished or interrupted run is only ever continued, never trained over."""
+    if not resume and checkpoint.exists(run_dir):
+        raise checkpoint.CheckpointError(
+            f"{run_dir} already holds a trained checkpoint; pass --resume to continue it "
+            "or choose another --out (nothing was overwritten)"
+        )
+
+
+def _run_epochs(loop, done: Progress, run_dir: Path, snapshot_epochs: set[int], progress, log):
+    """The epochs still to run, each checkpointed with the progress so far."""
+    config = loop.config
     for epoch in range(len(done.history), config.epochs):
         record = loop.run_epoch(epoch, progress)
         done.history.append(record)
@@ -116,11 +131,6 @@ def train(
         }
         checkpoint.save(run_dir, loop.state(), meta, epoch=epoch + 1)
         log(_epoch_line(config.model, record))
-    board.close(step=config.epochs * steps)
-    metrics = _final_metrics(config, loop, done, run_dir, mnist.source, job_mesh.devices.size)
-    if jax.process_index() == 0:
-        write_json_atomic(run_dir / "metrics.json", metrics)
-    return metrics
 
 
 def _silent(_: str) -> None:
@@ -206,11 +216,30 @@ class _EpochLoop:
         return jax.tree.unflatten(self.treedef, self.leaves)
 
     def run_epoch(self, epoch: int, progress: bool | None) -> dict[str, Any]:
-        """One epoch of steps, then validation: the epoch's history record."""
+        """One epoch of steps, then validation (and the test curve): its history record."""
+        spec, split = self.setup.spec, self.local_split
+        t_epoch = time.perf_counter()
+        train_loss, train_acc = self._steps(epoch, progress)
+        # "seconds" is the epoch's training (shuffle + steps): the work train_flops_per_image
+        # counts and what the PyTorch reference in benchmarks/ times. Validation is timed apart.
+        seconds = time.perf_counter() - t_epoch
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc}
+        record |= self._evaluate("val", split.val_images, split.val_labels)
+        # The test curve is a curve to read, as the Flax examples keep; never used to choose
+        # anything (time to 99% in BENCHMARKS.md is read from it).
+        record |= self._evaluate("test", split.test_images, split.test_labels)
+        record["seconds"] = seconds
+        # The throughput the curves show is this one, from the same two numbers.
+        record["images_per_second"] = spec.steps_per_epoch * spec.batch_size / seconds
+        self.curves.epoch(epoch * spec.steps_per_epoch + spec.steps_per_epoch, record)
+        return record
+
+    def _steps(self, epoch: int, progress: bool | None) -> tuple[float, float]:
+        """The epoch's steps on the device, a call of STEPS_PER_CALL at a time: mean train loss
+        and accuracy."""
         from tqdm.auto import tqdm
 
         spec, split, replicated = self.setup.spec, self.setup.split, self.setup.replicated
-        t_epoch = time.perf_counter()
         order = _epoch_order(self.state().rng, jnp.int32(epoch), self.n_train)
         sums = jax.device_put(jnp.zeros((2,), jnp.float32), replicated)
         bar = tqdm(
@@ -221,7 +250,7 @@ class _EpochLoop:
             leave=True,
         )
         # The step loop moves nothing host->device: any implicit copy here is a bug, made loud.
-        shown, step, t_sync = np.zeros(2), epoch * spec.steps_per_epoch, t_epoch
+        shown, step, t_sync = np.zeros(2), epoch * spec.steps_per_epoch, time.perf_counter()
         with bar, jax.transfer_guard_host_to_device("disallow"):
             for n in self.chunks:
                 self.leaves, sums = self.step_fn(
@@ -235,30 +264,23 @@ class _EpochLoop:
                 self.curves.steps(step, n, total - shown, now - t_sync)
                 shown, t_sync = total, now
         train_loss, train_acc = (float(v) for v in mesh.fetch(sums) / spec.steps_per_epoch)
-        # "seconds" is the epoch's training (shuffle + steps): the work train_flops_per_image
-        # counts and what the PyTorch reference in benchmarks/ times. Validation is timed apart.
-        seconds = time.perf_counter() - t_epoch
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc}
-        if int(split.val_images.shape[0]):
-            t_val = time.perf_counter()
-            params, batch = mesh.local_copy(self.state().params), self.config.eval_batch_size
-            local = self.local_split
-            val = evaluate_arrays(spec.graphdef, params, local.val_images, local.val_labels, batch)
-            record |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
-            record["val_seconds"] = time.perf_counter() - t_val
-        if int(split.test_images.shape[0]):  # a curve to read, as the Flax examples keep; never
-            # used to choose anything (time to 99% in BENCHMARKS.md is read from it)
-            t_test = time.perf_counter()
-            params, batch = mesh.local_copy(self.state().params), self.config.eval_batch_size
-            x, y = self.local_split.test_images, self.local_split.test_labels
-            test = evaluate_arrays(spec.graphdef, params, x, y, batch)
-            record |= {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
-            record["test_seconds"] = time.perf_counter() - t_test
-        record["seconds"] = seconds
-        # The throughput the curves show is this one, from the same two numbers.
-        record["images_per_second"] = spec.steps_per_epoch * spec.batch_size / seconds
-        self.curves.epoch(step, record)
-        return record
+        return train_loss, train_acc
+
+    def _evaluate(self, name: str, images: jax.Array, labels: jax.Array) -> dict[str, float]:
+        """{NAME_loss, NAME_accuracy, NAME_seconds} of the current parameters on one split
+        ({} for an empty split)."""
+        if not int(images.shape[0]):
+            return {}
+        t0 = time.perf_counter()
+        params = mesh.local_copy(self.state().params)
+        result = evaluate_arrays(
+            self.setup.spec.graphdef, params, images, labels, self.config.eval_batch_size
+        )
+        return {
+            f"{name}_loss": result["loss"],
+            f"{name}_accuracy": result["accuracy"],
+            f"{name}_seconds": time.perf_counter() - t0,
+        }
 
     def split_metrics(self) -> dict[str, float]:
         """Train/val/test loss and accuracy of the current parameters, and the overfitting gap."""
