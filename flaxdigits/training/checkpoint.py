@@ -117,11 +117,10 @@ def _manifest(step_dir: Path) -> dict[str, dict[str, Any]]:
     """{path relative to step_dir: {"sha256", "size"}} of every file under step_dir."""
     files = {}
     for path in sorted(p for p in step_dir.rglob("*") if p.is_file() or p.is_symlink()):
-        blob = path.read_bytes()
-        files[path.relative_to(step_dir).as_posix()] = {
-            "sha256": hashlib.sha256(blob).hexdigest(),
-            "size": len(blob),
-        }
+        with path.open("rb") as f:  # streamed: the optimizer state is megabytes
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+            size = f.tell()
+        files[path.relative_to(step_dir).as_posix()] = {"sha256": digest, "size": size}
     return files
 
 
