@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a trained run directory (flaxdigits train --out)")
     p.add_argument("--out", required=True, help="models/NAME.onnx")
     p.add_argument("--int8", action="store_true", help="also write NAME.int8.onnx (static QDQ)")
 
@@ -32,7 +32,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def benchmark_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("models", nargs="+")
+    p.add_argument("models", nargs="+", help=".onnx files to time")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 256])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
 
@@ -46,7 +46,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
 def compat_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("python", help="interpreter of the venv with the other onnxruntime")
-    p.add_argument("models", nargs="+")
+    p.add_argument("models", nargs="+", help=".onnx files to run in both onnxruntimes")
     p.add_argument("--images", type=int, default=500, help="MNIST test images to compare on")
 
 

@@ -33,7 +33,7 @@ def run_release(args: argparse.Namespace) -> int:
 
 
 def verify_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("release")
+    p.add_argument("release", help="a release .tar.gz or folder")
 
 
 def run_verify(args: argparse.Namespace) -> int:

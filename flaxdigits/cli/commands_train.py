@@ -159,7 +159,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def migrate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run directory whose checkpoint is in the msgpack format")
 
 
 def run_migrate(args: argparse.Namespace) -> int:
@@ -170,7 +170,7 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 
 def evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a trained run directory (flaxdigits train --out)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     add_source(p)
 

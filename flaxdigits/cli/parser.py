@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from flaxdigits import __version__
 from flaxdigits.cli.commands import COMMANDS
 
 DESCRIPTION = (
@@ -19,6 +20,7 @@ DESCRIPTION = (
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand of the table, in the table's order."""
     parser = argparse.ArgumentParser(prog="flaxdigits", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"flaxdigits {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         options = {}
