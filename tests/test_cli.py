@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -9,8 +10,10 @@ import time
 
 import numpy as np
 
-from flaxdigits.cli import main as cli
+from flaxdigits.cli import commands_serve
+from flaxdigits.cli.commands import BY_NAME, COMMANDS
 from flaxdigits.cli.main import main
+from flaxdigits.cli.parser import build_parser
 from tests.programs import command
 
 
@@ -47,13 +50,13 @@ def test_help_lists_every_subcommand():
 
 
 def test_every_declared_subcommand_has_one_handler_and_no_handler_is_undeclared():
-    import argparse
-
-    from flaxdigits.cli.parser import build_parser
-
+    # The parser's subcommands are the table's rows, in order; each row has its own handler and
+    # its own argument declarations (a row pasted with another's handler would run the wrong job).
     (sub,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == set(cli.HANDLERS)
-    assert len(set(map(id, cli.HANDLERS.values()))) == len(cli.HANDLERS)  # no handler twice
+    assert list(sub.choices) == [c.name for c in COMMANDS]
+    assert len({c.run for c in COMMANDS}) == len(COMMANDS)
+    assert len({c.add_arguments for c in COMMANDS}) == len(COMMANDS)
+    assert len(BY_NAME) == len(COMMANDS)  # main's lookup loses no row to a repeated name
 
 
 def test_data_subcommand_reports_the_verified_source(mnist):  # mnist fills the cache
@@ -104,5 +107,6 @@ def test_serve_exit_timer_ends_a_shutdown_held_by_a_thread():
 
 
 def test_serve_exit_timer_leaves_a_running_caller_alone():
-    cli._exit_within(0.05)  # as after a test's `main(["serve", ...])`: the caller goes on
+    # As after a test's `main(["serve", ...])`: the caller goes on.
+    commands_serve.exit_within(0.05)
     time.sleep(0.5)  # still here: the timer saw the main thread running

@@ -3,7 +3,7 @@
 import threading
 import time
 
-from flaxdigits.cli import main as cli
+from flaxdigits.cli.commands_serve import exit_within
 
 threading.Thread(target=time.sleep, args=(120,)).start()
-cli._exit_within(1.0)
+exit_within(1.0)
