@@ -169,7 +169,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(PY) -m tests.support.installed $(LAYOUT_TREE) >/dev/null
-	cd $(LAYOUT_TREE) && $(abspath $(BIN))/lint-imports --config $(abspath pyproject.toml) --no-cache --no-logo
+	cd $(LAYOUT_TREE) && $(abspath $(BIN))/lint-imports --no-cache --no-logo $(abspath pyproject.toml)
 	$(PY) -m benchmarks.audit
 
 format: install

@@ -5,7 +5,7 @@ flaxdigits.serve. Tools that find a package by walking its folder (import-linter
 would see flaxdigits/ alone; they read this tree instead. `make lint` runs:
 
     python -m tests.support.installed build/installed
-    cd build/installed && lint-imports --config ../../pyproject.toml
+    cd build/installed && lint-imports ../../pyproject.toml
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ def installed_tree(dest: Path, root: Path = ROOT) -> Path:
 def lint_imports(tree: Path, *contracts: str, root: Path = ROOT) -> subprocess.CompletedProcess:
     """import-linter over tree with the contracts of root's pyproject.toml (all, or those ids)."""
     lint = Path(sys.executable).with_name("lint-imports")
-    argv = [str(lint), "--config", str(root / "pyproject.toml"), "--no-cache", "--no-logo"]
+    argv = [str(lint), "--no-cache", "--no-logo"]
     argv += [arg for contract in contracts for arg in ("--contract", contract)]
+    argv.append(str(root / "pyproject.toml"))
     # import-linter finds the root package from its working directory, which it puts on sys.path
     return subprocess.run(argv, cwd=tree, capture_output=True, text=True, timeout=300)
 
