@@ -1,0 +1,224 @@
+"""Reading the docs' shell blocks as a user would type them, and checking each command against the
+code: a `make TARGET` the Makefile has, a `flaxdigits SUBCOMMAND --flag` its parser accepts, a file
+path that exists in the repository or that a named command makes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import re
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)
+SHELLS = {"bash", "sh", "shell", "console"}
+# What commands make (build outputs, git-ignored): a path pattern (fnmatch; "/**" matches the
+# folder and anything under it), and the make target that makes it, which must exist. A doc may
+# name such a path without it being in the repository; any other path must exist.
+GENERATED = [
+    (".venv/**", "install"),
+    (".venv-serve/**", "serve-venv"),
+    (".venv-edge/**", "edge-venv"),
+    ("runs", "train"),
+    ("runs/seed/**", "train"),
+    ("runs/robust/**", "train"),
+    ("models", "export"),
+    ("models/*.onnx", "export"),
+    ("models/*.json", "export"),
+    ("models/seed/**", "export"),
+    ("reports/**", "report"),
+    ("dist/**", "release"),
+    ("build/web/**", "web"),
+    ("build/smoke/**", "smoke"),
+    ("build/mutation/**", "mutation"),
+    ("build/installed/**", "lint"),
+    ("web/node_modules/**", "web-deps"),
+]
+PATH_LIKE = re.compile(r"^(?:\./)?[\w.-]+(?:/[\w.*{},-]+)*/?$")
+EXTENSIONS = (".py", ".md", ".toml", ".json", ".onnx", ".js", ".mjs", ".html", ".css", ".txt")
+TOP_LEVEL = ("flaxdigits/", "export/", "serve/", "tests/", "benchmarks/", "web/", "docs/", ".ci/")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing a doc says that the code does not back."""
+
+    doc: str
+    line: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.doc}:{self.line}: {self.text}"
+
+
+def shell_blocks(text: str) -> Iterator[tuple[int, str]]:
+    """(line number of the block's first line, body) of every bash/sh/shell/console block."""
+    for match in FENCE.finditer(text):
+        if match.group(1) in SHELLS:
+            yield text.count("\n", 0, match.start(2)) + 1, match.group(2)
+
+
+def command_lines(body: str) -> Iterator[tuple[int, str]]:
+    """(offset, one command line) of a block: continuations joined, comments and prompts cut."""
+    pending, start = "", 0
+    for offset, raw in enumerate(body.splitlines()):
+        line = raw.strip()
+        if not pending:
+            start = offset
+        if line.startswith("$ "):
+            line = line[2:]
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        if full and not full.startswith("#"):
+            yield start, full
+
+
+def simple_commands(line: str) -> Iterator[list[str]]:
+    """The simple commands of a shell line (split at && || ; | and comments), as argv lists."""
+    try:
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        tokens = list(lexer)
+    except ValueError:
+        return
+    argv: list[str] = []
+    for token in [*tokens, ";"]:
+        if token and set(token) <= set(";&|"):
+            while argv and re.match(r"^\w+=", argv[0]):  # VAR=value before a command
+                argv.pop(0)
+            if argv and argv[0] == "sudo":
+                argv.pop(0)
+            if argv:
+                yield argv
+            argv = []
+        else:
+            argv.append(token)
+
+
+def make_targets(makefile: str) -> set[str]:
+    """Every target the Makefile defines by name (rules and .PHONY lists)."""
+    targets = set()
+    for line in makefile.splitlines():
+        phony = re.match(r"^\.PHONY\s*:(.*)$", line)
+        if phony:
+            targets |= set(phony.group(1).replace("\\", " ").split())
+            continue
+        rule = re.match(r"^([A-Za-z][\w.-]*(?:\s+[A-Za-z][\w.-]*)*)\s*:(?!=)", line)
+        if rule:
+            targets |= set(rule.group(1).split())
+    return targets
+
+
+def subcommand_options(parser: argparse.ArgumentParser) -> dict[str, set[str]]:
+    """{subcommand: its option strings}, and "" for the top-level options."""
+    out = {"": {s for a in parser._actions for s in a.option_strings}}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out[name] = {s for a in sub._actions for s in a.option_strings}
+    return out
+
+
+def check_argv(argv: list[str], targets: set[str], options: dict[str, set[str]]) -> list[str]:
+    """What is wrong with one command of the docs (empty: nothing)."""
+    if Path(argv[0]).name.startswith("python") and argv[1:2] == ["-m"] and len(argv) > 2:
+        argv = argv[2:]  # python -m MODULE ...: the module is the program
+        if argv[0].startswith(("benchmarks.", "tests.")) and not _module_file(argv[0]):
+            return [f"no module {argv[0]} in the repository"]
+    program = Path(argv[0]).name
+    if program == "make":
+        wanted = [a for a in argv[1:] if not a.startswith("-") and "=" not in a]
+        return [f"make has no target {t!r}" for t in wanted if t not in targets]
+    if program == "flaxdigits":
+        return _check_flaxdigits(argv[1:], options)
+    return []
+
+
+def _module_file(module: str, root: Path = ROOT) -> Path | None:
+    """The file of a dotted module of this repository (a module or a package), or None."""
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _check_flaxdigits(args: list[str], options: dict[str, set[str]]) -> list[str]:
+    args = [a.strip("[]") for a in args]  # a synopsis's [--optional flags]
+    words = [a for a in args if not a.startswith("-")]
+    if not words:
+        flags = {a.split("=")[0] for a in args if a.startswith("-")}
+        return [f"flaxdigits has no option {f}" for f in sorted(flags - options[""])]
+    sub = words[0]
+    if sub not in options:
+        return [f"flaxdigits has no subcommand {sub!r}"]
+    flags = {a.split("=")[0] for a in args if a.startswith("--") or re.match(r"^-\w$", a)}
+    problems = [f"flaxdigits {sub} has no option {f}" for f in sorted(flags - options[sub])]
+    if sub == "train":
+        problems += _recipe_matches_out(args)
+    return problems
+
+
+def _recipe_matches_out(args: list[str]) -> list[str]:
+    """`train --out runs/RECIPE/NAME` trains that recipe only when --recipe says so."""
+    from flaxdigits.core.contract import RECIPE_NAMES
+    from flaxdigits.training.config import TrainConfig
+
+    value = dict(zip(args, args[1:], strict=False))
+    out, recipe = value.get("--out", ""), value.get("--recipe", TrainConfig.recipe)
+    named = out.split("/")[1] if out.startswith("runs/") and out.count("/") >= 2 else None
+    if named in RECIPE_NAMES and named != recipe:
+        return [f"train --out {out} trains the {recipe} recipe there: add --recipe {named}"]
+    return []
+
+
+def path_tokens(argv: list[str]) -> Iterator[str]:
+    """The arguments of a command that name a file or folder of the repository (not what the
+    command itself writes: the value of --out)."""
+    for previous, token in zip(argv, argv[1:], strict=False):
+        if previous in ("--out", "-o"):
+            continue
+        value = token.split("=", 1)[1] if token.startswith("-") and "=" in token else token
+        if value.startswith(("-", "http", "/", "~", "$")) or not PATH_LIKE.match(value):
+            continue
+        if any(ch in value for ch in "*{}") or re.search(r"[A-Z]{3,}", value):
+            continue  # a glob or a placeholder (RELEASE, NAME), not one file
+        value = value.removeprefix("./")
+        generated = value.split("/")[0] in {p.split("/")[0] for p, _ in GENERATED}
+        if value.startswith(TOP_LEVEL) or generated or value.endswith(EXTENSIONS):
+            yield value
+
+
+def check_path(path: str, targets: set[str], root: Path = ROOT) -> list[str]:
+    """A path the docs name exists, or a make target that exists makes it."""
+    if (root / path).exists():
+        return []
+    path = path.rstrip("/")
+    for pattern, target in GENERATED:
+        folder = pattern.removesuffix("/**")
+        if fnmatch.fnmatchcase(path, pattern) or path == folder:
+            ok = target in targets
+            return [] if ok else [f"{path}: made by `make {target}`, which does not exist"]
+    return [f"{path} does not exist in the repository and no command makes it"]
+
+
+def check_doc(
+    doc: str, text: str, targets: set[str], options: dict[str, set[str]]
+) -> list[Problem]:
+    """Every problem of one markdown file's shell blocks."""
+    problems = []
+    for first, body in shell_blocks(text):
+        for offset, line in command_lines(body):
+            for argv in simple_commands(line):
+                found = check_argv(argv, targets, options)
+                found += [p for t in path_tokens(argv) for p in check_path(t, targets)]
+                problems += [Problem(doc, first + offset, f"{what} (in: {line})") for what in found]
+    return problems
