@@ -36,3 +36,18 @@ def test_no_python_file_sits_in_a_folder_that_is_not_a_package():
         if not (path.parent / "__init__.py").is_file()
     ]
     assert stray == [], "these modules would be left out of the wheel"
+
+
+def test_one_license_everywhere():
+    import json
+
+    from flaxdigits.export import model_card, space
+
+    assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
+    assert "CC BY-SA 3.0" in (ROOT / "LICENSE").read_text()  # MNIST's, stated
+    assert PYPROJECT["project"]["license"] == "Apache-2.0"
+    assert json.loads((ROOT / "web" / "package.json").read_text())["license"] == "Apache-2.0"
+    lock = json.loads((ROOT / "web" / "package-lock.json").read_text())
+    assert lock["packages"][""]["license"] == "Apache-2.0"
+    assert model_card.LICENSE == "Apache-2.0"
+    assert "license: apache-2.0" in space.SPACE_README

@@ -39,7 +39,9 @@ START_TIMEOUT = 120.0
 def _venv(extra: str) -> Path:
     """.cache/serve-only/EXTRA-HASH/venv with `pip install '.[EXTRA]'`, reused while
     pyproject.toml is unchanged; the package reinstalled (no deps) when its sources change."""
-    recipe = b"setuptools for offline reinstalls\n"  # how the venv is built: a change rebuilds it
+    recipe = (
+        b"setuptools>=77 for offline reinstalls\n"  # how the venv is built: a change rebuilds it
+    )
     key = hashlib.sha256(recipe + (ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
     venv = ROOT / ".cache" / "serve-only" / f"{extra}-{key}" / "venv"
     python = venv / "bin" / "python"
@@ -58,7 +60,7 @@ def _venv(extra: str) -> Path:
         if not done.exists():
             subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
             # setuptools too: later reinstalls build without isolation, so they need no network
-            subprocess.run(pip + ["setuptools>=68", f"{ROOT}[{extra}]"], check=True)
+            subprocess.run(pip + ["setuptools>=77", f"{ROOT}[{extra}]"], check=True)
             done.touch()
         elif not stamp.exists() or stamp.read_text() != sources.hexdigest():
             reinstall = ["--no-deps", "--no-build-isolation", "--force-reinstall", str(ROOT)]
