@@ -1,13 +1,14 @@
 """MODEL_CARD.md of a release: data, recipe, parameters, every measured accuracy, int8 deltas,
 latency with the machine named, intended use, limits and license. Every figure is read, never
 re-derived: test accuracies from each file's ONNX metadata and manifest, canvas and robustness
-accuracies from the reports that describe these very files, latency as export/release.py
-measured it. Standard library and flaxdigits.core.contract only.
+accuracies from reports that measured these very bytes (the sha256 they record for each model
+file is the file's), latency as export/release.py measured it. A report's figure for other
+bytes, or a report that names no bytes, is not quoted: the card says the file was not measured.
+Standard library and flaxdigits.core.contract only.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from flaxdigits.core import contract
@@ -20,15 +21,6 @@ ARCHITECTURE = {
     "cnn": "Conv 32 3x3 VALID ReLU -> MaxPool 2x2 -> Flatten 5,408 -> Dense 100 ReLU -> "
     "Dense 10 -> softmax",
 }
-
-
-def same_file(reported: str, models_dir: Path, file: str) -> bool:
-    """Whether a report's model path names models_dir/file (a report of other files is not
-    this release's)."""
-    try:
-        return Path(reported).resolve() == (models_dir / file).resolve()
-    except (OSError, ValueError):
-        return False
 
 
 def file_accuracy(variant: dict) -> float | None:
@@ -49,7 +41,6 @@ def model_card(
     described: dict[str, dict],
     reports: dict[str, Any],
     timings: dict | None,
-    models_dir: Path,
 ) -> str:
     """MODEL_CARD.md: data, recipe, parameters, every measured accuracy, int8 deltas, latency
     with the machine, intended use, limits and license."""
@@ -116,7 +107,7 @@ def model_card(
                 "the files hold the plain model."
             )
     out += ["", "Adam; seed and every setting are in each manifest (`train_config`, `recipe`)."]
-    out += _accuracy_section(described, reports, models_dir)
+    out += _accuracy_section(described, reports)
     out += _latency_section(timings)
     out += [
         "",
@@ -148,9 +139,7 @@ def model_card(
     return "\n".join(out)
 
 
-def _accuracy_section(
-    described: dict[str, dict], reports: dict[str, Any], models_dir: Path
-) -> list[str]:
+def _accuracy_section(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
     out = [
         "",
         "## Measured accuracy",
@@ -172,8 +161,8 @@ def _accuracy_section(
             f"{'n/a' if diff is None else f'{diff:.1e}'} | "
             f"{parity.get('argmax_mismatches', 'n/a')} |"
         )
-    out += _canvas_rows(described, reports, models_dir)
-    out += _robustness_rows(described, reports, models_dir)
+    out += _canvas_rows(described, reports)
+    out += _robustness_rows(described, reports)
     return out
 
 
@@ -185,24 +174,81 @@ def _not_measured(reports: dict[str, Any], key: str, label: str, file: str) -> l
     return ["", f"{label}: not measured for these files ({why})."]
 
 
-def _canvas_rows(
-    described: dict[str, dict], reports: dict[str, Any], models_dir: Path
-) -> list[str]:
+def release_digests(described: dict[str, dict]) -> dict[str, str]:
+    """{file: sha256} of the release's model files, in card order (their manifest entries,
+    which the release checked against the bytes)."""
+    return {
+        d["variants"][v]["file"]: d["variants"][v]["entry"]["sha256"]
+        for d in described.values()
+        for v in VARIANTS
+    }
+
+
+def canvas_by_bytes(doc: dict) -> dict[str, dict]:
+    """{sha256: accuracy per method} of each model file a canvas report measured; {} for a
+    report that names no bytes (written before reports recorded them)."""
+    digests, accuracy = doc.get("sha256"), doc.get("accuracy")
+    if not isinstance(digests, dict) or not isinstance(accuracy, dict):
+        return {}
+    return {
+        digest: accuracy[stem]
+        for stem, digest in digests.items()
+        if isinstance(digest, str) and isinstance(accuracy.get(stem), dict)
+    }
+
+
+def robustness_by_bytes(doc: dict) -> dict[str, dict]:
+    """{sha256: model entry} of each model file a robustness report measured; {} for a report
+    that names no bytes."""
+    models = doc.get("models")
+    if not isinstance(models, dict):
+        return {}
+    return {
+        m["sha256"]: m
+        for m in models.values()
+        if isinstance(m, dict) and isinstance(m.get("sha256"), str)
+    }
+
+
+def measured(
+    files: dict[str, str], by_bytes: dict[str, dict], where: str, label: str, command: str
+) -> tuple[dict[str, dict], list[str]]:
+    """The figures of each file measured on its exact bytes ({file: figures}), and the card's
+    line for the files that were not (none when every file was)."""
+    found = {file: by_bytes[digest] for file, digest in files.items() if digest in by_bytes}
+    missing = [file for file in files if file not in found]
+    if not missing:
+        return found, []
+    if by_bytes:
+        why = f"{where} measured other bytes: re-run `{command}` on them"
+    else:
+        why = (
+            f"{where} names no model bytes, as reports written before they recorded each "
+            f"file's sha256: re-run `{command}`"
+        )
+    what = f"{label} of {', '.join(missing)}" if found else label
+    return found, ["", f"{what}: not measured for these files ({why})."]
+
+
+def _canvas_rows(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
     if missing := _not_measured(reports, "canvas", "Canvas accuracy", "canvas_accuracy.json"):
         return missing
     where, doc = reports["canvas"]
-    models, accuracy = doc.get("models") or {}, doc.get("accuracy") or {}
-    rows = []
-    for d in described.values():
-        for v in VARIANTS:
-            file = d["variants"][v]["file"]
-            stem = file[: -len(".onnx")]
-            reported = models.get(stem)
-            if stem in accuracy and reported and same_file(reported, models_dir, file):
-                cells = " | ".join(_pct(accuracy[stem].get(m)) for m in contract.PREPROCESS_METHODS)
-                rows.append(f"| {file} | {cells} |")
-    if not rows:
-        return ["", f"Canvas accuracy: {where} does not describe these files."]
+    found, lines = measured(
+        release_digests(described),
+        canvas_by_bytes(doc),
+        where,
+        "Canvas accuracy",
+        "flaxdigits canvas-eval",
+    )
+    if not found:
+        return lines
+    rows = [
+        f"| {file} | "
+        + " | ".join(_pct(accuracy.get(m)) for m in contract.PREPROCESS_METHODS)
+        + " |"
+        for file, accuracy in found.items()
+    ]
     methods = " | ".join(f"`{m}` preprocessing" for m in contract.PREPROCESS_METHODS)
     return [
         "",
@@ -211,26 +257,23 @@ def _canvas_rows(
         f"| file | {methods} |",
         "|---|" + "---:|" * len(contract.PREPROCESS_METHODS),
         *rows,
+        *lines,
     ]
 
 
-def _robustness_rows(
-    described: dict[str, dict], reports: dict[str, Any], models_dir: Path
-) -> list[str]:
+def _robustness_rows(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
     if missing := _not_measured(reports, "robustness", "Robustness", "robustness.json"):
         return missing
     where, doc = reports["robustness"]
-    wanted = {d["variants"][v]["file"] for d in described.values() for v in VARIANTS}
-    models = {
-        Path(m["file"]).name: m
-        for m in (doc.get("models") or {}).values()
-        if isinstance(m, dict)
-        and isinstance(m.get("file"), str)
-        and Path(m["file"]).name in wanted
-        and same_file(m["file"], models_dir, Path(m["file"]).name)
-    }
+    models, lines = measured(
+        release_digests(described),
+        robustness_by_bytes(doc),
+        where,
+        "Robustness",
+        "flaxdigits robustness",
+    )
     if not models:
-        return ["", f"Robustness: {where} does not describe these files."]
+        return lines
     out = [
         "",
         f"Deformed test digits ({_count(doc)} per level, re-centred by the `mnist`",
@@ -245,10 +288,10 @@ def _robustness_rows(
             "| file | " + " | ".join(f"{v:g}" for v in levels) + " |",
             "|---|" + "---:|" * len(levels),
         ]
-        for file in sorted(models, key=lambda f: (f.split(".")[0] != "mlp", ".int8." in f)):
-            values = (models[file].get("accuracy") or {}).get(distortion, [])
+        for file, model in models.items():
+            values = (model.get("accuracy") or {}).get(distortion, [])
             out.append(f"| {file} | " + " | ".join(_pct(a) for a in values) + " |")
-    return out
+    return out + lines
 
 
 def _latency_section(timings: dict | None) -> list[str]:

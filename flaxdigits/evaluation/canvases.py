@@ -103,7 +103,8 @@ def evaluate_canvas(
         workers: processes rendering and preprocessing (default: all cores).
 
     Returns:
-        The report: accuracy[model][method], raw test accuracy, timings and a markdown table.
+        The report: accuracy[model][method], raw test accuracy, the sha256 of each model file
+        measured, timings and a markdown table.
 
     Raises:
         ModelLoadError: a model in models_dir is refused.
@@ -169,6 +170,8 @@ def _report(predictors, images, failed, raw_images, labels, seed: int, render_s:
             "transparent_share": TRANSPARENT,
         },
         "models": {name: str(p.path) for name, p in predictors.items()},
+        # The bytes measured, per model: what a reader matches a file by (never its path).
+        "sha256": {name: p.sha256 for name, p in predictors.items()},
         "accuracy": by_method,
         "test_accuracy_28x28": raw,
         "preprocessing_failures": {m: int(failed[m].sum()) for m in METHODS},

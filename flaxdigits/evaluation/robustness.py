@@ -194,7 +194,8 @@ def evaluate_robustness(
         grid: {distortion: levels}, default GRID.
 
     Returns:
-        The report (schema SCHEMA): per model label its fields, the clean 28x28 test accuracy
+        The report (schema SCHEMA): per model label its file, the sha256 of the bytes
+        measured, its fields, the clean 28x28 test accuracy
         and accuracy[distortion] (one value per level of grid[distortion]), the refused
         canvases per level, n, seconds, the machine and a markdown table.
 
@@ -232,6 +233,7 @@ def evaluate_robustness(
         models = {
             label: {
                 "file": str(predictor.path),
+                "sha256": predictor.sha256,  # of the bytes measured: what a reader matches
                 **fields,
                 "test_accuracy_28x28": clean_accuracy[label],
                 "accuracy": {},

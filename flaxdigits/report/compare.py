@@ -150,8 +150,10 @@ def compare(
         "seconds_per_epoch": {n: [r["seconds_per_epoch"] for r in runs[n]] for n in MODEL_NAMES},
         "per_class_accuracy": {n: evaluations[n]["per_class_accuracy"] for n in MODEL_NAMES},
     }
+    measurements = report_robust.read_measurements(out)
+    summary["measured_files"] = report_robust.measured_files(measurements)
     plots = _write_plots(out, runs, evaluations, mnist)
-    robust = report_robust.sections(out, runs_dir, robust_runs_dir)
+    robust = report_robust.sections(measurements, out, runs_dir, robust_runs_dir)
     write_json_atomic(out / "comparison.json", summary)
     return write_text_atomic(out / "comparison.md", _markdown(summary, plots, robust))
 
