@@ -211,13 +211,35 @@ def evaluate_robustness(
     if not loaded:
         raise FileNotFoundError("no .onnx models to evaluate (run `flaxdigits export`)")
     digits, labels = mnist_eval.load_test_digits(limit)
-    n = len(digits)
 
     start = time.perf_counter()
-    refused_counts: dict[str, list[int]] = {}
-    known: dict[bytes, dict[str, float]] = {}  # level_key -> {label: accuracy}
-    parts = mnist_eval.chunks(n)
+    models, refused_counts, predict_s = _measure(loaded, grid, digits, labels, workers, log)
+    report = {
+        "schema": SCHEMA,
+        "n": len(digits),
+        "canvas": {"side_px": CANVAS_SIDE, "supersample": SUPERSAMPLE, "preprocess": "mnist"},
+        "grid": {name: {"levels": levels, "unit": UNITS[name]} for name, levels in grid.items()},
+        "models": models,
+        "refused_empty": refused_counts,
+        "seconds": {
+            "total": round(time.perf_counter() - start, 1),
+            "predict": round(predict_s, 1),
+        },
+        "machine": _machine(workers),
+    }
+    report["table"] = format_table(report)
+    return report
+
+
+def _measure(loaded, grid: dict[str, list[float]], digits, labels, workers: int, log):
+    """Every model's report entry with its clean and per-level accuracies, the canvases refused
+    as empty per level ({distortion: counts}), and the seconds spent predicting. Worker
+    processes render the distortions in turn while the models predict the one before."""
+    start = time.perf_counter()
+    parts = mnist_eval.chunks(len(digits))
     tasks = [(name, part) for name in grid for part in parts]
+    known: dict[bytes, dict[str, float]] = {}  # level_key -> {label: accuracy}
+    refused_counts: dict[str, list[int]] = {}
     # The models predict in this process, `workers` of them at a time (threads: onnxruntime
     # runs without the GIL), so that no core idles once the rendering is done.
     with mnist_eval.worker_pool(workers) as pool, ThreadPoolExecutor(workers) as threads:
@@ -229,17 +251,7 @@ def evaluate_robustness(
         )
         tic = time.perf_counter()
         clean = contract.scale_pixels(digits)  # (N, 28, 28) float32 in [0, 1]
-        clean_accuracy = _accuracies(loaded, clean, labels, None, threads)
-        models = {
-            label: {
-                "file": str(predictor.path),
-                "sha256": predictor.sha256,  # of the bytes measured: what a reader matches
-                **fields,
-                "test_accuracy_28x28": clean_accuracy[label],
-                "accuracy": {},
-            }
-            for label, (predictor, fields) in loaded.items()
-        }
+        models = _entries(loaded, _accuracies(loaded, clean, labels, None, threads))
         predict_s = time.perf_counter() - tic
         for name, levels in grid.items():  # results arrive in task order: a distortion at a time
             pieces = [next(results) for _ in parts]
@@ -253,25 +265,25 @@ def evaluate_robustness(
             refused_counts[name] = [int(c) for c in refused.sum(axis=1)]
             reused = f", {len(levels) - scored} reused" if scored < len(levels) else ""
             log(
-                f"{name}: {len(levels)} levels x {n} digits{reused} "
+                f"{name}: {len(levels)} levels x {len(digits)} digits{reused} "
                 f"({time.perf_counter() - start:.0f} s)"
             )
+    return models, refused_counts, predict_s
 
-    report = {
-        "schema": SCHEMA,
-        "n": n,
-        "canvas": {"side_px": CANVAS_SIDE, "supersample": SUPERSAMPLE, "preprocess": "mnist"},
-        "grid": {name: {"levels": levels, "unit": UNITS[name]} for name, levels in grid.items()},
-        "models": models,
-        "refused_empty": refused_counts,
-        "seconds": {
-            "total": round(time.perf_counter() - start, 1),
-            "predict": round(predict_s, 1),
-        },
-        "machine": _machine(workers),
+
+def _entries(loaded, clean_accuracy: dict[str, float]) -> dict[str, dict]:
+    """{label: report entry} of every model: its file, the sha256 of the bytes measured (what a
+    reader matches), its fields and clean accuracy; accuracy per distortion is filled in."""
+    return {
+        label: {
+            "file": str(predictor.path),
+            "sha256": predictor.sha256,
+            **fields,
+            "test_accuracy_28x28": clean_accuracy[label],
+            "accuracy": {},
+        }
+        for label, (predictor, fields) in loaded.items()
     }
-    report["table"] = format_table(report)
-    return report
 
 
 def _machine(workers: int) -> dict:
