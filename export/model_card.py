@@ -22,6 +22,45 @@ ARCHITECTURE = {
     "Dense 10 -> softmax",
 }
 
+# The card's fixed text: the data every model was trained on, and what the models are for.
+DATA = (
+    "",
+    "## Data",
+    "",
+    "MNIST (LeCun, Cortes and Burges): 60,000 training and 10,000 test images, 28x28 grey,",
+    "white digit on black. The files were verified by the sha256 of the four canonical IDX",
+    "files before training. Training used the first 90% of the training set; the last 10%",
+    "(6,000 images) was held out for validation. Test accuracy below is on all 10,000 test",
+    "images, which were never used for training or model selection.",
+)
+USE_LIMITS_LICENSE = (
+    "",
+    "## Intended use",
+    "",
+    "Reading single handwritten digits 0-9 that a person drew on a canvas or wrote on paper,",
+    "one digit per image, for demonstrations, teaching and small embedded or edge",
+    "applications on CPU. The int8 files are for boards where size and memory matter.",
+    "",
+    "## Limits",
+    "",
+    "- One digit per image, 0-9 only: letters, several digits or no digit still get a digit",
+    "  (an empty canvas is refused by the preprocessing, other non-digits are not).",
+    "- Trained on MNIST alone: mostly North-American writers of the 1990s, centred white-on-",
+    "  black digits. Styles far from that (heavily slanted, decorative, or cut-off digits)",
+    "  are read less well; see the robustness table for how accuracy falls with distortion.",
+    "- The confidence is a softmax value, not a calibrated probability: it can be high on",
+    "  input that is not a digit.",
+    "- The int8 files disagree with the float files on a few images (see the deltas above).",
+    "- Not for decisions about people, identity or money (cheques, forms) without a human",
+    "  check.",
+    "",
+    "## License",
+    "",
+    f"The model files and this card: {LICENSE} (the flaxdigits license). They were trained",
+    "on MNIST, which its authors make available under the terms of CC BY-SA 3.0.",
+    "",
+)
+
 
 def file_accuracy(variant: dict) -> float | None:
     """The file's test accuracy: its ONNX metadata, else its manifest entry."""
@@ -44,7 +83,22 @@ def model_card(
 ) -> str:
     """MODEL_CARD.md: data, recipe, parameters, every measured accuracy, int8 deltas, latency
     with the machine, intended use, limits and license."""
-    out = [
+    return "\n".join(
+        [
+            *_intro(version),
+            *_files_section(described),
+            *DATA,
+            *_training_section(described),
+            *_accuracy_section(described, reports),
+            *_latency_section(timings),
+            *USE_LIMITS_LICENSE,
+        ]
+    )
+
+
+def _intro(version: str) -> list[str]:
+    """The title, what the models are, their input and output and the preprocessing."""
+    return [
         f"# flaxdigits models {version}",
         "",
         "Handwritten-digit classifiers (0-9) trained on MNIST with JAX/Flax and exported to ONNX:",
@@ -53,6 +107,12 @@ def model_card(
         f"softmax probabilities. Preprocessing spec `{contract.PREPROCESSING_SPEC}`: run images",
         "through `flaxdigits.serve.runtime.preprocess` (or `flaxdigits predict`), which centres",
         "the ink the way MNIST was made.",
+    ]
+
+
+def _files_section(described: dict[str, dict]) -> list[str]:
+    """Every model file with its variant, size, sha256 and test accuracy; how to check them."""
+    out = [
         "",
         "## Files",
         "",
@@ -66,19 +126,18 @@ def model_card(
                 f"| models/{var['file']} | {v} | {var['entry']['size']:,} | "
                 f"`{var['entry']['sha256'][:16]}…` | {_pct(file_accuracy(var))} |"
             )
-    out += [
+    return out + [
         "",
         "Check them with `flaxdigits verify RELEASE` (or `sha256sum -c SHA256SUMS` in the",
         "unpacked folder); `flaxdigits serve` and `flaxdigits predict` refuse a release whose",
         "checksums do not all match, before reading any model.",
-        "",
-        "## Data",
-        "",
-        "MNIST (LeCun, Cortes and Burges): 60,000 training and 10,000 test images, 28x28 grey,",
-        "white digit on black. The files were verified by the sha256 of the four canonical IDX",
-        "files before training. Training used the first 90% of the training set; the last 10%",
-        "(6,000 images) was held out for validation. Test accuracy below is on all 10,000 test",
-        "images, which were never used for training or model selection.",
+    ]
+
+
+def _training_section(described: dict[str, dict]) -> list[str]:
+    """Each model's architecture, parameters and recipe (from its manifest), its augmentation
+    and dropout where it had any."""
+    out = [
         "",
         "## Models and training",
         "",
@@ -106,37 +165,10 @@ def model_card(
                 f"\n{name} dropout (training only, on the hidden Dense layer's inputs): {rate}; "
                 "the files hold the plain model."
             )
-    out += ["", "Adam; seed and every setting are in each manifest (`train_config`, `recipe`)."]
-    out += _accuracy_section(described, reports)
-    out += _latency_section(timings)
-    out += [
+    return out + [
         "",
-        "## Intended use",
-        "",
-        "Reading single handwritten digits 0-9 that a person drew on a canvas or wrote on paper,",
-        "one digit per image, for demonstrations, teaching and small embedded or edge",
-        "applications on CPU. The int8 files are for boards where size and memory matter.",
-        "",
-        "## Limits",
-        "",
-        "- One digit per image, 0-9 only: letters, several digits or no digit still get a digit",
-        "  (an empty canvas is refused by the preprocessing, other non-digits are not).",
-        "- Trained on MNIST alone: mostly North-American writers of the 1990s, centred white-on-",
-        "  black digits. Styles far from that (heavily slanted, decorative, or cut-off digits)",
-        "  are read less well; see the robustness table for how accuracy falls with distortion.",
-        "- The confidence is a softmax value, not a calibrated probability: it can be high on",
-        "  input that is not a digit.",
-        "- The int8 files disagree with the float files on a few images (see the deltas above).",
-        "- Not for decisions about people, identity or money (cheques, forms) without a human",
-        "  check.",
-        "",
-        "## License",
-        "",
-        f"The model files and this card: {LICENSE} (the flaxdigits license). They were trained",
-        "on MNIST, which its authors make available under the terms of CC BY-SA 3.0.",
-        "",
+        "Adam; seed and every setting are in each manifest (`train_config`, `recipe`).",
     ]
-    return "\n".join(out)
 
 
 def _accuracy_section(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
