@@ -4,7 +4,7 @@ re-derived: test accuracies from each file's ONNX metadata and manifest, canvas 
 accuracies from reports that measured these very bytes (the sha256 they record for each model
 file is the file's), latency as export/release.py measured it. A report's figure for other
 bytes, or a report that names no bytes, is not quoted: the card says the file was not measured.
-Standard library and flaxdigits.core.contract only.
+Standard library and flaxdigits.core (contract, tables) only.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from flaxdigits.core import contract
+from flaxdigits.core.tables import markdown_table
 
 VARIANTS = ("float32", "int8")
 LICENSE = "Apache-2.0"
@@ -112,21 +113,19 @@ def _intro(version: str) -> list[str]:
 
 def _files_section(described: dict[str, dict]) -> list[str]:
     """Every model file with its variant, size, sha256 and test accuracy; how to check them."""
-    out = [
-        "",
-        "## Files",
-        "",
-        "| file | variant | bytes | sha256 | test accuracy |",
-        "|---|---|---:|---|---:|",
-    ]
+    rows = []
     for d in described.values():
         for v in VARIANTS:
             var = d["variants"][v]
-            out.append(
-                f"| models/{var['file']} | {v} | {var['entry']['size']:,} | "
-                f"`{var['entry']['sha256'][:16]}…` | {_pct(file_accuracy(var))} |"
-            )
-    return out + [
+            size, digest = var["entry"]["size"], var["entry"]["sha256"]
+            accuracy = _pct(file_accuracy(var))
+            rows.append([f"models/{var['file']}", v, f"{size:,}", f"`{digest[:16]}…`", accuracy])
+    header = ["file", "variant", "bytes", "sha256", "test accuracy"]
+    return [
+        "",
+        "## Files",
+        "",
+        markdown_table(header, rows, align="llrlr"),
         "",
         "Check them with `flaxdigits verify RELEASE` (or `sha256sum -c SHA256SUMS` in the",
         "unpacked folder); `flaxdigits serve` and `flaxdigits predict` refuse a release whose",
@@ -137,22 +136,25 @@ def _files_section(described: dict[str, dict]) -> list[str]:
 def _training_section(described: dict[str, dict]) -> list[str]:
     """Each model's architecture, parameters and recipe (from its manifest), its augmentation
     and dropout where it had any."""
-    out = [
-        "",
-        "## Models and training",
-        "",
-        "| model | architecture | parameters | recipe | epochs | batch | peak lr | schedule |",
-        "|---|---|---:|---|---:|---:|---:|---|",
-    ]
+    rows = []
     for name, d in described.items():
         m = d["manifest"]
         recipe, config = m.get("recipe") or {}, m.get("train_config") or {}
-        out.append(
-            f"| {name} | {ARCHITECTURE.get(name, '')} | {m.get('params', 'n/a'):,} | "
-            f"{recipe.get('name', 'n/a')} | {config.get('epochs', 'n/a')} | "
-            f"{config.get('batch_size', 'n/a')} | {config.get('learning_rate', 'n/a')} | "
-            f"{recipe.get('schedule', 'n/a')} |"
+        rows.append(
+            [
+                name,
+                ARCHITECTURE.get(name, ""),
+                f"{m.get('params', 'n/a'):,}",
+                recipe.get("name", "n/a"),
+                config.get("epochs", "n/a"),
+                config.get("batch_size", "n/a"),
+                config.get("learning_rate", "n/a"),
+                recipe.get("schedule", "n/a"),
+            ]
         )
+    header = ["model", "architecture", "parameters", "recipe", "epochs", "batch", "peak lr"]
+    table = markdown_table([*header, "schedule"], rows, align="llrlrrrl")
+    out = ["", "## Models and training", "", table]
     augments = {n: (d["manifest"].get("recipe") or {}).get("augment") for n, d in described.items()}
     for name, augment in augments.items():
         if augment:
@@ -172,7 +174,16 @@ def _training_section(described: dict[str, dict]) -> list[str]:
 
 
 def _accuracy_section(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
-    out = [
+    rows = []
+    for name, d in described.items():
+        f, q = (file_accuracy(d["variants"][v]) for v in VARIANTS)
+        delta = "n/a" if f is None or q is None else f"{100 * (q - f):+.2f}"
+        parity = d["variants"]["float32"]["entry"].get("parity") or {}
+        diff = parity.get("max_abs_diff")
+        shown = "n/a" if diff is None else f"{diff:.1e}"
+        rows.append([name, _pct(f), _pct(q), delta, shown, parity.get("argmax_mismatches", "n/a")])
+    header = ["model", "float32", "int8", "int8 delta", "float max abs diff vs JAX"]
+    return [
         "",
         "## Measured accuracy",
         "",
@@ -180,22 +191,10 @@ def _accuracy_section(described: dict[str, dict], reports: dict[str, Any]) -> li
         "the float file's largest probability difference from the JAX model on the test set",
         "(from the manifest, checked by the export).",
         "",
-        "| model | float32 | int8 | int8 delta | float max abs diff vs JAX | argmax diffs |",
-        "|---|---:|---:|---:|---:|---:|",
+        markdown_table([*header, "argmax diffs"], rows),
+        *_canvas_rows(described, reports),
+        *_robustness_rows(described, reports),
     ]
-    for name, d in described.items():
-        f, q = (file_accuracy(d["variants"][v]) for v in VARIANTS)
-        delta = "n/a" if f is None or q is None else f"{100 * (q - f):+.2f}"
-        parity = d["variants"]["float32"]["entry"].get("parity") or {}
-        diff = parity.get("max_abs_diff")
-        out.append(
-            f"| {name} | {_pct(f)} | {_pct(q)} | {delta} | "
-            f"{'n/a' if diff is None else f'{diff:.1e}'} | "
-            f"{parity.get('argmax_mismatches', 'n/a')} |"
-        )
-    out += _canvas_rows(described, reports)
-    out += _robustness_rows(described, reports)
-    return out
 
 
 def _not_measured(reports: dict[str, Any], key: str, label: str, file: str) -> list[str]:
@@ -275,20 +274,13 @@ def _canvas_rows(described: dict[str, dict], reports: dict[str, Any]) -> list[st
     )
     if not found:
         return lines
-    rows = [
-        f"| {file} | "
-        + " | ".join(_pct(accuracy.get(m)) for m in contract.PREPROCESS_METHODS)
-        + " |"
-        for file, accuracy in found.items()
-    ]
-    methods = " | ".join(f"`{m}` preprocessing" for m in contract.PREPROCESS_METHODS)
+    methods = contract.PREPROCESS_METHODS
+    rows = [[file, *(_pct(accuracy.get(m)) for m in methods)] for file, accuracy in found.items()]
     return [
         "",
         f"MNIST test digits redrawn as drawing-canvas images ({_count(doc)} canvases, {where}):",
         "",
-        f"| file | {methods} |",
-        "|---|" + "---:|" * len(contract.PREPROCESS_METHODS),
-        *rows,
+        markdown_table(["file", *(f"`{m}` preprocessing" for m in methods)], rows),
         *lines,
     ]
 
@@ -313,16 +305,12 @@ def _robustness_rows(described: dict[str, dict], reports: dict[str, Any]) -> lis
     ]
     for distortion, spec in (doc.get("grid") or {}).items():
         levels = spec.get("levels", [])
-        out += [
-            "",
-            f"{distortion} ({spec.get('unit', '')}):",
-            "",
-            "| file | " + " | ".join(f"{v:g}" for v in levels) + " |",
-            "|---|" + "---:|" * len(levels),
-        ]
+        rows = []
         for file, model in models.items():
-            values = (model.get("accuracy") or {}).get(distortion, [])
-            out.append(f"| {file} | " + " | ".join(_pct(a) for a in values) + " |")
+            values = list((model.get("accuracy") or {}).get(distortion, []))[: len(levels)]
+            rows.append([file, *map(_pct, values), *["n/a"] * (len(levels) - len(values))])
+        table = markdown_table(["file", *(f"{v:g}" for v in levels)], rows)
+        out += ["", f"{distortion} ({spec.get('unit', '')}):", "", table]
     return out + lines
 
 
@@ -337,12 +325,11 @@ def _latency_section(timings: dict | None) -> list[str]:
         f"was made on: {timings['machine']}. Other machines differ; measure yours with",
         "`flaxdigits benchmark`.",
         "",
-        "| file | batch | ms per call | images/s |",
-        "|---|---:|---:|---:|",
     ]
-    for r in timings["rows"]:
-        out.append(f"| {r['file']} | {r['batch']} | {r['ms']:.3f} | {r['images_per_s']:,} |")
-    return out
+    rows = [
+        [r["file"], r["batch"], f"{r['ms']:.3f}", f"{r['images_per_s']:,}"] for r in timings["rows"]
+    ]
+    return [*out, markdown_table(["file", "batch", "ms per call", "images/s"], rows)]
 
 
 def _count(doc: dict) -> str:

@@ -5,6 +5,7 @@ name any bytes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -116,3 +117,18 @@ def test_an_unreadable_report_is_named_and_quoted_for_nothing(tmp_path):
         f"Canvas accuracy: not measured for these files ({reports}/canvas_accuracy.json is " in card
     )
     assert "Robustness: not measured for these files (no reports/robustness.json)." in card
+
+
+def test_a_level_a_report_lacks_is_shown_as_not_available(tmp_path):
+    models = _write_models(tmp_path / "models")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    digest = hashlib.sha256((models / "mlp.onnx").read_bytes()).hexdigest()
+    robust = {
+        "n": 10,
+        "grid": {"rotation": {"levels": [0.0, 15.0], "unit": "deg"}, "slant": {"levels": [0.3]}},
+        "models": {"mlp": {"sha256": digest, "accuracy": {"rotation": [0.9]}}},
+    }
+    (reports / "robustness.json").write_text(json.dumps(robust))
+    card = _card(models, reports, tmp_path / "dist")
+    assert "| mlp.onnx | 90.00% | n/a |" in card and "| mlp.onnx | n/a |" in card

@@ -27,6 +27,7 @@ from PIL import Image, ImageFilter
 
 from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_json_atomic
+from flaxdigits.core.tables import markdown_table
 from flaxdigits.evaluation.digits import (
     accuracy,
     check_limit,
@@ -188,15 +189,16 @@ def _chunk_args(digits: np.ndarray, chunks: list[np.ndarray], seed: int):
 
 def format_table(report: dict) -> str:
     """The report's accuracies as a markdown table, one row per model."""
-    lines = [
-        "| model | MNIST test (28x28) | " + " | ".join(f"canvas, `{m}`" for m in METHODS) + " |",
-        "|---|---:|" + "---:|" * len(METHODS),
+    header = ["model", "MNIST test (28x28)", *(f"canvas, `{m}`" for m in METHODS)]
+    rows = [
+        [name, _pct(report["test_accuracy_28x28"][name]), *(_pct(by_method[m]) for m in METHODS)]
+        for name, by_method in report["accuracy"].items()
     ]
-    for name, by_method in report["accuracy"].items():
-        cells = [f"{100 * by_method[m]:.2f}%" for m in METHODS]
-        raw = f"{100 * report['test_accuracy_28x28'][name]:.2f}%"
-        lines.append(f"| {name} | {raw} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(header, rows)
+
+
+def _pct(accuracy: float) -> str:
+    return f"{100 * accuracy:.2f}%"
 
 
 def run(

@@ -34,6 +34,7 @@ import numpy as np
 
 from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_json_atomic
+from flaxdigits.core.tables import markdown_table
 from flaxdigits.evaluation import digits as mnist_eval
 from flaxdigits.evaluation.distort import CANVAS_SIDE, DISTORTIONS, SUPERSAMPLE, recentre
 from flaxdigits.serve.runtime.predictor import Predictor, model_files
@@ -305,21 +306,21 @@ def format_table(report: dict) -> str:
     the clean 28x28 accuracy first and a row of refused (empty) canvases where there are any."""
     blocks = []
     for name, spec in report["grid"].items():
-        levels = spec["levels"]
-        lines = [
-            f"{name} ({spec['unit']}), {report['n']} test digits:",
-            "",
-            "| model | clean 28x28 | " + " | ".join(f"{v:g}" for v in levels) + " |",
-            "|---|---:|" + "---:|" * len(levels),
+        header = ["model", "clean 28x28", *(f"{v:g}" for v in spec["levels"])]
+        rows = [
+            [label, _pct(model["test_accuracy_28x28"]), *map(_pct, model["accuracy"][name])]
+            for label, model in report["models"].items()
         ]
-        for label, model in report["models"].items():
-            cells = " | ".join(f"{100 * a:.2f}%" for a in model["accuracy"][name])
-            lines.append(f"| {label} | {100 * model['test_accuracy_28x28']:.2f}% | {cells} |")
         refused = report["refused_empty"][name]
         if any(refused):
-            lines.append("| refused as empty | | " + " | ".join(str(c) for c in refused) + " |")
-        blocks.append("\n".join(lines))
+            rows.append(["refused as empty", "", *map(str, refused)])
+        title = f"{name} ({spec['unit']}), {report['n']} test digits:"
+        blocks.append(f"{title}\n\n{markdown_table(header, rows)}")
     return "\n\n".join(blocks)
+
+
+def _pct(accuracy: float) -> str:
+    return f"{100 * accuracy:.2f}%"
 
 
 def run(

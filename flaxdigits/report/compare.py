@@ -19,6 +19,7 @@ import numpy as np
 
 from flaxdigits.core.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from flaxdigits.core.contract import MODEL_NAMES
+from flaxdigits.core.tables import markdown_table
 from flaxdigits.report import robustness as report_robust
 
 _ROWS = (
@@ -200,42 +201,40 @@ def _markdown(summary: dict[str, Any], plots: list[str], robust: list[str]) -> s
 
 def _results_table(epochs: int, results: dict[str, list[dict]]) -> list[str]:
     """The metrics after `epochs` epochs, MLP beside CNN and their difference."""
-    lines = [
-        f"## Results after {epochs} epoch{'s' if epochs > 1 else ''}",
-        "",
-        "| Metric | MLP | CNN | Difference (CNN − MLP) |",
-        "|---|---:|---:|---:|",
-    ]
+    rows = []
     for label, key, kind in _ROWS:
         mlp = [r[key] for r in results["mlp"]]
         cnn = [r[key] for r in results["cnn"]]
         diff = [c - m for c, m in zip(cnn, mlp, strict=True)]
-        lines.append(
-            f"| {label} | {_fmt(mlp, kind)} | {_fmt(cnn, kind)} | {_fmt(diff, kind, signed=True)} |"
-        )
-    return lines + [""]
+        rows.append([label, _fmt(mlp, kind), _fmt(cnn, kind), _fmt(diff, kind, signed=True)])
+    return [
+        f"## Results after {epochs} epoch{'s' if epochs > 1 else ''}",
+        "",
+        markdown_table(["Metric", "MLP", "CNN", "Difference (CNN − MLP)"], rows),
+        "",
+    ]
 
 
 def _structure_table(summary: dict[str, Any]) -> list[str]:
     """Parameters, FLOPs, weight bytes and seconds per epoch, with the CNN / MLP ratio."""
     st = summary["structure"]
-    sec = summary["seconds_per_epoch"]
-    lines = [
-        "## Structure and cost",
-        "",
-        "| | MLP | CNN | Ratio (CNN / MLP) |",
-        "|---|---:|---:|---:|",
-    ]
+    rows = []
     for label, key in (
         ("Parameters", "params"),
         ("FLOPs per image (forward)", "flops_per_image"),
         ("Model size, float32 weights (bytes)", "float32_bytes"),
     ):
         a, b = st["mlp"][key], st["cnn"][key]
-        lines.append(f"| {label} | {a:,} | {b:,} | {b / a:.2f}× |")
+        rows.append([label, f"{a:,}", f"{b:,}", f"{b / a:.2f}×"])
+    sec = summary["seconds_per_epoch"]
     a, b = float(np.mean(sec["mlp"])), float(np.mean(sec["cnn"]))
-    return lines + [
-        f"| Seconds per epoch (training, excl. compile) | {a:.1f} | {b:.1f} | {b / a:.2f}× |",
+    rows.append(
+        ["Seconds per epoch (training, excl. compile)", f"{a:.1f}", f"{b:.1f}", f"{b / a:.2f}×"]
+    )
+    return [
+        "## Structure and cost",
+        "",
+        markdown_table(["", "MLP", "CNN", "Ratio (CNN / MLP)"], rows),
         "",
         "FLOPs count a multiply-add as 2 and each bias add, ReLU and pooling comparison as 1.",
         "",
@@ -244,16 +243,15 @@ def _structure_table(summary: dict[str, Any]) -> list[str]:
 
 def _per_class_table(summary: dict[str, Any]) -> list[str]:
     """Each model's seed-0 test accuracy per digit."""
-    lines = [
+    rows = [
+        [name.upper(), *(f"{a * 100:.1f}" for a in summary["per_class_accuracy"][name])]
+        for name in MODEL_NAMES
+    ]
+    return [
         "## Per-class test accuracy (seed 0, last epoch)",
         "",
-        "| Model | " + " | ".join(str(d) for d in range(10)) + " |",
-        "|---|" + "---:|" * 10,
+        markdown_table(["Model", *range(10)], rows),
     ]
-    for name in MODEL_NAMES:
-        accs = summary["per_class_accuracy"][name]
-        lines.append(f"| {name.upper()} | " + " | ".join(f"{a * 100:.1f}" for a in accs) + " |")
-    return lines
 
 
 def _write_plots(out: Path, runs, evaluations, mnist) -> list[str]:

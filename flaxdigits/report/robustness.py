@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from flaxdigits.core.contract import MODEL_NAMES
+from flaxdigits.core.tables import markdown_table
 from flaxdigits.report import plots as robustness_plots
 
 # The seed report's claim in numbers: (label, distortion, levels averaged).
@@ -65,10 +66,11 @@ def robust_runs_table(seed_runs: Path, robust_runs: Path) -> list[str]:
             f"batch {metrics[n]['batch_size']}, {metrics[n]['seconds_per_epoch']:.1f} s/epoch)"
             for n in MODEL_NAMES
         ]
-        rows.append(f"| {recipe} | " + " | ".join(cells) + " |")
+        rows.append([recipe, *cells])
     if not rows:
         return ["No robust-recipe runs yet: `make train`.", ""]
-    return ["| Recipe | MLP test accuracy | CNN test accuracy |", "|---|---:|---:|", *rows, ""]
+    header = ["Recipe", "MLP test accuracy", "CNN test accuracy"]
+    return [markdown_table(header, rows), ""]
 
 
 def read_measurements(out: Path) -> dict[str, dict[str, Any] | None]:
@@ -128,22 +130,25 @@ def robustness_lines(report: dict[str, Any] | None) -> list[str]:
     digests = robustness_bytes(report)
     if digests is None:
         return [_rerun(ROBUSTNESS_FILE, "flaxdigits robustness", "make robustness"), ""]
-    grid = report["grid"]
-    models = report["models"]
     keys = ["clean", *(label for label, _, _ in HEADLINE), "thickness worst"]
+    rows = []
+    for label, model in report["models"].items():
+        values = headline(model, report["grid"])
+        rows.append([label, *(f"{100 * values[k]:.2f}%" for k in keys)])
     worst = f"thickness worst is the lowest from {THICKNESS_FROM:+g} px per edge up"
-    lines = [
+    return [
         f"Each of the {report['n']:,} test digits deformed on a canvas, then re-centred by the "
         f"served `mnist` preprocessing, then read by the exported ONNX model ({worst}).",
         "",
-        "| Model (recipe, variant) | " + " | ".join(keys) + " |",
-        "|---|" + "---:|" * len(keys),
+        markdown_table(["Model (recipe, variant)", *keys], rows),
+        "",
+        _bytes_line(digests),
+        "",
+        "Every level:",
+        "",
+        report["table"],
+        "",
     ]
-    for label, model in models.items():
-        values = headline(model, grid)
-        lines.append(f"| {label} | " + " | ".join(f"{100 * values[k]:.2f}%" for k in keys) + " |")
-    lines += ["", _bytes_line(digests), "", "Every level:", "", report["table"], ""]
-    return lines
 
 
 def canvas_lines(measurements: dict[str, dict[str, Any] | None]) -> list[str]:
