@@ -115,7 +115,9 @@ def compare(
     runs = _read_runs(epochs, seeds, batch_size, runs_dir)
     mnist = load_mnist(data_source, log=print)
     evaluations = {
-        name: evaluate_run(run_dir_for(runs_dir, name, 0), mnist=mnist, with_predictions=True)
+        name: evaluate_run(
+            run_dir_for(runs_dir, name, 0), mnist=mnist, with_predictions=True, write=False
+        )
         for name in MODEL_NAMES
     }
     summary = _summary(epochs, seeds, batch_size, runs, evaluations)
