@@ -1,16 +1,18 @@
 """MODEL_CARD.md of a release: data, recipe, parameters, every measured accuracy, int8 deltas,
 latency with the machine named, intended use, limits and license. Every figure is read, never
 re-derived: test accuracies from each file's ONNX metadata and manifest, canvas and robustness
-accuracies from the reports that describe these very files, latency as export/release.py
-measured it. Standard library and flaxdigits.core.contract only.
+accuracies from reports that measured these very bytes (the sha256 they record for each model
+file is the file's), latency as export/release.py measured it. A report's figure for other
+bytes, or a report that names no bytes, is not quoted: the card says the file was not measured.
+Standard library and flaxdigits.core (contract, tables) only.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from flaxdigits.core import contract
+from flaxdigits.core.tables import markdown_table
 
 VARIANTS = ("float32", "int8")
 LICENSE = "Apache-2.0"
@@ -21,14 +23,44 @@ ARCHITECTURE = {
     "Dense 10 -> softmax",
 }
 
-
-def same_file(reported: str, models_dir: Path, file: str) -> bool:
-    """Whether a report's model path names models_dir/file (a report of other files is not
-    this release's)."""
-    try:
-        return Path(reported).resolve() == (models_dir / file).resolve()
-    except (OSError, ValueError):
-        return False
+# The card's fixed text: the data every model was trained on, and what the models are for.
+DATA = (
+    "",
+    "## Data",
+    "",
+    "MNIST (LeCun, Cortes and Burges): 60,000 training and 10,000 test images, 28x28 grey,",
+    "white digit on black. The files were verified by the sha256 of the four canonical IDX",
+    "files before training. Training used the first 90% of the training set; the last 10%",
+    "(6,000 images) was held out for validation. Test accuracy below is on all 10,000 test",
+    "images, which were never used for training or model selection.",
+)
+USE_LIMITS_LICENSE = (
+    "",
+    "## Intended use",
+    "",
+    "Reading single handwritten digits 0-9 that a person drew on a canvas or wrote on paper,",
+    "one digit per image, for demonstrations, teaching and small embedded or edge",
+    "applications on CPU. The int8 files are for boards where size and memory matter.",
+    "",
+    "## Limits",
+    "",
+    "- One digit per image, 0-9 only: letters, several digits or no digit still get a digit",
+    "  (an empty canvas is refused by the preprocessing, other non-digits are not).",
+    "- Trained on MNIST alone: mostly North-American writers of the 1990s, centred white-on-",
+    "  black digits. Styles far from that (heavily slanted, decorative, or cut-off digits)",
+    "  are read less well; see the robustness table for how accuracy falls with distortion.",
+    "- The confidence is a softmax value, not a calibrated probability: it can be high on",
+    "  input that is not a digit.",
+    "- The int8 files disagree with the float files on a few images (see the deltas above).",
+    "- Not for decisions about people, identity or money (cheques, forms) without a human",
+    "  check.",
+    "",
+    "## License",
+    "",
+    f"The model files and this card: {LICENSE} (the flaxdigits license). They were trained",
+    "on MNIST, which its authors make available under the terms of CC BY-SA 3.0.",
+    "",
+)
 
 
 def file_accuracy(variant: dict) -> float | None:
@@ -49,11 +81,25 @@ def model_card(
     described: dict[str, dict],
     reports: dict[str, Any],
     timings: dict | None,
-    models_dir: Path,
 ) -> str:
     """MODEL_CARD.md: data, recipe, parameters, every measured accuracy, int8 deltas, latency
     with the machine, intended use, limits and license."""
-    out = [
+    return "\n".join(
+        [
+            *_intro(version),
+            *_files_section(described),
+            *DATA,
+            *_training_section(described),
+            *_accuracy_section(described, reports),
+            *_latency_section(timings),
+            *USE_LIMITS_LICENSE,
+        ]
+    )
+
+
+def _intro(version: str) -> list[str]:
+    """The title, what the models are, their input and output and the preprocessing."""
+    return [
         f"# flaxdigits models {version}",
         "",
         "Handwritten-digit classifiers (0-9) trained on MNIST with JAX/Flax and exported to ONNX:",
@@ -62,47 +108,53 @@ def model_card(
         f"softmax probabilities. Preprocessing spec `{contract.PREPROCESSING_SPEC}`: run images",
         "through `flaxdigits.serve.runtime.preprocess` (or `flaxdigits predict`), which centres",
         "the ink the way MNIST was made.",
-        "",
-        "## Files",
-        "",
-        "| file | variant | bytes | sha256 | test accuracy |",
-        "|---|---|---:|---|---:|",
     ]
+
+
+def _files_section(described: dict[str, dict]) -> list[str]:
+    """Every model file with its variant, size, sha256 and test accuracy; how to check them."""
+    rows = []
     for d in described.values():
         for v in VARIANTS:
             var = d["variants"][v]
-            out.append(
-                f"| models/{var['file']} | {v} | {var['entry']['size']:,} | "
-                f"`{var['entry']['sha256'][:16]}…` | {_pct(file_accuracy(var))} |"
-            )
-    out += [
+            size, digest = var["entry"]["size"], var["entry"]["sha256"]
+            accuracy = _pct(file_accuracy(var))
+            rows.append([f"models/{var['file']}", v, f"{size:,}", f"`{digest[:16]}…`", accuracy])
+    header = ["file", "variant", "bytes", "sha256", "test accuracy"]
+    return [
+        "",
+        "## Files",
+        "",
+        markdown_table(header, rows, align="llrlr"),
         "",
         "Check them with `flaxdigits verify RELEASE` (or `sha256sum -c SHA256SUMS` in the",
         "unpacked folder); `flaxdigits serve` and `flaxdigits predict` refuse a release whose",
         "checksums do not all match, before reading any model.",
-        "",
-        "## Data",
-        "",
-        "MNIST (LeCun, Cortes and Burges): 60,000 training and 10,000 test images, 28x28 grey,",
-        "white digit on black. The files were verified by the sha256 of the four canonical IDX",
-        "files before training. Training used the first 90% of the training set; the last 10%",
-        "(6,000 images) was held out for validation. Test accuracy below is on all 10,000 test",
-        "images, which were never used for training or model selection.",
-        "",
-        "## Models and training",
-        "",
-        "| model | architecture | parameters | recipe | epochs | batch | peak lr | schedule |",
-        "|---|---|---:|---|---:|---:|---:|---|",
     ]
+
+
+def _training_section(described: dict[str, dict]) -> list[str]:
+    """Each model's architecture, parameters and recipe (from its manifest), its augmentation
+    and dropout where it had any."""
+    rows = []
     for name, d in described.items():
         m = d["manifest"]
         recipe, config = m.get("recipe") or {}, m.get("train_config") or {}
-        out.append(
-            f"| {name} | {ARCHITECTURE.get(name, '')} | {m.get('params', 'n/a'):,} | "
-            f"{recipe.get('name', 'n/a')} | {config.get('epochs', 'n/a')} | "
-            f"{config.get('batch_size', 'n/a')} | {config.get('learning_rate', 'n/a')} | "
-            f"{recipe.get('schedule', 'n/a')} |"
+        rows.append(
+            [
+                name,
+                ARCHITECTURE.get(name, ""),
+                f"{m.get('params', 'n/a'):,}",
+                recipe.get("name", "n/a"),
+                config.get("epochs", "n/a"),
+                config.get("batch_size", "n/a"),
+                config.get("learning_rate", "n/a"),
+                recipe.get("schedule", "n/a"),
+            ]
         )
+    header = ["model", "architecture", "parameters", "recipe", "epochs", "batch", "peak lr"]
+    table = markdown_table([*header, "schedule"], rows, align="llrlrrrl")
+    out = ["", "## Models and training", "", table]
     augments = {n: (d["manifest"].get("recipe") or {}).get("augment") for n, d in described.items()}
     for name, augment in augments.items():
         if augment:
@@ -115,43 +167,23 @@ def model_card(
                 f"\n{name} dropout (training only, on the hidden Dense layer's inputs): {rate}; "
                 "the files hold the plain model."
             )
-    out += ["", "Adam; seed and every setting are in each manifest (`train_config`, `recipe`)."]
-    out += _accuracy_section(described, reports, models_dir)
-    out += _latency_section(timings)
-    out += [
+    return out + [
         "",
-        "## Intended use",
-        "",
-        "Reading single handwritten digits 0-9 that a person drew on a canvas or wrote on paper,",
-        "one digit per image, for demonstrations, teaching and small embedded or edge",
-        "applications on CPU. The int8 files are for boards where size and memory matter.",
-        "",
-        "## Limits",
-        "",
-        "- One digit per image, 0-9 only: letters, several digits or no digit still get a digit",
-        "  (an empty canvas is refused by the preprocessing, other non-digits are not).",
-        "- Trained on MNIST alone: mostly North-American writers of the 1990s, centred white-on-",
-        "  black digits. Styles far from that (heavily slanted, decorative, or cut-off digits)",
-        "  are read less well; see the robustness table for how accuracy falls with distortion.",
-        "- The confidence is a softmax value, not a calibrated probability: it can be high on",
-        "  input that is not a digit.",
-        "- The int8 files disagree with the float files on a few images (see the deltas above).",
-        "- Not for decisions about people, identity or money (cheques, forms) without a human",
-        "  check.",
-        "",
-        "## License",
-        "",
-        f"The model files and this card: {LICENSE} (the flaxdigits license). They were trained",
-        "on MNIST, which its authors make available under the terms of CC BY-SA 3.0.",
-        "",
+        "Adam; seed and every setting are in each manifest (`train_config`, `recipe`).",
     ]
-    return "\n".join(out)
 
 
-def _accuracy_section(
-    described: dict[str, dict], reports: dict[str, Any], models_dir: Path
-) -> list[str]:
-    out = [
+def _accuracy_section(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, d in described.items():
+        f, q = (file_accuracy(d["variants"][v]) for v in VARIANTS)
+        delta = "n/a" if f is None or q is None else f"{100 * (q - f):+.2f}"
+        parity = d["variants"]["float32"]["entry"].get("parity") or {}
+        diff = parity.get("max_abs_diff")
+        shown = "n/a" if diff is None else f"{diff:.1e}"
+        rows.append([name, _pct(f), _pct(q), delta, shown, parity.get("argmax_mismatches", "n/a")])
+    header = ["model", "float32", "int8", "int8 delta", "float max abs diff vs JAX"]
+    return [
         "",
         "## Measured accuracy",
         "",
@@ -159,22 +191,10 @@ def _accuracy_section(
         "the float file's largest probability difference from the JAX model on the test set",
         "(from the manifest, checked by the export).",
         "",
-        "| model | float32 | int8 | int8 delta | float max abs diff vs JAX | argmax diffs |",
-        "|---|---:|---:|---:|---:|---:|",
+        markdown_table([*header, "argmax diffs"], rows),
+        *_canvas_rows(described, reports),
+        *_robustness_rows(described, reports),
     ]
-    for name, d in described.items():
-        f, q = (file_accuracy(d["variants"][v]) for v in VARIANTS)
-        delta = "n/a" if f is None or q is None else f"{100 * (q - f):+.2f}"
-        parity = d["variants"]["float32"]["entry"].get("parity") or {}
-        diff = parity.get("max_abs_diff")
-        out.append(
-            f"| {name} | {_pct(f)} | {_pct(q)} | {delta} | "
-            f"{'n/a' if diff is None else f'{diff:.1e}'} | "
-            f"{parity.get('argmax_mismatches', 'n/a')} |"
-        )
-    out += _canvas_rows(described, reports, models_dir)
-    out += _robustness_rows(described, reports, models_dir)
-    return out
 
 
 def _not_measured(reports: dict[str, Any], key: str, label: str, file: str) -> list[str]:
@@ -185,52 +205,99 @@ def _not_measured(reports: dict[str, Any], key: str, label: str, file: str) -> l
     return ["", f"{label}: not measured for these files ({why})."]
 
 
-def _canvas_rows(
-    described: dict[str, dict], reports: dict[str, Any], models_dir: Path
-) -> list[str]:
+def release_digests(described: dict[str, dict]) -> dict[str, str]:
+    """{file: sha256} of the release's model files, in card order (their manifest entries,
+    which the release checked against the bytes)."""
+    return {
+        d["variants"][v]["file"]: d["variants"][v]["entry"]["sha256"]
+        for d in described.values()
+        for v in VARIANTS
+    }
+
+
+def canvas_by_bytes(doc: dict) -> dict[str, dict]:
+    """{sha256: accuracy per method} of each model file a canvas report measured; {} for a
+    report that names no bytes (written before reports recorded them)."""
+    digests, accuracy = doc.get("sha256"), doc.get("accuracy")
+    if not isinstance(digests, dict) or not isinstance(accuracy, dict):
+        return {}
+    return {
+        digest: accuracy[stem]
+        for stem, digest in digests.items()
+        if isinstance(digest, str) and isinstance(accuracy.get(stem), dict)
+    }
+
+
+def robustness_by_bytes(doc: dict) -> dict[str, dict]:
+    """{sha256: model entry} of each model file a robustness report measured; {} for a report
+    that names no bytes."""
+    models = doc.get("models")
+    if not isinstance(models, dict):
+        return {}
+    return {
+        m["sha256"]: m
+        for m in models.values()
+        if isinstance(m, dict) and isinstance(m.get("sha256"), str)
+    }
+
+
+def measured(
+    files: dict[str, str], by_bytes: dict[str, dict], where: str, label: str, command: str
+) -> tuple[dict[str, dict], list[str]]:
+    """The figures of each file measured on its exact bytes ({file: figures}), and the card's
+    line for the files that were not (none when every file was)."""
+    found = {file: by_bytes[digest] for file, digest in files.items() if digest in by_bytes}
+    missing = [file for file in files if file not in found]
+    if not missing:
+        return found, []
+    if by_bytes:
+        why = f"{where} measured other bytes: re-run `{command}` on them"
+    else:
+        why = (
+            f"{where} names no model bytes, as reports written before they recorded each "
+            f"file's sha256: re-run `{command}`"
+        )
+    what = f"{label} of {', '.join(missing)}" if found else label
+    return found, ["", f"{what}: not measured for these files ({why})."]
+
+
+def _canvas_rows(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
     if missing := _not_measured(reports, "canvas", "Canvas accuracy", "canvas_accuracy.json"):
         return missing
     where, doc = reports["canvas"]
-    models, accuracy = doc.get("models") or {}, doc.get("accuracy") or {}
-    rows = []
-    for d in described.values():
-        for v in VARIANTS:
-            file = d["variants"][v]["file"]
-            stem = file[: -len(".onnx")]
-            reported = models.get(stem)
-            if stem in accuracy and reported and same_file(reported, models_dir, file):
-                cells = " | ".join(_pct(accuracy[stem].get(m)) for m in contract.PREPROCESS_METHODS)
-                rows.append(f"| {file} | {cells} |")
-    if not rows:
-        return ["", f"Canvas accuracy: {where} does not describe these files."]
-    methods = " | ".join(f"`{m}` preprocessing" for m in contract.PREPROCESS_METHODS)
+    found, lines = measured(
+        release_digests(described),
+        canvas_by_bytes(doc),
+        where,
+        "Canvas accuracy",
+        "flaxdigits canvas-eval",
+    )
+    if not found:
+        return lines
+    methods = contract.PREPROCESS_METHODS
+    rows = [[file, *(_pct(accuracy.get(m)) for m in methods)] for file, accuracy in found.items()]
     return [
         "",
         f"MNIST test digits redrawn as drawing-canvas images ({_count(doc)} canvases, {where}):",
         "",
-        f"| file | {methods} |",
-        "|---|" + "---:|" * len(contract.PREPROCESS_METHODS),
-        *rows,
+        markdown_table(["file", *(f"`{m}` preprocessing" for m in methods)], rows),
+        *lines,
     ]
 
 
-def _robustness_rows(
-    described: dict[str, dict], reports: dict[str, Any], models_dir: Path
-) -> list[str]:
+def _robustness_rows(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
     if missing := _not_measured(reports, "robustness", "Robustness", "robustness.json"):
         return missing
     where, doc = reports["robustness"]
-    wanted = {d["variants"][v]["file"] for d in described.values() for v in VARIANTS}
-    models = {
-        Path(m["file"]).name: m
-        for m in (doc.get("models") or {}).values()
-        if isinstance(m, dict)
-        and isinstance(m.get("file"), str)
-        and Path(m["file"]).name in wanted
-        and same_file(m["file"], models_dir, Path(m["file"]).name)
-    }
+    models, lines = measured(
+        release_digests(described),
+        robustness_by_bytes(doc),
+        where,
+        "Robustness",
+        "flaxdigits robustness",
+    )
     if not models:
-        return ["", f"Robustness: {where} does not describe these files."]
+        return lines
     out = [
         "",
         f"Deformed test digits ({_count(doc)} per level, re-centred by the `mnist`",
@@ -238,17 +305,13 @@ def _robustness_rows(
     ]
     for distortion, spec in (doc.get("grid") or {}).items():
         levels = spec.get("levels", [])
-        out += [
-            "",
-            f"{distortion} ({spec.get('unit', '')}):",
-            "",
-            "| file | " + " | ".join(f"{v:g}" for v in levels) + " |",
-            "|---|" + "---:|" * len(levels),
-        ]
-        for file in sorted(models, key=lambda f: (f.split(".")[0] != "mlp", ".int8." in f)):
-            values = (models[file].get("accuracy") or {}).get(distortion, [])
-            out.append(f"| {file} | " + " | ".join(_pct(a) for a in values) + " |")
-    return out
+        rows = []
+        for file, model in models.items():
+            values = list((model.get("accuracy") or {}).get(distortion, []))[: len(levels)]
+            rows.append([file, *map(_pct, values), *["n/a"] * (len(levels) - len(values))])
+        table = markdown_table(["file", *(f"{v:g}" for v in levels)], rows)
+        out += ["", f"{distortion} ({spec.get('unit', '')}):", "", table]
+    return out + lines
 
 
 def _latency_section(timings: dict | None) -> list[str]:
@@ -262,12 +325,11 @@ def _latency_section(timings: dict | None) -> list[str]:
         f"was made on: {timings['machine']}. Other machines differ; measure yours with",
         "`flaxdigits benchmark`.",
         "",
-        "| file | batch | ms per call | images/s |",
-        "|---|---:|---:|---:|",
     ]
-    for r in timings["rows"]:
-        out.append(f"| {r['file']} | {r['batch']} | {r['ms']:.3f} | {r['images_per_s']:,} |")
-    return out
+    rows = [
+        [r["file"], r["batch"], f"{r['ms']:.3f}", f"{r['images_per_s']:,}"] for r in timings["rows"]
+    ]
+    return [*out, markdown_table(["file", "batch", "ms per call", "images/s"], rows)]
 
 
 def _count(doc: dict) -> str:

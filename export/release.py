@@ -5,7 +5,7 @@ models/{mlp,cnn}.onnx, .int8.onnx and .json (as `flaxdigits export --int8` wrote
 release.json index, MODEL_CARD.md and SHA256SUMS (every other file's sha256). DIGEST is the
 start of SHA256SUMS's own sha256, so two different releases never share a name. The card's
 figures are read, never re-derived: accuracies from each file's ONNX metadata and manifest,
-canvas and robustness accuracies from reports/*.json where they describe these very files, and
+canvas and robustness accuracies from reports/*.json where they measured these very bytes, and
 latency measured here on the files with the machine named. Every model is checked against its
 manifest before it is packed: a release is never made from a modified export.
 
@@ -34,6 +34,7 @@ from flaxdigits.serve.runtime import session as onnxrt
 
 MAX_FILE_BYTES = archive.MAX_MEMBER_BYTES
 LATENCY_BATCHES = (1, 256)
+REPORT_MAX_BYTES = 16 * 1024 * 1024
 
 
 def file_name(name: str, variant: str) -> str:
@@ -55,8 +56,8 @@ def build_release(
     Args:
         models_dir: holds {mlp,cnn}.onnx, .int8.onnx and .json (`make export`).
         out_dir: where the archive is written (created if needed).
-        reports_dir: canvas_accuracy.json and robustness.json are read from here when present
-            and newer than the models they describe.
+        reports_dir: canvas_accuracy.json and robustness.json are read from here when present;
+            the card quotes their figures only for the exact bytes they measured (by sha256).
         version: the release version (default: the flaxdigits package version).
         latency: measure onnxruntime latency on this machine for the card.
         log: receives progress lines.
@@ -71,11 +72,11 @@ def build_release(
     version = version or flaxdigits.__version__
     archive.check_relative_path(f"v{version}")
     files, described = _model_files(models_dir)
-    reports = _reports(reports_dir, models_dir)
+    reports = _reports(reports_dir)
     timings = _latency(models_dir) if latency else None
     info = _info(version, described)
     files[archive.INFO] = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
-    card = model_card(version, described, reports, timings, models_dir)
+    card = model_card(version, described, reports, timings)
     files[archive.CARD] = card.encode()
     digests = {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
     sums = archive.format_sums(digests).encode()
@@ -150,22 +151,24 @@ def _metadata(data: bytes, path: Path) -> dict[str, str]:
         raise ReleaseError(f"{path}: onnxruntime cannot load it ({e}): re-export it") from None
 
 
-def _reports(reports_dir: Path, models_dir: Path) -> dict[str, Any]:
-    """The canvas and robustness reports that describe models_dir's files, newer than them."""
-    newest_model = max(
-        (models_dir / file_name(n, v)).stat().st_mtime
-        for n in contract.MODEL_NAMES
-        for v in VARIANTS
-    )
+def _reports(reports_dir: Path) -> dict[str, Any]:
+    """The canvas and robustness reports in reports_dir, {key: (path, report)}, and why one
+    that is there cannot be read ({key}_skipped); the card quotes of each only what it measured
+    on these very bytes."""
     found: dict[str, Any] = {}
     for key, file in (("canvas", "canvas_accuracy.json"), ("robustness", "robustness.json")):
         path = reports_dir / file
         try:
-            if path.stat().st_mtime < newest_model:
-                found[f"{key}_skipped"] = f"{path} is older than the models"
-                continue
-            doc = json.loads(read_capped(path, 16 * 1024 * 1024, "report"))
-        except (OSError, ValueError):
+            doc = json.loads(read_capped(path, REPORT_MAX_BYTES, "report"))
+        except ReadError as e:
+            if path.exists():  # a missing one is said the same way wherever it was looked for
+                found[f"{key}_skipped"] = f"{path}: {e}"
+            continue
+        except (ValueError, RecursionError):  # bad JSON or UTF-8, or nested past the parser
+            found[f"{key}_skipped"] = f"{path} is not JSON"
+            continue
+        if not isinstance(doc, dict):
+            found[f"{key}_skipped"] = f"{path} is not a report"
             continue
         found[key] = (str(path), doc)
     return found

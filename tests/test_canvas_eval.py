@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -113,6 +114,11 @@ def test_pairs_render_once_and_write_what_two_separate_runs_write(two_dirs, tmp_
     assert set(returned[0]["accuracy"]) == {"mlp", "cnn"}
     assert set(returned[1]["accuracy"]) == {"mlp", "mlp.int8", "cnn"}
     assert all(p.startswith(str(b)) for p in returned[1]["models"].values())
+    for report, directory in zip(returned, (a, b), strict=True):  # each names the bytes measured
+        assert report["sha256"] == {
+            stem: hashlib.sha256((directory / f"{stem}.onnx").read_bytes()).hexdigest()
+            for stem in report["accuracy"]
+        }
     centroid = returned[1]["accuracy"]["mlp"]["mnist"]
     assert centroid > 0.5 and centroid != returned[0]["accuracy"]["mlp"]["mnist"]
     assert (

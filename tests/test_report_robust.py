@@ -3,6 +3,7 @@ clear pointer to the command when a measurement is missing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -18,6 +19,8 @@ GRID = {
 
 def model(recipe: str, rotation, thickness) -> dict:
     return {
+        "file": f"models/{recipe}/cnn.onnx",
+        "sha256": hashlib.sha256(recipe.encode()).hexdigest(),
         "model": "cnn",
         "recipe": recipe,
         "variant": "float32",
@@ -54,16 +57,41 @@ def test_headline_averages_both_signs_and_skips_vanishing_strokes(reports):
     assert values["thickness worst"] == pytest.approx(0.96)  # -1 px (0.1) is below the range
 
 
-def test_sections_hold_the_tables_and_the_curves(reports):
-    lines = report_robust.sections(reports, reports / "no-seed", None)
-    text = "\n".join(lines)
+def _sections(out, seed_runs, robust_runs) -> str:
+    measurements = report_robust.read_measurements(out)
+    return "\n".join(report_robust.sections(measurements, out, seed_runs, robust_runs))
+
+
+def test_sections_hold_the_tables_the_curves_and_the_bytes_measured(reports):
+    text = _sections(reports, reports / "no-seed", None)
     assert "| cnn/robust/float32 | 99.00% | 96.00% | 85.00% |" in text
     assert "FULL TABLE" in text
     assert (reports / "robustness_rotation.png").read_bytes().startswith(b"\x89PNG")
     assert "![robustness_thickness.png](robustness_thickness.png)" in text
     assert "no measurement yet (`make canvas-eval`)" in text
+    robust, seed = (hashlib.sha256(r.encode()).hexdigest() for r in ("robust", "seed"))
+    assert f"cnn/robust/float32 `{robust[:16]}…`, cnn/seed/float32 `{seed[:16]}…`." in text
+    measured = report_robust.measured_files(report_robust.read_measurements(reports))
+    assert measured == {"robustness.json": {"cnn/robust/float32": robust, "cnn/seed/float32": seed}}
+
+
+def test_reports_that_name_no_bytes_are_quoted_for_nothing_and_say_to_measure_again(reports):
+    report = json.loads((reports / "robustness.json").read_text())
+    del report["models"]["cnn/seed/float32"]["sha256"]  # one entry as written before
+    (reports / "robustness.json").write_text(json.dumps(report))
+    canvas = {"n": 50, "models": {"cnn": "models/cnn.onnx"}, "accuracy": {"cnn": {"mnist": 0.5}}}
+    canvas["table"] = "CANVAS TABLE"
+    (reports / "canvas_accuracy.json").write_text(json.dumps(canvas))
+    text = _sections(reports, reports, None)
+    for quoted in ("99.00%", "FULL TABLE", "CANVAS TABLE", ".png", "sha256: "):
+        assert quoted not in text, quoted
+    assert "re-run `flaxdigits robustness` (`make robustness`)" in text
+    assert "robust recipe: canvas_accuracy.json names no model bytes" in text
+    assert "re-run `flaxdigits canvas-eval` (`make canvas-eval`)" in text
+    assert not list(reports.glob("*.png"))
+    assert report_robust.measured_files(report_robust.read_measurements(reports)) == {}
 
 
 def test_a_missing_measurement_names_the_command(tmp_path):
-    text = "\n".join(report_robust.sections(tmp_path, tmp_path, tmp_path))
+    text = _sections(tmp_path, tmp_path, tmp_path)
     assert "`flaxdigits robustness`" in text and "`make train`" in text

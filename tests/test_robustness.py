@@ -3,6 +3,7 @@ CLI, the plots; and on the real 1-epoch exports, clean and rotated accuracy."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -86,6 +87,8 @@ def test_report_holds_every_model_distortion_and_level_and_is_what_was_written(r
     assert [line.split(":")[0] for line in lines[: len(robustness.GRID)]] == list(robustness.GRID)
     assert report["table"] in lines and lines[-1].endswith("robustness.json")
     assert "| cnn/robust/float32 | " in report["table"]
+    for model in report["models"].values():  # each names the bytes it measured
+        assert model["sha256"] == hashlib.sha256(Path(model["file"]).read_bytes()).hexdigest()
 
 
 def test_every_accuracy_matches_a_digit_by_digit_computation_a_refused_one_wrong(

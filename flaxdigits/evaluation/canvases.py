@@ -27,6 +27,7 @@ from PIL import Image, ImageFilter
 
 from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_json_atomic
+from flaxdigits.core.tables import markdown_table
 from flaxdigits.evaluation.digits import (
     accuracy,
     check_limit,
@@ -103,7 +104,8 @@ def evaluate_canvas(
         workers: processes rendering and preprocessing (default: all cores).
 
     Returns:
-        The report: accuracy[model][method], raw test accuracy, timings and a markdown table.
+        The report: accuracy[model][method], raw test accuracy, the sha256 of each model file
+        measured, timings and a markdown table.
 
     Raises:
         ModelLoadError: a model in models_dir is refused.
@@ -169,6 +171,8 @@ def _report(predictors, images, failed, raw_images, labels, seed: int, render_s:
             "transparent_share": TRANSPARENT,
         },
         "models": {name: str(p.path) for name, p in predictors.items()},
+        # The bytes measured, per model: what a reader matches a file by (never its path).
+        "sha256": {name: p.sha256 for name, p in predictors.items()},
         "accuracy": by_method,
         "test_accuracy_28x28": raw,
         "preprocessing_failures": {m: int(failed[m].sum()) for m in METHODS},
@@ -185,15 +189,16 @@ def _chunk_args(digits: np.ndarray, chunks: list[np.ndarray], seed: int):
 
 def format_table(report: dict) -> str:
     """The report's accuracies as a markdown table, one row per model."""
-    lines = [
-        "| model | MNIST test (28x28) | " + " | ".join(f"canvas, `{m}`" for m in METHODS) + " |",
-        "|---|---:|" + "---:|" * len(METHODS),
+    header = ["model", "MNIST test (28x28)", *(f"canvas, `{m}`" for m in METHODS)]
+    rows = [
+        [name, _pct(report["test_accuracy_28x28"][name]), *(_pct(by_method[m]) for m in METHODS)]
+        for name, by_method in report["accuracy"].items()
     ]
-    for name, by_method in report["accuracy"].items():
-        cells = [f"{100 * by_method[m]:.2f}%" for m in METHODS]
-        raw = f"{100 * report['test_accuracy_28x28'][name]:.2f}%"
-        lines.append(f"| {name} | {raw} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(header, rows)
+
+
+def _pct(accuracy: float) -> str:
+    return f"{100 * accuracy:.2f}%"
 
 
 def run(

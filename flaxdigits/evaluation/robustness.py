@@ -34,6 +34,7 @@ import numpy as np
 
 from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_json_atomic
+from flaxdigits.core.tables import markdown_table
 from flaxdigits.evaluation import digits as mnist_eval
 from flaxdigits.evaluation.distort import CANVAS_SIDE, DISTORTIONS, SUPERSAMPLE, recentre
 from flaxdigits.serve.runtime.predictor import Predictor, model_files
@@ -194,7 +195,8 @@ def evaluate_robustness(
         grid: {distortion: levels}, default GRID.
 
     Returns:
-        The report (schema SCHEMA): per model label its fields, the clean 28x28 test accuracy
+        The report (schema SCHEMA): per model label its file, the sha256 of the bytes
+        measured, its fields, the clean 28x28 test accuracy
         and accuracy[distortion] (one value per level of grid[distortion]), the refused
         canvases per level, n, seconds, the machine and a markdown table.
 
@@ -210,13 +212,35 @@ def evaluate_robustness(
     if not loaded:
         raise FileNotFoundError("no .onnx models to evaluate (run `flaxdigits export`)")
     digits, labels = mnist_eval.load_test_digits(limit)
-    n = len(digits)
 
     start = time.perf_counter()
-    refused_counts: dict[str, list[int]] = {}
-    known: dict[bytes, dict[str, float]] = {}  # level_key -> {label: accuracy}
-    parts = mnist_eval.chunks(n)
+    models, refused_counts, predict_s = _measure(loaded, grid, digits, labels, workers, log)
+    report = {
+        "schema": SCHEMA,
+        "n": len(digits),
+        "canvas": {"side_px": CANVAS_SIDE, "supersample": SUPERSAMPLE, "preprocess": "mnist"},
+        "grid": {name: {"levels": levels, "unit": UNITS[name]} for name, levels in grid.items()},
+        "models": models,
+        "refused_empty": refused_counts,
+        "seconds": {
+            "total": round(time.perf_counter() - start, 1),
+            "predict": round(predict_s, 1),
+        },
+        "machine": _machine(workers),
+    }
+    report["table"] = format_table(report)
+    return report
+
+
+def _measure(loaded, grid: dict[str, list[float]], digits, labels, workers: int, log):
+    """Every model's report entry with its clean and per-level accuracies, the canvases refused
+    as empty per level ({distortion: counts}), and the seconds spent predicting. Worker
+    processes render the distortions in turn while the models predict the one before."""
+    start = time.perf_counter()
+    parts = mnist_eval.chunks(len(digits))
     tasks = [(name, part) for name in grid for part in parts]
+    known: dict[bytes, dict[str, float]] = {}  # level_key -> {label: accuracy}
+    refused_counts: dict[str, list[int]] = {}
     # The models predict in this process, `workers` of them at a time (threads: onnxruntime
     # runs without the GIL), so that no core idles once the rendering is done.
     with mnist_eval.worker_pool(workers) as pool, ThreadPoolExecutor(workers) as threads:
@@ -228,16 +252,7 @@ def evaluate_robustness(
         )
         tic = time.perf_counter()
         clean = contract.scale_pixels(digits)  # (N, 28, 28) float32 in [0, 1]
-        clean_accuracy = _accuracies(loaded, clean, labels, None, threads)
-        models = {
-            label: {
-                "file": str(predictor.path),
-                **fields,
-                "test_accuracy_28x28": clean_accuracy[label],
-                "accuracy": {},
-            }
-            for label, (predictor, fields) in loaded.items()
-        }
+        models = _entries(loaded, _accuracies(loaded, clean, labels, None, threads))
         predict_s = time.perf_counter() - tic
         for name, levels in grid.items():  # results arrive in task order: a distortion at a time
             pieces = [next(results) for _ in parts]
@@ -251,25 +266,25 @@ def evaluate_robustness(
             refused_counts[name] = [int(c) for c in refused.sum(axis=1)]
             reused = f", {len(levels) - scored} reused" if scored < len(levels) else ""
             log(
-                f"{name}: {len(levels)} levels x {n} digits{reused} "
+                f"{name}: {len(levels)} levels x {len(digits)} digits{reused} "
                 f"({time.perf_counter() - start:.0f} s)"
             )
+    return models, refused_counts, predict_s
 
-    report = {
-        "schema": SCHEMA,
-        "n": n,
-        "canvas": {"side_px": CANVAS_SIDE, "supersample": SUPERSAMPLE, "preprocess": "mnist"},
-        "grid": {name: {"levels": levels, "unit": UNITS[name]} for name, levels in grid.items()},
-        "models": models,
-        "refused_empty": refused_counts,
-        "seconds": {
-            "total": round(time.perf_counter() - start, 1),
-            "predict": round(predict_s, 1),
-        },
-        "machine": _machine(workers),
+
+def _entries(loaded, clean_accuracy: dict[str, float]) -> dict[str, dict]:
+    """{label: report entry} of every model: its file, the sha256 of the bytes measured (what a
+    reader matches), its fields and clean accuracy; accuracy per distortion is filled in."""
+    return {
+        label: {
+            "file": str(predictor.path),
+            "sha256": predictor.sha256,
+            **fields,
+            "test_accuracy_28x28": clean_accuracy[label],
+            "accuracy": {},
+        }
+        for label, (predictor, fields) in loaded.items()
     }
-    report["table"] = format_table(report)
-    return report
 
 
 def _machine(workers: int) -> dict:
@@ -291,21 +306,21 @@ def format_table(report: dict) -> str:
     the clean 28x28 accuracy first and a row of refused (empty) canvases where there are any."""
     blocks = []
     for name, spec in report["grid"].items():
-        levels = spec["levels"]
-        lines = [
-            f"{name} ({spec['unit']}), {report['n']} test digits:",
-            "",
-            "| model | clean 28x28 | " + " | ".join(f"{v:g}" for v in levels) + " |",
-            "|---|---:|" + "---:|" * len(levels),
+        header = ["model", "clean 28x28", *(f"{v:g}" for v in spec["levels"])]
+        rows = [
+            [label, _pct(model["test_accuracy_28x28"]), *map(_pct, model["accuracy"][name])]
+            for label, model in report["models"].items()
         ]
-        for label, model in report["models"].items():
-            cells = " | ".join(f"{100 * a:.2f}%" for a in model["accuracy"][name])
-            lines.append(f"| {label} | {100 * model['test_accuracy_28x28']:.2f}% | {cells} |")
         refused = report["refused_empty"][name]
         if any(refused):
-            lines.append("| refused as empty | | " + " | ".join(str(c) for c in refused) + " |")
-        blocks.append("\n".join(lines))
+            rows.append(["refused as empty", "", *map(str, refused)])
+        title = f"{name} ({spec['unit']}), {report['n']} test digits:"
+        blocks.append(f"{title}\n\n{markdown_table(header, rows)}")
     return "\n\n".join(blocks)
+
+
+def _pct(accuracy: float) -> str:
+    return f"{100 * accuracy:.2f}%"
 
 
 def run(

@@ -19,6 +19,7 @@ import numpy as np
 
 from flaxdigits.core.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from flaxdigits.core.contract import MODEL_NAMES
+from flaxdigits.core.tables import markdown_table
 from flaxdigits.report import robustness as report_robust
 
 _ROWS = (
@@ -104,31 +105,49 @@ def compare(
     or different one. The robustness sections read robust_runs_dir's runs and the measurements
     in `out` (report/robustness.py). Returns the path of comparison.md.
     """
-    import jax
-
     from flaxdigits.data.mnist import load_mnist
-    from flaxdigits.models import create_model, flops_per_image
     from flaxdigits.runs import evaluate_run
-    from flaxdigits.training.config import TrainConfig
 
     epochs = sorted(set(int(e) for e in epochs))
     if not epochs or epochs[0] < 1 or seeds < 1:
         raise ValueError("--epochs needs positive epoch counts and --seeds a positive count")
     out = Path(out)
+    runs = _read_runs(epochs, seeds, batch_size, runs_dir)
+    mnist = load_mnist(data_source, log=print)
+    evaluations = {
+        name: evaluate_run(
+            run_dir_for(runs_dir, name, 0), mnist=mnist, with_predictions=True, write=False
+        )
+        for name in MODEL_NAMES
+    }
+    summary = _summary(epochs, seeds, batch_size, runs, evaluations)
+    measurements = report_robust.read_measurements(out)
+    summary["measured_files"] = report_robust.measured_files(measurements)
+    plots = _write_plots(out, runs, evaluations, mnist)
+    robust = report_robust.sections(measurements, out, runs_dir, robust_runs_dir)
+    write_json_atomic(out / "comparison.json", summary)
+    return write_text_atomic(out / "comparison.md", _markdown(summary, plots, robust))
+
+
+def _read_runs(
+    epochs: list[int], seeds: int, batch_size: int, runs_dir: Path
+) -> dict[str, list[dict[str, Any]]]:
+    """{model: [metrics of its run with each seed]}, every run checked before any is used."""
+    from flaxdigits.training.config import TrainConfig
+
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODEL_NAMES}
     for seed in range(seeds):
         for name in MODEL_NAMES:
             config = TrainConfig(model=name, epochs=epochs[-1], batch_size=batch_size, seed=seed)
             runs[name].append(read_run(config, run_dir_for(runs_dir, name, seed), epochs))
-    mnist = load_mnist(data_source, log=print)
+    return runs
 
-    evaluations = {
-        name: evaluate_run(run_dir_for(runs_dir, name, 0), mnist=mnist, with_predictions=True)
-        for name in MODEL_NAMES
-    }
-    from flaxdigits.models import count_params
 
-    structure = {
+def _structure() -> dict[str, dict[str, int]]:
+    """Each model's parameter count, forward FLOPs per image and float32 weight bytes."""
+    from flaxdigits.models import count_params, create_model, flops_per_image
+
+    return {
         name: {
             "params": count_params(create_model(name)),
             "flops_per_image": flops_per_image(name),
@@ -136,13 +155,20 @@ def compare(
         }
         for name in MODEL_NAMES
     }
-    summary = {
+
+
+def _summary(epochs, seeds: int, batch_size: int, runs, evaluations) -> dict[str, Any]:
+    """comparison.json: the settings, the structure, every run's snapshots and timings, and the
+    seed-0 runs' per-class test accuracy."""
+    import jax
+
+    return {
         "epochs": epochs,
         "seeds": seeds,
         "batch_size": batch_size,
         "device": runs["cnn"][0]["device"],
         "jax": jax.__version__,
-        "structure": structure,
+        "structure": _structure(),
         "results": {
             str(e): {name: [r["snapshots"][str(e)] for r in runs[name]] for name in MODEL_NAMES}
             for e in epochs
@@ -150,10 +176,6 @@ def compare(
         "seconds_per_epoch": {n: [r["seconds_per_epoch"] for r in runs[n]] for n in MODEL_NAMES},
         "per_class_accuracy": {n: evaluations[n]["per_class_accuracy"] for n in MODEL_NAMES},
     }
-    plots = _write_plots(out, runs, evaluations, mnist)
-    robust = report_robust.sections(out, runs_dir, robust_runs_dir)
-    write_json_atomic(out / "comparison.json", summary)
-    return write_text_atomic(out / "comparison.md", _markdown(summary, plots, robust))
 
 
 def _markdown(summary: dict[str, Any], plots: list[str], robust: list[str]) -> str:
@@ -170,66 +192,88 @@ def _markdown(summary: dict[str, Any], plots: list[str], robust: list[str]) -> s
         "",
     ]
     for e in summary["epochs"]:
-        res = summary["results"][str(e)]
-        lines += [
-            f"## Results after {e} epoch{'s' if e > 1 else ''}",
-            "",
-            "| Metric | MLP | CNN | Difference (CNN − MLP) |",
-            "|---|---:|---:|---:|",
-        ]
-        for label, key, kind in _ROWS:
-            mlp = [r[key] for r in res["mlp"]]
-            cnn = [r[key] for r in res["cnn"]]
-            diff = [c - m for c, m in zip(cnn, mlp, strict=True)]
-            lines.append(
-                f"| {label} | {_fmt(mlp, kind)} | {_fmt(cnn, kind)} | "
-                f"{_fmt(diff, kind, signed=True)} |"
-            )
-        lines.append("")
-    st = summary["structure"]
-    sec = summary["seconds_per_epoch"]
-    lines += [
-        "## Structure and cost",
-        "",
-        "| | MLP | CNN | Ratio (CNN / MLP) |",
-        "|---|---:|---:|---:|",
-    ]
-    for label, key in (
-        ("Parameters", "params"),
-        ("FLOPs per image (forward)", "flops_per_image"),
-        ("Model size, float32 weights (bytes)", "float32_bytes"),
-    ):
-        a, b = st["mlp"][key], st["cnn"][key]
-        lines.append(f"| {label} | {a:,} | {b:,} | {b / a:.2f}× |")
-    a, b = float(np.mean(sec["mlp"])), float(np.mean(sec["cnn"]))
-    lines += [
-        f"| Seconds per epoch (training, excl. compile) | {a:.1f} | {b:.1f} | {b / a:.2f}× |",
-        "",
-        "FLOPs count a multiply-add as 2 and each bias add, ReLU and pooling comparison as 1.",
-        "",
-        "## Per-class test accuracy (seed 0, last epoch)",
-        "",
-        "| Model | " + " | ".join(str(d) for d in range(10)) + " |",
-        "|---|" + "---:|" * 10,
-    ]
-    for name in MODEL_NAMES:
-        accs = summary["per_class_accuracy"][name]
-        lines.append(f"| {name.upper()} | " + " | ".join(f"{a * 100:.1f}" for a in accs) + " |")
+        lines += _results_table(e, summary["results"][str(e)])
+    lines += _structure_table(summary)
+    lines += _per_class_table(summary)
     lines += ["", "## Plots", ""]
     lines += [f"![{p}]({p})" for p in plots]
     lines += ["", *robust]
     return "\n".join(lines) + "\n"
 
 
+def _results_table(epochs: int, results: dict[str, list[dict]]) -> list[str]:
+    """The metrics after `epochs` epochs, MLP beside CNN and their difference."""
+    rows = []
+    for label, key, kind in _ROWS:
+        mlp = [r[key] for r in results["mlp"]]
+        cnn = [r[key] for r in results["cnn"]]
+        diff = [c - m for c, m in zip(cnn, mlp, strict=True)]
+        rows.append([label, _fmt(mlp, kind), _fmt(cnn, kind), _fmt(diff, kind, signed=True)])
+    return [
+        f"## Results after {epochs} epoch{'s' if epochs > 1 else ''}",
+        "",
+        markdown_table(["Metric", "MLP", "CNN", "Difference (CNN − MLP)"], rows),
+        "",
+    ]
+
+
+def _structure_table(summary: dict[str, Any]) -> list[str]:
+    """Parameters, FLOPs, weight bytes and seconds per epoch, with the CNN / MLP ratio."""
+    st = summary["structure"]
+    rows = []
+    for label, key in (
+        ("Parameters", "params"),
+        ("FLOPs per image (forward)", "flops_per_image"),
+        ("Model size, float32 weights (bytes)", "float32_bytes"),
+    ):
+        a, b = st["mlp"][key], st["cnn"][key]
+        rows.append([label, f"{a:,}", f"{b:,}", f"{b / a:.2f}×"])
+    sec = summary["seconds_per_epoch"]
+    a, b = float(np.mean(sec["mlp"])), float(np.mean(sec["cnn"]))
+    rows.append(
+        ["Seconds per epoch (training, excl. compile)", f"{a:.1f}", f"{b:.1f}", f"{b / a:.2f}×"]
+    )
+    return [
+        "## Structure and cost",
+        "",
+        markdown_table(["", "MLP", "CNN", "Ratio (CNN / MLP)"], rows),
+        "",
+        "FLOPs count a multiply-add as 2 and each bias add, ReLU and pooling comparison as 1.",
+        "",
+    ]
+
+
+def _per_class_table(summary: dict[str, Any]) -> list[str]:
+    """Each model's seed-0 test accuracy per digit."""
+    rows = [
+        [name.upper(), *(f"{a * 100:.1f}" for a in summary["per_class_accuracy"][name])]
+        for name in MODEL_NAMES
+    ]
+    return [
+        "## Per-class test accuracy (seed 0, last epoch)",
+        "",
+        markdown_table(["Model", *range(10)], rows),
+    ]
+
+
 def _write_plots(out: Path, runs, evaluations, mnist) -> list[str]:
-    """Training curves, confusion matrices, test-digit and training-sample grids (PNG)."""
+    """Training curves, confusion matrices, test-digit and training-sample grids (PNG); returns
+    the file names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
+    return [  # each figure drawn, written and closed before the next
+        _save(_training_curves(plt, runs), out / "training_curves.png"),
+        _save(_confusion_matrices(plt, evaluations), out / "confusion_matrices.png"),
+        _save(_test_predictions(plt, evaluations["cnn"], mnist), out / "test_predictions.png"),
+        _save(_training_samples(plt, mnist), out / "training_samples.png"),
+    ]
 
+
+def _training_curves(plt, runs):
+    """Loss and accuracy per epoch of each model's seed-0 run, train and validation."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, color in zip(MODEL_NAMES, ("tab:blue", "tab:orange"), strict=True):
         hist = runs[name][0]["history"]
@@ -245,8 +289,11 @@ def _write_plots(out: Path, runs, evaluations, mnist) -> list[str]:
             ax.grid(alpha=0.3)
     axes[0].legend()
     fig.suptitle("Training curves (seed 0)")
-    written.append(_save(fig, out / "training_curves.png"))
+    return fig
 
+
+def _confusion_matrices(plt, evaluations):
+    """Each model's test confusion matrix, counts written in the cells."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
     for ax, name in zip(axes, MODEL_NAMES, strict=True):
         cm = np.asarray(evaluations[name]["confusion_matrix"])
@@ -260,10 +307,11 @@ def _write_plots(out: Path, runs, evaluations, mnist) -> list[str]:
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(f"{name.upper()}: test accuracy {evaluations[name]['test_accuracy']:.2%}")
-    written.append(_save(fig, out / "confusion_matrices.png"))
+    return fig
 
-    # Test digits: the first 24, then 8 of the CNN's mistakes, with true/pred/confidence.
-    cnn = evaluations["cnn"]
+
+def _test_predictions(plt, cnn, mnist):
+    """The first 24 test digits, then 8 of the CNN's mistakes, with true/pred/confidence."""
     preds, probs = cnn["test_predictions"], cnn["test_probabilities"]
     wrong = np.flatnonzero(preds != mnist.test_labels)
     wrong = wrong[wrong >= 24][:8]
@@ -280,16 +328,18 @@ def _write_plots(out: Path, runs, evaluations, mnist) -> list[str]:
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle("CNN on test digits (last row: mistakes, red)")
-    written.append(_save(fig, out / "test_predictions.png"))
+    return fig
 
+
+def _training_samples(plt, mnist):
+    """The first 40 training images with their labels."""
     fig, axes = plt.subplots(4, 10, figsize=(12, 5.2))
     for ax, i in zip(axes.flat, range(40), strict=False):
         ax.imshow(mnist.train_images[i], cmap="gray")
         ax.set_title(f"label {mnist.train_labels[i]}", fontsize=8)
         ax.axis("off")
     fig.suptitle("Training samples (first 40 of 60,000)")
-    written.append(_save(fig, out / "training_samples.png"))
-    return written
+    return fig
 
 
 def _save(fig, path: Path) -> str:

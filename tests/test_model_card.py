@@ -1,0 +1,134 @@
+"""The model card quotes a measured figure only for the exact bytes it was measured on: reports
+made by `flaxdigits canvas-eval` and `flaxdigits robustness`, then a model retrained in a copied
+folder or in place (its file's mtime saying nothing about its bytes), or a report too old to
+name any bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flaxdigits.evaluation import canvases, robustness
+from flaxdigits.export.release import build_release
+from flaxdigits.release.reader import read_release
+from tests.test_release import DIGIT, _write_models
+
+LIMIT = 20  # test digits: the toys read any ink as one digit, so a few show each share
+RETRAINED = {**DIGIT, "cnn": 7}  # the cnn reads another digit: other bytes, other figures
+FILES = {name: (f"{name}.onnx", f"{name}.int8.onnx") for name in DIGIT}
+
+
+def _measure(models: Path, reports: Path) -> Path:
+    """The canvas and robustness reports of models' files, as the commands write them."""
+    canvases.run(models, reports / "canvas_accuracy.json", limit=LIMIT, workers=1, log=print)
+    robustness.run([models], reports / "robustness.json", limit=LIMIT, workers=1, log=print)
+    return reports
+
+
+def _card(models: Path, reports: Path, out: Path) -> str:
+    path = build_release(models, out, reports_dir=reports, latency=False, log=print)
+    return read_release(path).files["MODEL_CARD.md"].decode()
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def _rows(reports: Path, name: str) -> list[str]:
+    """Every card row that quotes the reports' figures for model `name`'s two files."""
+    canvas = json.loads((reports / "canvas_accuracy.json").read_text())
+    robust = json.loads((reports / "robustness.json").read_text())
+    rows = []
+    for file, variant in zip(FILES[name], ("float32", "int8"), strict=True):
+        cells = [_pct(a) for a in canvas["accuracy"][file[: -len(".onnx")]].values()]
+        rows.append(f"| {file} | " + " | ".join(cells) + " |")
+        model = robust["models"][f"{name}/robust/{variant}"]
+        for by_level in model["accuracy"].values():
+            rows.append(f"| {file} | " + " | ".join(_pct(a) for a in by_level) + " |")
+    return rows
+
+
+def _retrain_cnn(models: Path, tmp_path: Path, before: float) -> None:
+    """Put a retrained cnn (float, int8, manifest) into models, copied with its own mtime (cp -p)
+    from before the reports were written: the mtime says the reports are newer."""
+    retrained = _write_models(tmp_path / "retrained", RETRAINED)
+    for file in (*FILES["cnn"], "cnn.json"):
+        os.utime(retrained / file, (before, before))
+        shutil.copy2(retrained / file, models / file)
+
+
+@pytest.mark.parametrize("where", ["copied folder", "in place"])
+def test_a_retrained_model_quotes_none_of_the_old_figures_the_untouched_one_keeps_them(
+    where, tmp_path
+):
+    measured = _write_models(tmp_path / "models")
+    before = (measured / "cnn.onnx").stat().st_mtime - 3600
+    reports = _measure(measured, tmp_path / "reports")
+    models = measured
+    if where == "copied folder":
+        models = tmp_path / "copy" / "models"
+        shutil.copytree(measured, models)
+    _retrain_cnn(models, tmp_path, before)
+    card = _card(models, reports, tmp_path / "dist")
+    for row in _rows(reports, "mlp"):
+        assert row in card, row
+    for file in FILES["cnn"]:
+        assert f"| {file} |" not in card, file  # no figure of the old cnn's bytes
+    assert "not measured for these files" in card
+    # The measured folder's cnn still has its figures, wherever the folder is.
+    if where == "copied folder":
+        card = _card(measured, reports, tmp_path / "dist-measured")
+        for row in _rows(reports, "mlp") + _rows(reports, "cnn"):
+            assert row in card, row
+
+
+def test_reports_that_name_no_bytes_are_quoted_for_none_and_say_to_measure_again(tmp_path):
+    models = _write_models(tmp_path / "models")
+    reports = _measure(models, tmp_path / "reports")
+    card = _card(models, reports, tmp_path / "dist")
+    assert all(row in card for row in _rows(reports, "mlp") + _rows(reports, "cnn"))
+    # The same reports as written before they recorded the sha256 of what they measured.
+    canvas = json.loads((reports / "canvas_accuracy.json").read_text())
+    canvas.pop("sha256", None)
+    (reports / "canvas_accuracy.json").write_text(json.dumps(canvas))
+    robust = json.loads((reports / "robustness.json").read_text())
+    for model in robust["models"].values():
+        model.pop("sha256", None)
+    (reports / "robustness.json").write_text(json.dumps(robust))
+    card = _card(models, reports, tmp_path / "dist-old")
+    for file in (*FILES["mlp"], *FILES["cnn"]):
+        assert f"| {file} |" not in card, file
+    assert "re-run `flaxdigits canvas-eval`" in card
+    assert "re-run `flaxdigits robustness`" in card
+
+
+def test_an_unreadable_report_is_named_and_quoted_for_nothing(tmp_path):
+    models = _write_models(tmp_path / "models")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "canvas_accuracy.json").write_text('{"sha256": ')
+    card = _card(models, reports, tmp_path / "dist")
+    assert (
+        f"Canvas accuracy: not measured for these files ({reports}/canvas_accuracy.json is " in card
+    )
+    assert "Robustness: not measured for these files (no reports/robustness.json)." in card
+
+
+def test_a_level_a_report_lacks_is_shown_as_not_available(tmp_path):
+    models = _write_models(tmp_path / "models")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    digest = hashlib.sha256((models / "mlp.onnx").read_bytes()).hexdigest()
+    robust = {
+        "n": 10,
+        "grid": {"rotation": {"levels": [0.0, 15.0], "unit": "deg"}, "slant": {"levels": [0.3]}},
+        "models": {"mlp": {"sha256": digest, "accuracy": {"rotation": [0.9]}}},
+    }
+    (reports / "robustness.json").write_text(json.dumps(robust))
+    card = _card(models, reports, tmp_path / "dist")
+    assert "| mlp.onnx | 90.00% | n/a |" in card and "| mlp.onnx | n/a |" in card
