@@ -29,8 +29,6 @@ EQUIVALENT_BY_SHORT_NAME: dict[str, str] = {
     "(StandardSave, JsonSave), the same two handlers",
     "checkpoint:_manager#24": "item_handlers=None: as #17",
     "checkpoint:_manager#27": "item_handlers left out: as #17",
-    "checkpoint:_valid_pointer#35": "`'XX.XX' in parts` for `'.' in parts`: pathlib drops '.' "
-    "components when it splits a path, so neither is ever true",
     "checkpoint:check_fit#14": "zip(..., strict=None): both callers build keys and wants from "
     "the same template leaves, one each, so the two never differ in length",
     "checkpoint:check_fit#17": "zip without strict: as #14",
