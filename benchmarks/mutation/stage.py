@@ -58,6 +58,11 @@ def stage(name: str, module: Module, rev: str | None = None, tests_rev: str | No
         shutil.copytree(tests / "tests", root / "tests", ignore=IGNORE)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    if not (root / module.target).is_file():
+        raise SystemExit(
+            f"{name}: {module.source} is not in {rev or 'the working tree'} (a commit before the "
+            "layout of 3785089..e1427d3 has it elsewhere: run the driver of that commit)"
+        )
     (root / "pyproject.toml").write_text(_toml(_config(module, root)))
     return root
 
