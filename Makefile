@@ -118,9 +118,10 @@ loadtest: export
 soak: export
 	$(PY) -m benchmarks.soak --models $(MODELS) --requests 20000 --out benchmarks/soak.json
 
-# Mutation testing (a benchmark, not in `make test`; ~45 min on 2 cores): mutmut over preprocess,
-# predictor, checkpoint, checkpoint_v1 (migrate's reader), atomic and the MNIST parsers, each with its fast tests. Fails under 90%
-# or on a survivor TESTING.md does not explain. MUTATION_ARGS="checkpoint --jobs 2" for one module.
+# Mutation testing (a benchmark, not in `make test`; ~20 min on 2 cores): mutmut, driven by
+# benchmarks/mutation/, over preprocess, predictor, checkpoint, checkpoint_v1 (migrate's reader),
+# atomic, idx and sources (the MNIST parsers), each with its fast tests. Fails under 90% or on a
+# survivor TESTING.md does not explain. MUTATION_ARGS="checkpoint --jobs 2" for one module.
 .PHONY: mutation
 mutation: install
 	$(PY) -m benchmarks.mutation $(MUTATION_ARGS)

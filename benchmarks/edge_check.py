@@ -218,19 +218,20 @@ def compare(x86: dict[str, dict], arm: dict[str, dict], *, is_float: bool) -> di
     }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.edge_check", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--release", required=True, help="dist/flaxdigits-models-*.tar.gz")
     parser.add_argument("--cache", default=str(ROOT / ".cache" / "edge"))
     parser.add_argument("--digits", type=int, default=1000, help="MNIST test digits as PNG")
     parser.add_argument("--out", default=str(ROOT / "reports" / "edge_check.json"))
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    if platform.machine() not in ("x86_64", "AMD64"):
-        sys.exit("edge-check: compares arm64 under emulation with an x86_64 host")
-    ensure_tools()
-    cache = Path(args.cache).resolve()
-    cache.mkdir(parents=True, exist_ok=True)
+    return parser
+
+
+def prepare_root(cache: Path, release: str, digits: int) -> Path:
+    """A fresh arm64 root under cache: Debian's files, the emulator, the wheels, and in /work
+    the release and the images (the test corpus, `digits` MNIST test digits)."""
     tarball = rootfs_tarball(cache)
     wheel_dir = wheels(cache)
     root = cache / "root"
@@ -241,11 +242,24 @@ def main(argv=None) -> int:
     shutil.copytree(wheel_dir, root / "wheels")
     work = root / "work"
     work.mkdir()
-    shutil.copy2(args.release, work / "release.tar.gz")
+    shutil.copy2(release, work / "release.tar.gz")
     shutil.copytree(ROOT / "tests" / "corpus", work / "images" / "corpus")
-    mnist_pngs(work / "images" / "mnist", args.digits)
-    setup_start = time.perf_counter()
+    mnist_pngs(work / "images" / "mnist", digits)
+    return root
 
+
+# Printed by the arm64 venv's interpreter: platform, glibc, Python, installed distributions, and
+# whether JAX or Flax came in.
+_PROBE = (
+    "import platform, sys, importlib.metadata as m; "
+    "print(platform.machine(), platform.libc_ver()[1], platform.python_version(), "
+    "sorted(d.metadata['Name'] for d in m.distributions()), "
+    "any(n.split('.')[0] in ('jax', 'flax') for n in sys.modules))"
+)
+
+
+def install_edge(root: Path) -> str:
+    """flaxdigits[edge] into a venv inside root, from the wheels only; what the venv reports."""
     log("installing flaxdigits[edge] inside arm64 (qemu-user): venv + pip --no-index")
     pip = next((root / "wheels").glob("pip-*.whl")).name
     own = next((root / "wheels" / "own").glob("flaxdigits-*.whl")).name
@@ -258,21 +272,57 @@ def main(argv=None) -> int:
         proc = in_root(root, step)
         if proc.returncode:
             sys.exit(f"edge-check: {' '.join(step)} failed: {proc.stdout}{proc.stderr}")
-    proc = in_root(
-        root,
-        [
-            "/opt/edge/bin/python",
-            "-c",
-            "import platform, sys, importlib.metadata as m; "
-            "print(platform.machine(), platform.libc_ver()[1], platform.python_version(), "
-            "sorted(d.metadata['Name'] for d in m.distributions()), "
-            "any(n.split('.')[0] in ('jax', 'flax') for n in sys.modules))",
-        ],
-    )
-    arm_env = proc.stdout.strip()
+    arm_env = in_root(root, ["/opt/edge/bin/python", "-c", _PROBE]).stdout.strip()
     log(f"arm64 venv: {arm_env}")
-    install_s = time.perf_counter() - setup_start
+    return arm_env
 
+
+def check_model(root: Path, file: str) -> tuple[dict, dict]:
+    """One model file predicted on both sides: the comparison (with the arm64 MNIST accuracy and
+    both times), and the count of images of each folder."""
+    work = root / "work"
+    log(f"{file}: x86_64")
+    x86 = predict([sys.executable, "-m", "flaxdigits"], work, None, file)
+    images = {d: sum(f.startswith(d) for f in x86["records"]) for d in IMAGE_DIRS}
+    log(f"{file}: arm64 (emulated)")
+    arm = predict(["/opt/edge/bin/python", "-m", "flaxdigits"], None, root, file)
+    result = compare(x86["records"], arm["records"], is_float=".int8." not in file)
+    mnist = [
+        (r, int(Path(f).name.split("-")[1][0]))
+        for f, r in arm["records"].items()
+        if f.startswith("images/mnist/") and "digit" in r
+    ]
+    result["arm64_mnist_accuracy"] = sum(r["digit"] == y for r, y in mnist) / max(1, len(mnist))
+    result["seconds"] = {"x86_64": x86["seconds"], "arm64_emulated": arm["seconds"]}
+    log(f"{file}: {json.dumps(result)}")
+    return result, images
+
+
+def summary_line(file: str, m: dict) -> str:
+    """One model file's outcome, as printed at the end."""
+    return (
+        f"{file:14} {m['files']} files ({m['predicted']} predicted, {m['errors_both']} refused "
+        f"on both), argmax differences {m['argmax_differences']}, max |dp| "
+        f"{m['max_abs_diff']:.1e}, arm64 MNIST accuracy {m['arm64_mnist_accuracy']:.2%}, "
+        f"{m['seconds']['arm64_emulated']} s emulated / {m['seconds']['x86_64']} s x86 "
+        f"-> {('ok' if m['ok'] else 'FAILED') if '.int8.' not in file else 'reported'}"
+    )
+
+
+def main(argv=None) -> int:
+    """Build the arm64 root, install the edge side in it, compare every model file; 1 if a
+    float model differs or a file is refused on one side only."""
+    args = _parser().parse_args(argv)
+    start = time.perf_counter()
+    if platform.machine() not in ("x86_64", "AMD64"):
+        sys.exit("edge-check: compares arm64 under emulation with an x86_64 host")
+    ensure_tools()
+    cache = Path(args.cache).resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    root = prepare_root(cache, args.release, args.digits)
+    setup_start = time.perf_counter()
+    arm_env = install_edge(root)
+    install_s = time.perf_counter() - setup_start
     report = {
         "what": "flaxdigits predict --json, arm64 under qemu-user emulation vs this x86_64 host",
         "emulation": f"qemu-user {QEMU_CPU} (timings are the emulator's, not a board's speed)",
@@ -284,21 +334,7 @@ def main(argv=None) -> int:
         "models": {},
     }
     for file in MODEL_FILES:
-        log(f"{file}: x86_64")
-        x86 = predict([sys.executable, "-m", "flaxdigits"], work, None, file)
-        report["images"] = {d: sum(f.startswith(d) for f in x86["records"]) for d in IMAGE_DIRS}
-        log(f"{file}: arm64 (emulated)")
-        arm = predict(["/opt/edge/bin/python", "-m", "flaxdigits"], None, root, file)
-        result = compare(x86["records"], arm["records"], is_float=".int8." not in file)
-        mnist = [
-            (r, int(Path(f).name.split("-")[1][0]))
-            for f, r in arm["records"].items()
-            if f.startswith("images/mnist/") and "digit" in r
-        ]
-        result["arm64_mnist_accuracy"] = sum(r["digit"] == y for r, y in mnist) / max(1, len(mnist))
-        result["seconds"] = {"x86_64": x86["seconds"], "arm64_emulated": arm["seconds"]}
-        report["models"][file] = result
-        log(f"{file}: {json.dumps(result)}")
+        report["models"][file], report["images"] = check_model(root, file)
     report["seconds"] = {
         "install_emulated": round(install_s, 1),
         "total": round(time.perf_counter() - start, 1),
@@ -308,13 +344,7 @@ def main(argv=None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     for file, m in report["models"].items():
-        print(
-            f"{file:14} {m['files']} files ({m['predicted']} predicted, {m['errors_both']} refused "
-            f"on both), argmax differences {m['argmax_differences']}, max |dp| "
-            f"{m['max_abs_diff']:.1e}, arm64 MNIST accuracy {m['arm64_mnist_accuracy']:.2%}, "
-            f"{m['seconds']['arm64_emulated']} s emulated / {m['seconds']['x86_64']} s x86 "
-            f"-> {('ok' if m['ok'] else 'FAILED') if '.int8.' not in file else 'reported'}"
-        )
+        print(summary_line(file, m))
     print(f"edge-check: {'ok' if ok else 'FAILED'} in {report['seconds']['total']} s -> {args.out}")
     return 0 if ok else 1
 

@@ -203,9 +203,10 @@ def overload(url: str, path: Path, burst: int, timeout: float) -> dict:
     }
 
 
-def main(argv=None) -> int:
-    """Run the load test; exit 1 if any check fails."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.loadtest", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--models", default="models")
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--requests", type=int, default=20)
@@ -215,7 +216,42 @@ def main(argv=None) -> int:
         "--timeout", type=float, default=120.0, help="per-request timeout (every HTTP call), s"
     )
     ap.add_argument("--out", default="benchmarks/loadtest.json")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """Terminate the server, killing it if it has not exited within 30 s."""
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def load_rounds(url: str, pid: int, files, answers, args: argparse.Namespace) -> dict:
+    """A warm-up, then args.rounds rounds of args.clients x args.requests, with the server's
+    RSS after the warm-up and after each round."""
+    # Warm up at full concurrency with as many requests as a round (connections, the worker
+    # threads and their allocator arenas, upload cache), so the RSS before/after brackets a
+    # steady state: growth then means a leak, not a first use. (With 2 requests a client,
+    # rounds 1-3 still grew by 13-16, 5-8 and up to 20+ MiB.)
+    warm = run_clients(url, files, answers, args.clients, max(2, args.requests), args.timeout)
+    rss = [rss_mib(pid)]
+    rounds = []
+    for _ in range(args.rounds):  # RSS after each round: a leak keeps climbing
+        rounds.append(run_clients(url, files, answers, args.clients, args.requests, args.timeout))
+        rss.append(rss_mib(pid))
+    return {
+        "warmup": warm,
+        "load": _merge(rounds),
+        "rss_mib_before": rss[0],
+        "rss_mib_after": rss[-1],
+        "rss_mib_per_round": rss,
+    }
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """The server on a free port, under load, past its queue, and once more after that."""
     models = Path(args.models)
     with tempfile.TemporaryDirectory(prefix="flaxdigits-load-") as tmp:
         files = drawings(Path(tmp), 20)
@@ -223,59 +259,47 @@ def main(argv=None) -> int:
         port, server = on_free_port(lambda port: start_server(models, port))
         url = f"http://127.0.0.1:{port}/"
         try:
-            # Warm up at full concurrency with as many requests as a round (connections, the
-            # worker threads and their allocator arenas, upload cache), so the RSS before/after
-            # brackets a steady state: growth then means a leak, not a first use. (With 2
-            # requests a client, rounds 1-3 still grew by 13-16, 5-8 and up to 20+ MiB.)
-            warm = run_clients(
-                url, files, answers, args.clients, max(2, args.requests), args.timeout
-            )
-            rss = [rss_mib(server.pid)]
-            rounds = []
-            for _ in range(args.rounds):  # RSS after each round: a leak keeps climbing
-                rounds.append(
-                    run_clients(url, files, answers, args.clients, args.requests, args.timeout)
-                )
-                rss.append(rss_mib(server.pid))
-            load = _merge(rounds)
-            rss_before, rss_after = rss[0], rss[-1]
-            over = overload(url, files[0][0], args.burst, args.timeout) if args.burst else None
-            after = run_clients(url, files, answers, 1, 3, args.timeout)  # still up and right
-            alive = server.poll() is None
+            report = load_rounds(url, server.pid, files, answers, args)
+            burst = args.burst
+            report["overload"] = overload(url, files[0][0], burst, args.timeout) if burst else None
+            # still up and right
+            report["after_overload"] = run_clients(url, files, answers, 1, 3, args.timeout)
+            report["server_alive_after"] = server.poll() is None
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-    report = {
-        "warmup": warm,
-        "load": load,
-        "rss_mib_before": rss_before,
-        "rss_mib_after": rss_after,
-        "rss_mib_per_round": rss,
-        "overload": over,
-        "after_overload": after,
-        "server_alive_after": alive,
-        "cores": os.cpu_count(),
-    }
-    checks = {
+            stop_server(server)
+    report["cores"] = os.cpu_count()
+    return report
+
+
+def checks(report: dict) -> dict[str, bool]:
+    """What the load test promises, each true or false."""
+    load, after, over = report["load"], report["after_overload"], report["overload"]
+    rss = report["rss_mib_per_round"]
+    return {
         "no errors": not load["errors"] and not after["errors"],
         "answers equal offline predictor": load["mismatches"] == 0 and after["mismatches"] == 0,
-        "server alive after overload": alive and after["ok"] == after["requests"],
+        "server alive after overload": report["server_alive_after"]
+        and after["ok"] == after["requests"],
         "overload answered cleanly": over is None or not over["other_errors"],
         "past the queue limit: busy answers": over is None or over["busy"] > 0,
         # Allocator pools and caches may settle during the first round; a leak grows every round.
         "RSS flat after the first round (< 20 MiB a round)": all(
             b - a < 20 for a, b in zip(rss[1:], rss[2:], strict=False)
         )
-        and rss_after - rss_before < 100,
+        and report["rss_mib_after"] - report["rss_mib_before"] < 100,
     }
-    report["checks"] = checks
+
+
+def main(argv=None) -> int:
+    """Run the load test; exit 1 if any check fails."""
+    args = _parser().parse_args(argv)
+    report = measure(args)
+    report["checks"] = checks(report)
     write_json_atomic(args.out, report)
     print(json.dumps({k: report[k] for k in ("load", "overload")}, indent=1))
-    print(f"RSS {rss_before:.0f} -> {rss_after:.0f} MiB; checks: {checks}")
-    return 0 if all(checks.values()) else 1
+    before, after = report["rss_mib_before"], report["rss_mib_after"]
+    print(f"RSS {before:.0f} -> {after:.0f} MiB; checks: {report['checks']}")
+    return 0 if all(report["checks"].values()) else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,10 @@
+"""`make bench`: training, inference, page and process benchmarks -> JSON + BENCHMARKS.md.
+
+Not a test: it measures and writes down. Medians of >= 3 runs; compile time reported apart.
+Usage: python -m benchmarks.bench [--quick] [--no-peer] [--models models] [--out benchmarks]
+
+machine: the machine and its matmul rate; training: flaxdigits against its PyTorch peer and the
+compute floor; inference: onnxruntime, canvases, the predictor's cold start (cold_start, in a
+process of its own); page: round trips through gradio_client; markdown: BENCHMARKS.md from the
+results; main: the command.
+"""

@@ -1,0 +1,82 @@
+"""What the figures were measured on: CPU, cores, memory, accelerator, versions, date, and the
+machine's float32 matmul rate (the compute floor's yardstick)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import time
+from importlib import metadata
+from pathlib import Path
+
+VERSIONED = ("jax", "jaxlib", "flax", "optax", "onnxruntime", "jax2onnx", "gradio", "torch")
+
+
+def _cpu_name() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return cpu
+
+
+def _memory_gib() -> float | None:
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        return None
+    return round(mem, 1) if mem else None
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for pkg in VERSIONED:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def machine() -> dict:
+    """CPU model, cores, memory, accelerators, library versions and date."""
+    import jax
+
+    devices = jax.devices()
+    return {
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "accelerator": None
+        if devices[0].platform == "cpu"
+        else f"{len(devices)} x {devices[0].device_kind}",
+        "python": platform.python_version(),
+        "versions": _versions(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
+    """This machine's float32 matmul rate through XLA (median of repeats), GFLOP/s.
+
+    The training benchmarks sample it before every run and take the best sample: on a shared
+    (virtual) machine the rate swings ~20% with the neighbours' load, and the best rate gives
+    the lowest floor, so the ratio to it is the strict one.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
