@@ -6,6 +6,7 @@ import argparse
 import json
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -106,7 +107,11 @@ def test_serve_exit_timer_ends_a_shutdown_held_by_a_thread():
     assert "shutdown took over 1 s" in done.stderr and "in _shutdown" in done.stderr
 
 
-def test_serve_exit_timer_leaves_a_running_caller_alone():
+def test_serve_exit_timer_leaves_a_running_caller_alone(capsys):
     # As after a test's `main(["serve", ...])`: the caller goes on.
+    before = set(threading.enumerate())
     commands_serve.exit_within(0.05)
-    time.sleep(0.5)  # still here: the timer saw the main thread running
+    (timer,) = set(threading.enumerate()) - before
+    timer.join(timeout=5)
+    assert not timer.is_alive()  # it fired, saw the main thread running, and did nothing
+    assert "shutdown took over" not in capsys.readouterr().err
