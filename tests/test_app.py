@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import pytest
 from drawings import card_digit, drawing
+from guard_support import free_port
 from PIL import Image
 
 from flaxdigits import contract
@@ -99,6 +100,59 @@ def test_page_events_are_private_latest_only_and_share_one_concurrency_group(toy
     assert all(out == gr.skip() for out in stroke("upload", drawing(), "mnist"))
 
 
+class Releases:
+    """A stand-in for TempFiles that records what the handlers release."""
+
+    def __init__(self):
+        self.released = []
+
+    def release(self, path, keep_s=None):
+        self.released.append((path, keep_s))
+
+
+def test_each_handler_releases_the_uploads_it_read(toys, tmp_path):
+    temp = Releases()
+    handlers = app.Handlers(toys, temp_files=temp)
+    image = tmp_path / "digit.png"
+    drawing().save(image)
+    assert handlers.predict(str(image), "mnist")["models"]["mlp"]["digit"] == 3
+    _, status, *_ = handlers.on_upload(str(image), "mnist")
+    assert "disagree" in status
+    editor = {"background": str(image), "layers": [str(image)], "composite": None}
+    handlers.on_stroke("draw", editor, "mnist")
+    handlers.on_method("draw", editor, str(image), "seed")
+    assert temp.released == [
+        (str(image), None),  # /predict: deleted after the grace
+        (str(image), app.UPLOAD_KEEP_S),  # the Upload tab: kept for a method switch
+        (str(image), None),  # an editor value sent as paths: background and layer
+        (str(image), None),
+        (str(image), app.UPLOAD_KEEP_S),  # the method switch on the Draw tab: the upload
+        (str(image), None),
+        (str(image), None),
+    ]
+
+
+def test_an_upload_no_longer_on_the_server_asks_for_it_again(toys, tmp_path):
+    handlers = app.Handlers(toys)
+    source, status, *cards, steps = handlers.on_method(
+        "upload", None, str(tmp_path / "gone.png"), "mnist"
+    )
+    assert source == "upload" and status == app.UPLOAD_GONE
+    assert [card_digit(c) for c in cards] == ["", ""]
+
+
+def test_no_function_of_the_page_server_is_longer_than_a_screen():
+    import ast
+
+    root = Path(app.__file__).parent
+    for name in ("app.py", "guard.py", "budgets.py", "temp_files.py", "components.py", "page.py"):
+        tree = ast.parse((root / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 60, f"{name}: {node.name} is {length} lines"
+
+
 def test_page_never_imports_jax_flax_or_matplotlib(toy_dir):
     script = (
         "import sys\n"
@@ -136,7 +190,9 @@ def test_launch_configures_pillow_then_serves_behind_the_guard(toy_dir, monkeypa
     assert isinstance(demo, gr.Blocks)
     assert calls[0] == "configure_pillow"
     options = calls[1]
-    (middleware,) = options.pop("app_kwargs")["middleware"]
+    app_kwargs = options.pop("app_kwargs")
+    (middleware,) = app_kwargs["middleware"]
+    assert callable(app_kwargs["lifespan"])  # puts the guard before CORS, removes the temp dir
     expected = app.launch_options("127.0.0.1", 8123)
     del expected["app_kwargs"]
     assert options == {**expected, "prevent_thread_lock": True}
@@ -156,12 +212,6 @@ def test_launch_configures_pillow_then_serves_behind_the_guard(toy_dir, monkeypa
 
 
 # --------------------------------------------------------------------- served, end to end
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
