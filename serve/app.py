@@ -22,6 +22,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -41,7 +42,7 @@ from flaxdigits.serve.decode import (
     ImageInputError,
     configure_pillow,
 )
-from flaxdigits.serve.guard import Guard, bound_logs
+from flaxdigits.serve.guard import BoundedStream, Guard, bound_logs
 from flaxdigits.serve.page import (
     CANVAS_SIZE,
     CARD_CSS,
@@ -413,18 +414,22 @@ def serve_temp_dir() -> Path:
 
 def served_lifespan(temp_files: TempFiles):
     """The app's lifespan: at startup (before the server listens) the guard goes in front of
-    Gradio's CORS middleware, the log cap on the handlers uvicorn has just made, and the temp
-    dir's sweep starts; when the server stops (Ctrl-C, SIGTERM, close()) the temp dir goes."""
+    Gradio's CORS middleware, the log caps on the handlers uvicorn has just made and on stderr,
+    and the temp dir's sweep starts; when the server stops (Ctrl-C, SIGTERM, close()) the temp
+    dir goes and stderr is given back."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         guard_before_cors(app)
         bound_logs()
+        stderr, sys.stderr = sys.stderr, BoundedStream(sys.stderr)
         temp_files.start()
         try:
             yield
         finally:
             temp_files.close()
+            if isinstance(sys.stderr, BoundedStream) and sys.stderr.stream is stderr:
+                sys.stderr = stderr
 
     return lifespan
 

@@ -84,6 +84,9 @@ ECHO_BYTES = 512  # longest error body passed on as it is (FastAPI's 422 echoes 
 HOLD_BYTES = 1 * MIB  # most of a held response kept in memory (an upload's list of paths)
 ERROR_LOGS_PER_MINUTE = 60  # crash lines logged; past it, one line says how many were not
 LOG_RECORDS_PER_MINUTE = 120  # log records of every logger together; past it, dropped and counted
+STDERR_LINES_PER_MINUTE = (
+    240  # lines printed to stderr (Gradio prints a traceback per failed event)
+)
 LOG_CHARS = 300  # longest log message; a traceback becomes one line of its last exception
 
 # Inline is allowed for what the page shows: the canvas, its steps, uploaded digits.
@@ -165,7 +168,9 @@ BUDGETS = {
         "page's Upload tab did: the method switch reads it again)"
     ),
     "error echo / log line": f"{ECHO_BYTES} bytes / {LOG_CHARS} characters",
-    "log records": f"{LOG_RECORDS_PER_MINUTE} a minute, every logger together",
+    "log records / stderr lines": (
+        f"{LOG_RECORDS_PER_MINUTE} / {STDERR_LINES_PER_MINUTE} a minute, every logger together"
+    ),
 }
 
 

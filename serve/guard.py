@@ -25,7 +25,8 @@ request to a budget before Gradio reads a byte of it:
   request) is cut to a short message; a route that crashes gets a clean 400/500 and one capped log
   line, and one that crashes after its answer started is ended there, never re-raised (the server
   would log a traceback per request); BoundedLogFilter holds every logger the server uses to
-  LOG_RECORDS_PER_MINUTE short records.
+  LOG_RECORDS_PER_MINUTE short records, BoundedStream its stderr to STDERR_LINES_PER_MINUTE
+  lines (Gradio prints a traceback per failed event there, past any logger).
 
 Every budget is a named constant in serve/budgets.py (BUDGETS lists them for `flaxdigits serve
 --help`). Standard library, python-multipart (the parser Gradio reads multipart bodies with, so
@@ -34,6 +35,7 @@ both see the same parts), the budgets and TempFiles: importing it starts nothing
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import logging
@@ -64,6 +66,7 @@ from flaxdigits.serve.budgets import (
     OTHER_BODY_BYTES,
     RATES,
     SECURITY_HEADERS,
+    STDERR_LINES_PER_MINUTE,
     UPLOAD,
     UPLOAD_FIELD,
     route_class,
@@ -584,6 +587,51 @@ class BoundedLogFilter(logging.Filter):
             message = f"[{dropped:,} log records not written in the last minute] {message}"
         record.msg, record.args = _cut(" | ".join(message.splitlines()), self.limit), ()
         record.exc_info = record.exc_text = record.stack_info = None
+
+
+class BoundedStream(io.TextIOBase):
+    """A text stream passing at most per_minute lines a minute to `stream`, each cut to `limit`
+    characters: Gradio prints a traceback per failed event straight to stderr, past any logger.
+    The first line of a minute says how many the last one dropped."""
+
+    def __init__(self, stream, limit: int = LOG_CHARS, per_minute: int = STDERR_LINES_PER_MINUTE):
+        super().__init__()
+        self.stream, self.limit, self.per_minute = stream, limit, per_minute
+        self._partial = ""
+        self._window, self._count, self._dropped = 0.0, 0, 0
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            lines = (self._partial + text).split("\n")
+            self._partial = lines.pop()
+            if len(self._partial) > self.limit:  # no newline for long: a line of its own
+                lines.append(self._partial)
+                self._partial = ""
+            for line in lines:
+                self._line(line)
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        now = time.monotonic()
+        if now - self._window >= 60:
+            if self._dropped:
+                self.stream.write(f"[{self._dropped:,} lines not written in the last minute]\n")
+            self._window, self._count, self._dropped = now, 0, 0
+        self._count += 1
+        if self._count > self.per_minute:
+            self._dropped += 1
+            return
+        self.stream.write(_cut(line, self.limit) + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
 
 
 def _cut(text: str, limit: int) -> str:

@@ -8,6 +8,7 @@ temp dir's budget with its upload ledger.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
@@ -628,3 +629,20 @@ def test_the_log_filter_caps_records_a_minute_and_strips_tracebacks(caplog):
     assert (
         caplog.records[-1].getMessage() == "[450 log records not written in the last minute] later"
     )
+
+
+def test_stderr_is_held_to_lines_a_minute_each_cut():
+    out = io.StringIO()
+    stream = guard.BoundedStream(out, limit=40, per_minute=30)
+    for i in range(200):  # a traceback per failed event, written in pieces as print_exc does
+        stream.write(f"Traceback {i}:\n  File ")
+        stream.write("x" * 100 + "\n")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 30
+    assert lines[0] == "Traceback 0:" and all(len(line) < 40 + 20 for line in lines)
+    stream._window -= 61  # a minute later
+    stream.write("later\n")
+    assert out.getvalue().splitlines()[-2:] == [
+        "[370 lines not written in the last minute]",
+        "later",
+    ]

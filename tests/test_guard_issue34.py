@@ -7,6 +7,7 @@ symlink). Each test failed against 2db3ba4, the commit before the fixes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 from drawings import drawing
 from guard_support import (
@@ -368,24 +370,63 @@ def test_an_upload_in_a_temp_dir_reached_through_a_symlink_is_deleted_after_use(
         assert wait_for(lambda: not files_under(real) - before, 15)
 
 
+# ------------------------------------------------ the page in a process of its own (3, 8)
+
+
+@contextlib.contextmanager
+def page_process(models_dir, tmp_path, log=None):
+    """`flaxdigits serve` in its own process, its temp dir under tmp_path; yields (proc, port).
+
+    SIGINT acts as a terminal's Ctrl-C, even where this test runs with it ignored."""
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: S603 - our own entry point
+        [str(Path(sys.executable).parent / "flaxdigits"), "serve"]
+        + ["--models", str(models_dir), "--port", str(port)],
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "wb") if log else subprocess.DEVNULL,  # noqa: SIM115 - the child's
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )
+    try:
+        assert wait_for(lambda: _answers(port), 120), "the page did not start"
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def test_tracebacks_gradio_prints_for_failed_events_are_capped(toy_dir, tmp_path):
+    log = tmp_path / "stderr.log"
+    with page_process(toy_dir, tmp_path, log) as (proc, port):
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=30) as http:
+            config = http.get("/config").json()
+            sketch = next(
+                c["id"] for c in config["components"] if c["props"].get("elem_id") == "sketch"
+            )
+            fn = next(
+                i
+                for i, d in enumerate(config["dependencies"])
+                if d["targets"] == [[sketch, "input"]]
+            )
+            bad = {"background": {"path": "x.png"}, "layers": [], "composite": None, "id": None}
+            for i in range(100):  # a value Gradio's data model refuses: it prints a traceback
+                body = {"data": ["draw", bad, "mnist"], "fn_index": fn, "session_hash": f"p{i}"}
+                assert http.post("/gradio_api/queue/join", json=body).status_code == 200
+            time.sleep(5)  # the queue runs them
+    lines = log.read_text(errors="replace").splitlines()
+    assert any("Traceback" in line for line in lines)  # printed, and not lost: cut
+    assert len(lines) <= budgets.STDERR_LINES_PER_MINUTE + 10
+    assert max(len(line) for line in lines) <= budgets.LOG_CHARS + 40
+
+
 # ---------------------------------------------------- 8: the temp dir goes on every stop
 
 
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_the_temp_dir_is_removed_when_the_server_stops(toy_dir, tmp_path, stop):
-    port = free_port()
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen(  # noqa: S603 - our own entry point
-        [str(Path(sys.executable).parent / "flaxdigits"), "serve"]
-        + ["--models", str(toy_dir), "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        # SIGINT as a terminal's Ctrl-C delivers it, even where this test runs with it ignored
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
-    )
-    try:
-        assert wait_for(lambda: _answers(port), 120), "the page did not start"
+    with page_process(toy_dir, tmp_path) as (proc, port):
         served = [p for p in tmp_path.iterdir() if p.name.startswith("flaxdigits-serve-")]
         assert len(served) == 1
         stream = threading.Thread(target=_open_stream, args=(port,), daemon=True)
@@ -393,9 +434,6 @@ def test_the_temp_dir_is_removed_when_the_server_stops(toy_dir, tmp_path, stop):
         time.sleep(0.5)
         proc.send_signal(getattr(signal, stop))
         code = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert not served[0].exists()
     assert code in (0, 130)  # a clean stop (130: the CLI's own deadline on a stuck shutdown)
 
