@@ -113,22 +113,30 @@ def start_server(
 
 
 def dir_bytes(root: Path) -> int:
-    total = 0
+    return dir_stats(root)[0]
+
+
+def dir_stats(root: Path) -> tuple[int, int]:
+    """(bytes, files) under root."""
+    total = count = 0
     for dirpath, _, files in os.walk(root):
         for name in files:
             try:
                 total += os.lstat(os.path.join(dirpath, name)).st_size
+                count += 1
             except OSError:
                 pass
-    return total
+    return total, count
 
 
 class Sampler(threading.Thread):
-    """RSS (MiB), open fds and temp-dir bytes of the server, every `every` seconds."""
+    """RSS (MiB), open fds, temp-dir bytes and files, and log bytes of the server, every
+    `every` seconds."""
 
-    def __init__(self, pid: int, tmp: Path, counter, every: float = 1.0):
+    def __init__(self, pid: int, tmp: Path, counter, log: Path, every: float = 1.0):
         super().__init__(daemon=True)
         self.pid, self.tmp, self.counter, self.every = pid, tmp, counter, every
+        self.log = log
         self.samples: list[dict] = []
         self.stop = threading.Event()
         self.t0 = time.monotonic()
@@ -136,13 +144,16 @@ class Sampler(threading.Thread):
     def run(self):
         while not self.stop.is_set():
             try:
+                temp_bytes, temp_files = dir_stats(self.tmp)
                 self.samples.append(
                     {
                         "t": round(time.monotonic() - self.t0, 2),
                         "requests": self.counter(),
                         "rss_mib": round(loadtest.rss_mib(self.pid), 1),
                         "fds": len(os.listdir(f"/proc/{self.pid}/fd")),
-                        "temp_bytes": dir_bytes(self.tmp),
+                        "temp_bytes": temp_bytes,
+                        "temp_files": temp_files,
+                        "log_bytes": self.log.stat().st_size,
                     }
                 )
             except (OSError, RuntimeError):
@@ -207,22 +218,60 @@ def honest_client(url, files, answers, address, stop, counter, out):
 # ---------------------------------------------------------------------------------- hostile
 
 
+def hostile_target(url: str) -> dict:
+    """What the hostile requests aim at: the canvas's id, its stroke event, a 4096x4096 PNG."""
+    from PIL import Image
+
+    with urllib.request.urlopen(url + "config", timeout=30) as r:  # noqa: S310 - loopback
+        config = json.load(r)
+    sketch = next(c["id"] for c in config["components"] if c["props"].get("elem_id") == "sketch")
+    stroke = next(
+        i for i, d in enumerate(config["dependencies"]) if d["targets"] == [[sketch, "input"]]
+    )
+    return {"sketch": sketch, "stroke": stroke, "big_png": png_bytes(Image.new("1", (4096, 4096)))}
+
+
 def sketch_id(url: str) -> int:
     with urllib.request.urlopen(url + "config", timeout=30) as r:  # noqa: S310 - loopback
         config = json.load(r)
     return next(c["id"] for c in config["components"] if c["props"].get("elem_id") == "sketch")
 
 
-def hostile_client(url, port, component, seed, stop, counter, out, big_field_every=200):
-    """Issue-18's hostile requests, mixed, each from a rotating address; outcomes by kind."""
+# Issue 34's hostile requests beside issue 18's (and their weights in the mix).
+KINDS_18 = {
+    "huge_index": 2,
+    "abandoned": 3,
+    "forty_9mb": 1,
+    "html_upload": 1,
+    "big_join": 2,
+    "flood": 6,
+    "junk": 2,
+}
+KINDS_34 = {
+    "unread_upload": 1,  # 1: a 1 MiB upload nothing reads
+    "empty_parts": 1,  # 2: 200 empty file parts in one upload
+    "other_field": 1,  # 2: a file in a field Gradio does not read
+    "unknown_stream": 2,  # 3: the event stream of a made-up session
+    "upgrade": 1,  # 3 and 8: a websocket handshake (a warning per request in uvicorn)
+    "bad_value": 1,  # 3: an editor value Gradio's data model refuses (a printed traceback)
+    "tiny_blobs": 1,  # 4: 20 one-byte blobs with fresh ids
+    "path_layers": 1,  # 5: an editor value of 20 path layers of a 4096x4096 PNG
+    "te_and_cl": 1,  # 6: Content-Length: 1 beside Transfer-Encoding: chunked
+    "ipv6_64": 2,  # 7: an upload from another address of one IPv6 /64
+}
+REQUESTS_PER_KIND = {"html_upload": 2, "tiny_blobs": 20, "path_layers": 2}
+
+
+def hostile_client(url, port, target, seed, stop, counter, out, big_field_every=200):
+    """Issue 18's and 34's hostile requests, mixed, each from a rotating address; outcomes."""
     import httpx
 
     rng = random.Random(seed)  # noqa: S311 - a seeded simulation, not a secret
     addresses = [f"10.{seed}.{i // 256}.{i % 256}" for i in range(64)]
     flooder = f"10.{seed}.255.1"  # one address sending joins as fast as it can
     html = b"<html><script>alert(1)</script></html>"
-    kinds = ["huge_index", "abandoned", "forty_9mb", "html_upload", "big_join", "flood", "junk"]
-    weights = [2, 3, 1, 1, 2, 6, 2]
+    kinds = [*KINDS_18, *KINDS_34]
+    weights = [*KINDS_18.values(), *KINDS_34.values()]
     with httpx.Client(base_url=url, timeout=60) as http:
         for n in itertools.count():
             if stop():
@@ -233,13 +282,19 @@ def hostile_client(url, port, component, seed, stop, counter, out, big_field_eve
                 kind = "big_field"
             else:
                 kind = rng.choices(kinds, weights)[0]
-            headers = {"X-Forwarded-For": flooder if kind == "flood" else rng.choice(addresses)}
+            address = flooder if kind in ("flood", "tiny_blobs") else rng.choice(addresses)
+            if kind == "ipv6_64":
+                address = f"2001:db8:{seed}:34::{rng.getrandbits(16):x}"
+            headers = {"X-Forwarded-For": address}
             try:
-                status = hostile_request(http, port, component, kind, headers, rng, html)
-            except httpx.TransportError as e:
+                if kind in KINDS_34:
+                    status = hostile_request_34(http, port, target, kind, headers, rng)
+                else:
+                    status = hostile_request(http, port, target["sketch"], kind, headers, rng, html)
+            except (httpx.TransportError, OSError) as e:
                 status = f"{type(e).__name__}"
             out.append((kind, status))
-            counter.add(2 if kind == "html_upload" else 1)
+            counter.add(REQUESTS_PER_KIND.get(kind, 1))
 
 
 def hostile_request(http, port, component, kind, headers, rng, html):
@@ -314,6 +369,89 @@ def hostile_request(http, port, component, kind, headers, rng, html):
             headers={**headers, "Content-Type": "multipart/form-data; boundary=b"},
         ).status_code
     raise ValueError(kind)
+
+
+def hostile_request_34(http, port, target, kind, headers, rng):
+    """One of issue 34's hostile requests; its status (or what became of it)."""
+    if kind in ("unread_upload", "ipv6_64"):
+        data = os.urandom(1 << 20) if kind == "unread_upload" else b""
+        files = {"files": ("u.png", data, "image/png")}
+        return http.post("/gradio_api/upload", files=files, headers=headers).status_code
+    if kind in ("empty_parts", "other_field"):
+        parts = [("files", f"e{i}.png", b"") for i in range(200)]
+        if kind == "other_field":
+            parts = [("other", "o.png", os.urandom(1000))]
+        content_type = {"Content-Type": "multipart/form-data; boundary=b"}
+        return http.post(
+            "/gradio_api/upload", content=multipart(parts), headers={**headers, **content_type}
+        ).status_code
+    if kind == "unknown_stream":
+        url = f"/gradio_api/queue/data?session_hash={rng.getrandbits(40):x}"
+        return http.get(url, headers=headers).status_code
+    if kind == "upgrade":
+        return status_of(
+            raw_request(
+                port,
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            )
+        )
+    if kind == "te_and_cl":
+        body = multipart([("files", "s.png", os.urandom(5000))])
+        return status_of(
+            send_then_body(
+                port,
+                b"POST /gradio_api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                b"Transfer-Encoding: chunked\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                + f"X-Forwarded-For: {headers['X-Forwarded-For']}\r\n\r\n".encode(),
+                b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body),
+            )
+        )
+    if kind == "tiny_blobs":
+        codes = [
+            http.post(
+                "/gradio_api/component_server",
+                data={
+                    "component_id": str(target["sketch"]),
+                    "session_hash": "tinyblobs",
+                    "fn_name": "accept_blobs",
+                    "id": f"{rng.getrandbits(48):x}",
+                    "type": "layer",
+                    "index": "0",
+                },
+                files={"file": ("layer_0.png", b"x", "image/png")},
+                headers=headers,
+            ).status_code
+            for _ in range(20)
+        ]
+        return max(set(codes), key=codes.count)
+    return editor_attack(http, target, kind, headers, rng)
+
+
+def editor_attack(http, target, kind, headers, rng):
+    """Queue joins of editor values: 20 path layers of a 4096x4096 PNG, or a refused value."""
+    value = {"background": {"path": "x.png"}, "layers": [], "composite": None, "id": None}
+    if kind == "path_layers":
+        r = http.post(
+            "/gradio_api/upload",
+            files={"files": ("b.png", target["big_png"], "image/png")},
+            headers=headers,
+        )
+        if r.status_code != 200:
+            return f"upload {r.status_code}"
+        layer = file_data(r.json()[0])
+        value = {"background": layer, "layers": [layer] * 20, "composite": None, "id": None}
+    body = {
+        "data": ["draw", value, "mnist"],
+        "fn_index": target["stroke"],
+        "session_hash": f"{rng.getrandbits(40):x}",
+        "trigger_id": target["sketch"],
+    }
+    return http.post(
+        "/gradio_api/queue/join",
+        content=json.dumps(body, separators=(",", ":")),
+        headers={**headers, "Content-Type": "application/json"},
+    ).status_code
 
 
 # -------------------------------------------------------------------------- the issue's rows
@@ -514,6 +652,22 @@ def raw_request(port: int, data: bytes, timeout: float = 30.0) -> bytes:
             return b""
 
 
+def send_then_body(port: int, head: bytes, body: bytes, timeout: float = 120.0) -> bytes:
+    """Send a request's head; a server that answers at once is read before the body is sent."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(head)
+        s.settimeout(2.0)
+        try:
+            reply = s.recv(4096)
+        except TimeoutError:
+            reply = b""
+        if reply:
+            return reply
+        s.settimeout(timeout)
+        s.sendall(body)
+        return s.recv(4096)
+
+
 def status_of(reply: bytes):
     try:
         return int(reply.split(b" ", 2)[1])
@@ -641,7 +795,7 @@ def row_leases(page: Page, http) -> dict:
         if r.status_code != 200:
             break
     filled_s = time.perf_counter() - t
-    photo = os.urandom(5 * MIB)  # another visitor's photo of a digit
+    photo = os.urandom(8 * MIB)  # another visitor's photo of a digit
     other = http.post(
         "/gradio_api/upload",
         files={"files": ("photo.png", photo, "image/png")},
@@ -664,9 +818,9 @@ def row_leases(page: Page, http) -> dict:
         "first_address": count(codes),
         "seconds": round(filled_s, 1),
         "temp_dir_mib": round(page.temp_files()[1] / MIB, 1),
-        "another_address_5mib_upload": other,
+        "another_address_8mib_upload": other,
         "honest_predict": honest,
-        "first_address_5mib_accepted_again_after_s": again if again is not None else "> 150",
+        "first_address_8mib_accepted_again_after_s": again if again is not None else "> 150",
     }
 
 
@@ -738,7 +892,7 @@ def get_behind_uploads(page: Page, small: bytes) -> float:
     threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
     for th in threads:
         th.start()
-    time.sleep(0.05)
+    time.sleep(0.5)  # the uploads connected and sent
     t = time.perf_counter()
     with urllib.request.urlopen(page.url, timeout=120):  # noqa: S310 - loopback
         waited = time.perf_counter() - t
@@ -813,9 +967,19 @@ def row_log_flood(page: Page, http) -> dict:
     def bad_line(i):
         return status_of(raw_request(page.port, b"GARBAGE /%d\r\n\r\n" % i))
 
+    def bad_value(i):
+        value = {"background": {"path": "x.png"}, "layers": [], "composite": None, "id": None}
+        body = {
+            "data": ["draw", value, "mnist"],
+            "fn_index": page.fn_stroke,
+            "session_hash": f"b{i}",
+        }
+        return http.post("/gradio_api/queue/join", json=body).status_code
+
     measure("unknown_session_sse_x100", sse)
     measure("websocket_upgrade_x100", upgrade)
     measure("malformed_request_line_x100", bad_line)
+    measure("editor_value_gradio_refuses_x100", bad_value)  # Gradio prints each traceback
     out["honest_predict"] = page.honest("203.0.113.30")
     return out
 
@@ -855,6 +1019,7 @@ def row_editor_paths(page: Page, http) -> dict:
         headers={"X-Forwarded-For": "203.0.113.50"},
     )
     (path,) = r.json()
+    page.honest("203.0.113.52")  # warm: the first event's own costs are not the row's
     out = {"row": f"5: editor value as paths, a {len(bomb):,}-byte 4096x4096 PNG"}
     entry = len(json.dumps(file_data(path), separators=(",", ":"))) + 1
     most = min(50, (budgets.OTHER_BODY_BYTES - 300) // entry)  # what fits in one join's body
@@ -918,7 +1083,7 @@ def row_te_and_cl(page: Page, http) -> dict:
     def one(i):
         address = f"X-Forwarded-For: 203.0.113.{80 + i}\r\n\r\n".encode()
         try:
-            codes.append(status_of(raw_request(page.port, head + address + chunks, timeout=120)))
+            codes.append(status_of(send_then_body(page.port, head + address, chunks)))
         except OSError as e:
             codes.append(type(e).__name__)
 
@@ -1063,12 +1228,12 @@ def run_phase(url, port, files, answers, *, honest, hostile, until_requests, cou
     stop_at = counter() + until_requests
     stop = lambda: counter() >= stop_at  # noqa: E731
     honest_out, hostile_out, threads = [], [], []
-    component = sketch_id(url) if hostile else None
+    target = hostile_target(url) if hostile else None
     for i in range(honest):
         args = (url, files, answers, f"192.0.2.{i + 1}", stop, counter, honest_out)
         threads.append(threading.Thread(target=honest_client, args=args))
     for i in range(hostile):
-        args = (url, port, component, i + 1, stop, counter, hostile_out)
+        args = (url, port, target, i + 1, stop, counter, hostile_out)
         threads.append(threading.Thread(target=hostile_client, args=args))
     t0 = time.monotonic()
     for t in threads:
@@ -1093,6 +1258,22 @@ def run_phase(url, port, files, answers, *, honest, hostile, until_requests, cou
     }
 
 
+# What the caps let into the log in a minute: capped records and stderr lines, each cut to
+# LOG_LINE, plus the first line of a minute that counts what the last one dropped (each cap).
+LOG_BYTES_PER_MINUTE = (budgets.LOG_RECORDS_PER_MINUTE + budgets.STDERR_LINES_PER_MINUTE + 2) * (
+    LOG_LINE + 60
+)
+
+
+def log_bytes_per_minute(samples) -> int:
+    """The most bytes the server's log grew by in any 60 s of these samples."""
+    most = 0
+    for i, first in enumerate(samples):
+        later = [s for s in samples[i:] if s["t"] - first["t"] <= 60]
+        most = max(most, later[-1]["log_bytes"] - first["log_bytes"])
+    return most
+
+
 def slope_per_1000(samples, skip_fraction=0.2):
     """Least-squares RSS slope in MiB per 1,000 requests, after the first skip_fraction."""
     if len(samples) < 4:
@@ -1113,24 +1294,26 @@ def plot(samples, phases, path: Path):
     import matplotlib.pyplot as plt
 
     t = [s["t"] for s in samples]
-    fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
     series = [
-        ("rss_mib", "server RSS (MiB)"),
-        ("fds", "open file descriptors"),
-        ("temp_bytes", "temp dir (MiB)"),
-        ("requests", "requests done"),
+        ("rss_mib", "server RSS (MiB)", 1, None),
+        ("temp_bytes", "temp dir (MiB)", 1 << 20, budgets.TEMP_DIR_BYTES),
+        ("temp_files", "temp dir (files)", 1, budgets.TEMP_DIR_FILES),
+        ("log_bytes", "server log (KB)", 1000, None),
+        ("requests", "requests done", 1, None),
     ]
-    for ax, (key, label) in zip(axes, series, strict=True):
-        values = [s[key] / (1 << 20) if key == "temp_bytes" else s[key] for s in samples]
+    fig, axes = plt.subplots(len(series), 1, figsize=(9, 12), sharex=True)
+    for ax, (key, label, unit, budget) in zip(axes, series, strict=True):
+        values = [s[key] / unit for s in samples]
         ax.plot(t, values)
         ax.set_ylabel(label)
+        if budget is not None:
+            ax.axhline(budget / unit, color="red", linestyle="--")
         for name, (a, _) in phases.items():
             ax.axvline(a, color="grey", linestyle=":")
             if key == "rss_mib":
                 ax.text(a, max(values), f" {name}", va="top", fontsize=8)
-    axes[2].axhline(budgets.TEMP_DIR_BYTES / (1 << 20), color="red", linestyle="--")
     axes[-1].set_xlabel("seconds")
-    fig.suptitle("make soak: honest-only, then honest + hostile")
+    fig.suptitle("make soak: honest-only, then honest + hostile (issues 18 and 34)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
@@ -1177,7 +1360,7 @@ def main(argv=None) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     counter = Counter()
-    sampler = Sampler(proc.pid, tmp, counter)
+    sampler = Sampler(proc.pid, tmp, counter, log)
     sampler.start()
     phases = {}
     try:
@@ -1217,9 +1400,13 @@ def main(argv=None) -> int:
     mixed_samples = [s for s in samples if s["t"] >= phases["honest + hostile"][0]]
     slope = slope_per_1000(mixed_samples)
     temp_peak = max(s["temp_bytes"] for s in samples)
+    files_peak = max(s["temp_files"] for s in samples)
+    log_minute = log_bytes_per_minute(mixed_samples)
     checks = {
         "rss slope < 1 MiB / 1,000 requests": slope is not None and slope < 1.0,
         "temp dir within budget": temp_peak <= budgets.TEMP_DIR_BYTES,
+        "temp dir files within budget": files_peak <= budgets.TEMP_DIR_FILES,
+        "log bytes a minute within the caps": log_minute <= LOG_BYTES_PER_MINUTE,
         "no wrong honest answers": baseline["wrong_answers"] == 0 and mixed["wrong_answers"] == 0,
         "no honest errors": baseline["honest_error_count"] == 0
         and mixed["honest_error_count"] == 0,
@@ -1247,7 +1434,14 @@ def main(argv=None) -> int:
             "end": samples[-1]["temp_bytes"],
             "budget": budgets.TEMP_DIR_BYTES,
         },
+        "temp_dir_files": {
+            "peak": files_peak,
+            "end": samples[-1]["temp_files"],
+            "budget": budgets.TEMP_DIR_FILES,
+        },
         "server_log": {
+            "most_bytes_in_a_minute_under_the_flood": log_minute,
+            "cap_bytes_a_minute": LOG_BYTES_PER_MINUTE,
             "bytes": log.stat().st_size,
             "lines": len(log_lines),
             "longest_line": max((len(line) for line in log_lines), default=0),
