@@ -9,11 +9,13 @@ whether an upload fits never walks the tree:
 - Each path the upload route hands out is a lease (handed_out): deleted LEASE_S later unless a
   queue join names it (claim: CLAIM_S more) or a handler that read it releases it (release: deleted
   grace_s after its last release; two clients uploading the same bytes share one path).
-- A background sweep (start) deletes what is due every SWEEP_S seconds and walks the tree there,
-  off the event loop: files the leases do not know (Gradio's outputs) are counted, leases whose
-  file is gone are dropped, and stray temp files of cut or refused uploads are deleted (closed
-  files at the top of the dir, seen at two sweeps in a row; until then their request's reservation
-  stays charged to its address).
+- A sweep every SWEEP_S seconds (start: a task on the server's event loop) deletes what is due
+  and walks the tree in a worker thread: files the leases do not know (Gradio's outputs) are
+  counted, leases whose file is gone are dropped, and stray temp files of cut or refused uploads
+  are deleted (closed files at the top of the dir, seen at two sweeps in a row; until then their
+  request's reservation stays charged to its address). Deleting on the event loop, and only the
+  very file a lease was given (its inode), never races Gradio's upload route, which makes a hash
+  directory and renames a new upload of the same bytes into the same path in one step there.
 
 Paths are compared as os.path.realpath gives them: a temp dir reached through a symlink (macOS
 /var -> /private/var, a symlinked $TMPDIR) names each file one way. Standard library only.
@@ -21,6 +23,7 @@ Paths are compared as os.path.realpath gives them: a temp dir reached through a 
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import os
@@ -52,6 +55,7 @@ class Lease:
     charge: int  # bytes charged to the owner: the file's size, at least FILE_CHARGE
     expires: float  # deleted then, unless claimed or released again
     since: float  # when handed out: a tree walk that started before cannot drop it
+    inode: tuple[int, int]  # (device, inode) of the file handed out: only that one is deleted
     holds: int = 1  # hand-outs not yet released
 
 
@@ -95,9 +99,8 @@ class TempFiles:
         self._other = [0, 0]  # files the leases do not know, as the last walk counted them
         self._closed_strays: set[str] = set()  # closed top-level files at the last walk
         self._deleted: collections.deque[str] = collections.deque(maxlen=4 * max_files)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._sweeper: threading.Thread | None = None
+        self._lock = threading.Lock()  # release() comes from the handlers' worker threads
+        self._task: asyncio.Task | None = None
 
     # ------------------------------------------------------------------- the event loop's side
 
@@ -142,18 +145,20 @@ class TempFiles:
             forgotten = list(self._deleted)
             self._deleted.clear()
             for path in map(os.path.realpath, paths):
-                lease = self._leases.get(path)
-                if lease is not None:  # the same bytes again: one file, one more hold
-                    lease.holds += 1
-                    lease.expires = max(lease.expires, now + self.lease_s)
-                    continue
                 if not self._inside(path):
                     continue
                 try:
-                    size = os.stat(path).st_size
+                    st = os.stat(path)
                 except OSError:
                     continue
-                lease = Lease(owner, max(size, FILE_CHARGE), now + self.lease_s, since=now)
+                inode = (st.st_dev, st.st_ino)
+                lease = self._leases.get(path)
+                if lease is not None:  # the same bytes again: one path, one more hold
+                    lease.holds += 1
+                    lease.expires = max(lease.expires, now + self.lease_s)
+                    lease.inode = inode  # Gradio renamed the new copy over the old one
+                    continue
+                lease = Lease(owner, max(st.st_size, FILE_CHARGE), now + self.lease_s, now, inode)
                 self._leases[path] = lease
                 self._charge(owner, lease.charge, 1)
         if self.forget is not None:
@@ -197,33 +202,41 @@ class TempFiles:
     # ---------------------------------------------------------------------- the sweep's side
 
     def start(self) -> None:
-        """Sweep every SWEEP_S seconds in a daemon thread until close()."""
-        if self._sweeper is None:
-            self._sweeper = threading.Thread(target=self._sweep_forever, daemon=True)
-            self._sweeper.start()
+        """Sweep every SWEEP_S seconds, as a task of the running event loop, until close()."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     def close(self) -> None:
         """Stop the sweep and remove the temp dir with everything in it."""
-        self._stop.set()
-        if self._sweeper is not None and self._sweeper is not threading.current_thread():
-            self._sweeper.join(timeout=10)
+        if self._task is not None:
+            self._task.cancel()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def _sweep_forever(self) -> None:
-        while not self._stop.wait(SWEEP_S):
-            self.sweep()
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            started = self.clock()
+            files = await asyncio.to_thread(_walk, str(self.root))  # the walk: off the loop
+            open_now = await asyncio.to_thread(_open_files)
+            self._sweep(files, open_now, started)  # the deletions: on the loop
 
     def sweep(self) -> None:
-        """Delete expired leases, walk the tree (other files, lost leases, strays)."""
+        """One sweep, here and now (tests; the server's runs on its event loop)."""
         started = self.clock()
+        self._sweep(_walk(str(self.root)), _open_files(), started)
+
+    def _sweep(self, files, open_now, started: float) -> None:
+        """Delete expired leases' files, then count the walk's files and delete the strays."""
         with self._lock:
-            due = [p for p, lease in self._leases.items() if lease.expires <= started]
-            for path in due:
+            due = [
+                (p, lease.inode) for p, lease in self._leases.items() if lease.expires <= started
+            ]
+            for path, _ in due:
                 self._drop(path)
-        for path in due:
-            _unlink(path)
-        files = _walk(str(self.root))
-        open_now = _open_files()
+        for path, inode in due:
+            _unlink(path, inode)
+        gone = {path for path, _ in due}
+        files = {p: f for p, f in files.items() if p not in gone}  # walked before they went
         with self._lock:
             strays = self._recount(files, open_now, started)
         for path in strays:
@@ -267,9 +280,14 @@ class TempFiles:
         self._deleted.append(path)
 
 
-def _unlink(path: str) -> None:
-    """Delete a file and, when empty, Gradio's per-hash directory that held it."""
+def _unlink(path: str, inode: tuple[int, int] | None = None) -> None:
+    """Delete a file (only if it is still that inode) and, when empty, Gradio's per-hash
+    directory that held it."""
     try:
+        if inode is not None:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) != inode:
+                return  # a new upload of the same bytes took the path: its own lease
         os.unlink(path)
         os.rmdir(os.path.dirname(path))
     except OSError:

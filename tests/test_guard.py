@@ -380,6 +380,25 @@ def test_the_same_upload_twice_is_one_file_deleted_after_its_last_release(tmp_pa
     assert os.path.exists("/etc/passwd")
 
 
+def test_a_new_upload_of_the_same_bytes_is_not_deleted_with_the_old_lease(tmp_path):
+    clock = Clock()
+    temp = TempFiles(tmp_path, grace_s=5, clock=clock)
+    (path,) = files_of(tmp_path, [10])
+    temp.handed_out([path], "a")
+    temp.release(path)
+    clock.now += 6  # due: but Gradio has just renamed a new upload of it over the path
+    fresh = tmp_path / "tmpnew"
+    fresh.write_bytes(b"x" * 10)
+    os.rename(fresh, path)
+    temp.sweep()
+    assert os.path.exists(path)  # not the file the lease was given: its upload's own lease
+    temp.handed_out([path], "b")
+    temp.release(path)
+    clock.now += 6
+    temp.sweep()
+    assert not os.path.exists(path)
+
+
 def test_a_released_file_is_deleted_through_a_symlinked_temp_dir(tmp_path):
     real = tmp_path / "real"
     real.mkdir()
