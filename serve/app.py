@@ -17,6 +17,7 @@ An empty or unreadable image is an error with a readable message (gradio_client 
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
@@ -33,7 +34,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from flaxdigits import contract
-from flaxdigits.serve.budgets import SESSIONS, describe_budgets
+from flaxdigits.serve.budgets import PENDING_SESSIONS, SESSIONS, describe_budgets
 from flaxdigits.serve.components import bounded_sketchpad, path_file
 from flaxdigits.serve.decode import (
     EXTENSIONS,
@@ -67,6 +68,7 @@ ERASER_RADIUS = 24
 UPLOAD_TYPES = list(EXTENSIONS)
 QUEUE_MAX_SIZE = 64  # waiting events: 50+ API clients at once; beyond it a clean "queue full"
 DELETE_CACHE = (900, 1800)  # every 15 min, delete uploads and outputs older than 30 min
+PROGRESS_FORGET_S = 60.0  # how often finished uploads leave Gradio's upload-progress table
 UPLOAD_GONE = (
     f"This upload is no longer on the server (kept {UPLOAD_KEEP_S / 60:g} minutes after it was "
     "last read): upload the image again."
@@ -253,6 +255,7 @@ def build_app(
     # api_open=False: Gradio otherwise (off Spaces) lets POST /gradio_api/api/NAME skip the queue
     # and with it the size and concurrency limits.
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=concurrency, api_open=False)
+    demo._queue.pending_messages_per_session.max_size = PENDING_SESSIONS
     return demo
 
 
@@ -424,14 +427,39 @@ def served_lifespan(temp_files: TempFiles):
         bound_logs()
         stderr, sys.stderr = sys.stderr, BoundedStream(sys.stderr)
         temp_files.start()
+        progress = asyncio.create_task(forget_upload_progress())
         try:
             yield
         finally:
+            progress.cancel()
             temp_files.close()
             if isinstance(sys.stderr, BoundedStream) and sys.stderr.stream is stderr:
                 sys.stderr = stderr
 
     return lifespan
+
+
+async def forget_upload_progress() -> None:
+    """Keep Gradio's upload-progress table short: it adds an entry (~1.9 KB) per upload id a page
+    sends and drops it only when a progress stream reads it to the end, so ids nobody streams
+    stay for good. Every PROGRESS_FORGET_S, what was finished at the last pass is dropped."""
+    from gradio import routes
+
+    finished: set[str] = set()
+    while True:
+        await asyncio.sleep(PROGRESS_FORGET_S)
+        finished = forget_finished(routes.file_upload_statuses, finished)
+
+
+def forget_finished(progress, finished_before: set[str]) -> set[str]:
+    """Drop the uploads finished (or only waited on) at the last pass; return those finished now."""
+    statuses = getattr(progress, "_statuses", {})
+    signals = getattr(progress, "_signals", {})
+    finished = {k for k, v in statuses.items() if v.is_done} | (set(signals) - set(statuses))
+    for key in finished & finished_before:
+        statuses.pop(key, None)
+        signals.pop(key, None)
+    return finished - finished_before
 
 
 def guard_before_cors(app) -> None:

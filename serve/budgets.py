@@ -79,6 +79,9 @@ IPV6_PREFIX = 64  # an IPv6 client is its /64 (one host is often given a whole /
 # Sessions Gradio keeps state for (gr.State, updated components); a request naming a new session
 # hash creates one, so a flood of made-up hashes is held to this many, oldest dropped first.
 SESSIONS = 500  # each is ~40 KB (a config per component): ~20 MB at most
+# Sessions whose events' messages wait for their event stream (a join that is never streamed
+# leaves them: a page answer's messages are ~25 KB); Gradio's queue keeps 2,000, oldest dropped.
+PENDING_SESSIONS = 500
 
 ECHO_BYTES = 512  # longest error body passed on as it is (FastAPI's 422 echoes the request)
 HOLD_BYTES = 1 * MIB  # most of a held response kept in memory (an upload's list of paths)
@@ -156,7 +159,9 @@ BUDGETS = {
         )
     },
     "client": f"the peer address; IPv6 by its /{IPV6_PREFIX}, IPv4-mapped as IPv4",
-    "sessions kept": f"{SESSIONS:,} (oldest dropped first)",
+    "sessions kept; with answers waiting for their stream": (
+        f"{SESSIONS:,}; {PENDING_SESSIONS:,} (oldest dropped first)"
+    ),
     "temp dir": f"{TEMP_DIR_BYTES:,} bytes / {TEMP_DIR_FILES:,} files in all",
     "temp dir per client": (
         f"{CLIENT_DISK_BYTES:,} bytes / {CLIENT_FILES:,} files; a file charged at least "

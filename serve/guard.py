@@ -35,6 +35,7 @@ both see the same parts), the budgets and TempFiles: importing it starts nothing
 
 from __future__ import annotations
 
+import functools
 import io
 import ipaddress
 import json
@@ -320,15 +321,12 @@ class Exchange:
 
     async def forward(self, receive, send):
         """Run the app with the counted receive and the guarded send; a crash ends cleanly."""
-
-        async def counted_receive():
-            return await self.receive(receive)
-
-        async def guarded_send(message):
-            await self.send(message, send)
-
         try:
-            await self.guard.app(self.scope, counted_receive, guarded_send)
+            await self.guard.app(
+                self.scope,
+                functools.partial(self.receive, receive),
+                functools.partial(self.send, send=send),
+            )
         except Exception as e:
             if self.refusal is None:  # a crash in a route: one short log line, a clean end
                 _log_error(self.scope, e)
@@ -394,7 +392,6 @@ class Exchange:
             paths = _json_list(body) if self.held_bytes == len(body) else None
             if paths is None:  # not the list of paths Gradio answers: nothing is handed out
                 self.refusal = (500, "Server error.")
-                self.started = True
                 await self.refuse(send, *self.refusal)
                 return
             self.temp_files.handed_out(paths, self.client)

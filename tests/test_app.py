@@ -67,6 +67,7 @@ def test_app_exposes_one_named_endpoint_and_limits_its_queue(toys):
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
     assert public == {app.API_NAME}
     assert demo._queue.max_size == app.QUEUE_MAX_SIZE
+    assert demo._queue.pending_messages_per_session.max_size == budgets.PENDING_SESSIONS
     assert demo._queue.default_concurrency_limit == 2
     assert demo.api_open is False
     sketch = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "sketch")
@@ -139,6 +140,21 @@ def test_an_upload_no_longer_on_the_server_asks_for_it_again(toys, tmp_path):
     )
     assert source == "upload" and status == app.UPLOAD_GONE
     assert [card_digit(c) for c in cards] == ["", ""]
+
+
+def test_finished_uploads_leave_gradios_progress_table_at_the_second_pass():
+    from gradio.route_utils import FileUploadProgress
+
+    progress = FileUploadProgress()
+    for upload_id in ("done", "running"):
+        progress.track(upload_id)
+    progress.set_done("done")
+    progress._signals["waited-on"].clear()  # a progress stream for an id never uploaded
+    finished = app.forget_finished(progress, set())
+    assert finished == {"done", "waited-on"} and "done" in progress._statuses
+    finished = app.forget_finished(progress, finished)
+    assert set(progress._statuses) == {"running"} and set(progress._signals) == {"running"}
+    assert finished == set()
 
 
 def test_no_function_of_the_page_server_is_longer_than_a_screen():

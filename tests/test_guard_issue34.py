@@ -47,8 +47,10 @@ CLIENTS = iter(f"192.0.2.{i}" for i in range(1, 250))  # one address per test, n
 
 @pytest.fixture(scope="module")
 def page(toy_dir):
-    with served_page(toy_dir, rates={budgets.UPLOAD: UPLOAD_RATE, "sse": SSE_RATE}) as demo:
-        yield demo
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(app, "PROGRESS_FORGET_S", 0.5, raising=False)  # read by the server's task
+        with served_page(toy_dir, rates={budgets.UPLOAD: UPLOAD_RATE, "sse": SSE_RATE}) as demo:
+            yield demo
 
 
 @pytest.fixture
@@ -148,6 +150,18 @@ def test_gradios_list_of_uploads_forgets_deleted_files(page, http, monkeypatch):
     assert wait_for(lambda: not any(os.path.exists(p) for p in paths), 15)
     upload(http, os.urandom(100))  # the next upload drains what was deleted
     assert not set(paths) & page.upload_file_set
+
+
+def test_the_progress_of_uploads_nobody_streams_is_forgotten(page, http):
+    from gradio import routes
+
+    ids = [f"progress{i}-{time.monotonic_ns()}" for i in range(5)]
+    for upload_id in ids:  # the page's uploads name an id for a progress bar
+        files = {"files": ("p.png", os.urandom(1000), "image/png")}
+        assert http.post(f"/gradio_api/upload?upload_id={upload_id}", files=files).is_success
+    table = routes.file_upload_statuses._statuses
+    assert set(ids) <= set(table)
+    assert wait_for(lambda: not set(ids) & set(table), 15)
 
 
 # ----------------------------------------------------------------- 3: logs cannot flood
