@@ -80,8 +80,11 @@ IPV6_PREFIX = 64  # an IPv6 client is its /64 (one host is often given a whole /
 # hash creates one, so a flood of made-up hashes is held to this many, oldest dropped first.
 SESSIONS = 500  # each is ~40 KB (a config per component): ~20 MB at most
 # Sessions whose events' messages wait for their event stream (a join that is never streamed
-# leaves them: a page answer's messages are ~25 KB); Gradio's queue keeps 2,000, oldest dropped.
-PENDING_SESSIONS = 500
+# leaves them: a page answer's messages are ~25 KB, ~50 MB at most), oldest dropped: Gradio's
+# own 2,000. Not fewer: its LRU is not refreshed by use, so a flood of joins with made-up
+# sessions (30 a second per address) drops an honest session still waiting for its answer
+# after PENDING_SESSIONS / 30 s (with 500 the soak saw one honest request fail).
+PENDING_SESSIONS = 2000
 
 ECHO_BYTES = 512  # longest error body passed on as it is (FastAPI's 422 echoes the request)
 HOLD_BYTES = 1 * MIB  # most of a held response kept in memory (an upload's list of paths)
