@@ -83,7 +83,7 @@ SESSIONS = 500  # each is ~40 KB (a config per component): ~20 MB at most
 # leaves them: a page answer's messages are ~25 KB, ~50 MB at most), oldest dropped: Gradio's
 # own 2,000. Not fewer: its LRU is not refreshed by use, so a flood of joins with made-up
 # sessions (30 a second per address) drops an honest session still waiting for its answer
-# after PENDING_SESSIONS / 30 s (with 500 the soak saw one honest request fail).
+# after PENDING_SESSIONS / 30 s.
 PENDING_SESSIONS = 2000
 
 ECHO_BYTES = 512  # longest error body passed on as it is (FastAPI's 422 echoes the request)

@@ -177,8 +177,8 @@ class PartsScan:
             return
         try:
             self._parser.write(chunk)
-        except MultipartParseError:  # Gradio's parser fails the same way and refuses it
-            self._parser = None
+        except MultipartParseError as e:  # Gradio's parser fails the same way: refused here
+            self.problem = (400, f"Malformed multipart body: {e}")
 
     def _part_begin(self) -> None:
         self.parts += 1
@@ -190,7 +190,7 @@ class PartsScan:
         self._name += data[start:end]
 
     def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self._value += data[start:end]
+        self._value += data[start:end]  # python-multipart stops a header past 8 KiB itself
 
     def _header_end(self) -> None:
         if self._name.lower() == b"content-disposition":

@@ -599,6 +599,7 @@ def parts_body(fields, boundary="b"):
         ("/gradio_api/upload", [("files", "a.png"), ("note", None)], 200),  # a field, no file
         ("/gradio_api/component_server", [("id", None)] * 6 + [("file", "blob")], 200),
         ("/gradio_api/component_server", [("id", None)] * 11, 413),
+        ("/gradio_api/upload", [("files", "a" * 9000 + ".png")], 400),  # a header past 8 KiB
     ],
 )
 def test_multipart_bodies_are_held_to_their_parts(path, fields, status):
