@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -29,6 +28,7 @@ from flaxdigits.serve.runtime.decode import MAX_FILE_BYTES
 from flaxdigits.serve.runtime.predictor import Predictor
 from tests.programs import command
 from tests.support.drawings import card_digit, drawing
+from tests.support.ports import free_port
 
 # ---------------------------------------------------------------------------------- loading
 
@@ -67,6 +67,7 @@ def test_app_exposes_one_named_endpoint_and_limits_its_queue(toys):
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
     assert public == {app.API_NAME}
     assert demo._queue.max_size == app.QUEUE_MAX_SIZE
+    assert demo._queue.pending_messages_per_session.max_size == budgets.PENDING_SESSIONS
     assert demo._queue.default_concurrency_limit == 2
     assert demo.api_open is False
     sketch = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "sketch")
@@ -100,6 +101,62 @@ def test_page_events_are_private_latest_only_and_share_one_concurrency_group(toy
     assert all(out == gr.skip() for out in stroke("upload", drawing(), "mnist"))
 
 
+class Releases:
+    """A stand-in for TempFiles that records what the handlers release."""
+
+    def __init__(self):
+        self.released = []
+
+    def release(self, path, keep_s=None):
+        self.released.append((path, keep_s))
+
+
+def test_each_handler_releases_the_uploads_it_read(toys, tmp_path):
+    temp = Releases()
+    handlers = app.Handlers(toys, temp_files=temp)
+    image = tmp_path / "digit.png"
+    drawing().save(image)
+    assert handlers.predict(str(image), "mnist")["models"]["mlp"]["digit"] == 3
+    _, status, *_ = handlers.on_upload(str(image), "mnist")
+    assert "disagree" in status
+    editor = {"background": str(image), "layers": [str(image)], "composite": None}
+    handlers.on_stroke("draw", editor, "mnist")
+    handlers.on_method("draw", editor, str(image), "seed")
+    assert temp.released == [
+        (str(image), None),  # /predict: deleted after the grace
+        (str(image), app.UPLOAD_KEEP_S),  # the Upload tab: kept for a method switch
+        (str(image), None),  # an editor value sent as paths: background and layer
+        (str(image), None),
+        (str(image), app.UPLOAD_KEEP_S),  # the method switch on the Draw tab: the upload
+        (str(image), None),
+        (str(image), None),
+    ]
+
+
+def test_an_upload_no_longer_on_the_server_asks_for_it_again(toys, tmp_path):
+    handlers = app.Handlers(toys)
+    source, status, *cards, steps = handlers.on_method(
+        "upload", None, str(tmp_path / "gone.png"), "mnist"
+    )
+    assert source == "upload" and status == app.UPLOAD_GONE
+    assert [card_digit(c) for c in cards] == ["", ""]
+
+
+def test_finished_uploads_leave_gradios_progress_table_at_the_second_pass():
+    from gradio.route_utils import FileUploadProgress
+
+    progress = FileUploadProgress()
+    for upload_id in ("done", "running"):
+        progress.track(upload_id)
+    progress.set_done("done")
+    progress._signals["waited-on"].clear()  # a progress stream for an id never uploaded
+    finished = app.forget_finished(progress, set())
+    assert finished == {"done", "waited-on"} and "done" in progress._statuses
+    finished = app.forget_finished(progress, finished)
+    assert set(progress._statuses) == {"running"} and set(progress._signals) == {"running"}
+    assert finished == set()
+
+
 def test_page_never_imports_jax_flax_or_matplotlib(toy_dir):
     result = subprocess.run(
         command("heavy_imports", "--page", toy_dir), capture_output=True, text=True, timeout=120
@@ -130,7 +187,9 @@ def test_launch_configures_pillow_then_serves_behind_the_guard(toy_dir, monkeypa
     assert isinstance(demo, gr.Blocks)
     assert calls[0] == "configure_pillow"
     options = calls[1]
-    (middleware,) = options.pop("app_kwargs")["middleware"]
+    app_kwargs = options.pop("app_kwargs")
+    (middleware,) = app_kwargs["middleware"]
+    assert callable(app_kwargs["lifespan"])  # puts the guard before CORS, removes the temp dir
     expected = app.launch_options("127.0.0.1", 8123)
     del expected["app_kwargs"]
     assert options == {**expected, "prevent_thread_lock": True}
@@ -150,12 +209,6 @@ def test_launch_configures_pillow_then_serves_behind_the_guard(toy_dir, monkeypa
 
 
 # --------------------------------------------------------------------- served, end to end
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import gradio as gr
 import pytest
 from fastapi import HTTPException
 from gradio.components.image_editor import EditorData
+from PIL import Image
 
 from flaxdigits.serve.page import components
 from flaxdigits.serve.page.components import BlobStore, bounded_sketchpad, path_file
@@ -119,3 +120,59 @@ def test_blobs_are_owned_by_the_client_the_guard_resolved():
     assert client_of(gr.Request(StarletteRequest(scope))) == "::1"  # no guard: the peer
     scope["state"] = {components.CLIENT_STATE: "198.51.100.7"}  # behind a trusted proxy
     assert client_of(gr.Request(StarletteRequest(scope))) == "198.51.100.7"
+
+
+def test_one_client_keeps_a_few_pending_values_and_each_costs_at_least_a_drawing():
+    store = BlobStore(owner_entries=4)
+    for i in range(520):
+        store.put(f"tiny{i}", "layer", 0, b"x", owner="flooder")
+    assert len(store) == 4 and store.pop("tiny519") is not None
+    assert store.nbytes == 3 * components.ENTRY_CHARGE  # one byte is charged as a drawing
+
+
+def test_past_the_store_budget_the_heaviest_clients_oldest_value_goes_first():
+    store = BlobStore(max_entries=6, owner_entries=10, owner_bytes=10**9, max_bytes=10**9)
+    store.put("honest", "layer", 0, b"x" * 20_000, owner="honest")
+    for i in range(3):
+        store.put(f"a{i}", "layer", 0, b"x" * 20_000, owner="a")
+    for i in range(10):  # many addresses' floods: each new value evicts the heaviest's oldest
+        store.put(f"b{i}", "layer", 0, b"x" * 50_000, owner="b")
+    assert len(store) == 6
+    assert store.pop("honest") is not None
+    assert store.pop("b9") is not None  # the value just stored is kept
+
+
+def png_of(size, mode="RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_blob_past_the_canvas_side_is_refused():
+    sketch = bounded_sketchpad()
+    big = Blobs(blob=png_of((components.EDITOR_MAX_SIDE + 1, 10), "1"))
+    with pytest.raises(HTTPException) as e:
+        sketch.accept_blobs(big, Request())
+    assert e.value.status_code == 413 and len(sketch.store) == 0
+    sketch.accept_blobs(Blobs(blob=png_of((400, 400))), Request())
+    assert len(sketch.store) == 1
+
+
+def test_an_editor_value_sent_as_paths_is_held_to_the_blobs_rules(tmp_path):
+    from gradio.data_classes import FileData
+
+    sketch = bounded_sketchpad(type="filepath")
+    canvas, big = tmp_path / "canvas.png", tmp_path / "big.png"
+    canvas.write_bytes(png_of((400, 400)))
+    big.write_bytes(png_of((4096, 4096), "1"))
+
+    def value(background, layers):
+        files = [FileData(path=str(p)) for p in layers]
+        return EditorData(background=FileData(path=str(background)), layers=files)
+
+    read = sketch.preprocess(value(canvas, [canvas]))
+    assert read == {"background": str(canvas), "layers": [str(canvas)], "composite": None}
+    with pytest.raises(gr.Error, match="1 layer"):
+        sketch.preprocess(value(canvas, [canvas] * 50))
+    with pytest.raises(gr.Error, match="2,048 px"):
+        sketch.preprocess(value(big, []))

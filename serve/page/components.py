@@ -3,10 +3,13 @@
 - bounded_sketchpad: the drawing canvas. Gradio keeps the blobs the browser sends for an editor
   value (background, composite, layers) in a dict per component until a prediction names their
   id; an id that is never submitted stays for good, and a layer index extends a list to that
-  length. Here the store is bounded (BlobStore: layer indices the page offers, a TTL, a total
-  and a per-client byte budget, oldest evicted first), and the value is handed over as the
-  encoded bytes (or file paths) untouched: serve/runtime/decode.py decodes them with its size checks
-  before any pixel, which no process-wide warnings filter can switch off. Gradio's editor
+  length. Here the store is bounded (BlobStore: layer indices the page offers, a TTL, a total and
+  a per-client budget of values and bytes, each value charged at least ENTRY_CHARGE, the heaviest
+  client's oldest value evicted first), and the value is handed over as the encoded bytes (or
+  file paths) untouched: serve/runtime/decode.py decodes them with its size checks before any pixel,
+  which no process-wide warnings filter can switch off. A value sent as file paths (the browser
+  does, for a canvas with no new stroke) is held to the same rules as blobs: the page's one
+  layer, and no image side over EDITOR_MAX_SIDE (checked from the file's header). Gradio's editor
   decodes inside `warnings.simplefilter("ignore")`, which while it runs disarms Pillow's
   bomb-warning-as-error rule in every other thread.
 - path_file: gr.File(type="filepath") without the empty temp file Gradio's leaves per call.
@@ -16,6 +19,7 @@ Its budgets are named constants in serve/page/budgets.py, with every other budge
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections import OrderedDict
@@ -26,19 +30,23 @@ from fastapi import HTTPException
 from gradio.components.image_editor import AcceptBlobs
 from gradio.utils import NamedString
 from gradio_client import utils as client_utils
+from PIL import Image
 
 from flaxdigits.serve.page.budgets import (
     BLOB_BODY_BYTES,
     BLOB_KINDS,
     BLOB_TTL_S,
     CLIENT_BYTES,
+    CLIENT_ENTRIES,
     CLIENT_STATE,
     EDITOR_LAYERS,
+    EDITOR_MAX_SIDE,
+    ENTRY_CHARGE,
     ID_CHARS,
-    KIB,
     STORE_BYTES,
     STORE_ENTRIES,
 )
+from flaxdigits.serve.runtime.decode import FORMATS
 
 
 @dataclass
@@ -53,12 +61,13 @@ class Pending:
 
     @property
     def nbytes(self) -> int:
+        """What the value is charged: its blobs, at least ENTRY_CHARGE (an entry's own cost)."""
         parts = [self.background, self.composite, *self.layers]
-        return sum(len(p) for p in parts if p is not None) + KIB  # + the entry's own overhead
+        return max(ENTRY_CHARGE, sum(len(p) for p in parts if p is not None))
 
 
 class BlobStore:
-    """Pending editor values by id: bounded in count, bytes, bytes per owner and age."""
+    """Pending editor values by id: bounded in count, bytes, values and bytes per owner, age."""
 
     def __init__(
         self,
@@ -67,12 +76,14 @@ class BlobStore:
         max_bytes: int = STORE_BYTES,
         max_entries: int = STORE_ENTRIES,
         owner_bytes: int = CLIENT_BYTES,
+        owner_entries: int = CLIENT_ENTRIES,
         clock=time.monotonic,
     ):
         self.ttl_s = ttl_s
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self.owner_bytes = owner_bytes
+        self.owner_entries = owner_entries
         self.clock = clock
         self._entries: OrderedDict[str, Pending] = OrderedDict()
         self._lock = threading.Lock()
@@ -115,21 +126,26 @@ class BlobStore:
             self._entries.popitem(last=False)
 
     def _evict(self, owner: str, keep: str) -> None:
-        mine = [k for k, e in self._entries.items() if e.owner == owner]
-        while sum(self._entries[k].nbytes for k in mine) > self.owner_bytes and len(mine) > 1:
-            oldest = next(k for k in mine if k != keep)
-            mine.remove(oldest)
-            del self._entries[oldest]
+        """Under the lock: the owner back within its share (its oldest first), then the store
+        within its budgets, the oldest value of the heaviest owner first; `keep` stays."""
+        mine = [k for k, e in self._entries.items() if e.owner == owner and k != keep]
+        size = sum(e.nbytes for k, e in self._entries.items() if e.owner == owner)
+        while mine and (len(mine) + 1 > self.owner_entries or size > self.owner_bytes):
+            size -= self._entries.pop(mine.pop(0)).nbytes
         total = sum(e.nbytes for e in self._entries.values())
-        while self._entries and (len(self._entries) > self.max_entries or total > self.max_bytes):
-            key, entry = next(iter(self._entries.items()))
-            if key == keep and len(self._entries) == 1:
-                break
-            if key == keep:
-                self._entries.move_to_end(key)
-                continue
-            del self._entries[key]
-            total -= entry.nbytes
+        while len(self._entries) > 1 and (
+            len(self._entries) > self.max_entries or total > self.max_bytes
+        ):
+            total -= self._entries.pop(self._heaviest_oldest(keep)).nbytes
+
+    def _heaviest_oldest(self, keep: str) -> str:
+        """The oldest value of the owner whose values weigh the most (`keep` aside)."""
+        weight: dict[str, int] = {}
+        for key, entry in self._entries.items():
+            if key != keep:
+                weight[entry.owner] = weight.get(entry.owner, 0) + entry.nbytes
+        heaviest = max(weight, key=weight.__getitem__)
+        return next(k for k, e in self._entries.items() if e.owner == heaviest and k != keep)
 
 
 def _refuse(status: int, detail: str):
@@ -170,6 +186,8 @@ def bounded_sketchpad(*, store: BlobStore | None = None, **kwargs) -> gr.Sketchp
         blob = data.files[0][1]
         if not isinstance(blob, bytes) or len(blob) > BLOB_BODY_BYTES:
             raise _refuse(413, "Blob too large.")
+        if _image_side(io.BytesIO(blob)) > EDITOR_MAX_SIDE:
+            raise _refuse(413, f"Blob image over this canvas's {EDITOR_MAX_SIDE:,}-pixel side.")
         store.put(value_id, kind, index, blob, owner=client_of(request))
 
     def preprocess(payload):
@@ -185,16 +203,44 @@ def bounded_sketchpad(*, store: BlobStore | None = None, **kwargs) -> gr.Sketchp
                 "layers": [blob for blob in entry.layers if blob is not None],
                 "composite": entry.composite,
             }
-        return {
-            "background": payload.background.path if payload.background else None,
-            "layers": [layer.path for layer in payload.layers],
-            "composite": payload.composite.path if payload.composite else None,
-        }
+        return editor_paths(payload)
 
     accept_blobs._is_server_fn = True  # what gradio.components.base.server marks
     sketch.accept_blobs = accept_blobs
     sketch.preprocess = preprocess
     return sketch
+
+
+def editor_paths(payload) -> dict:
+    """An editor value sent as file paths, held to the blobs' rules: at most the page's layers,
+    every image's side within EDITOR_MAX_SIDE (read from its header); else a clear gr.Error."""
+    if len(payload.layers) > EDITOR_LAYERS:
+        raise gr.Error(
+            f"This canvas has {EDITOR_LAYERS} layer; the value sent has {len(payload.layers)}.",
+            print_exception=False,
+        )
+    value = {
+        "background": payload.background.path if payload.background else None,
+        "layers": [layer.path for layer in payload.layers],
+        "composite": payload.composite.path if payload.composite else None,
+    }
+    for path in [value["background"], *value["layers"], value["composite"]]:
+        if path is not None and _image_side(path) > EDITOR_MAX_SIDE:
+            raise gr.Error(
+                f"An editor image is larger than this canvas allows ({EDITOR_MAX_SIDE:,} px).",
+                print_exception=False,
+            )
+    return value
+
+
+def _image_side(path) -> int:
+    """The longest side an image file's header declares (0 when it is no image we read: the
+    decoder then says what is wrong with it)."""
+    try:
+        with Image.open(path, formats=FORMATS) as img:
+            return max(img.size)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 0
 
 
 def client_of(request) -> str:
