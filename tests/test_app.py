@@ -21,7 +21,8 @@ import pytest
 from PIL import Image
 
 from flaxdigits.core import contract
-from flaxdigits.serve.page import app, budgets
+from flaxdigits.serve.page import app, budgets, layout, temp_files
+from flaxdigits.serve.page import handlers as page_handlers
 from flaxdigits.serve.page import views as page
 from flaxdigits.serve.page.guard import Guard
 from flaxdigits.serve.runtime.decode import MAX_FILE_BYTES
@@ -65,13 +66,13 @@ def test_concurrency_is_cores_over_onnxruntime_threads(threads, cores, expected)
 def test_app_exposes_one_named_endpoint_and_limits_its_queue(toys):
     demo = app.build_app(toys, concurrency=2)
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
-    assert public == {app.API_NAME}
+    assert public == {layout.API_NAME}
     assert demo._queue.max_size == app.QUEUE_MAX_SIZE
     assert demo._queue.pending_messages_per_session.max_size == budgets.PENDING_SESSIONS
     assert demo._queue.default_concurrency_limit == 2
     assert demo.api_open is False
     sketch = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "sketch")
-    assert sketch.brush.default_size == app.BRUSH_RADIUS
+    assert sketch.brush.default_size == layout.BRUSH_RADIUS
     assert sketch.brush.colors == ["#000000"]
     assert sketch.layers.disabled and not sketch.transforms and not sketch.sources
     assert sketch.canvas_size == page.CANVAS_SIZE
@@ -113,7 +114,7 @@ class Releases:
 
 def test_each_handler_releases_the_uploads_it_read(toys, tmp_path):
     temp = Releases()
-    handlers = app.Handlers(toys, temp_files=temp)
+    handlers = page_handlers.Handlers(toys, temp_files=temp)
     image = tmp_path / "digit.png"
     drawing().save(image)
     assert handlers.predict(str(image), "mnist")["models"]["mlp"]["digit"] == 3
@@ -124,21 +125,21 @@ def test_each_handler_releases_the_uploads_it_read(toys, tmp_path):
     handlers.on_method("draw", editor, str(image), "seed")
     assert temp.released == [
         (str(image), None),  # /predict: deleted after the grace
-        (str(image), app.UPLOAD_KEEP_S),  # the Upload tab: kept for a method switch
+        (str(image), temp_files.UPLOAD_KEEP_S),  # the Upload tab: kept for a method switch
         (str(image), None),  # an editor value sent as paths: background and layer
         (str(image), None),
-        (str(image), app.UPLOAD_KEEP_S),  # the method switch on the Draw tab: the upload
+        (str(image), temp_files.UPLOAD_KEEP_S),  # the method switch on the Draw tab: the upload
         (str(image), None),
         (str(image), None),
     ]
 
 
 def test_an_upload_no_longer_on_the_server_asks_for_it_again(toys, tmp_path):
-    handlers = app.Handlers(toys)
+    handlers = page_handlers.Handlers(toys)
     source, status, *cards, steps = handlers.on_method(
         "upload", None, str(tmp_path / "gone.png"), "mnist"
     )
-    assert source == "upload" and status == app.UPLOAD_GONE
+    assert source == "upload" and status == page_handlers.UPLOAD_GONE
     assert [card_digit(c) for c in cards] == ["", ""]
 
 

@@ -12,13 +12,15 @@ import io
 import json
 import logging
 import os
+import threading
 import time
 
 import pytest
 
-from flaxdigits.serve.page import budgets, guard
+from flaxdigits.serve.page import budgets, clients, logs
 from flaxdigits.serve.page.budgets import Rate
-from flaxdigits.serve.page.guard import Guard, RateLimiter
+from flaxdigits.serve.page.clients import RateLimiter
+from flaxdigits.serve.page.guard import Guard
 from flaxdigits.serve.page.temp_files import FILE_CHARGE, TempFiles
 
 
@@ -166,12 +168,12 @@ def test_rate_limited_routes_answer_429_with_retry_after():
 
 def test_forwarded_address_is_honoured_only_from_a_trusted_proxy():
     scope = {"client": ("10.0.0.9", 1), "headers": [(b"x-forwarded-for", b"1.2.3.4, 5.6.7.8")]}
-    assert guard.client_address(scope, frozenset()) == "10.0.0.9"  # anyone may send the header
-    assert guard.client_address(scope, frozenset({"10.0.0.9"})) == "5.6.7.8"
+    assert clients.client_address(scope, frozenset()) == "10.0.0.9"  # anyone may send the header
+    assert clients.client_address(scope, frozenset({"10.0.0.9"})) == "5.6.7.8"
     # A chain through two trusted proxies: the hop the outer one saw.
-    assert guard.client_address(scope, frozenset({"10.0.0.9", "5.6.7.8"})) == "1.2.3.4"
+    assert clients.client_address(scope, frozenset({"10.0.0.9", "5.6.7.8"})) == "1.2.3.4"
     garbage = {"client": ("10.0.0.9", 1), "headers": [(b"x-forwarded-for", b"<script>")]}
-    assert guard.client_address(garbage, frozenset({"10.0.0.9"})) == "10.0.0.9"
+    assert clients.client_address(garbage, frozenset({"10.0.0.9"})) == "10.0.0.9"
 
 
 def test_clients_behind_a_trusted_proxy_have_separate_buckets():
@@ -225,13 +227,19 @@ def test_a_long_error_body_is_not_echoed():
     assert call(Guard(Reader(status=404, body=short)), "/nope", method="GET")[2] == short
 
 
+def mine(caplog) -> list[logging.LogRecord]:
+    """The records this test's thread logged: a page another test serves in this process logs
+    from its own server thread."""
+    return [r for r in caplog.records if r.thread == threading.get_ident()]
+
+
 @pytest.fixture
 def guard_log(monkeypatch):
     """The guard's own logger without the server-wide cap a served page in this process put on it
-    (bound_logs): these tests count _log_error's own lines."""
+    (bound_logs): these tests count log_error's own lines."""
     logger = logging.getLogger("flaxdigits.serve.page.guard")
     monkeypatch.setattr(logger, "filters", [])
-    monkeypatch.setattr(guard, "_error_window", {"start": time.monotonic(), "count": 0})
+    monkeypatch.setattr(logs, "_error_window", {"start": time.monotonic(), "count": 0})
     return logger
 
 
@@ -245,8 +253,8 @@ def test_a_crashing_route_gets_a_clean_answer_and_one_short_log_line(caplog, gua
             status, headers, body = call(Guard(Crash()), "/gradio_api/reset", [b"\xff"])
             assert status == 400 and body == b"Bad request."
     assert headers["x-content-type-options"] == "nosniff"
-    assert len(caplog.records) == budgets.ERROR_LOGS_PER_MINUTE  # the rest counted, not logged
-    assert all(len(r.getMessage()) < budgets.LOG_CHARS + 100 for r in caplog.records)
+    assert len(mine(caplog)) == budgets.ERROR_LOGS_PER_MINUTE  # the rest counted, not logged
+    assert all(len(r.getMessage()) < budgets.LOG_CHARS + 100 for r in mine(caplog))
 
 
 def test_a_crash_after_the_answer_started_ends_it_with_one_line_not_a_raise(caplog, guard_log):
@@ -269,20 +277,20 @@ def test_a_crash_after_the_answer_started_ends_it_with_one_line_not_a_raise(capl
         asyncio.run(Guard(Late())(scope, receive, send))  # no exception reaches the server
     assert [m["type"] for m in sent] == ["http.response.start", *["http.response.body"] * 2]
     assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
-    (record,) = caplog.records
+    (record,) = mine(caplog)
     assert "RuntimeError: late" in record.getMessage() and not record.exc_info
 
 
 def test_log_records_are_cut(caplog):
     logger = logging.getLogger("flaxdigits.test_guard")
-    logger.addFilter(guard.BoundedLogFilter())
+    logger.addFilter(logs.BoundedLogFilter())
     with caplog.at_level(logging.INFO, logger=logger.name):
         logger.info("value: %s", "B" * 100_000)
         try:
             raise ValueError("C" * 100_000)
         except ValueError:
             logger.exception("failed")
-    first, second = caplog.records
+    first, second = mine(caplog)
     assert len(first.getMessage()) < budgets.LOG_CHARS + 40
     text = caplog.text
     assert "B" * 400 not in text and "C" * 400 not in text and "more]" in text
@@ -632,14 +640,14 @@ def test_multipart_bodies_are_held_to_their_parts(path, fields, status):
     ],
 )
 def test_clients_are_keyed_ipv6_by_64_and_mapped_ipv4_as_ipv4(address, key):
-    assert guard.client_key(address) == key
+    assert clients.client_key(address) == key
     scope = {"client": (address, 1), "headers": []}
-    assert guard.client_address(scope, frozenset()) == key
+    assert clients.client_address(scope, frozenset()) == key
 
 
 def test_the_log_filter_caps_records_a_minute_and_strips_tracebacks(caplog):
     logger = logging.getLogger("flaxdigits.test_guard.flood")
-    log_filter = guard.BoundedLogFilter(per_minute=50)
+    log_filter = logs.BoundedLogFilter(per_minute=50)
     logger.addFilter(log_filter)
     with caplog.at_level(logging.INFO, logger=logger.name):
         for i in range(500):
@@ -661,7 +669,7 @@ def test_the_log_filter_caps_records_a_minute_and_strips_tracebacks(caplog):
 
 def test_stderr_is_held_to_lines_a_minute_each_cut():
     out = io.StringIO()
-    stream = guard.BoundedStream(out, limit=40, per_minute=30)
+    stream = logs.BoundedStream(out, limit=40, per_minute=30)
     for i in range(200):  # a traceback per failed event, written in pieces as print_exc does
         stream.write(f"Traceback {i}:\n  File ")
         stream.write("x" * 100 + "\n")

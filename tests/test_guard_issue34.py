@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from flaxdigits.serve.page import app, budgets
+from flaxdigits.serve.page import handlers as page_handlers
 from tests.programs import command
 from tests.support.drawings import drawing
 from tests.support.guard import (
@@ -96,7 +97,7 @@ def test_one_address_cannot_fill_the_temp_dir_and_unread_uploads_expire(page, mo
 
 
 def test_the_upload_tab_releases_the_file_it_read(page, monkeypatch):
-    monkeypatch.setattr(app, "UPLOAD_KEEP_S", 0.5, raising=False)
+    monkeypatch.setattr(page_handlers, "UPLOAD_KEEP_S", 0.5)
     address = next(CLIENTS)
     with client(page, address) as http:
         (path,) = upload(http, png(drawing())).json()

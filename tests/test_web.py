@@ -176,7 +176,7 @@ def test_missing_or_tampered_models_are_refused(toy_dir, web_dir, tmp_path):
 
 
 def test_brush_is_the_gradio_pages(toy_dir):
-    from flaxdigits.serve.page.app import BRUSH_RADIUS
+    from flaxdigits.serve.page.layout import BRUSH_RADIUS
 
     source = (web.WEB_DIR / "app.js").read_text()
     assert re.search(r"const BRUSH_RADIUS = (\d+);", source).group(1) == str(BRUSH_RADIUS)

@@ -27,99 +27,26 @@ import sys
 import tempfile
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 from starlette.middleware import Middleware
 
-from flaxdigits.core import contract
-from flaxdigits.serve.page.budgets import PENDING_SESSIONS, SESSIONS, describe_budgets
-from flaxdigits.serve.page.components import bounded_sketchpad, path_file
-from flaxdigits.serve.page.guard import BoundedStream, Guard, bound_logs
-from flaxdigits.serve.page.temp_files import UPLOAD_KEEP_S, TempFiles
-from flaxdigits.serve.page.views import (
-    CANVAS_SIZE,
-    CARD_CSS,
-    STEPS_CSS,
-    UPLOAD_PROMPT,
-    blank_canvas,
-    model_subtitle,
-    page_outputs,
-    predict_all,
-    render_result,
-    render_steps,
-)
+from flaxdigits.serve.page.budgets import PENDING_SESSIONS, SESSIONS
+from flaxdigits.serve.page.guard import Guard
+from flaxdigits.serve.page.handlers import Handlers, load_predictors
+from flaxdigits.serve.page.layout import layout, wire
+from flaxdigits.serve.page.logs import BoundedStream, bound_logs
+from flaxdigits.serve.page.temp_files import TempFiles
 from flaxdigits.serve.runtime.decode import (
-    EXTENSIONS,
-    FORMAT_NAMES,
     MAX_FILE_BYTES,
-    ImageInputError,
     configure_pillow,
 )
 from flaxdigits.serve.runtime.predictor import Predictor
-from flaxdigits.serve.runtime.preprocess import EmptyCanvasError
 
-API_NAME = "predict"
-
-# Radius in canvas pixels: a ~28 px stroke on a digit ~300 px tall is MNIST's stroke/height ratio.
-BRUSH_RADIUS = 14
-ERASER_RADIUS = 24
-UPLOAD_TYPES = list(EXTENSIONS)
 QUEUE_MAX_SIZE = 64  # waiting events: 50+ API clients at once; beyond it a clean "queue full"
 DELETE_CACHE = (900, 1800)  # every 15 min, delete uploads and outputs older than 30 min
 PROGRESS_FORGET_S = 60.0  # how often finished uploads leave Gradio's upload-progress table
-UPLOAD_GONE = (
-    f"This upload is no longer on the server (kept {UPLOAD_KEEP_S / 60:g} minutes after it was "
-    "last read): upload the image again."
-)
-
-API_DESCRIPTION = (
-    f"Read the digit in an image file ({FORMAT_NAMES}) with the MLP and the CNN. "
-    'Returns {"method", "models": {"mlp": {"digit", "confidence", "probabilities" (10)}, '
-    '"cnn": {...}}}. An empty or unreadable image is an error that says why.'
-)
-METHOD_INFO = (
-    "mnist: fit the ink into 20x20 and centre it by mass, the way MNIST was made. "
-    "seed: pad the ink box to a square with 20% margins."
-)
-INTRO = """\
-# flaxdigits: draw a digit
-Draw a digit from 0 to 9 with the mouse or a finger: the MLP and the CNN, trained on MNIST and
-run by onnxruntime, read it as you draw. Or upload a photo or scan of a handwritten digit.
-"""
-
-# ---------------------------------------------------------------------------------- models
-
-
-def load_predictors(models_dir, *, threads: int = 1) -> dict[str, Predictor]:
-    """Load MODELS_DIR/mlp.onnx and cnn.onnx, each checked against its manifest.
-
-    Args:
-        models_dir: the directory `make all` (or `flaxdigits export`) writes the models to.
-        threads: onnxruntime intra-op threads per model (0: onnxruntime's default, all cores).
-
-    Returns:
-        {"mlp": Predictor, "cnn": Predictor}, in that order.
-
-    Raises:
-        FileNotFoundError: the directory or one of the models is missing.
-        ModelLoadError: a model file is not a usable flaxdigits export.
-    """
-    directory = Path(models_dir)
-    names = contract.MODEL_NAMES
-    missing = [f"{name}.onnx" for name in names if not (directory / f"{name}.onnx").is_file()]
-    if missing:
-        where = (
-            f"no models directory {directory}"
-            if not directory.is_dir()
-            else f"{directory} has no {' or '.join(missing)}"
-        )
-        raise FileNotFoundError(
-            f"{where}: train and export the models first with `make all` "
-            f"(or `flaxdigits export RUN_DIR --out {directory}/NAME.onnx` for mlp and cnn)"
-        )
-    return {name: Predictor(directory / f"{name}.onnx", threads=threads) for name in names}
 
 
 def concurrency_limit(threads: int, cores: int | None = None) -> int:
@@ -129,105 +56,6 @@ def concurrency_limit(threads: int, cores: int | None = None) -> int:
     cores = max(1, cores or 1)
     per_request = threads if threads > 0 else cores  # 0: onnxruntime takes every core
     return max(1, cores // per_request)
-
-
-# --------------------------------------------------------------------------------- handlers
-
-
-class Handlers:
-    """The page's event handlers and the /predict endpoint: plain functions of their inputs
-    (tests call them directly). Each releases the uploads it read (temp_files)."""
-
-    def __init__(self, predictors: Mapping[str, Predictor], temp_files: TempFiles | None = None):
-        self.predictors = dict(predictors)
-        self.subtitles = {name: model_subtitle(p) for name, p in self.predictors.items()}
-        self.temp_files = temp_files
-
-    def outputs_for(self, source: str, value, method: str) -> list:
-        """[source, status, *cards, steps] for a drawing or an uploaded file."""
-        try:
-            if source == "upload" and isinstance(value, str) and not os.path.exists(value):
-                status = UPLOAD_GONE
-                cards = [render_result(n, None, self.subtitles[n]) for n in self.predictors]
-                return [source, status, *cards, render_steps([])]
-            empty = UPLOAD_PROMPT if source == "upload" else None
-            status, cards, steps = page_outputs(
-                value, method, self.predictors, empty_message=empty, subtitles=self.subtitles
-            )
-            return [source, status, *cards, render_steps(steps)]
-        finally:  # the Upload tab reads its file again on a method switch: kept for that
-            self.release(value, UPLOAD_KEEP_S if source == "upload" else None)
-
-    def on_draw(self, value, method):
-        return self.outputs_for("draw", value, method)
-
-    def on_stroke(self, source, value, method):
-        if source == "upload":  # queued before the person switched to Upload: stale, drop it
-            self.release(value)
-            return [gr.skip()] * (3 + len(self.predictors))
-        return self.outputs_for("draw", value, method)
-
-    def on_upload(self, path, method):
-        return self.outputs_for("upload", path, method)
-
-    def on_method(self, source, drawing, path, method):
-        if source == "upload":
-            self.release(drawing)
-            return self.outputs_for(source, path, method)
-        self.release(path, UPLOAD_KEEP_S)
-        return self.outputs_for(source, drawing, method)
-
-    def on_clear(self, method):
-        return [blank_canvas(), *self.outputs_for("draw", None, method)]
-
-    def predict(self, image: str | None, method: str) -> dict:
-        """Classify an image file with both models (JSON: digit, confidence, probabilities)."""
-        if image is None:
-            raise gr.Error("No image: pass an image file.", print_exception=False)
-        try:
-            return predict_all(image, method or contract.DEFAULT_PREPROCESS_METHOD, self.predictors)
-        except ImageInputError as e:
-            reason = str(e).removeprefix(f"{image}: ")
-            raise gr.Error(reason, print_exception=False) from None
-        finally:  # read: the upload is deleted once no request holds it
-            self.release(image)
-
-    def release(self, value, keep_s: float | None = None) -> None:
-        """Release the uploaded files a value names: a path, or an editor value's paths."""
-        if self.temp_files is None:
-            return
-        if isinstance(value, dict):
-            paths = [value.get("background"), *(value.get("layers") or []), value.get("composite")]
-        else:
-            paths = [value]
-        for path in paths:
-            if isinstance(path, str):
-                self.temp_files.release(path, keep_s)
-
-
-# -------------------------------------------------------------------------------------- app
-
-
-@dataclass
-class Page:
-    """The page's components, for wiring their events."""
-
-    source: gr.State
-    sketch: gr.Sketchpad
-    upload: gr.File
-    method: gr.Radio
-    draw_tab: gr.Tab
-    upload_tab: gr.Tab
-    status: gr.Markdown
-    cards: list[gr.HTML]
-    steps: gr.HTML
-    api_image: gr.File
-    api_result: gr.JSON
-    api_trigger: gr.Button
-
-    @property
-    def outputs(self) -> list:
-        return [self.source, self.status, *self.cards, self.steps]
 
 
 def build_app(
@@ -257,117 +85,6 @@ def build_app(
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=concurrency, api_open=False)
     demo._queue.pending_messages_per_session.max_size = PENDING_SESSIONS
     return demo
-
-
-def layout(handlers: Handlers) -> Page:
-    """The page's components, inside the current Blocks."""
-    gr.Markdown(INTRO)
-    source = gr.State("draw")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=1, min_width=440):
-            sketch, upload, draw_tab, upload_tab = input_tabs()
-            method = gr.Radio(
-                list(contract.PREPROCESS_METHODS),
-                value=contract.DEFAULT_PREPROCESS_METHOD,
-                label="Preprocessing",
-                info=METHOD_INFO,
-                elem_id="method",
-            )
-        with gr.Column(scale=1, min_width=440):
-            status = gr.Markdown(str(EmptyCanvasError()), elem_id="status")
-            with gr.Row():
-                cards = [
-                    gr.HTML(
-                        render_result(name, None, handlers.subtitles[name]),
-                        css_template=CARD_CSS,
-                        js_on_load=None,
-                        elem_id=f"result-{name}",
-                        min_width=220,
-                    )
-                    for name in handlers.predictors
-                ]
-            # Inline images, not a Gallery: a Gallery writes four files per answer.
-            steps = gr.HTML(
-                render_steps([]),
-                label="Preprocessing steps",
-                css_template=STEPS_CSS,
-                js_on_load=None,
-                elem_id="steps",
-            )
-            with gr.Accordion("About: limits", open=False):
-                gr.Markdown(f"```\n{describe_budgets()}\n```", elem_id="budgets")
-    # The API: hidden inputs and output, one named endpoint; the page's events stay private.
-    api_image = path_file(file_types=UPLOAD_TYPES, label="image", visible=False)
-    api_result = gr.JSON(label="result", visible=False)
-    api_trigger = gr.Button(visible=False)
-    return Page(
-        source, sketch, upload, method, draw_tab, upload_tab, status, cards, steps,
-        api_image, api_result, api_trigger,
-    )  # fmt: skip
-
-
-def input_tabs():
-    """The Draw tab's canvas and the Upload tab's file: (sketch, upload, draw_tab, upload_tab)."""
-    with gr.Tabs():
-        with gr.Tab("Draw") as draw_tab:
-            sketch = bounded_sketchpad(
-                value=blank_canvas(),
-                type="filepath",  # our preprocess hands over bytes/paths, undecoded
-                image_mode="RGBA",
-                canvas_size=CANVAS_SIZE,
-                height=CANVAS_SIZE[1] + 110,
-                brush=gr.Brush(
-                    default_size=BRUSH_RADIUS,
-                    colors=["#000000"],
-                    default_color="#000000",
-                    color_mode="fixed",
-                ),
-                eraser=gr.Eraser(default_size=ERASER_RADIUS),
-                layers=False,
-                transforms=(),
-                buttons=["download"],
-                format="png",
-                label="Draw a digit (0-9)",
-                elem_id="sketch",
-            )
-        with gr.Tab("Upload") as upload_tab:
-            # A file, not gr.Image: gr.Image decodes the upload itself and fails on a bad file
-            # with a bare "Error"; here load_image_file reads it (format allow-list, pixel cap)
-            # and says what is wrong.
-            upload = path_file(
-                file_types=UPLOAD_TYPES, label="Upload an image of a digit", elem_id="upload"
-            )
-    return sketch, upload, draw_tab, upload_tab
-
-
-def wire(page: Page, handlers: Handlers) -> None:
-    """The page's events and the /predict endpoint, inside the current Blocks."""
-    common = {
-        "show_progress": "hidden",
-        "api_visibility": "private",
-        "concurrency_id": "predict",
-        "trigger_mode": "always_last",  # while drawing: at most one queued, the latest
-    }
-    outputs = page.outputs
-    # .input fires once per finished stroke (and on undo/redo); .change is not dispatched.
-    page.sketch.input(
-        handlers.on_stroke, [page.source, page.sketch, page.method], outputs, **common
-    )
-    page.sketch.clear(handlers.on_clear, [page.method], [page.sketch, *outputs], **common)
-    page.draw_tab.select(handlers.on_draw, [page.sketch, page.method], outputs, **common)
-    page.upload.change(handlers.on_upload, [page.upload, page.method], outputs, **common)
-    page.upload_tab.select(handlers.on_upload, [page.upload, page.method], outputs, **common)
-    page.method.change(
-        handlers.on_method, [page.source, page.sketch, page.upload, page.method], outputs, **common
-    )
-    page.api_trigger.click(
-        handlers.predict,
-        [page.api_image, page.method],
-        page.api_result,
-        api_name=API_NAME,
-        api_description=API_DESCRIPTION,
-        concurrency_id="predict",
-    )
 
 
 def launch_options(

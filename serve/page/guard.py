@@ -24,187 +24,40 @@ request to a budget before Gradio reads a byte of it:
 - **Echoes and logs**: an error response longer than ECHO_BYTES (FastAPI's 422 repeats the
   request) is cut to a short message; a route that crashes gets a clean 400/500 and one capped log
   line, and one that crashes after its answer started is ended there, never re-raised (the server
-  would log a traceback per request); BoundedLogFilter holds every logger the server uses to
-  LOG_RECORDS_PER_MINUTE short records, BoundedStream its stderr to STDERR_LINES_PER_MINUTE
-  lines (Gradio prints a traceback per failed event there, past any logger).
+  would log a traceback per request); serve/page/logs.py holds every logger the server uses,
+  and its stderr, to a few short records a minute.
 
 Every budget is a named constant in serve/page/budgets.py (BUDGETS lists them for `flaxdigits serve
---help`). Standard library, python-multipart (the parser Gradio reads multipart bodies with, so
-both see the same parts), the budgets and TempFiles: importing it starts nothing.
+--help`). Who a client is and its rate: clients.py; multipart parts as Gradio reads them:
+multipart.py; the temp dir's leases: temp_files.py. Importing it starts nothing.
 """
 
 from __future__ import annotations
 
 import functools
-import io
-import ipaddress
 import json
-import logging
-import threading
-import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
-
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.formparsers import _user_safe_decode
 
 from flaxdigits.serve.page.budgets import (
     BODY_BYTES,
     CLIENT_STATE,
     ECHO_BYTES,
-    ERROR_LOGS_PER_MINUTE,
     FILE,
     HOLD_BYTES,
     INLINE_TYPES,
-    IPV6_PREFIX,
     JOIN,
-    LOG_CHARS,
-    LOG_RECORDS_PER_MINUTE,
-    MAX_CLIENTS,
     MULTIPART_PARTS,
     OTHER,
     OTHER_BODY_BYTES,
-    RATES,
     SECURITY_HEADERS,
-    STDERR_LINES_PER_MINUTE,
     UPLOAD,
     UPLOAD_FIELD,
     route_class,
 )
+from flaxdigits.serve.page.clients import RateLimiter, client_address
+from flaxdigits.serve.page.logs import log_error
+from flaxdigits.serve.page.multipart import PartsScan
 from flaxdigits.serve.page.temp_files import TempFiles
-
-# ------------------------------------------------------------------------------ rate limits
-
-
-class RateLimiter:
-    """Token buckets per (route class, client), the least recently used dropped past max_clients."""
-
-    def __init__(self, rates=RATES, max_clients: int = MAX_CLIENTS, clock=time.monotonic):
-        self.rates = dict(rates)
-        self.max_clients = max_clients
-        self.clock = clock
-        self._buckets: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def take(self, kind: str, client: str) -> float:
-        """Take a token: 0.0 when granted, else the seconds until one is free."""
-        rate = self.rates.get(kind)
-        if rate is None:
-            return 0.0
-        now = self.clock()
-        key = (kind, client)
-        with self._lock:
-            tokens, last = self._buckets.pop(key, (float(rate.burst), now))
-            tokens = min(float(rate.burst), tokens + (now - last) * rate.per_second)
-            wait = 0.0
-            if tokens >= 1.0:
-                tokens -= 1.0
-            else:
-                wait = (1.0 - tokens) / rate.per_second
-            self._buckets[key] = [tokens, now]
-            while len(self._buckets) > self.max_clients * len(self.rates):
-                self._buckets.popitem(last=False)
-        return wait
-
-
-def client_address(scope, trusted_proxies: frozenset[str]) -> str:
-    """The client's key: the peer, or from a trusted proxy the last X-Forwarded-For hop it did
-    not add; an IPv6 address as its /64 network, an IPv4-mapped one as the IPv4 address."""
-    peer = (scope.get("client") or ("unknown", 0))[0]
-    if peer not in trusted_proxies:
-        return client_key(peer)
-    forwarded = [
-        value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for"
-    ]
-    hops = [h.strip() for h in ",".join(forwarded).split(",") if h.strip()]
-    for hop in reversed(hops):  # the right-most hops are the ones our proxies wrote
-        if hop in trusted_proxies:
-            continue
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
-            return client_key(peer)  # a hop that is no address: the chain cannot be trusted past it
-        return client_key(hop)
-    return client_key(peer)
-
-
-def client_key(address: str) -> str:
-    """One key per client: IPv4 as is, IPv4-mapped IPv6 as its IPv4, other IPv6 by its /64."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])  # no zone index: one host, one key
-    except ValueError:
-        return address  # not an address (a unix socket, "unknown"): its own key
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
-    return str(ip)
-
-
-# ------------------------------------------------------------------------------ multipart
-
-
-class PartsScan:
-    """A multipart body read as Gradio reads it (python-multipart, Gradio's charset rule), to
-    refuse it as soon as it has too many parts or a file outside the field Gradio reads."""
-
-    def __init__(self, content_type: bytes, max_parts: int, file_field: str | None):
-        _, params = parse_options_header(content_type)
-        charset = params.get(b"charset", b"utf-8")
-        self.charset = charset.decode("latin-1") if isinstance(charset, bytes) else charset
-        self.max_parts, self.file_field = max_parts, file_field
-        self.parts = 0
-        self.problem: tuple[int, str] | None = None
-        self._name, self._value, self._disposition = b"", b"", b""
-        self._parser = None
-        boundary = params.get(b"boundary")
-        if boundary:  # without one, Gradio refuses the body itself
-            self._parser = MultipartParser(
-                boundary,
-                {
-                    "on_part_begin": self._part_begin,
-                    "on_header_field": self._header_field,
-                    "on_header_value": self._header_value,
-                    "on_header_end": self._header_end,
-                    "on_headers_finished": self._headers_finished,
-                },
-            )
-
-    def feed(self, chunk: bytes) -> None:
-        """Read the next bytes; sets .problem (status, reason) when the body is to be refused."""
-        if self._parser is None or self.problem is not None:
-            return
-        try:
-            self._parser.write(chunk)
-        except MultipartParseError as e:  # Gradio's parser fails the same way: refused here
-            self.problem = (400, f"Malformed multipart body: {e}")
-
-    def _part_begin(self) -> None:
-        self.parts += 1
-        self._disposition = b""
-        if self.parts > self.max_parts:
-            self.problem = (413, f"Too many parts: this route takes at most {self.max_parts}.")
-
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._name += data[start:end]
-
-    def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self._value += data[start:end]  # python-multipart stops a header past 8 KiB itself
-
-    def _header_end(self) -> None:
-        if self._name.lower() == b"content-disposition":
-            self._disposition = self._value
-        self._name, self._value = b"", b""
-
-    def _headers_finished(self) -> None:
-        _, options = parse_options_header(self._disposition)
-        name = _user_safe_decode(options.get(b"name", b""), self.charset)
-        if self.file_field is not None and b"filename" in options and name != self.file_field:
-            self.problem = (400, f"Send files in the `{self.file_field}` field only.")
-
-
-# ------------------------------------------------------------------------------------ the guard
 
 
 @dataclass
@@ -329,7 +182,7 @@ class Exchange:
             )
         except Exception as e:
             if self.refusal is None:  # a crash in a route: one short log line, a clean end
-                _log_error(self.scope, e)
+                log_error(self.scope, e)
                 code = 400 if isinstance(e, UnicodeDecodeError) else 500
                 self.refusal = (code, "Bad request." if code == 400 else "Server error.")
         if self.refusal is not None and not self.started:
@@ -517,149 +370,3 @@ def _with_security_headers(headers, kind: str) -> list[tuple[bytes, bytes]]:
 
 
 # -------------------------------------------------------------------------------------- logs
-
-_error_log = logging.getLogger("flaxdigits.serve.page.guard")
-_error_window = {"start": 0.0, "count": 0}
-_error_lock = threading.Lock()
-
-
-def _log_error(scope, error: BaseException) -> None:
-    """One line per crashed request, at most ERROR_LOGS_PER_MINUTE a minute (no traceback:
-    Gradio's routes crash on bodies they cannot parse, and each traceback is ~6 KB)."""
-    now = time.monotonic()
-    with _error_lock:
-        if now - _error_window["start"] >= 60:
-            dropped = _error_window["count"] - ERROR_LOGS_PER_MINUTE
-            if dropped > 0:
-                _error_log.warning("%d more request errors in the last minute not logged", dropped)
-            _error_window.update(start=now, count=0)
-        _error_window["count"] += 1
-        if _error_window["count"] > ERROR_LOGS_PER_MINUTE:
-            return
-    path = _cut(scope.get("path", ""), 100)
-    what = _cut(str(error), LOG_CHARS)
-    _error_log.warning("%s %s: %s: %s", scope.get("method"), path, type(error).__name__, what)
-
-
-class BoundedLogFilter(logging.Filter):
-    """At most per_minute records a minute (all loggers it is on, together), each cut to `limit`
-    characters with its traceback reduced to one line; the first record of a minute says how
-    many the last one dropped."""
-
-    def __init__(self, limit: int = LOG_CHARS, per_minute: int = LOG_RECORDS_PER_MINUTE):
-        super().__init__()
-        self.limit, self.per_minute = limit, per_minute
-        self._window, self._count, self._dropped = 0.0, 0, 0
-        self._lock = threading.Lock()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        decided = getattr(record, "flaxdigits_kept", None)
-        if decided is not None:  # seen by another handler of ours already
-            return decided
-        with self._lock:
-            if record.created - self._window >= 60:
-                self._window, self._count, dropped = record.created, 0, self._dropped
-                self._dropped = 0
-            else:
-                dropped = 0
-            self._count += 1
-            kept = self._count <= self.per_minute
-            self._dropped += not kept
-        record.flaxdigits_kept = kept
-        if kept:
-            self._shorten(record, dropped)
-        return kept
-
-    def _shorten(self, record: logging.LogRecord, dropped: int) -> None:
-        if record.name == "uvicorn.access":  # its formatter reads the arguments themselves
-            return
-        try:
-            message = record.getMessage()
-        except Exception:  # a record whose arguments do not format: keep its template only
-            message = str(record.msg)
-        if record.exc_info and record.exc_info[1] is not None:
-            error = record.exc_info[1]
-            message = f"{message} [{type(error).__name__}: {error}]"
-        if dropped:
-            message = f"[{dropped:,} log records not written in the last minute] {message}"
-        record.msg, record.args = _cut(" | ".join(message.splitlines()), self.limit), ()
-        record.exc_info = record.exc_text = record.stack_info = None
-
-
-class BoundedStream(io.TextIOBase):
-    """A text stream passing at most per_minute lines a minute to `stream`, each cut to `limit`
-    characters: Gradio prints a traceback per failed event straight to stderr, past any logger.
-    The first line of a minute says how many the last one dropped."""
-
-    def __init__(self, stream, limit: int = LOG_CHARS, per_minute: int = STDERR_LINES_PER_MINUTE):
-        super().__init__()
-        self.stream, self.limit, self.per_minute = stream, limit, per_minute
-        self._partial = ""
-        self._window, self._count, self._dropped = 0.0, 0, 0
-        self._lock = threading.Lock()
-
-    def write(self, text: str) -> int:
-        with self._lock:
-            lines = (self._partial + text).split("\n")
-            self._partial = lines.pop()
-            if len(self._partial) > self.limit:  # no newline for long: a line of its own
-                lines.append(self._partial)
-                self._partial = ""
-            for line in lines:
-                self._line(line)
-        return len(text)
-
-    def _line(self, line: str) -> None:
-        now = time.monotonic()
-        if now - self._window >= 60:
-            if self._dropped:
-                self.stream.write(f"[{self._dropped:,} lines not written in the last minute]\n")
-            self._window, self._count, self._dropped = now, 0, 0
-        self._count += 1
-        if self._count > self.per_minute:
-            self._dropped += 1
-            return
-        self.stream.write(_cut(line, self.limit) + "\n")
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... [{len(text) - limit:,} more]"
-
-
-SERVER_LOGGERS = (
-    "",  # the root: Gradio's and anything else's records end up at its handlers
-    "uvicorn",
-    "uvicorn.error",
-    "uvicorn.access",
-    "uvicorn.asgi",
-    "gradio",
-    "httpx",
-    "asyncio",
-    _error_log.name,
-)
-
-
-def bound_logs(names=SERVER_LOGGERS) -> BoundedLogFilter:
-    """Install one BoundedLogFilter on the server's loggers, their handlers and Python's last-resort
-    handler (call it once the server has configured its logging: uvicorn replaces handlers)."""
-    log_filter = next(
-        (f for f in logging.getLogger(names[0]).filters if isinstance(f, BoundedLogFilter)),
-        BoundedLogFilter(),
-    )
-    targets = [logging.lastResort] if logging.lastResort is not None else []
-    for name in names:
-        logger = logging.getLogger(name)
-        targets += [logger, *logger.handlers]
-    for target in targets:
-        if not any(isinstance(f, BoundedLogFilter) for f in target.filters):
-            target.addFilter(log_filter)
-    return log_filter
