@@ -139,6 +139,6 @@ def toy_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def toys(toy_dir):
     """The page's predictors over toy_dir: {"mlp": 3 for any ink, "cnn": 8}."""
-    from flaxdigits.serve.page.app import load_predictors
+    from flaxdigits.serve.page.handlers import load_predictors
 
     return load_predictors(toy_dir)

@@ -23,7 +23,7 @@ from flaxdigits.export.release import build_release
 from flaxdigits.release import archive as release_archive
 from flaxdigits.release import reader as release
 from flaxdigits.release.reader import ReleaseError, read_release
-from flaxdigits.serve.page.app import load_predictors
+from flaxdigits.serve.page.handlers import load_predictors
 from tests.support.toy_onnx import no_parsers, toy_model_bytes
 
 ACCURACY = {"mlp": (0.9123, 0.9101), "cnn": (0.9876, 0.9880)}  # (float32, int8)

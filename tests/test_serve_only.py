@@ -152,7 +152,7 @@ def _stop(proc) -> str:
 def _expected(archive: Path, image: Path) -> dict:
     """What this process's predictor says about image for both models of the release."""
     from flaxdigits.release import reader as release
-    from flaxdigits.serve.page.app import load_predictors
+    from flaxdigits.serve.page.handlers import load_predictors
     from flaxdigits.serve.runtime.decode import load_image_file
     from flaxdigits.serve.runtime.preprocess import preprocess
 
