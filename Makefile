@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 FD     := $(BIN)/flaxdigits
-# Each (model, recipe) is trained once and read by everything after it. The seed recipe's runs go
+# Each (model, recipe) is trained once and read by everything after it. The original recipe's runs go
 # to the report's longest epoch count with metrics snapshotted at the shorter one (the 5/10-epoch
 # comparison); the robust recipe's runs are the models the page and `predict` serve.
 EPOCHS ?= 10
@@ -23,7 +23,7 @@ NAMES  := mlp cnn
         loadtest test test-fast lint format browser-deps clean compat-venv smoke
 
 all: install data train export canvas-eval robustness report
-	@echo "done: $(RUNS)/{seed,robust}/*/metrics.json, $(MODELS)/*.onnx (robust), $(MODELS)/seed/*.onnx, $(REPORTS)/comparison.md"
+	@echo "done: $(RUNS)/{original,robust}/*/metrics.json, $(MODELS)/*.onnx (robust), $(MODELS)/original/*.onnx, $(REPORTS)/comparison.md"
 	@echo "next: make serve  (the drawing page on http://127.0.0.1:7860)"
 
 install: $(VENV)/.installed
@@ -44,52 +44,52 @@ data: install
 
 # Training never overwrites a finished run: delete $(RUNS)/RECIPE/NAME to retrain it from
 # scratch; an interrupted run resumes from its last checkpoint.
-train: $(foreach n,$(NAMES),$(RUNS)/seed/$(n)/metrics.json $(RUNS)/robust/$(n)/metrics.json)
+train: $(foreach n,$(NAMES),$(RUNS)/original/$(n)/metrics.json $(RUNS)/robust/$(n)/metrics.json)
 
 # Never let make delete a trained run or an exported model (on Ctrl-C or as "intermediate").
-.PRECIOUS: $(RUNS)/seed/%/metrics.json $(RUNS)/robust/%/metrics.json $(MODELS)/%.onnx \
-           $(MODELS)/seed/%.onnx
+.PRECIOUS: $(RUNS)/original/%/metrics.json $(RUNS)/robust/%/metrics.json $(MODELS)/%.onnx \
+           $(MODELS)/original/%.onnx
 
-$(RUNS)/seed/%/metrics.json: | install
-	$(FD) train --recipe seed --model $* --epochs $(EPOCHS) --snapshot-epochs $(SNAPSHOTS) \
-	  --out $(RUNS)/seed/$* --resume
+$(RUNS)/original/%/metrics.json: | install
+	$(FD) train --recipe original --model $* --epochs $(EPOCHS) --snapshot-epochs $(SNAPSHOTS) \
+	  --out $(RUNS)/original/$* --resume
 
 $(RUNS)/robust/%/metrics.json: | install
 	$(FD) train --recipe robust --model $* --out $(RUNS)/robust/$* --resume \
 	  $(if $(ROBUST_EPOCHS),--epochs $(ROBUST_EPOCHS))
 
 # Re-exported only when the run's metrics (written at the end of training) are newer. The
-# robust models are the default ones; the seed recipe's stay exportable beside them.
-export: $(foreach n,$(NAMES),$(MODELS)/$(n).onnx $(MODELS)/seed/$(n).onnx)
+# robust models are the default ones; the original recipe's stay exportable beside them.
+export: $(foreach n,$(NAMES),$(MODELS)/$(n).onnx $(MODELS)/original/$(n).onnx)
 
-$(MODELS)/seed/%.onnx: $(RUNS)/seed/%/metrics.json | install
-	$(FD) export $(RUNS)/seed/$* --out $@ --int8
+$(MODELS)/original/%.onnx: $(RUNS)/original/%/metrics.json | install
+	$(FD) export $(RUNS)/original/$* --out $@ --int8
 
 $(MODELS)/%.onnx: $(RUNS)/robust/%/metrics.json | install
 	$(FD) export $(RUNS)/robust/$* --out $@ --int8
 
 # Both recipes' models on the same canvases, rendered once: a report per directory.
 canvas-eval: export
-	$(FD) canvas-eval --models $(MODELS) $(MODELS)/seed \
-	  --out $(REPORTS)/canvas_accuracy.json $(REPORTS)/canvas_accuracy_seed.json \
+	$(FD) canvas-eval --models $(MODELS) $(MODELS)/original \
+	  --out $(REPORTS)/canvas_accuracy.json $(REPORTS)/canvas_accuracy_original.json \
 	  $(if $(LIMIT),--limit $(LIMIT))
 
 # Accuracy of the exported models on the test set rotated, slanted, thickened, scaled, shifted:
-# the served (robust) models float and int8, the seed recipe's float only (its int8 files are
-# not served; `flaxdigits robustness --models $(MODELS) $(MODELS)/seed` measures them too).
+# the served (robust) models float and int8, the original recipe's float only (its int8 files are
+# not served; `flaxdigits robustness --models $(MODELS) $(MODELS)/original` measures them too).
 robustness: export
-	$(FD) robustness --models $(MODELS) $(foreach n,$(NAMES),$(MODELS)/seed/$(n).onnx) \
+	$(FD) robustness --models $(MODELS) $(foreach n,$(NAMES),$(MODELS)/original/$(n).onnx) \
 	  --out $(REPORTS)/robustness.json $(if $(LIMIT),--limit $(LIMIT))
 
 # The report reads the runs and the measurements above (nothing is trained again).
 report: train
-	$(FD) compare --epochs $(SNAPSHOTS) $(EPOCHS) --runs $(RUNS)/seed --robust-runs $(RUNS)/robust \
+	$(FD) compare --epochs $(SNAPSHOTS) $(EPOCHS) --runs $(RUNS)/original --robust-runs $(RUNS)/robust \
 	  --out $(REPORTS)
 
 compare: report
 
 # The whole `make all` chain on a small budget, into build/smoke (never over runs/ or models/):
-# seed recipe 2 epochs (snapshot at 1), robust 1 epoch, canvas-eval and robustness on 300 digits.
+# original recipe 2 epochs (snapshot at 1), robust 1 epoch, canvas-eval and robustness on 300 digits.
 # CI (.ci/run) runs it, then `make serve MODELS=build/smoke/models` answering one drawing.
 SMOKE ?= build/smoke
 smoke:

@@ -1,7 +1,7 @@
 """sha256 of every parameter array after a short training run: the check that a refactor left
 training bit-identical (run it before and after; the hashes must match on the same machine).
 
-    .venv/bin/python -m benchmarks.param_digest [--epochs 1] [--recipe seed]
+    .venv/bin/python -m benchmarks.param_digest [--epochs 1] [--recipe original]
 
 A development script, not a test: the bits depend on the CPU's kernels, so the hashes are only
 comparable on one machine.
@@ -26,7 +26,7 @@ from flaxdigits.training.config import TrainConfig
 from flaxdigits.training.train import train
 
 
-def digests(epochs: int = 1, recipe: str = "seed") -> dict[str, str]:
+def digests(epochs: int = 1, recipe: str = "original") -> dict[str, str]:
     """{model + parameter path: sha256 of its bytes} after training each model."""
     mnist = load_mnist()
     out = {}
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     """Print the digests as JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--recipe", default="seed")
+    ap.add_argument("--recipe", default="original")
     args = ap.parse_args(argv)
     print(json.dumps(digests(args.epochs, args.recipe), indent=1))
     return 0

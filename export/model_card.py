@@ -145,7 +145,7 @@ def _training_section(described: dict[str, dict]) -> list[str]:
                 name,
                 ARCHITECTURE.get(name, ""),
                 f"{m.get('params', 'n/a'):,}",
-                recipe.get("name", "n/a"),
+                contract.recipe_name(recipe.get("name", "n/a")),
                 config.get("epochs", "n/a"),
                 config.get("batch_size", "n/a"),
                 config.get("learning_rate", "n/a"),
@@ -169,7 +169,7 @@ def _training_section(described: dict[str, dict]) -> list[str]:
             )
     return out + [
         "",
-        "Adam; seed and every setting are in each manifest (`train_config`, `recipe`).",
+        "Adam; the random seed and every setting are in each manifest (`train_config`, `recipe`).",
     ]
 
 

@@ -83,6 +83,7 @@ def preprocess_constants() -> dict:
     """serve/runtime/preprocess.py's numbers, as web/preprocess.js reads them from site.json."""
     return {
         "methods": list(contract.PREPROCESS_METHODS),
+        "renamed_methods": contract.RENAMED_METHODS,
         "default_method": contract.DEFAULT_PREPROCESS_METHOD,
         "image_side": contract.IMAGE_SIDE,
         "pixel_max": contract.PIXEL_MAX,
@@ -93,7 +94,7 @@ def preprocess_constants() -> dict:
         "speckle_min_side": pre.SPECKLE_MIN_SIDE,
         "mnist_box": pre.MNIST_BOX,
         "mnist_centre": pre.MNIST_CENTRE,
-        "seed_padding": pre.SEED_PADDING,
+        "box_padding": pre.BOX_PADDING,
         "empty_message": pre.EMPTY_MESSAGE,
     }
 
@@ -149,6 +150,8 @@ def build_site(models_dir, out_dir, *, int8: bool = False, web_dir=WEB_DIR) -> d
     site = {
         "models": models,
         "labels": list(contract.LABELS),
+        "recipes": list(contract.RECIPE_NAMES),
+        "renamed_recipes": contract.RENAMED_RECIPES,
         "variant": "int8" if int8 else "float32",
         "canvas": {"width": contract.CANVAS_SIZE[0], "height": contract.CANVAS_SIZE[1]},
         "preprocess": preprocess_constants(),

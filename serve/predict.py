@@ -35,7 +35,7 @@ def predict_files(
             release archive or folder (every checksum verified first; see release_file).
         files: image files, folders (image files under them, recursively), glob patterns, or
             "-" for paths on stdin (serve/inputs.py).
-        method: preprocessing method, "mnist" or "seed".
+        method: preprocessing method, "mnist" or "box" ("seed": box's old name).
         as_json: print JSON lines {"file", "digit", "confidence", "probabilities"} or
             {"file", "error"} on stdout, instead of readable lines (errors then on stderr).
         threads: onnxruntime intra-op threads.
@@ -46,7 +46,7 @@ def predict_files(
         The exit status: 0 all predicted, 1 some file failed, 2 the model or options are unusable.
     """
     try:
-        contract.check_method(method)
+        method = contract.check_method(method)
     except ValueError:
         print(f"flaxdigits predict: error: unknown --preprocess {method!r}", file=sys.stderr)
         return EXIT_BAD_MODEL

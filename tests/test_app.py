@@ -122,7 +122,7 @@ def test_each_handler_releases_the_uploads_it_read(toys, tmp_path):
     assert "disagree" in status
     editor = {"background": str(image), "layers": [str(image)], "composite": None}
     handlers.on_stroke("draw", editor, "mnist")
-    handlers.on_method("draw", editor, str(image), "seed")
+    handlers.on_method("draw", editor, str(image), "box")
     assert temp.released == [
         (str(image), None),  # /predict: deleted after the grace
         (str(image), temp_files.UPLOAD_KEEP_S),  # the Upload tab: kept for a method switch
@@ -316,8 +316,10 @@ def test_api_reads_real_mnist_digits_drawn_large(client, exported_models, mnist,
             "mlp": label,
             "cnn": label,
         }
-        # The seed method frames digits differently from MNIST: shape only, no accuracy claim.
-        assert_result_shape(client.predict(png, "seed", api_name="/predict"), "seed")
+        # The box method frames digits differently from MNIST: shape only, no accuracy claim.
+        assert_result_shape(client.predict(png, "box", api_name="/predict"), "box")
+        # Its name before 0.2 still works, and the answer names it as it is called now.
+        assert_result_shape(client.predict(png, "seed", api_name="/predict"), "box")
 
 
 def test_api_on_an_empty_canvas_is_a_clear_error_not_a_prediction(client, tmp_path):

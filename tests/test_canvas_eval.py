@@ -15,7 +15,7 @@ from flaxdigits.evaluation.canvases import render_canvas
 # a few points under what they scored there (development machine, AMD EPYC, 2026-12-02: CNN 98%
 # `mnist` / 85% `seed`, MLP 99% / 77%, int8 within a point of float). A preprocessing change
 # that costs either method a few points of accuracy fails here.
-CANVAS_FLOORS = {"cnn": {"mnist": 0.95, "seed": 0.80}, "mlp": {"mnist": 0.95, "seed": 0.72}}
+CANVAS_FLOORS = {"cnn": {"mnist": 0.95, "box": 0.80}, "mlp": {"mnist": 0.95, "box": 0.72}}
 
 
 def test_canvases_are_large_seeded_and_black_on_white_or_transparent(mnist):
@@ -48,7 +48,7 @@ def test_report_on_100_digits(exported_models, tmp_path, capsys):
     assert report["n"] == 100 and report["schema"] == canvas_eval.SCHEMA
     assert set(report["accuracy"]) == {"mlp", "mlp.int8", "cnn", "cnn.int8"}
     for by_method in report["accuracy"].values():
-        assert set(by_method) == {"mnist", "seed"}
+        assert set(by_method) == {"mnist", "box"}
     for name, by_method in report["accuracy"].items():
         for method, floor in CANVAS_FLOORS[name.split(".")[0]].items():
             assert by_method[method] >= floor, f"{name} `{method}`: {by_method[method]:.0%}"

@@ -129,7 +129,7 @@ def test_metadata_names_model_training_source_and_contract(exported_models, trai
         0,
     )
     assert meta[contract.META_PREPROCESSING] == contract.PREPROCESSING_SPEC
-    assert meta[contract.META_RECIPE] == config["recipe"] == "seed"  # the fixtures train seed
+    assert meta[contract.META_RECIPE] == config["recipe"] == "original"  # as the fixtures train
     assert json.loads(meta[contract.META_LABELS]) == list(contract.LABELS)
     assert meta[contract.META_INPUT] == contract.INPUT_DESCRIPTION
     assert meta[contract.META_VERSION] and meta[contract.META_JAX2ONNX_VERSION]

@@ -15,11 +15,11 @@ from flaxdigits.serve.runtime.preprocess import EmptyCanvasError
 from tests.support.drawings import card_digit, drawing
 
 
-@pytest.mark.parametrize("method", ["mnist", "seed"])
+@pytest.mark.parametrize("method", ["mnist", "box", "seed"])
 def test_predict_all_returns_both_models_as_json(toys, method):
     result = page.predict_all(drawing(), method, toys)
     assert json.loads(json.dumps(result)) == result
-    assert result["method"] == method
+    assert result["method"] == {"seed": "box"}.get(method, method)  # box's name before 0.2
     assert list(result["models"]) == ["mlp", "cnn"]
     for name, digit in (("mlp", 3), ("cnn", 8)):
         model = result["models"][name]
@@ -124,7 +124,13 @@ def test_card_escapes_names_and_subtitles():
 
 
 @pytest.mark.parametrize(
-    ("recipe", "shown"), [("robust", "robust recipe"), ("seed", "seed recipe"), ("<b>x</b>", None)]
+    ("recipe", "shown"),
+    [
+        ("robust", "robust recipe"),
+        ("original", "original recipe"),
+        ("seed", "original recipe"),  # a model file from before the rename
+        ("<b>x</b>", None),
+    ],
 )
 def test_the_model_card_names_the_recipe_it_shows(tmp_path, recipe, shown):
     from flaxdigits.core import contract

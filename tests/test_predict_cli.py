@@ -61,7 +61,7 @@ def test_good_file_prints_one_json_line_and_exits_zero(model, files, capsys):
 
 def test_mixed_list_reports_each_file_in_order_and_fails_overall(model, files, capsys):
     order = ["notes.png", "digit.png", "cut.png", "blank.png", "missing.png"]
-    assert predict_files(model, [files[n] for n in order], as_json=True, method="seed") == 1
+    assert predict_files(model, [files[n] for n in order], as_json=True, method="box") == 1
     out, err = capsys.readouterr()
     records = [json.loads(line) for line in out.splitlines()]
     assert [r["file"] for r in records] == [files[n] for n in order]
@@ -134,7 +134,7 @@ def test_reader_closing_the_pipe_stops_quietly_with_the_sigpipe_status(model, fi
 # Correct answers of the 1-epoch CNN export (conftest.exported_models) on the 30 canvases below,
 # a few points under what it scored there (development machine, AMD EPYC, 2026-12-02: `mnist`
 # 30/30, `seed` 27/30; `seed` centres the box, not the mass: reports/canvas_accuracy.json).
-PNG_FLOORS = {"mnist": 29, "seed": 26}
+PNG_FLOORS = {"mnist": 29, "box": 26}
 
 
 def test_exported_cnn_reads_real_digits_from_png_files(exported_models, mnist, tmp_path, capsys):

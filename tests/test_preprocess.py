@@ -103,7 +103,7 @@ def test_output_is_mnist_layout_white_digit_centred_by_mass(reference):
 
 
 def test_seed_method_pads_a_centred_square(ink):
-    out = preprocess(ink, "seed").image
+    out = preprocess(ink, "box").image
     rows, cols = np.nonzero(out > 0.05)
     assert rows.max() - rows.min() + 1 in range(19, 23)  # the longer side: 28 / 1.4 = 20
     assert abs((rows.min() + rows.max()) / 2 - 13.5) <= 1

@@ -37,7 +37,7 @@ MAX_GROWTH_MB = 500  # peak RSS growth allowed for one case (inputs themselves e
 
 
 @fuzz(300)
-@given(image_arrays(), st.sampled_from(["mnist", "seed"]))
+@given(image_arrays(), st.sampled_from(["mnist", "box"]))
 def test_arrays_of_any_rank_shape_dtype_and_layout_end_valid_or_refused(array, method):
     before = array.copy()
     outcome(array, method)
@@ -96,7 +96,7 @@ def pil_images(draw) -> Image.Image:
 
 
 @fuzz(250)
-@given(pil_images(), st.sampled_from(["mnist", "seed"]))
+@given(pil_images(), st.sampled_from(["mnist", "box"]))
 def test_pil_images_of_every_mode_end_valid_or_refused(img, method):
     outcome(img, method)
 

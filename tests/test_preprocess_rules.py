@@ -496,22 +496,22 @@ def test_a_crop_that_vanishes_in_the_resize_gives_a_blank_image():
     assert out.shape == (28, 28) and not out.any()
 
 
-def test_the_seed_square_pads_20_percent_on_every_side_and_centres_the_box():
+def test_the_box_square_pads_20_percent_on_every_side_and_centres_the_box():
     crop = Image.new("L", (50, 30), 255)
-    square, out = pp._to_seed(crop)
+    square, out = pp._to_box(crop)
     assert square.size == (70, 70)  # 50 + 2 * 10
     assert square.getbbox() == (10, 20, 60, 50)
     assert out.shape == (28, 28)
     rows, cols = np.nonzero(out > 127)
     assert (cols.min(), 27 - cols.max()) == (4, 4) and rows.min() == 27 - rows.max()
     odd = Image.new("L", (7, 4), 255)
-    square, _ = pp._to_seed(odd)
+    square, _ = pp._to_box(odd)
     assert square.size == (9, 9) and square.getbbox() == (1, 2, 8, 6)  # 7 + 2 * round(1.4)
 
 
 def test_steps_are_read_only_bytes_in_display_order():
     grey = draw_digit(size=(120, 120), scale=0.4)
-    for method in ("mnist", "seed"):
+    for method in ("mnist", "box"):
         got = preprocess(grey, method=method)
         assert list(got.steps) == ["original", "grayscale", "cropped", "28x28"]
         assert got.method == method

@@ -155,7 +155,7 @@ def test_the_card_states_data_recipe_params_accuracies_int8_deltas_latency_use_l
         "models": {s: str(models / f"{s}.onnx") for s in stems},
         "sha256": digest,
         "accuracy": {
-            s: {"mnist": 0.9511, "seed": 0.9022} for s in ("mlp", "mlp.int8", "cnn", "cnn.int8")
+            s: {"mnist": 0.9511, "box": 0.9022} for s in ("mlp", "mlp.int8", "cnn", "cnn.int8")
         },
     }
     (reports / "canvas_accuracy.json").write_text(json.dumps(canvas))
@@ -169,10 +169,10 @@ def test_the_card_states_data_recipe_params_accuracies_int8_deltas_latency_use_l
                 "recipe": "robust",
                 "accuracy": {"rotate": [0.9731, 0.9712]},
             },
-            "cnn/seed/float32": {  # another folder's cnn.onnx: not these bytes
-                "file": str(tmp_path / "seed" / "cnn.onnx"),
+            "cnn/original/float32": {  # another folder's cnn.onnx: not these bytes
+                "file": str(tmp_path / "original" / "cnn.onnx"),
                 "sha256": hashlib.sha256(b"other bytes").hexdigest(),
-                "recipe": "seed",
+                "recipe": "original",
                 "accuracy": {"rotate": [0.1111, 0.1111]},
             },
         },

@@ -51,7 +51,7 @@ def test_a_run_trained_otherwise_is_refused_with_the_command_that_trains_the_rig
         shutil.copytree(run_dir, tmp_path / name)
     with pytest.raises(report.MissingRunError, match="another batch_size") as refused:
         report.compare(epochs=[1], batch_size=64, out=tmp_path / "out", runs_dir=tmp_path)
-    command = "flaxdigits train --recipe seed --model mlp --epochs 1 --batch-size 64 --seed 0"
+    command = "flaxdigits train --recipe original --model mlp --epochs 1 --batch-size 64 --seed 0"
     assert f"`{command} --out {tmp_path / 'mlp'}`" in str(refused.value)
     assert not (tmp_path / "out").exists()  # nothing written
 
@@ -62,7 +62,7 @@ def test_a_missing_run_is_one_line_naming_the_command_and_nothing_is_trained(tmp
     assert main(args) == 1
     err = capsys.readouterr().err
     command = (
-        "flaxdigits train --recipe seed --model mlp --epochs 10 --batch-size 32 --seed 0 "
+        "flaxdigits train --recipe original --model mlp --epochs 10 --batch-size 32 --seed 0 "
         f"--snapshot-epochs 5 --out {tmp_path / 'mlp'}"
     )
     assert err.count("\n") == 1 and f"`{command}`" in err and "Traceback" not in err

@@ -39,7 +39,9 @@ def reports(tmp_path):
             "cnn/robust/float32": model(
                 "robust", [0.9, 0.97, 0.99, 0.95, 0.8], [0.1, 0.96, 0.99, 0.98]
             ),
-            "cnn/seed/float32": model("seed", [0.4, 0.8, 0.99, 0.7, 0.5], [0.1, 0.9, 0.99, 0.9]),
+            "cnn/original/float32": model(
+                "original", [0.4, 0.8, 0.99, 0.7, 0.5], [0.1, 0.9, 0.99, 0.9]
+            ),
         },
         "table": "FULL TABLE",
     }
@@ -69,15 +71,17 @@ def test_sections_hold_the_tables_the_curves_and_the_bytes_measured(reports):
     assert (reports / "robustness_rotation.png").read_bytes().startswith(b"\x89PNG")
     assert "![robustness_thickness.png](robustness_thickness.png)" in text
     assert "no measurement yet (`make canvas-eval`)" in text
-    robust, seed = (hashlib.sha256(r.encode()).hexdigest() for r in ("robust", "seed"))
-    assert f"cnn/robust/float32 `{robust[:16]}…`, cnn/seed/float32 `{seed[:16]}…`." in text
+    robust, seed = (hashlib.sha256(r.encode()).hexdigest() for r in ("robust", "original"))
+    assert f"cnn/robust/float32 `{robust[:16]}…`, cnn/original/float32 `{seed[:16]}…`." in text
     measured = report_robust.measured_files(report_robust.read_measurements(reports))
-    assert measured == {"robustness.json": {"cnn/robust/float32": robust, "cnn/seed/float32": seed}}
+    assert measured == {
+        "robustness.json": {"cnn/robust/float32": robust, "cnn/original/float32": seed}
+    }
 
 
 def test_reports_that_name_no_bytes_are_quoted_for_nothing_and_say_to_measure_again(reports):
     report = json.loads((reports / "robustness.json").read_text())
-    del report["models"]["cnn/seed/float32"]["sha256"]  # one entry as written before
+    del report["models"]["cnn/original/float32"]["sha256"]  # one entry as written before
     (reports / "robustness.json").write_text(json.dumps(report))
     canvas = {"n": 50, "models": {"cnn": "models/cnn.onnx"}, "accuracy": {"cnn": {"mnist": 0.5}}}
     canvas["table"] = "CANVAS TABLE"

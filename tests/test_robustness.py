@@ -77,7 +77,11 @@ def test_report_holds_every_model_distortion_and_level_and_is_what_was_written(r
     assert {name: spec["levels"] for name, spec in report["grid"].items()} == {
         name: list(levels) for name, levels in robustness.GRID.items()
     }
-    assert list(report["models"]) == ["mlp/seed/float32", "cnn/seed/int8", "cnn/robust/float32"]
+    assert list(report["models"]) == [
+        "mlp/original/float32",
+        "cnn/original/int8",
+        "cnn/robust/float32",
+    ]
     for model in report["models"].values():
         assert set(model["accuracy"]) == set(robustness.GRID)
         for name, levels in robustness.GRID.items():
@@ -97,7 +101,7 @@ def test_every_accuracy_matches_a_digit_by_digit_computation_a_refused_one_wrong
     report, _, _ = report_and_log
     digits, labels = mnist.test_images[:N], mnist.test_labels[:N]
     weight, bias = centroid
-    nearest = report["models"]["mlp/seed/float32"]
+    nearest = report["models"]["mlp/original/float32"]
     fours = report["models"]["cnn/robust/float32"]  # 4 for any image, a refused one too
     assert fours["test_accuracy_28x28"] == np.mean(labels == 4)
     for name, levels in robustness.GRID.items():
@@ -113,7 +117,7 @@ def test_every_accuracy_matches_a_digit_by_digit_computation_a_refused_one_wrong
 
 
 def test_rotation_lowers_the_accuracy_of_a_rotation_sensitive_classifier(report_and_log):
-    centroid = report_and_log[0]["models"]["mlp/seed/float32"]
+    centroid = report_and_log[0]["models"]["mlp/original/float32"]
     by_angle = dict(zip(robustness.GRID["rotation"], centroid["accuracy"]["rotation"], strict=True))
     # measured on 1000 digits: 78% upright, 39% at 30 degrees, 22% at 45
     assert by_angle[0.0] > 0.6
@@ -137,7 +141,7 @@ def test_any_worker_count_gives_the_same_accuracies(report_and_log, models_dir):
 def test_models_are_labelled_by_their_metadata_and_a_shared_label_is_refused(models_dir, tmp_path):
     (tmp_path / "mlp.onnx").write_bytes((models_dir / "mlp.onnx").read_bytes())
     paths = [models_dir / "mlp.onnx", tmp_path / "mlp.onnx"]
-    with pytest.raises(ValueError, match="are both mlp/seed/float32") as caught:
+    with pytest.raises(ValueError, match="are both mlp/original/float32") as caught:
         robustness.evaluate_robustness(paths, limit=1, grid=SMALL_GRID, log=print)
     assert str(tmp_path) in str(caught.value)
 
@@ -165,7 +169,10 @@ def test_cli_writes_the_report_and_prints_only_what_run_logs(toy_dir, tmp_path, 
     assert main([*args, "--workers", "1"]) == 0
     printed = capsys.readouterr()
     report = json.loads(out.read_text())
-    assert report["n"] == 5 and list(report["models"]) == ["mlp/seed/float32", "cnn/seed/float32"]
+    assert report["n"] == 5 and list(report["models"]) == [
+        "mlp/original/float32",
+        "cnn/original/float32",
+    ]
     assert report["table"] in printed.out and printed.err == ""
     assert printed.out.startswith("rotation: 7 levels x 5 digits")
     assert printed.out.splitlines()[-1].endswith(f"-> {out}")
@@ -207,9 +214,9 @@ def test_the_real_models_clean_accuracy_and_what_45_degrees_costs_them(exported_
         # little (measured 0.27-0.51 pt)
         assert upright == pytest.approx(model["test_accuracy_28x28"], abs=0.01), label
         # 1-epoch seed models, measured: MLP 95.4% upright, 33% at +-45; CNN 97.5%, 41%
-        assert model["recipe"] == "seed"
+        assert model["recipe"] == "original"
         assert at_45[label] < upright - 0.4, label
-    assert at_45["cnn/seed/float32"] > at_45["mlp/seed/float32"] + 0.03
+    assert at_45["cnn/original/float32"] > at_45["mlp/original/float32"] + 0.03
     assert report["refused_empty"]["rotation"] == [0, 0, 0]
 
 
@@ -245,16 +252,16 @@ def test_a_level_byte_identical_to_a_scored_one_reuses_its_scores_a_changed_one_
     images = np.stack([base, base.copy(), one_pixel, base])
     refused = np.stack([no_refusal, no_refusal, no_refusal, one_refusal])
     model = _Counting()
-    loaded = {"m/seed/float32": (model, {}), "n/seed/float32": (_Counting(), {})}
+    loaded = {"m/original/float32": (model, {}), "n/original/float32": (_Counting(), {})}
     known: dict = {}
     scores, scored = robustness._score(loaded, images, refused, labels, known)
     # level 1 repeats level 0's bytes; level 2 differs in one pixel, level 3 in one refusal
     assert scored == 3 and model.calls == 3 and len(known) == 3
-    assert scores["m/seed/float32"] == scores["n/seed/float32"]
-    assert scores["m/seed/float32"] == [0.5, 0.5, 0.45, 0.45]
+    assert scores["m/original/float32"] == scores["n/original/float32"]
+    assert scores["m/original/float32"] == [0.5, 0.5, 0.45, 0.45]
     # a later distortion's identical level (the identity of another) reuses them too
     again, scored = robustness._score(loaded, images[:1], refused[:1], labels, known)
-    assert scored == 0 and model.calls == 3 and again["m/seed/float32"] == [0.5]
+    assert scored == 0 and model.calls == 3 and again["m/original/float32"] == [0.5]
     # the key is the level's bytes: equal arrays, equal keys; any changed byte, a new key
     key = robustness.level_key(base, no_refusal)
     assert key == robustness.level_key(base.copy(), no_refusal.copy())
@@ -298,7 +305,11 @@ def test_identity_levels_and_undone_shifts_are_predicted_once_each_reported_each
 def test_model_files_may_be_named_one_by_one_beside_directories(models_dir, toy_dir, tmp_path):
     out = tmp_path / "r.json"
     report = robustness.run([toy_dir, models_dir / "cnn.onnx"], out, limit=3, log=lambda _: None)
-    assert list(report["models"]) == ["mlp/seed/float32", "cnn/seed/float32", "cnn/robust/float32"]
+    assert list(report["models"]) == [
+        "mlp/original/float32",
+        "cnn/original/float32",
+        "cnn/robust/float32",
+    ]
     assert json.loads(out.read_text())["models"]["cnn/robust/float32"]["file"] == str(
         models_dir / "cnn.onnx"
     )

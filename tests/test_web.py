@@ -52,7 +52,7 @@ def test_site_holds_sources_runtime_models_and_the_reference_constants(toy_dir, 
     assert site["models"][0]["metadata"][contract.META_PARAMS] == "7850"
     assert site["ort"]["version"] == "9.9.9"
     c = site["preprocess"]
-    assert c["seed_padding"] == pre.SEED_PADDING and c["noise_level"] == pre.NOISE_LEVEL
+    assert c["box_padding"] == pre.BOX_PADDING and c["noise_level"] == pre.NOISE_LEVEL
     assert c["mnist_box"] == pre.MNIST_BOX and c["empty_message"] == pre.EMPTY_MESSAGE
     # Every constant web/preprocess.js reads comes from site.json.
     used = set(re.findall(r"\bc\.([a-z_]+)", (web.WEB_DIR / "preprocess.js").read_text()))
@@ -195,3 +195,11 @@ def test_cli_web_without_models_is_one_line(tmp_path, capsys):
     code = cli.main(["web", "--models", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s")])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "flaxdigits web: error:" in err
+
+
+def test_the_site_knows_the_renamed_names_as_the_python_side_does(toy_dir, web_dir, tmp_path):
+    web.build_site(toy_dir, tmp_path / "site", web_dir=web_dir)
+    site = json.loads((tmp_path / "site" / web.SITE_JSON).read_text())
+    assert site["recipes"] == list(contract.RECIPE_NAMES)
+    assert site["renamed_recipes"] == contract.RENAMED_RECIPES == {"seed": "original"}
+    assert site["preprocess"]["renamed_methods"] == contract.RENAMED_METHODS == {"seed": "box"}

@@ -193,8 +193,8 @@ def test_strokes_are_read_in_the_page_as_python_reads_them(page, predictors, sit
     assert {name: card[0] for name, card in seen["cards"].items()} == {"mlp": "1", "cnn": "1"}
     assert seen["status"] == "Both models read 1."
 
-    act(page, lambda: page.check("input[value='seed']"))
-    check_against_python(page, predictors, "seed")
+    act(page, lambda: page.check("input[value='box']"))
+    check_against_python(page, predictors, "box")
     act(page, lambda: page.check("input[value='mnist']"))
 
     act(page, lambda: page.click("#clear"))  # a cleared canvas: the Gradio page's message

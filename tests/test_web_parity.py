@@ -60,7 +60,8 @@ def js_inputs(node, site, canvases, method, workdir):
     }
 
 
-@pytest.mark.parametrize("method", contract.PREPROCESS_METHODS)
+# "seed": box's name before 0.2, which both sides still read as box.
+@pytest.mark.parametrize("method", [*contract.PREPROCESS_METHODS, "seed"])
 def test_js_preprocessing_matches_python_on_the_fixed_canvases(
     node, canvases, toy_dir, tmp_path, method
 ):

@@ -262,13 +262,19 @@ function el(tag, className, text) {
 }
 
 // The same words as the Gradio page's subtitle (serve/page/views.py model_subtitle).
+// A model file from before the rename says "seed" for the original recipe.
+function recipeName(name) {
+  return site.renamed_recipes[name] ?? name;
+}
+
 function subtitle(meta) {
   const parts = [];
   const params = Number.parseInt(meta["flaxdigits.params"], 10);
   if (Number.isFinite(params)) parts.push(`${params.toLocaleString("en-US")} parameters`);
   const accuracy = Number.parseFloat(meta["flaxdigits.test_accuracy"]);
   if (accuracy >= 0 && accuracy <= 1) parts.push(`${(100 * accuracy).toFixed(1)}% test accuracy`);
-  if (["seed", "robust"].includes(meta["flaxdigits.recipe"])) parts.push(`${meta["flaxdigits.recipe"]} recipe`);
+  const recipe = recipeName(meta["flaxdigits.recipe"]);
+  if (site.recipes.includes(recipe)) parts.push(`${recipe} recipe`);
   return parts.join(" · ");
 }
 
@@ -305,7 +311,7 @@ function buildAbout() {
       `${m.name.toUpperCase()}: ${meta["flaxdigits.variant"] ?? site.variant}`,
       `flaxdigits ${meta["flaxdigits.version"] ?? "?"}`,
       Number.isFinite(accuracy) ? `test accuracy ${(100 * accuracy).toFixed(2)}%` : null,
-      meta["flaxdigits.recipe"] ? `${meta["flaxdigits.recipe"]} recipe` : null,
+      meta["flaxdigits.recipe"] ? `${recipeName(meta["flaxdigits.recipe"])} recipe` : null,
       `${(m.bytes / 1024).toFixed(0)} KB`,
       `sha256 ${m.sha256.slice(0, 12)}…`,
     ];
@@ -323,7 +329,7 @@ async function start() {
   const c = site.preprocess;
   $("method-info").textContent =
     `mnist: fit the ink into ${c.mnist_box}x${c.mnist_box} and centre it by mass, the way MNIST was made. ` +
-    `seed: pad the ink box to a square with ${Math.round(100 * c.seed_padding)}% margins.`;
+    `box: pad the ink box to a square with ${Math.round(100 * c.box_padding)}% margins.`;
   sketch.width = site.canvas.width;
   sketch.height = site.canvas.height;
   buildCards();

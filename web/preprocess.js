@@ -1,5 +1,5 @@
 // The drawing -> the 28x28 white-on-black input the models expect: serve/runtime/preprocess.py's `mnist`
-// and `seed` methods, ported once. The Python module is the reference (tests/test_web_parity.py
+// and `box` methods, ported once. The Python module is the reference (tests/test_web_parity.py
 // holds the two together); every Pillow and numpy step it uses is reproduced here with the same
 // integer and float32 arithmetic, so the two agree pixel for pixel on the test set.
 //
@@ -7,7 +7,7 @@
 // transparency) -> ink map (background level and polarity from the border, faint noise removed)
 // -> ink box (speckles ignored on large images) -> stretched to full white -> 28x28.
 //
-// The constants (noise level, box size, seed padding, ...) come from the Python module by way of
+// The constants (noise level, box size, box padding, ...) come from the Python module by way of
 // the site's site.json (flaxdigits web writes them), never copied here.
 
 export class EmptyCanvasError extends Error {}
@@ -394,10 +394,10 @@ function toMnist(cropped, c) {
   return out;
 }
 
-function toSeed(cropped, c) {
+function toBox(cropped, c) {
   const { width: w, height: h } = cropped;
   const longer = Math.max(w, h);
-  const side = longer + 2 * roundHalfEven(c.seed_padding * longer);
+  const side = longer + 2 * roundHalfEven(c.box_padding * longer);
   const square = image(side, side);
   const left = Math.floor((side - w) / 2);
   const top = Math.floor((side - h) / 2);
@@ -411,17 +411,18 @@ function toSeed(cropped, c) {
  * @param {Uint8Array|Uint8ClampedArray} rgba width*height*4 bytes (ImageData.data)
  * @param {number} width
  * @param {number} height
- * @param {string} method "mnist" or "seed"
+ * @param {string} method "mnist" or "box" ("seed": box's old name)
  * @param {object} c the preprocessing constants from site.json ("preprocess")
  * @returns {Uint8Array} 28*28 bytes, white digit on black (divide by 255 for the model)
  * @throws {EmptyCanvasError} nothing is drawn
  */
 export function preprocess(rgba, width, height, method, c) {
+  method = c.renamed_methods?.[method] ?? method;
   if (!c.methods.includes(method)) throw new Error(`unknown preprocessing method ${method}`);
   const grey = greyFromRgba(rgba, width, height);
   const lut = inkLut(backgroundLevel(grey, width, height), c.noise_level);
   const ink = image(width, height, grey.map((v) => lut[v]));
   const box = inkBox(ink, c);
   const cropped = stretch(crop(ink, ...box));
-  return method === "mnist" ? toMnist(cropped, c) : toSeed(cropped, c);
+  return method === "mnist" ? toMnist(cropped, c) : toBox(cropped, c);
 }

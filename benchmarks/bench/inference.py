@@ -65,7 +65,7 @@ def canvas_bench(models_dir: Path, mnist, runs: int) -> dict:
     canvas = np.asarray(canvas.convert("RGB"))  # (800, 800, 3) dark ink on white
     predictors = [Predictor(models_dir / f"{n}.onnx") for n in contract.MODEL_NAMES]
     res = {}
-    for method in ("mnist", "seed"):
+    for method in contract.PREPROCESS_METHODS:
         pre, e2e = [], []
         for _ in range(runs):
             t = time.perf_counter()

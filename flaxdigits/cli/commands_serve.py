@@ -13,7 +13,8 @@ import argparse
 import os
 import sys
 
-from flaxdigits.core.contract import DEFAULT_PREPROCESS_METHOD, PREPROCESS_METHODS
+from flaxdigits.cli.names import renamed
+from flaxdigits.core.contract import DEFAULT_PREPROCESS_METHOD, PREPROCESS_METHODS, RENAMED_METHODS
 
 # After Ctrl-C the page's process ends within this many seconds, even when a thread that Gradio or
 # a request left behind would hold interpreter shutdown open.
@@ -38,7 +39,14 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
         default="cnn.onnx",
         help="with a release: which model (cnn.onnx, mlp.onnx, cnn.int8.onnx, mlp.int8.onnx)",
     )
-    p.add_argument("--preprocess", default=DEFAULT_PREPROCESS_METHOD, choices=PREPROCESS_METHODS)
+    p.add_argument(
+        "--preprocess",
+        default=DEFAULT_PREPROCESS_METHOD,
+        choices=PREPROCESS_METHODS,
+        type=renamed(RENAMED_METHODS, "--preprocess"),
+        help="mnist: fit the ink into 20x20 and centre it by mass, as MNIST was made; box: pad "
+        "the ink box to a square (default: mnist)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON line per file")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     p.add_argument(

@@ -11,7 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
-from flaxdigits.core.contract import MODEL_NAMES, RECIPE_NAMES
+from flaxdigits.cli.names import renamed
+from flaxdigits.core.contract import MODEL_NAMES, RECIPE_NAMES, RENAMED_RECIPES
 
 
 def add_source(p: argparse.ArgumentParser) -> None:
@@ -41,9 +42,11 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, choices=MODEL_NAMES)
     p.add_argument(
         "--recipe",
-        default="seed",
+        default="original",
         choices=RECIPE_NAMES,
-        help="seed: the seed report's training; robust: augmentation + schedule (default: seed)",
+        type=renamed(RENAMED_RECIPES, "--recipe"),
+        help="original: the original study's training; robust: augmentation, schedule and "
+        "dropout, the models the page serves (default: original)",
     )
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     p.add_argument(

@@ -12,7 +12,8 @@ import numpy as np
 # The two compared architectures, in report and page order.
 MODEL_NAMES = ("mlp", "cnn")
 # How a model was trained (flaxdigits/training/config.py RECIPES): the same graphs either way.
-RECIPE_NAMES = ("seed", "robust")
+# "original" reproduces the original study's training; "robust" is what the page serves.
+RECIPE_NAMES = ("original", "robust")
 
 # The model input: float32 [N, 28, 28, 1] NHWC, values in [0, 1], white digit on black (MNIST).
 IMAGE_SIDE = 28
@@ -28,8 +29,12 @@ INPUT_DESCRIPTION = "image: float32 [N,28,28,1] NHWC, values in [0,1], white dig
 PREPROCESSING_SPEC = "flaxdigits.mnist28.v1"
 KNOWN_PREPROCESSING_SPECS = frozenset({PREPROCESSING_SPEC})
 # How a drawing becomes that input (serve/runtime/preprocess.py): "mnist" fits the ink into 20x20
-# and centres it by mass, as MNIST was made; "seed" pads the ink box to a square with 20% margins.
-PREPROCESS_METHODS = ("mnist", "seed")
+# and centres it by mass, as MNIST was made; "box" pads the ink box to a square with 20% margins.
+PREPROCESS_METHODS = ("mnist", "box")
+# Names of before 0.2, still accepted: "seed" named both the original study's recipe and its
+# preprocessing, and is kept for the random seed alone. Commands say so in one line when used.
+RENAMED_RECIPES = {"seed": "original"}
+RENAMED_METHODS = {"seed": "box"}
 # The drawing canvas of the page and the static site, (width, height) in pixels.
 CANVAS_SIZE = (400, 400)
 DEFAULT_PREPROCESS_METHOD = "mnist"
@@ -43,7 +48,7 @@ META_MODEL = "flaxdigits.model"  # one of MODEL_NAMES
 META_PARAMS = "flaxdigits.params"  # parameter count, decimal string
 META_TEST_ACCURACY = "flaxdigits.test_accuracy"  # of this file on the 10k test set
 META_TRAIN_CONFIG = "flaxdigits.train_config"  # JSON: recipe, epochs, batch_size, seed, ...
-META_RECIPE = "flaxdigits.recipe"  # how the model was trained: "seed" | "robust"
+META_RECIPE = "flaxdigits.recipe"  # how the model was trained: one of RECIPE_NAMES
 META_PREPROCESSING = "flaxdigits.preprocessing"  # PREPROCESSING_SPEC
 META_LABELS = "flaxdigits.labels"  # JSON list "0".."9"
 META_INPUT = "flaxdigits.input"  # human-readable layout and value range
@@ -64,12 +69,20 @@ def check_model_name(name: str) -> str:
 
 
 def check_method(method: str) -> str:
-    """method if it is one of PREPROCESS_METHODS, else a ValueError that lists them."""
+    """The method's name (its old name renamed), if it is one of PREPROCESS_METHODS, else a
+    ValueError that lists them."""
+    method = RENAMED_METHODS.get(method, method)
     if method not in PREPROCESS_METHODS:
         raise ValueError(
             f"unknown preprocessing method {method!r}: expected one of {PREPROCESS_METHODS}"
         )
     return method
+
+
+def recipe_name(recipe: str) -> str:
+    """The recipe's name, its old name renamed (a model file or run made before the rename says
+    "seed"); any other name is returned as it is, for the caller to check."""
+    return RENAMED_RECIPES.get(recipe, recipe)
 
 
 def scale_pixels(pixels, xp=np):

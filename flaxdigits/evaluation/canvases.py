@@ -2,7 +2,7 @@
 preprocessing and every exported model.
 
     flaxdigits canvas-eval --models models --out reports/canvas_accuracy.json
-    flaxdigits canvas-eval --models models models/seed \
+    flaxdigits canvas-eval --models models models/original \
         --out reports/canvas_accuracy.json reports/canvas_accuracy_seed.json
 
 (several directories, paired with as many reports: the canvases are rendered and preprocessed

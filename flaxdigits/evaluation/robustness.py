@@ -1,8 +1,8 @@
 """Robustness of the served models to deformed digits: accuracy over a grid of rotations,
 slants, stroke thicknesses, scales and shifts of the MNIST test digits.
 
-    flaxdigits robustness --models models models/seed --out reports/robustness.json
-    flaxdigits robustness --models models models/seed/mlp.onnx models/seed/cnn.onnx
+    flaxdigits robustness --models models models/original --out reports/robustness.json
+    flaxdigits robustness --models models models/original/mlp.onnx models/original/cnn.onnx
 
 (a --models entry is a directory, every .onnx file in it, or one .onnx file.) Each test digit is
 deformed on a canvas (evaluation/distort.py) and re-centred by the served `mnist` preprocessing, in
@@ -56,8 +56,8 @@ UNITS = {
     "scale": "factor",
     "translation": "canvas pixels, (t, t): right and down",
 }
-# An export made before recipes existed was trained with the seed recipe.
-DEFAULT_RECIPE = "seed"
+# An export made before recipes existed was trained with the original recipe.
+DEFAULT_RECIPE = "original"
 
 
 def model_fields(predictor: Predictor) -> dict[str, str]:
@@ -68,7 +68,7 @@ def model_fields(predictor: Predictor) -> dict[str, str]:
         variant = "int8" if ".int8." in predictor.path.name else "float32"
     return {
         "model": predictor.name,
-        "recipe": meta.get(contract.META_RECIPE) or DEFAULT_RECIPE,
+        "recipe": contract.recipe_name(meta.get(contract.META_RECIPE) or DEFAULT_RECIPE),
         "variant": variant,
     }
 
@@ -188,7 +188,7 @@ def evaluate_robustness(
 
     Args:
         model_paths: exported .onnx files; each is labelled model/recipe/variant from its
-            metadata (recipe "seed" when absent).
+            metadata (recipe "original" when absent).
         limit: use only the first `limit` test digits.
         workers: processes deforming and preprocessing (default: all cores).
         log: receives one progress line per distortion.

@@ -1,10 +1,10 @@
-"""The MLP-vs-CNN comparison: read one finished run per model and seed, tabulate at each epoch
-count, plot. It never trains: a missing run is an error naming the command that makes it.
+"""The MLP-vs-CNN comparison: read one finished run per model and random seed, tabulate at each
+epoch count, plot. It never trains: a missing run is an error naming the command that makes it.
 
 One run per (model, seed) trains to the largest requested epoch count and snapshots train/test
 metrics at the smaller ones: with a constant learning rate and data order = f(seed, epoch), the
 epoch-5 snapshot of a 10-epoch run is exactly a 5-epoch run, at half the cost. `make all` trains
-runs/seed/mlp and runs/seed/cnn that way once; the report and the export both read them.
+runs/original/mlp and runs/original/cnn that way once; the report and the export both read them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from flaxdigits.core.contract import MODEL_NAMES
 from flaxdigits.core.tables import markdown_table
@@ -78,6 +79,7 @@ def read_run(config, run_dir: Path, snapshot_epochs: Sequence[int]) -> dict[str,
     if not metrics_path.is_file():
         raise MissingRunError(f"{run_dir} holds no finished run: train it first with `{command}`")
     metrics = json.loads(metrics_path.read_text())
+    metrics["recipe"] = contract.recipe_name(metrics.get("recipe", ""))  # "seed", before 0.2
     done = {int(k) for k in metrics.get("snapshots", {})}
     different = sorted(k for k, v in config.to_dict().items() if metrics.get(k) != v)
     if different or not set(snapshot_epochs) <= done:
@@ -100,7 +102,7 @@ def compare(
 ) -> Path:
     """Compare MLP and CNN over seeds; write out/comparison.md, comparison.json and plots.
 
-    Each (model, seed) run is read from run_dir_for(runs_dir, ...), trained with the seed recipe
+    Each (model, seed) run is read from run_dir_for(runs_dir, ...), trained with the original recipe
     to max(epochs) with snapshots at the others; MissingRunError names the command for a missing
     or different one. The robustness sections read robust_runs_dir's runs and the measurements
     in `out` (report/robustness.py). Returns the path of comparison.md.

@@ -21,7 +21,7 @@ from flaxdigits.core.contract import MODEL_NAMES
 from flaxdigits.core.tables import markdown_table
 from flaxdigits.report import plots as robustness_plots
 
-# The seed report's claim in numbers: (label, distortion, levels averaged).
+# The original study's claim in numbers: (label, distortion, levels averaged).
 HEADLINE = (
     ("rotated ±30°", "rotation", (-30.0, 30.0)),
     ("rotated ±45°", "rotation", (-45.0, 45.0)),
@@ -33,7 +33,7 @@ HEADLINE = (
 # counts those canvases as refused), so "across the thickness range" is taken from here up.
 THICKNESS_FROM = -0.5
 ROBUSTNESS_FILE = "robustness.json"
-CANVAS_FILES = {"robust": "canvas_accuracy.json", "seed": "canvas_accuracy_seed.json"}
+CANVAS_FILES = {"robust": "canvas_accuracy.json", "original": "canvas_accuracy_original.json"}
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -54,10 +54,10 @@ def headline(model: dict[str, Any], grid: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def robust_runs_table(seed_runs: Path, robust_runs: Path) -> list[str]:
+def robust_runs_table(original_runs: Path, robust_runs: Path) -> list[str]:
     """Test accuracy and cost of each recipe's runs, MLP and CNN side by side."""
     rows = []
-    for recipe, root in (("seed", seed_runs), ("robust", robust_runs)):
+    for recipe, root in (("original", original_runs), ("robust", robust_runs)):
         metrics = {n: _read(Path(root) / n / "metrics.json") for n in MODEL_NAMES}
         if any(m is None for m in metrics.values()):
             continue
@@ -174,14 +174,14 @@ def canvas_lines(measurements: dict[str, dict[str, Any] | None]) -> list[str]:
 def sections(
     measurements: dict[str, dict[str, Any] | None],
     out: Path,
-    seed_runs: Path,
+    original_runs: Path,
     robust_runs: Path | None,
 ) -> list[str]:
     """The markdown of the robustness sections from read_measurements(out); the curves are
     written beside it in out (PNG). A figure is quoted only from a report naming its bytes."""
     lines = ["## Robust recipe", ""]
     if robust_runs is not None:
-        lines += robust_runs_table(seed_runs, robust_runs)
+        lines += robust_runs_table(original_runs, robust_runs)
     report = measurements[ROBUSTNESS_FILE]
     lines += ["## Robustness to deformed input", "", *robustness_lines(report)]
     if report is not None and robustness_bytes(report) is not None:

@@ -1,8 +1,8 @@
 """The training job: one frozen config, and the recipes (frozen sets of values) it names.
 
 A recipe says how a model is trained, never what the model is: both recipes train the same two
-architectures into the same exported graphs. `seed` is the seed report's training (Adam 1e-3
-constant, batch 32, no augmentation); `robust` adds on-device augmentation (augment.py), a
+architectures into the same exported graphs. `original` is the original study's training (Adam
+1e-3 constant, batch 32, no augmentation); `robust` adds on-device augmentation (augment.py), a
 warm-up + cosine learning-rate schedule and, for the CNN, dropout, for the digits people really
 draw.
 """
@@ -87,7 +87,7 @@ def _check_unit(name: str, value: float) -> None:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
 
 
-_SEED = Recipe(epochs=5, batch_size=32, learning_rate=1e-3, schedule="constant")
+_ORIGINAL = Recipe(epochs=5, batch_size=32, learning_rate=1e-3, schedule="constant")
 _ROBUST = Recipe(
     epochs=40,
     batch_size=128,
@@ -113,7 +113,7 @@ _ROBUST = Recipe(
 # recipe -> model -> values. The MLP, with no convolution to share what it learns across
 # positions, pays for heavy distortion in clean accuracy: its robust recipe is milder.
 RECIPES: dict[str, dict[str, Recipe]] = {
-    "seed": {"mlp": _SEED, "cnn": _SEED},
+    "original": {"mlp": _ORIGINAL, "cnn": _ORIGINAL},
     "robust": {
         "mlp": dataclasses.replace(
             _ROBUST,
@@ -136,10 +136,10 @@ RECIPES: dict[str, dict[str, Recipe]] = {
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """One training job. Defaults reproduce the seed experiment's recipe."""
+    """One training job. Defaults reproduce the original study's recipe."""
 
     model: str = "cnn"
-    recipe: str = "seed"  # one of RECIPES: schedule and augmentation come from it
+    recipe: str = "original"  # one of RECIPES: schedule and augmentation come from it
     epochs: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -151,6 +151,8 @@ class TrainConfig:
 
     def __post_init__(self):
         contract.check_model_name(self.model)
+        # A run or checkpoint from before the rename says "seed": the same recipe.
+        object.__setattr__(self, "recipe", contract.recipe_name(self.recipe))
         if self.recipe not in RECIPES:
             raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {sorted(RECIPES)}")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
@@ -164,6 +166,7 @@ class TrainConfig:
     def for_recipe(cls, recipe: str, **overrides: Any) -> TrainConfig:
         """A config with the recipe's epochs, batch size and learning rate, unless overridden
         (an override of None keeps the recipe's value)."""
+        recipe = contract.recipe_name(recipe)
         if recipe not in RECIPES:
             raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
         model = contract.check_model_name(overrides.get("model") or cls.model)
@@ -202,7 +205,7 @@ class TrainConfig:
 
         Only the epoch count may grow, and only with a constant learning rate (a schedule is laid
         over the whole run); eval_batch_size may differ too (it chunks evaluation and leaves the
-        training unchanged). A checkpoint from before recipes existed is the seed recipe's.
+        training unchanged). A checkpoint from before recipes existed is the original recipe's.
         """
         free = {"eval_batch_size"}
         if self.recipe_values.schedule == "constant":

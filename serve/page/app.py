@@ -8,7 +8,7 @@ asked.
 
 One named API endpoint, for gradio_client:
 
-    /predict(image: image file, method: "mnist" | "seed" = "mnist") -> JSON
+    /predict(image: image file, method: "mnist" | "box" = "mnist") -> JSON
     {"method": "mnist", "models": {"mlp": {"digit": 7, "confidence": 0.98, "probabilities": [10]},
                                    "cnn": {...}}}
 

@@ -114,7 +114,8 @@ class Handlers:
         if image is None:
             raise gr.Error("No image: pass an image file.", print_exception=False)
         try:
-            return predict_all(image, method or contract.DEFAULT_PREPROCESS_METHOD, self.predictors)
+            method = _method(method)
+            return predict_all(image, method, self.predictors)
         except ImageInputError as e:
             reason = str(e).removeprefix(f"{image}: ")
             raise gr.Error(reason, print_exception=False) from None
@@ -132,3 +133,12 @@ class Handlers:
         for path in paths:
             if isinstance(path, str):
                 self.temp_files.release(path, keep_s)
+
+
+def _method(method: str | None) -> str:
+    """The API's method by its name (or its old name), else an error naming the methods."""
+    try:
+        return contract.check_method(method or contract.DEFAULT_PREPROCESS_METHOD)
+    except ValueError:
+        known = ", ".join(contract.PREPROCESS_METHODS)
+        raise gr.Error(f"Unknown method: choose one of {known}.", print_exception=False) from None

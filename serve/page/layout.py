@@ -39,7 +39,7 @@ API_DESCRIPTION = (
 )
 METHOD_INFO = (
     "mnist: fit the ink into 20x20 and centre it by mass, the way MNIST was made. "
-    "seed: pad the ink box to a square with 20% margins."
+    "box: pad the ink box to a square with 20% margins."
 )
 INTRO = """\
 # flaxdigits: draw a digit
@@ -62,6 +62,7 @@ class Page:
     cards: list[gr.HTML]
     steps: gr.HTML
     api_image: gr.File
+    api_method: gr.Textbox
     api_result: gr.JSON
     api_trigger: gr.Button
 
@@ -109,11 +110,13 @@ def layout(handlers: Handlers) -> Page:
                 gr.Markdown(f"```\n{describe_budgets()}\n```", elem_id="budgets")
     # The API: hidden inputs and output, one named endpoint; the page's events stay private.
     api_image = path_file(file_types=UPLOAD_TYPES, label="image", visible=False)
+    # Text, not the page's radio: the endpoint also takes "seed", box's name before 0.2.
+    api_method = gr.Textbox(contract.DEFAULT_PREPROCESS_METHOD, label="method", visible=False)
     api_result = gr.JSON(label="result", visible=False)
     api_trigger = gr.Button(visible=False)
     return Page(
         source, sketch, upload, method, draw_tab, upload_tab, status, cards, steps,
-        api_image, api_result, api_trigger,
+        api_image, api_method, api_result, api_trigger,
     )  # fmt: skip
 
 
@@ -173,7 +176,7 @@ def wire(page: Page, handlers: Handlers) -> None:
     )
     page.api_trigger.click(
         handlers.predict,
-        [page.api_image, page.method],
+        [page.api_image, page.api_method],
         page.api_result,
         api_name=API_NAME,
         api_description=API_DESCRIPTION,

@@ -67,17 +67,18 @@ def predict_all(value, method: str, predictors: Mapping[str, Predictor]) -> dict
 
     Args:
         value: anything preprocess() accepts (image file path, PIL image, array, editor dict).
-        method: "mnist" or "seed".
+        method: "mnist" or "box" ("seed": box's old name).
         predictors: model name -> Predictor.
 
     Returns:
-        {"method": method, "models": {name: {"digit", "confidence", "probabilities"}}}.
+        {"method": the method's name, "models": {name: {"digit", "confidence", "probabilities"}}}.
 
     Raises:
         EmptyCanvasError: nothing is drawn.
         ImageInputError: the image cannot be read.
         ValueError: unknown method.
     """
+    method = contract.check_method(method)
     pre = preprocess(value, method)
     predictions = classify(pre.image, predictors)
     return {
@@ -103,7 +104,7 @@ def model_subtitle(predictor: Predictor) -> str:
         accuracy = None
     if accuracy is not None and 0.0 <= accuracy <= 1.0:
         parts.append(f"{accuracy:.1%} test accuracy")
-    recipe = predictor.metadata.get(contract.META_RECIPE)
+    recipe = contract.recipe_name(predictor.metadata.get(contract.META_RECIPE, ""))
     if recipe in contract.RECIPE_NAMES:
         parts.append(f"{recipe} recipe")
     return " · ".join(parts)

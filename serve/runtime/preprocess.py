@@ -10,8 +10,8 @@ removed) -> ink bounding box ("cropped") -> 28x28 by one of the two contract.PRE
 - ``mnist`` (default), the recipe MNIST itself was made with: fit the ink box into 20x20 keeping
   its aspect ratio (anti-aliased), then place it in 28x28 so its centre of mass sits where MNIST
   digits have theirs (pixel index 14, 14).
-- ``seed``, the seed report's v2: pad the ink box to a square with 20% of its longer side on every
-  side, centre the box in it, resize to 28x28.
+- ``box``, the original study's: pad the ink box to a square with 20% of its longer side on every
+  side, centre the box in it, resize to 28x28. (Called ``seed`` before 0.2; that name still works.)
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ _SPECKLE_LUT = [255 if v >= 128 else 0 for v in range(256)]
 
 MNIST_BOX = 20  # the longer side of the ink box inside 28x28
 MNIST_CENTRE = 14.0  # mean centre of mass of the MNIST test digits, in pixel indices
-SEED_PADDING = 0.2  # of the longer side of the ink box, on every side
+BOX_PADDING = 0.2  # of the longer side of the ink box, on every side
 
 EMPTY_MESSAGE = "Draw a digit first: the canvas is empty."
 
@@ -68,7 +68,7 @@ class Preprocessed:
     """The model input plus the intermediate images, for display."""
 
     image: np.ndarray  # (28, 28) float32 in [0, 1], white digit on black
-    # "original" (grey, as given), "grayscale" (ink map), "cropped" (ink box; for seed the padded
+    # "original" (grey, as given), "grayscale" (ink map), "cropped" (ink box; for box the padded
     # square), "28x28" (= image * 255): read-only uint8 (H, W) arrays, in display order.
     steps: dict[str, np.ndarray]
     method: str
@@ -82,7 +82,7 @@ def preprocess(value, method: str = contract.DEFAULT_PREPROCESS_METHOD) -> Prepr
             (floats in [0, 1] or [0, 255]); a file path; encoded file bytes; or a Gradio
             Sketchpad/ImageEditor value {"background", "layers", "composite"}, any of them None.
             None is an empty canvas.
-        method: "mnist" or "seed" (see the module docstring).
+        method: "mnist" or "box" (see the module docstring; "seed" is box's old name).
 
     Returns:
         A Preprocessed whose image is (28, 28) float32 in [0, 1], white digit on black.
@@ -92,12 +92,12 @@ def preprocess(value, method: str = contract.DEFAULT_PREPROCESS_METHOD) -> Prepr
         ImageInputError: the input is not a readable image (bad type, shape, values or file).
         ValueError: method is not one of contract.PREPROCESS_METHODS.
     """
-    contract.check_method(method)
+    method = contract.check_method(method)
     grey = _grey(_to_image(value))
     ink = _ink(grey)
     box = _ink_box(ink)
     crop = _stretch(ink.crop(box))
-    square, final = _to_mnist(crop) if method == "mnist" else _to_seed(crop)
+    square, final = _to_mnist(crop) if method == "mnist" else _to_box(crop)
     final.flags.writeable = False  # every step is read-only, as documented
     steps = {
         "original": np.asarray(grey),
@@ -348,10 +348,10 @@ def _to_mnist(crop: Image.Image) -> tuple[Image.Image, np.ndarray]:
     return crop, out
 
 
-def _to_seed(crop: Image.Image) -> tuple[Image.Image, np.ndarray]:
+def _to_box(crop: Image.Image) -> tuple[Image.Image, np.ndarray]:
     """Pad to a centred square with 20% margins, resize to 28x28."""
     w, h = crop.size
-    side = max(w, h) + 2 * round(SEED_PADDING * max(w, h))
+    side = max(w, h) + 2 * round(BOX_PADDING * max(w, h))
     square = Image.new("L", (side, side), 0)
     square.paste(crop, ((side - w) // 2, (side - h) // 2))
     return square, np.asarray(_resize(square, (28, 28)))
