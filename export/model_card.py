@@ -86,7 +86,7 @@ def model_card(
     with the machine, intended use, limits and license."""
     return "\n".join(
         [
-            *_intro(version),
+            *_intro(version, described),
             *_files_section(described),
             *DATA,
             *_training_section(described),
@@ -97,13 +97,20 @@ def model_card(
     )
 
 
-def _intro(version: str) -> list[str]:
+def _intro(version: str, described: dict[str, dict]) -> list[str]:
     """The title, what the models are, their input and output and the preprocessing."""
+    shipped = sorted({v for d in described.values() for v in d["variants"]})
+    if shipped == ["int8"]:
+        each = "each as a statically quantized int8 file (the float32 files are left out)."
+    elif shipped == ["float32"]:
+        each = "each as a float32 file."
+    else:
+        each = "each as a float32 file and a statically quantized int8 file."
     return [
         f"# flaxdigits models {version}",
         "",
         "Handwritten-digit classifiers (0-9) trained on MNIST with JAX/Flax and exported to ONNX:",
-        "an MLP and a small CNN, each as a float32 file and a statically quantized int8 file.",
+        f"an MLP and a small CNN, {each}",
         f"Input: {contract.INPUT_DESCRIPTION}; output `{contract.OUTPUT_NAME}`: float32 [N, 10]",
         f"softmax probabilities. Preprocessing spec `{contract.PREPROCESSING_SPEC}`: run images",
         "through `flaxdigits.serve.runtime.preprocess` (or `flaxdigits predict`), which centres",
@@ -115,8 +122,7 @@ def _files_section(described: dict[str, dict]) -> list[str]:
     """Every model file with its variant, size, sha256 and test accuracy; how to check them."""
     rows = []
     for d in described.values():
-        for v in VARIANTS:
-            var = d["variants"][v]
+        for v, var in d["variants"].items():
             size, digest = var["entry"]["size"], var["entry"]["sha256"]
             accuracy = _pct(file_accuracy(var))
             rows.append([f"models/{var['file']}", v, f"{size:,}", f"`{digest[:16]}…`", accuracy])
@@ -176,9 +182,9 @@ def _training_section(described: dict[str, dict]) -> list[str]:
 def _accuracy_section(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
     rows = []
     for name, d in described.items():
-        f, q = (file_accuracy(d["variants"][v]) for v in VARIANTS)
+        f, q = (file_accuracy(d["variants"][v]) if v in d["variants"] else None for v in VARIANTS)
         delta = "n/a" if f is None or q is None else f"{100 * (q - f):+.2f}"
-        parity = d["variants"]["float32"]["entry"].get("parity") or {}
+        parity = (d["variants"].get("float32") or {"entry": {}})["entry"].get("parity") or {}
         diff = parity.get("max_abs_diff")
         shown = "n/a" if diff is None else f"{diff:.1e}"
         rows.append([name, _pct(f), _pct(q), delta, shown, parity.get("argmax_mismatches", "n/a")])
@@ -209,9 +215,9 @@ def release_digests(described: dict[str, dict]) -> dict[str, str]:
     """{file: sha256} of the release's model files, in card order (their manifest entries,
     which the release checked against the bytes)."""
     return {
-        d["variants"][v]["file"]: d["variants"][v]["entry"]["sha256"]
+        var["file"]: var["entry"]["sha256"]
         for d in described.values()
-        for v in VARIANTS
+        for var in d["variants"].values()
     }
 
 

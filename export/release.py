@@ -49,6 +49,7 @@ def build_release(
     reports_dir="reports",
     version: str | None = None,
     latency: bool = True,
+    variants: tuple[str, ...] = VARIANTS,
     log: Callable[[str], object] = print,
 ) -> Path:
     """Pack models_dir's float and int8 models of both architectures into a release archive.
@@ -60,6 +61,8 @@ def build_release(
             the card quotes their figures only for the exact bytes they measured (by sha256).
         version: the release version (default: the flaxdigits package version).
         latency: measure onnxruntime latency on this machine for the card.
+        variants: which files of each model the release holds: both (the default), or only the
+            int8 ones (a small release, e.g. the one the quickstart serves).
         log: receives progress lines.
 
     Returns:
@@ -71,9 +74,10 @@ def build_release(
     models_dir, reports_dir = Path(models_dir), Path(reports_dir)
     version = version or flaxdigits.__version__
     archive.check_relative_path(f"v{version}")
-    files, described = _model_files(models_dir)
+    variants = _check_variants(variants)
+    files, described = _model_files(models_dir, variants)
     reports = _reports(reports_dir)
-    timings = _latency(models_dir) if latency else None
+    timings = _latency(models_dir, variants) if latency else None
     info = _info(version, described)
     files[archive.INFO] = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
     card = model_card(version, described, reports, timings)
@@ -95,7 +99,15 @@ def build_release(
 # ----------------------------------------------------------------------------------- reading
 
 
-def _model_files(models_dir: Path) -> tuple[dict[str, bytes], dict[str, dict]]:
+def _check_variants(variants) -> tuple[str, ...]:
+    """The variants in VARIANTS order; an unknown or empty choice is a ReleaseError."""
+    chosen = tuple(v for v in VARIANTS if v in variants)
+    if not chosen or set(variants) - set(VARIANTS):
+        raise ReleaseError(f"variants {list(variants)}: choose from {', '.join(VARIANTS)}")
+    return chosen
+
+
+def _model_files(models_dir: Path, variants) -> tuple[dict[str, bytes], dict[str, dict]]:
     """{release path: bytes} of every model file and manifest, and per model what the card
     needs: its manifest and, per variant, the file's entry and ONNX metadata."""
     files: dict[str, bytes] = {}
@@ -111,8 +123,8 @@ def _model_files(models_dir: Path) -> tuple[dict[str, bytes], dict[str, dict]]:
             raise ReleaseError(f"{manifest_path}: not a {contract.MANIFEST_SCHEMA} manifest")
         entries = {e.get("file"): e for e in manifest.get("files", []) if isinstance(e, dict)}
         files[f"models/{name}.json"] = raw
-        variants = {}
-        for variant in VARIANTS:
+        shipped = {}
+        for variant in variants:
             file = file_name(name, variant)
             path = models_dir / file
             data = _read(path)
@@ -128,9 +140,9 @@ def _model_files(models_dir: Path) -> tuple[dict[str, bytes], dict[str, dict]]:
                     f"{path} does not match its manifest {manifest_path.name}: the file was "
                     "modified; re-export it"
                 )
-            variants[variant] = {"file": file, "entry": entry, "metadata": _metadata(data, path)}
+            shipped[variant] = {"file": file, "entry": entry, "metadata": _metadata(data, path)}
             files[f"models/{file}"] = data
-        described[name] = {"manifest": manifest, "variants": variants}
+        described[name] = {"manifest": manifest, "variants": shipped}
     return files, described
 
 
@@ -174,9 +186,9 @@ def _reports(reports_dir: Path) -> dict[str, Any]:
     return found
 
 
-def _latency(models_dir: Path) -> dict[str, Any]:
+def _latency(models_dir: Path, variants) -> dict[str, Any]:
     """onnxruntime ms per call of every model file on this machine, and the machine."""
-    paths = [models_dir / file_name(n, v) for n in contract.MODEL_NAMES for v in VARIANTS]
+    paths = [models_dir / file_name(n, v) for n in contract.MODEL_NAMES for v in variants]
     rows = benchmark(paths, LATENCY_BATCHES, (1,), blocks=5, block_seconds=0.1)
     return {"rows": rows, "machine": machine()}
 
@@ -217,11 +229,8 @@ def _info(version: str, described: dict[str, dict]) -> dict[str, Any]:
                 "params": d["manifest"].get("params"),
                 "recipe": (d["manifest"].get("recipe") or {}).get("name"),
                 "files": {
-                    v: {
-                        "path": f"models/{d['variants'][v]['file']}",
-                        "test_accuracy": file_accuracy(d["variants"][v]),
-                    }
-                    for v in VARIANTS
+                    v: {"path": f"models/{var['file']}", "test_accuracy": file_accuracy(var)}
+                    for v, var in d["variants"].items()
                 },
             }
             for name, d in described.items()

@@ -433,3 +433,65 @@ def test_trailing_bytes_and_an_oversized_archive_are_refused(archive, tmp_path):
 def test_only_the_exact_checksum_format_is_read(text):
     with pytest.raises(release_archive.ReleaseError):
         release_archive.parse_sums(text)
+
+
+# ------------------------------------------------------------------- the small, int8-only release
+
+
+def test_an_int8_only_release_holds_the_int8_files_and_serves_them(models, tmp_path):
+    small = build_release(
+        models, tmp_path, reports_dir=tmp_path / "none", latency=False, variants=("int8",),
+        log=lambda _: None,
+    )  # fmt: skip
+    verified = read_release(small)
+    assert set(verified.files) == {
+        f"models/{n}{s}" for n in contract.MODEL_NAMES for s in (".int8.onnx", ".json")
+    } | {"release.json", "MODEL_CARD.md", "SHA256SUMS"}
+    info = verified.info["models"]
+    assert {n: list(m["files"]) for n, m in info.items()} == {"mlp": ["int8"], "cnn": ["int8"]}
+    card = verified.files["MODEL_CARD.md"].decode()
+    assert "each as a statically quantized int8 file (the float32 files are left out)" in card
+    assert "float32.onnx" not in card and "| models/cnn.onnx |" not in card
+    with release.models_dir(small) as folder:
+        predictors = load_predictors(folder)  # the int8 files, as the float ones are not there
+        assert {n: p.metadata[contract.META_VARIANT] for n, p in predictors.items()} == {
+            "mlp": "int8",
+            "cnn": "int8",
+        }
+    assert small.stat().st_size < archive_size_of_both(models, tmp_path)
+
+
+def archive_size_of_both(models, tmp_path) -> int:
+    both = build_release(models, tmp_path / "both", reports_dir=tmp_path / "none", latency=False)
+    return both.stat().st_size
+
+
+def test_a_release_json_that_names_files_the_release_lacks_or_none_is_refused(models, tmp_path):
+    small = build_release(
+        models, tmp_path, reports_dir=tmp_path / "none", latency=False, variants=("int8",),
+        log=lambda _: None,
+    )  # fmt: skip
+    files = dict(read_release(small).files)
+    for claim, message in (
+        ({"float32": {}, "int8": {}}, "release has no models/mlp.onnx"),
+        ({}, "does not say which files of mlp it holds"),
+        ({"fp16": {}}, "does not say which files of mlp it holds"),
+    ):
+        info = json.loads(files["release.json"])
+        info["models"]["mlp"]["files"] = claim
+        changed = files | {"release.json": json.dumps(info).encode()}
+        sums = release_archive.format_sums(
+            {p: hashlib.sha256(d).hexdigest() for p, d in changed.items() if p != "SHA256SUMS"}
+        )
+        folder = tmp_path / f"claim{len(claim)}{'fp16' in claim}"
+        for rel, data in (changed | {"SHA256SUMS": sums.encode()}).items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_bytes(data)
+        with pytest.raises(ReleaseError, match=message):
+            read_release(folder)
+
+
+def test_an_unknown_variant_is_refused_before_anything_is_written(models, tmp_path):
+    with pytest.raises(ReleaseError, match="choose from float32, int8"):
+        build_release(models, tmp_path / "out", latency=False, variants=("fp16",))
+    assert not (tmp_path / "out").exists()

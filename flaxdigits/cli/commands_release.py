@@ -17,6 +17,11 @@ def release_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="dist")
     p.add_argument("--version", help="release version (default: the flaxdigits version)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument(
+        "--int8-only",
+        action="store_true",
+        help="leave the float32 files out: a small release (the one `make demo` serves)",
+    )
 
 
 def run_release(args: argparse.Namespace) -> int:
@@ -28,6 +33,7 @@ def run_release(args: argparse.Namespace) -> int:
         reports_dir=args.reports,
         version=args.version,
         latency=not args.no_latency,
+        variants=("int8",) if args.int8_only else ("float32", "int8"),
     )
     return 0
 

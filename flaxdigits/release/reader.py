@@ -29,6 +29,7 @@ from flaxdigits.release import archive
 from flaxdigits.release.archive import ReleaseError
 
 MAX_INFO_BYTES = 1024 * 1024
+VARIANT_SUFFIXES = {"float32": ".onnx", "int8": ".int8.onnx"}  # a model's files in models/
 _NAMED = re.compile(r"flaxdigits-models-.+-([0-9a-f]{8})")
 
 
@@ -154,10 +155,19 @@ def _info(files: dict[str, bytes]) -> dict:
             "cannot read this release; upgrade flaxdigits"
         )
     for name in contract.MODEL_NAMES:
-        for suffix in (".onnx", ".int8.onnx", ".json"):
+        for suffix in (".json", *_suffixes(info, name)):
             if f"models/{name}{suffix}" not in files:
                 raise ReleaseError(f"release has no models/{name}{suffix}")
     return info
+
+
+def _suffixes(info: dict, name: str) -> list[str]:
+    """The model files release.json says a model ships: float and int8, or the int8 alone."""
+    model = (info.get("models") or {}).get(name)
+    shipped = model.get("files") if isinstance(model, dict) else None
+    if not isinstance(shipped, dict) or not shipped or set(shipped) - set(VARIANT_SUFFIXES):
+        raise ReleaseError(f"{archive.INFO} does not say which files of {name} it holds")
+    return [VARIANT_SUFFIXES[v] for v in shipped]
 
 
 @contextlib.contextmanager

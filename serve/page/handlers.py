@@ -34,7 +34,8 @@ UPLOAD_GONE = (
 
 
 def load_predictors(models_dir, *, threads: int = 1) -> dict[str, Predictor]:
-    """Load MODELS_DIR/mlp.onnx and cnn.onnx, each checked against its manifest.
+    """Load MODELS_DIR/mlp.onnx and cnn.onnx (or, in a folder that holds only the int8 files,
+    such as a small release, mlp.int8.onnx and cnn.int8.onnx), each checked against its manifest.
 
     Args:
         models_dir: the directory `make all` (or `flaxdigits export`) writes the models to.
@@ -49,7 +50,8 @@ def load_predictors(models_dir, *, threads: int = 1) -> dict[str, Predictor]:
     """
     directory = Path(models_dir)
     names = contract.MODEL_NAMES
-    missing = [f"{name}.onnx" for name in names if not (directory / f"{name}.onnx").is_file()]
+    files = {name: _model_file(directory, name) for name in names}
+    missing = [f"{name}.onnx" for name, path in files.items() if path is None]
     if missing:
         where = (
             f"no models directory {directory}"
@@ -60,7 +62,15 @@ def load_predictors(models_dir, *, threads: int = 1) -> dict[str, Predictor]:
             f"{where}: train and export the models first with `make all` "
             f"(or `flaxdigits export RUN_DIR --out {directory}/NAME.onnx` for mlp and cnn)"
         )
-    return {name: Predictor(directory / f"{name}.onnx", threads=threads) for name in names}
+    return {name: Predictor(path, threads=threads) for name, path in files.items()}
+
+
+def _model_file(directory: Path, name: str) -> Path | None:
+    """NAME.onnx, else NAME.int8.onnx where the float file is not there, else None."""
+    for file in (f"{name}.onnx", f"{name}.int8.onnx"):
+        if (directory / file).is_file():
+            return directory / file
+    return None
 
 
 class Handlers:

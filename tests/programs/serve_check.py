@@ -1,6 +1,7 @@
 """CI: start the page as a user does (`make serve`), send it one drawing, stop it with Ctrl-C.
 
-    .venv/bin/python -m tests.programs.serve_check build/smoke/models
+    .venv/bin/python -m tests.programs.serve_check build/smoke/models   # make serve MODELS=...
+    .venv/bin/python -m tests.programs.serve_check --demo               # make demo, literally
 
 The page's answer must be the one `flaxdigits predict` gives for the same drawing and model
 files; the server must stop on SIGINT within STOP_S and leave nothing listening.
@@ -24,6 +25,7 @@ from PIL import Image, ImageDraw
 from tests.support.ports import PortTaken, on_free_port, says_port_taken
 
 START_S = 180  # imports, model checks, Gradio start-up on a busy 2-core machine
+DEMO_START_S = 600  # make demo also builds .venv-serve (pip) the first time
 STOP_S = 30
 
 
@@ -39,10 +41,10 @@ def _ctrl_c_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def wait_until_up(url: str, server: subprocess.Popen, log) -> None:
+def wait_until_up(url: str, server: subprocess.Popen, log, start_s: float = START_S) -> None:
     """Poll the page until it answers 200; fail if the server exits or START_S passes (PortTaken
     when it exited because another process took its port first)."""
-    deadline = time.monotonic() + START_S
+    deadline = time.monotonic() + start_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
             out = server_log(log)
@@ -57,7 +59,7 @@ def wait_until_up(url: str, server: subprocess.Popen, log) -> None:
         except OSError:
             pass
         time.sleep(1)
-    sys.exit(f"serve-check: no answer from {url} within {START_S} s")
+    sys.exit(f"serve-check: no answer from {url} within {start_s:.0f} s")
 
 
 def server_log(log) -> str:
@@ -66,14 +68,14 @@ def server_log(log) -> str:
     return log.read().decode(errors="replace")
 
 
-def start(models: str, port: int, log) -> subprocess.Popen:
-    """`make serve` on port, as a user starts it; returns once the page answers."""
+def start(make: list[str], port: int, log, start_s: float) -> subprocess.Popen:
+    """`make ...` serving the page on port, as a user starts it; returns once the page answers."""
     # PYTHONFAULTHANDLER: a server that ignores Ctrl-C is sent SIGABRT and prints every thread.
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "PYTHONFAULTHANDLER": "1"}
     log.seek(0)
     log.truncate()
     server = subprocess.Popen(  # noqa: S603 - the README's command, `make` from PATH as a user
-        ["make", "--no-print-directory", "serve", f"MODELS={models}"],  # noqa: S607
+        ["make", "--no-print-directory", *make],  # noqa: S607
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -83,27 +85,35 @@ def start(models: str, port: int, log) -> subprocess.Popen:
         preexec_fn=_ctrl_c_interrupts,
     )
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/", server, log)
+        wait_until_up(f"http://127.0.0.1:{port}/", server, log, start_s)
     except PortTaken:
         server.wait(timeout=STOP_S)
         raise
     return server
 
 
-def main(models: str) -> int:
+def main(argv: list[str]) -> int:
+    """`make serve MODELS=argv[0]`, or `make demo` with --demo, checked as a user would."""
     with tempfile.TemporaryFile() as log:
         try:
-            return check(models, log)
+            if argv[:1] == ["--demo"]:
+                (release,) = sorted(Path("demo").glob("flaxdigits-models-*.tar.gz"))
+                files = {n: ["--model", str(release), "--release-file", f"{n}.int8.onnx"]
+                         for n in ("mlp", "cnn")}  # fmt: skip
+                return check(["demo"], files, log, DEMO_START_S)
+            models = argv[0] if argv else "models"
+            files = {n: ["--model", f"{models}/{n}.onnx"] for n in ("mlp", "cnn")}
+            return check(["serve", f"MODELS={models}"], files, log, START_S)
         finally:
             print(server_log(log)[-4000:], end="")
 
 
-def check(models: str, log) -> int:
-    """Start the page, compare its answer with the CLI's, stop it with Ctrl-C."""
+def check(make: list[str], models: dict[str, list[str]], log, start_s: float) -> int:
+    """Start the page, compare its answer with the CLI's on models, stop it with Ctrl-C."""
     from gradio_client import Client, handle_file
 
     started = time.monotonic()
-    port, server = on_free_port(lambda port: start(models, port, log))
+    port, server = on_free_port(lambda port: start(make, port, log, start_s))
     url = f"http://127.0.0.1:{port}/"
     try:
         up_s = time.monotonic() - started
@@ -112,8 +122,8 @@ def check(models: str, log) -> int:
             offline = {}
             for name in ("mlp", "cnn"):
                 out = subprocess.run(  # noqa: S603 - the CLI on a file we wrote
-                    [sys.executable, "-m", "flaxdigits", "predict", "--json", "--model"]
-                    + [f"{models}/{name}.onnx", str(png)],
+                    [sys.executable, "-m", "flaxdigits", "predict", "--json", *models[name]]
+                    + [str(png)],
                     capture_output=True,
                     text=True,
                     check=True,
@@ -147,4 +157,4 @@ def check(models: str, log) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "models"))
+    sys.exit(main(sys.argv[1:]))
