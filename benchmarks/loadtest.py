@@ -25,7 +25,7 @@ import numpy as np
 
 from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_json_atomic
-from tests.support.ports import PortTaken, free_port, on_free_port, says_port_taken  # noqa: F401 - free_port: soak reads it here
+from tests.support.ports import PortTaken, on_free_port, says_port_taken
 
 
 def rss_mib(pid: int) -> float:

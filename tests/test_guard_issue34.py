@@ -2,7 +2,7 @@
 items of issue 29 (OPTIONS headers, the page's own uploads released, a temp dir through a
 symlink). Each test failed against 2db3ba4, the commit before the fixes.
 
-`make soak` (benchmarks/soak.py --rows 34) measures the same findings at full size.
+`make soak` (benchmarks/soak/, `--rows 34`) measures the same findings at full size.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each row of the issue's table: a huge layer index, abandoned editor sessions, a big form field,
 40 files of 9 MB in one request, files left per prediction, HTML uploaded as .png; then the page
-still answers. `make soak` (benchmarks/soak.py) runs them by the thousand and measures memory.
+still answers. `make soak` (benchmarks/soak/) runs them by the thousand and measures memory.
 """
 
 from __future__ import annotations

@@ -1,0 +1,127 @@
+"""The command: arguments; the soak (an honest-only phase, then honest beside hostile) or one
+issue's rows; the JSON report and the plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import benchmarks.soak
+from benchmarks import loadtest
+from benchmarks.soak.phases import run_phase
+from benchmarks.soak.plot import plot
+from benchmarks.soak.report import build_report, checks, figures_of
+from benchmarks.soak.rows18 import measure_rows
+from benchmarks.soak.rows34 import run_rows_34
+from benchmarks.soak.sampling import Counter, Sampler
+from benchmarks.soak.serving import Checkout, start_server
+from flaxdigits.core.atomic import write_json_atomic
+
+
+def _parser() -> argparse.ArgumentParser:
+    doc = benchmarks.soak.__doc__.splitlines()[0]
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=doc)
+    parser.add_argument("--models", default="models")
+    parser.add_argument("--requests", type=int, default=20_000, help="total, both phases")
+    parser.add_argument("--baseline", type=int, default=1_000, help="requests, honest only")
+    parser.add_argument("--honest", type=int, default=4, help="honest clients")
+    parser.add_argument("--hostile", type=int, default=4, help="hostile clients")
+    parser.add_argument("--out", default="benchmarks/soak.json")
+    parser.add_argument(
+        "--rows",
+        choices=("18", "34"),
+        help="measure this issue's hostile rows once (each row of 34 on a fresh server), then stop",
+    )
+    parser.add_argument("--only", nargs="*", default=(), help="with --rows 34: these rows")
+    parser.add_argument("--before", type=Path, help="serve this checkout instead (with --rows)")
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run the soak (exit 1 when a check fails) or, with --rows, one issue's rows."""
+    args = _parser().parse_args(argv)
+    if args.before and not args.rows:
+        raise SystemExit("--before serves an older checkout for --rows only")
+    models, out = Path(args.models), Path(args.out)
+    work = Path(tempfile.mkdtemp(prefix="soak-"))
+    files = [p for p, _ in loadtest.drawings(work, 20)]
+    answers = loadtest.offline_answers(models, files)
+    if args.rows:
+        checkout = Checkout.before(args.before.resolve(), work) if args.before else Checkout()
+        rows = run_rows(args.rows, models, work, files, answers, checkout, args.only)
+        write_json_atomic(out, {"server": str(args.before or "this checkout"), "rows": rows})
+        return 0
+    report, phase_times = soak(args, models, work, files, answers)
+    write_json_atomic(out, report)
+    plot(report["samples"], phase_times, out.with_suffix(".png"))
+    summary = {k: v for k, v in report.items() if k != "samples"}
+    print(json.dumps(summary, indent=1))
+    return 0 if all(report["checks"].values()) else 1
+
+
+def run_rows(issue, models, work, files, answers, checkout, only) -> list[dict]:
+    """Issue 34's rows, each on a fresh page; or issue 18's, all on one."""
+    if issue == "34":
+        return run_rows_34(models, work, files, answers, checkout, only)
+    tmp = work / "server-tmp"
+    tmp.mkdir()
+    served = start_server(models, tmp, work / "server.log", checkout)
+    try:
+        rows = measure_rows(served, files, answers)
+    finally:
+        served.stop(timeout=30)
+    print(json.dumps(rows, indent=1))
+    return rows
+
+
+def soak(args, models, work, files, answers) -> tuple[dict, dict]:
+    """Both phases against one page, sampled every second: (the report, the phases' times)."""
+    tmp = work / "server-tmp"
+    tmp.mkdir()
+    served = start_server(models, tmp, work / "server.log")
+    counter = Counter()
+    sampler = Sampler(served, counter)
+    sampler.start()
+    try:
+        phases, times = run_phases(args, served, files, answers, counter, sampler)
+        time.sleep(2)
+    finally:
+        sampler.stop.set()
+        sampler.join()
+        alive = served.proc.poll() is None
+        served.stop(timeout=30)
+    samples = sampler.samples
+    log_lines = served.log.read_text(errors="replace").splitlines()
+    figures = figures_of(samples, times["honest + hostile"][0])
+    checked = checks(figures, *phases, alive, log_lines)
+    report = build_report(counter(), phases, samples, figures, served.log, log_lines, checked)
+    return report, times
+
+
+def run_phases(args, served, files, answers, counter, sampler):
+    """The honest-only baseline, then honest beside hostile: (results, {name: (start, end)})."""
+    times = {}
+    runs = (
+        ("honest only", 0, args.baseline),
+        ("honest + hostile", args.hostile, args.requests - args.baseline),
+    )
+    results = []
+    for name, hostile, requests in runs:
+        t = sampler.now()
+        results.append(
+            run_phase(
+                served.url,
+                served.port,
+                files,
+                answers,
+                honest=args.honest,
+                hostile=hostile,
+                until_requests=requests,
+                counter=counter,
+            )
+        )
+        times[name] = (t, sampler.now())
+    return tuple(results), times

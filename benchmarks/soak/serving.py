@@ -1,0 +1,126 @@
+"""The page under test: benchmarks/soak/server.py started on a free port, this checkout's or an
+older one's (--before DIR, laid out as installed), its temp dir and log the soak's own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from flaxdigits.serve import page
+from tests.support.installed import installed_tree
+from tests.support.ports import PortTaken, on_free_port, says_port_taken
+
+SERVER = Path(__file__).with_name("server.py")
+START_S = 120
+READY = b"soak server: serving "  # what server.py prints once launch() has returned
+STOP_S = 60
+
+
+@dataclass
+class Served:
+    """A running page: its process, address, temp dir and log."""
+
+    proc: subprocess.Popen
+    port: int
+    tmp: Path
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def stop(self, timeout: float = STOP_S) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within timeout."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=timeout)
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """Which flaxdigits the server runs: this checkout's (tree None) or an installed tree."""
+
+    tree: Path | None = None
+    label: str = "this checkout"
+
+    @classmethod
+    def before(cls, root: Path, work: Path) -> Checkout:
+        """An older checkout (a `git worktree` or `git archive` of it) laid out as installed."""
+        return cls(installed_tree(work / "before-installed", root=root), str(root))
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.tree is not None:
+            env["PYTHONPATH"] = str(self.tree)
+        return env
+
+    def expected(self) -> Path:
+        """Where the served page's modules must come from."""
+        return self.tree if self.tree is not None else Path(page.__file__).resolve().parents[1]
+
+
+def start_server(
+    models: Path,
+    tmp: Path,
+    log: Path,
+    checkout: Checkout = Checkout(),  # noqa: B008 - frozen
+    *,
+    ctrl_c: bool = False,
+) -> Served:
+    """The page on a free loopback port (picked again if another process takes it first), its
+    temp dir under tmp and its output into log (a file: a pipe nobody reads would block the server
+    once full); returns once it answers. The server's working directory is tmp's parent, outside
+    the checkouts.
+
+    ctrl_c: SIGINT acts as Ctrl-C in a terminal."""
+    models = models.resolve()
+    env = {**checkout.env(), "TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
+    extra = ["--expect-under", str(checkout.expected())] + (["--ctrl-c"] if ctrl_c else [])
+
+    def start(port: int) -> subprocess.Popen:
+        argv = [sys.executable, "-P", str(SERVER), str(models), str(port), *extra]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and program
+                argv, env=env, cwd=tmp.parent, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_until_up(proc, port, log)
+        return proc
+
+    port, proc = on_free_port(start)
+    return Served(proc, port, tmp, log)
+
+
+def wait_until_up(proc: subprocess.Popen, port: int, log: Path) -> None:
+    """Poll until the page answers and its launch() has returned (Gradio's launch still checks
+    its own URL after the page answers: a signal then lands in the start-up); PortTaken if the
+    server exited because another process took its port, RuntimeError if it exited otherwise or
+    was not up within START_S."""
+    deadline = time.monotonic() + START_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = log.read_text(errors="replace")[-2000:]
+            if says_port_taken(out):
+                raise PortTaken(port, out)
+            raise RuntimeError(f"server exited: {out}")
+        try:
+            page_url = f"http://127.0.0.1:{port}/"  # loopback only, built here
+            with urllib.request.urlopen(page_url, timeout=2):  # noqa: S310 - fixed loopback URL
+                if READY in log.read_bytes():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"server did not start within {START_S} s")
