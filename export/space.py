@@ -54,6 +54,7 @@ colorFrom: gray
 colorTo: blue
 sdk: gradio
 sdk_version: {gradio}
+python_version: "3.11"
 app_file: app.py
 pinned: false
 license: apache-2.0

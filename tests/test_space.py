@@ -64,3 +64,18 @@ def test_space_folder_holds_app_requirements_readme_release_and_the_jax_free_pac
     with pytest.raises(ReleaseError):
         space.build_space(bad, tmp_path / "space2")
     assert not (tmp_path / "space2").exists()
+
+
+def test_the_front_matter_pins_the_python_the_package_needs():
+    import importlib.metadata
+
+    import yaml
+
+    floor = importlib.metadata.metadata("flaxdigits")["Requires-Python"]  # ">=3.11"
+    assert floor.startswith(">=")
+    readme = space.SPACE_README.format(gradio="6.31.0", release="flaxdigits-models-0.1.0-00000000")
+    _, front, _ = readme.split("---\n", 2)
+    config = yaml.safe_load(front)
+    # A string: unquoted, YAML reads 3.10 as the number 3.1.
+    assert config["python_version"] == floor.removeprefix(">=")
+    assert config["sdk"] == "gradio" and config["app_file"] == "app.py"
