@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import re
 import subprocess
 import sys
 
@@ -55,3 +56,25 @@ def test_help_and_version_import_no_training_stack():
         }
         assert "flaxdigits" in imported  # the listing is there to read
         assert not imported & set(HEAVY), (argv, sorted(imported & set(HEAVY)))
+
+
+# What a user cannot decode: the project's work log (issue numbers, numbered stops) and documents
+# that are not theirs to read.
+INTERNAL = re.compile(r"\bissue\s*#?\d+|\bstop\s+\d+|\bbrief\b|seed report|TESTING\.md", re.I)
+
+
+def _all_help() -> str:
+    texts = [build_parser().format_help()]
+    texts += [parser.format_help() for parser in _subparsers().values()]
+    return "\n".join(texts)
+
+
+def test_no_help_text_refers_to_the_work_log_or_internal_documents():
+    text = _all_help()
+    assert "train" in text and "--trusted-proxy" in text  # every subcommand's help is read
+    assert INTERNAL.findall(text) == []
+    assert INTERNAL.findall("fixed in issue 18 (stop 25, see the brief)") == [
+        "issue 18",
+        "stop 25",
+        "brief",
+    ]

@@ -73,7 +73,7 @@ def canvas_eval_arguments(p: argparse.ArgumentParser) -> None:
         help="one report per --models directory, in order (default: reports/canvas_accuracy.json)",
     )
     p.add_argument("--limit", type=int, help="only the first N test digits")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the canvases' rendering")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
 
 

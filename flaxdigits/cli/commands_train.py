@@ -58,7 +58,9 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
     p.add_argument("--learning-rate", type=float, default=None, help="peak; default: the recipe's")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed: initialisation, data order, distortions"
+    )
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument(
@@ -77,7 +79,7 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 def _multihost_arguments(p: argparse.ArgumentParser) -> None:
     """train's multi-host group: how this process joins a jax.distributed job."""
     job = p.add_argument_group(
-        "multi-host (jax.distributed): every process runs the same command; see the README"
+        "multi-host (jax.distributed): every process runs the same command; see docs/training.md"
     )
     job.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address and port")
     job.add_argument("--num-processes", type=int, help="processes in the job")
@@ -188,7 +190,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, nargs="+", default=[5, 10])
-    p.add_argument("--seeds", type=int, default=1, help="K seeds -> mean ± std")
+    p.add_argument("--seeds", type=int, default=1, help="K random seeds -> mean ± std")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--runs", default="runs", help="run directories: RUNS/mlp, RUNS/cnn[-seedK]")
     p.add_argument("--robust-runs", help="the robust recipe's runs (RUNS/mlp, RUNS/cnn), if any")

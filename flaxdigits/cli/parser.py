@@ -13,7 +13,9 @@ from flaxdigits import __version__
 from flaxdigits.cli.commands import COMMANDS
 
 DESCRIPTION = (
-    "The `flaxdigits` command: parses arguments and calls one library function per subcommand."
+    "Handwritten digits (MNIST) end to end: train an MLP and a CNN in JAX/Flax, export them to "
+    "ONNX, and read digits with onnxruntime from the command line or a drawing page. "
+    "`flaxdigits SUBCOMMAND --help` describes each subcommand."
 )
 
 
