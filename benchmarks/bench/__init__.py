@@ -2,6 +2,7 @@
 
 Not a test: it measures and writes down. Medians of >= 3 runs; compile time reported apart.
 Usage: python -m benchmarks.bench [--quick] [--no-peer] [--models models] [--out benchmarks]
+(--rewrite: measure nothing, write BENCHMARKS.md again from results.json)
 
 machine: the machine and its matmul rate; training: flaxdigits against its PyTorch peer and the
 compute floor; inference: onnxruntime, canvases, the predictor's cold start (cold_start, in a

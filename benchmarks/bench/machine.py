@@ -7,6 +7,7 @@ import datetime
 import os
 import platform
 import statistics
+import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
@@ -43,8 +44,28 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def commit(root: Path = REPOSITORY) -> str | None:
+    """The commit measured (abbreviated; "-dirty" with uncommitted changes), None outside git."""
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed arguments, git from PATH
+            ["git", "-C", str(root), "describe", "--always", "--dirty"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
 def machine() -> dict:
-    """CPU model, cores, memory, accelerators, library versions and date."""
+    """CPU model, cores, memory, accelerators, library versions, commit and date."""
     import jax
 
     devices = jax.devices()
@@ -57,6 +78,7 @@ def machine() -> dict:
         else f"{len(devices)} x {devices[0].device_kind}",
         "python": platform.python_version(),
         "versions": _versions(),
+        "commit": commit(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
