@@ -140,7 +140,7 @@ loadtest: export ## 50 clients against the page
 	$(PY) -m benchmarks.loadtest --models $(MODELS) --clients 50 --requests 20 --burst 200
 
 # Soak of the page on the open internet (a benchmark, not in `make test`; ~10 min on 2 cores):
-# 20,000 requests, honest drawings beside issue 18's hostile ones; RSS, fds, temp dir, latency.
+# 20,000 requests, honest drawings beside RELIABILITY.md's hostile ones; RSS, fds, temp dir, latency.
 # `make test` runs each hostile case once (tests/test_guard*.py).
 .PHONY: soak
 soak: export ## the page under honest and hostile clients: benchmarks/soak.json
@@ -149,7 +149,8 @@ soak: export ## the page under honest and hostile clients: benchmarks/soak.json
 # Mutation testing (a benchmark, not in `make test`; ~20 min on 2 cores): mutmut, driven by
 # benchmarks/mutation/, over preprocess, predictor, checkpoint, checkpoint_v1 (migrate's reader),
 # atomic, idx and sources (the MNIST parsers), each with its fast tests. Fails under 90% or on a
-# survivor TESTING.md does not explain. MUTATION_ARGS="checkpoint --jobs 2" for one module.
+# survivor benchmarks/mutation/explained.py does not list (docs/testing.md explains each).
+# MUTATION_ARGS="checkpoint --jobs 2" for one module.
 .PHONY: mutation
 mutation: install ## mutation testing of seven modules (mutmut)
 	$(PY) -m benchmarks.mutation $(MUTATION_ARGS)
@@ -233,7 +234,7 @@ test-fast: lint ## the inner loop: everything but real-MNIST training
 clean: ## remove runs/, models/, reports/ and caches
 	rm -rf $(RUNS) $(MODELS) $(REPORTS) .pytest_cache .ruff_cache
 
-# ---- Releases and the serve side without the training stack (issue 14) ----------------------
+# ---- Releases and the serve side without the training stack -----------------------------
 # `make release` packs the exported float + int8 models, manifests, a model card and SHA256SUMS
 # into dist/flaxdigits-models-VERSION-DIGEST.tar.gz; serve and predict verify it before use.
 DIST    ?= dist

@@ -1,7 +1,7 @@
 """Variants of a training recipe, side by side: train one model with one or more recipe values
 changed, then read the full MNIST test set clean and under the robustness grid's key
-distortions. How README's "tried and not adopted" table was measured. A development script,
-not a test: a 40-epoch robust CNN takes 2-8 minutes on a 2-core CPU, depending on the load.
+distortions. How docs/experiments/2026-12-03-robust-cnn-recipe.md was measured. A development
+script, not a test: a 40-epoch robust CNN takes 2-8 minutes on a 2-core CPU, depending on the load.
 
     .venv/bin/python -m benchmarks.recipe_variants NAME [--model cnn] [--recipe robust]
         [--set augment.elastic=2.0] [--set batch_size=64] [--set config.val_fraction=0] [--seed 1]

@@ -1,7 +1,8 @@
 """Probe of a lever not built yet: thin a drawing's strokes to MNIST's width before the model
 reads it. A development script, not a test, and nothing served uses it.
 
-The served CNN reads thick strokes less well (README, "What is not met: the thick strokes").
+The served CNN reads thick strokes less well (docs/experiments/2026-12-03-robust-cnn-recipe.md,
+"What is not met: the thick strokes").
 This measures what a stroke-width normalisation in the preprocessing could give, on the served
 float CNN: each input is preprocessed the served way; its ink-box crop is scaled so that its
 longer side is BOX px; the stroke half-width is estimated as the number of 3x3 erosions of the

@@ -4,7 +4,7 @@ order-independent digest, the loopback-only URL rule and the restricted unpickle
 Every source ends in verify() against the canonical sha256 (flaxdigits.data.idx); here the
 canonical table is swapped for the digests of a few tiny arrays, so the logic runs in
 milliseconds without the 55 MB dataset. Kept apart from test_mnist_files.py / test_sources.py:
-these were written against the mutants `make mutation` showed surviving (TESTING.md).
+these were written against the mutants `make mutation` showed surviving (docs/testing.md).
 """
 
 from __future__ import annotations

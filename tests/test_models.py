@@ -55,7 +55,7 @@ def test_flops_per_image_are_the_readme_figures():
     mlp = 2 * 784 * 128 + 128 + 128 + 2 * 128 * 10 + 10
     conv = 2 * 26 * 26 * 32 * 9 + 26 * 26 * 32 * 2 + 13 * 13 * 32 * 3
     cnn = conv + 2 * 5408 * 100 + 100 + 100 + 2 * 100 * 10 + 10
-    assert (mlp, cnn) == (203_530, 1_532_674)  # README, "The models"
+    assert (mlp, cnn) == (203_530, 1_532_674)  # docs/training.md, "Two models, two recipes"
     assert models.flops_per_image("mlp") == mlp
     assert models.flops_per_image("cnn") == cnn
 

@@ -4,7 +4,7 @@ the JSON a prediction becomes, inputs converted rather than passed through, the 
 fixed-batch model, the one output asked for by name, and every refusal's message: which file,
 what is wrong, what was expected. The probe's rules (10 finite, non-negative probabilities
 summing to 1) are checked with a session whose output the test chooses. Written against the
-mutants `make mutation` showed surviving (TESTING.md).
+mutants `make mutation` showed surviving (docs/testing.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ tests/test_preprocess.py checks whole drawings end to end; here every rule the m
 gets an input where only that rule decides the outcome: editor values composited by hand, each
 PIL mode, each array dtype and range, the transparency rule, the border ring, the ink levels, the
 empty-canvas thresholds, the speckle filter, the stretch, the 20x20 box placed by mass, the seed
-square. Written against the mutants `make mutation` showed surviving (TESTING.md).
+square. Written against the mutants `make mutation` showed surviving (docs/testing.md).
 """
 
 from __future__ import annotations

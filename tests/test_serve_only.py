@@ -1,4 +1,4 @@
-"""The serve side installed alone, as the README says (`pip install '.[serve]'`, `'.[edge]'`):
+"""The serve side installed alone, as the guides say (`pip install '.[serve]'`, `'.[edge]'`):
 JAX neither installed nor imported, the page starts from a release and gradio_client /predict
 answers what the predictor says; the edge install predicts without gradio; the Space folder
 runs with the host and port from the environment.

@@ -14,9 +14,9 @@ finder) and runs, for each mutant, the module's fast tests that reach the mutate
 
 A module's score is killed / (mutants - listed equivalent ones). explained.py names every mutant
 that changes nothing observable, with why, and the few that change something no promise covers
-(they count as survivors). TESTING.md records the scores and every survivor. Exit status 1 if a
-module scores under THRESHOLD or a survivor is in neither list. A benchmark, not a test: about
-20 minutes on 2 busy cores for all seven modules (TESTING.md has the figures).
+(they count as survivors). docs/testing.md records the scores and every survivor. Exit status 1
+if a module scores under THRESHOLD or a survivor is in neither list. A benchmark, not a test: about
+20 minutes on 2 busy cores for all seven modules (docs/testing.md has the figures).
 
 modules: what is mutated and tested; stage: the staging tree; runner: mutmut run and its
 results; explained: the known survivors; score: scores and the pass rule; main: the command.

@@ -17,8 +17,8 @@ windows that come after it, so the stroke change after the warp cost 3x the warp
 An elastic distortion (Augment.elastic > 0) bends the digit by a smooth random displacement
 field, drawn at ELASTIC_KNOTS x ELASTIC_KNOTS knots and blended bilinearly between them, added
 to the output grid before the same single resampling. Neither recipe uses it: on the robust
-CNN it moved clean accuracy within seed noise and cost the thick-stroke levels (README,
-"Robustness to deformed digits").
+CNN it moved clean accuracy within seed noise and cost the thick-stroke levels
+(docs/experiments/2026-12-03-robust-cnn-recipe.md).
 """
 
 from __future__ import annotations

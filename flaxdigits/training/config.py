@@ -107,7 +107,8 @@ _ROBUST = Recipe(
     ),
     # The heavy share lets the CNN memorise its clean rows through the 5408 x 100 layer
     # (99.98% on its own clean training digits): dropout there, with the mild tier, lifts the
-    # test set from 99.14% to 99.31% (means of three seeds; README, Robustness).
+    # test set from 99.14% to 99.31% (means of three random seeds;
+    # docs/experiments/2026-12-03-robust-cnn-recipe.md).
     dropout=0.5,
 )
 # recipe -> model -> values. The MLP, with no convolution to share what it learns across

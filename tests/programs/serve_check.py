@@ -74,7 +74,7 @@ def start(make: list[str], port: int, log, start_s: float) -> subprocess.Popen:
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "PYTHONFAULTHANDLER": "1"}
     log.seek(0)
     log.truncate()
-    server = subprocess.Popen(  # noqa: S603 - the README's command, `make` from PATH as a user
+    server = subprocess.Popen(  # noqa: S603 - the quickstart's command, `make` from PATH as a user
         ["make", "--no-print-directory", *make],  # noqa: S607
         env=env,
         stdout=log,

@@ -1,6 +1,8 @@
 """Reading the docs' shell blocks as a user would type them, and checking each command against the
 code: a `make TARGET` the Makefile has, a `flaxdigits SUBCOMMAND --flag` its parser accepts, a file
-path that exists in the repository or that a named command makes.
+path that exists in the repository or that a named command makes. And the docs' relative links
+and images: each points at a file of the repository (or one a named command makes) and, into a
+markdown file, at a heading it has.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import argparse
 import fnmatch
 import re
 import shlex
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)
 SHELLS = {"bash", "sh", "shell", "console"}
-# What commands make (build outputs, git-ignored): a path pattern (fnmatch; "/**" matches the
-# folder and anything under it), and the make target that makes it, which must exist. A doc may
-# name such a path without it being in the repository; any other path must exist.
+# What commands make: a path pattern (fnmatch; "/**" matches the folder and anything under it),
+# and what makes it: a make target, which must exist, or `python -m MODULE`, whose module must. A
+# doc may name such a path without it being in the repository; any other path must exist. Most
+# are git-ignored build outputs; the reference build's files (demo/, the model card, the page's
+# picture) are committed, and named here so that a checkout without them still reads true.
 GENERATED = [
     (".venv/**", "install"),
     (".venv-serve/**", "serve-venv"),
@@ -37,6 +42,9 @@ GENERATED = [
     ("build/mutation/**", "mutation"),
     ("build/installed/**", "lint"),
     ("web/node_modules/**", "web-deps"),
+    ("demo/**", "reference"),
+    ("docs/model-card.md", "reference"),
+    ("docs/images/page.png", "python -m benchmarks.screenshot"),
 ]
 PATH_LIKE = re.compile(r"^(?:\./)?[\w.-]+(?:/[\w.*{},-]+)*/?$")
 EXTENSIONS = (".py", ".md", ".toml", ".json", ".onnx", ".js", ".mjs", ".html", ".css", ".txt")
@@ -182,10 +190,10 @@ def _recipe_matches_out(args: list[str]) -> list[str]:
 
 def path_tokens(argv: list[str]) -> Iterator[str]:
     """The arguments of a command that name a file or folder of the repository (not what the
-    command itself writes: the value of --out)."""
+    command itself writes, the value of --out, nor a file inside a release, --release-file's)."""
     for previous, token in zip(argv, argv[1:], strict=False):
-        if previous in ("--out", "-o"):
-            continue
+        if previous in ("--out", "-o", "--release-file"):
+            continue  # what the command writes, or a file inside a release
         value = token.split("=", 1)[1] if token.startswith("-") and "=" in token else token
         if value.startswith(("-", "http", "/", "~", "$")) or not PATH_LIKE.match(value):
             continue
@@ -202,12 +210,20 @@ def check_path(path: str, targets: set[str], root: Path = ROOT) -> list[str]:
     if (root / path).exists():
         return []
     path = path.rstrip("/")
-    for pattern, target in GENERATED:
+    for pattern, maker in GENERATED:
         folder = pattern.removesuffix("/**")
         if fnmatch.fnmatchcase(path, pattern) or path == folder:
-            ok = target in targets
-            return [] if ok else [f"{path}: made by `make {target}`, which does not exist"]
+            return _maker_problems(path, maker, targets, root)
     return [f"{path} does not exist in the repository and no command makes it"]
+
+
+def _maker_problems(path: str, maker: str, targets: set[str], root: Path) -> list[str]:
+    """Nothing when what makes path exists: a make target, or a module run by python -m."""
+    module = maker.removeprefix("python -m ")
+    if module != maker:
+        ok = _module_file(module, root) is not None
+        return [] if ok else [f"{path}: made by `{maker}`, whose module does not exist"]
+    return [] if maker in targets else [f"{path}: made by `make {maker}`, which does not exist"]
 
 
 def check_doc(
@@ -222,3 +238,75 @@ def check_doc(
                 found += [p for t in path_tokens(argv) for p in check_path(t, targets)]
                 problems += [Problem(doc, first + offset, f"{what} (in: {line})") for what in found]
     return problems
+
+
+# [text](target) and ![alt](target), with an optional "title"; the target has no spaces.
+LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(<?([^()\s<>]+)>?(?:\s+\"[^\"]*\")?\)")
+INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1", re.S)
+HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
+
+
+def _prose(text: str) -> str:
+    """The text with fenced blocks and inline code blanked (same length and line numbers)."""
+    return INLINE_CODE.sub(_blank, FENCE.sub(_blank, text))
+
+
+def _blank(match: re.Match) -> str:
+    return re.sub(r"[^\n]", " ", match.group(0))
+
+
+def links(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, target) of every markdown link and image outside code."""
+    prose = _prose(text)
+    for match in LINK.finditer(prose):
+        yield prose.count("\n", 0, match.start()) + 1, match.group(1)
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, markup and punctuation dropped, spaces as -."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link's text only
+    text = text.replace("`", "").strip().lower()
+    kept = "".join(ch for ch in text if ch in " -_" or unicodedata.category(ch)[0] in "LNM")
+    return kept.replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    """Every heading anchor of a markdown text (repeats numbered -1, -2 as GitHub does)."""
+    seen: dict[str, int] = {}
+    out = set()
+    for heading in HEADING.findall(FENCE.sub(_blank, text)):
+        base = anchor(heading)
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        out.add(base if n == 0 else f"{base}-{n}")
+    return out
+
+
+def check_link(doc: str, target: str, targets: set[str], text: str = "", root: Path = ROOT):
+    """What is wrong with a link of doc (a path from the root, its text given): a relative target
+    names a file that exists or that a make target makes, and a #fragment into a markdown file
+    (doc itself when the target is only a fragment) names one of its headings."""
+    if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("//"):
+        return []  # https:, mailto:, ...: not this repository's
+    path, _, fragment = target.partition("#")
+    if not path:
+        return [] if fragment in anchors(text) else [f"link {target}: {doc} has no such heading"]
+    file = ((root / doc).parent / path).resolve()
+    try:
+        rel = file.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return [f"link {target}: outside the repository"]
+    if not file.exists():
+        return [f"link {target}: {p}" for p in check_path(rel, targets, root)]
+    if fragment and file.suffix == ".md" and fragment not in anchors(file.read_text()):
+        return [f"link {target}: {rel} has no heading #{fragment}"]
+    return []
+
+
+def check_links(doc: str, text: str, targets: set[str], root: Path = ROOT) -> list[Problem]:
+    """Every problem of one markdown file's relative links and images."""
+    return [
+        Problem(doc, line, found)
+        for line, target in links(text)
+        for found in check_link(doc, target, targets, text, root)
+    ]
