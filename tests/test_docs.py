@@ -1,8 +1,8 @@
 """The docs cannot rot: every command in a shell block of the user docs is checked against the code
 (a make target the Makefile has, a flaxdigits subcommand and flags its parser accepts, a path that
-exists or that a named command makes), every relative link and image points at a file that exists
-or that a named command makes (and at a heading of it), and the checker itself is seen catching
-each kind of error.
+exists or that a named command makes, a program of the venv run from it), every relative link and
+image points at a file that exists or that a named command makes (and at a heading of it), and the
+checker itself is seen catching each kind of error.
 """
 
 from __future__ import annotations
@@ -36,6 +36,18 @@ def code():
 @pytest.mark.parametrize("doc", DOCS, ids=str)
 def test_every_command_in_the_docs_is_backed_by_the_code(doc: Path, code):
     problems = docs.check_doc(str(doc), (ROOT / doc).read_text(), *code)
+    assert not problems, "\n".join(map(str, problems))
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=str)
+def test_every_command_quoted_in_the_prose_is_backed_by_the_code(doc: Path, code):
+    problems = docs.check_inline(str(doc), (ROOT / doc).read_text(), *code)
+    assert not problems, "\n".join(map(str, problems))
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=str)
+def test_every_command_the_venv_has_is_run_from_it(doc: Path):
+    problems = docs.check_venv(str(doc), (ROOT / doc).read_text())
     assert not problems, "\n".join(map(str, problems))
 
 
@@ -87,6 +99,42 @@ def test_a_recipe_trained_into_another_recipes_folder_is_caught(code):
     assert (
         _problems("flaxdigits train --model cnn --recipe robust --out runs/robust/cnn", code) == []
     )
+
+
+def test_a_command_quoted_in_a_table_or_sentence_is_checked_too(code):
+    text = "\n".join(
+        [
+            "| Draw | `make demo`, then `.venv/bin/flaxdigits predict --jsn x.png` |",
+            "Run `make serv`; `flaxdigits SUBCOMMAND --help` says more; `ls nowhere`.",
+            "```bash",
+            "make inside-a-block-is-not-inline",
+            "```",
+        ]
+    )
+    found = [p.text for p in docs.check_inline("planted.md", text, *code)]
+    assert found == [
+        "flaxdigits predict has no option --jsn (in: `.venv/bin/flaxdigits predict --jsn x.png`)",
+        "make has no target 'serv' (in: `make serv`)",
+    ]
+
+
+def test_a_command_run_outside_the_venv_is_caught():
+    def found(body: str) -> list[str]:
+        return [p.text for p in docs.check_venv("planted.md", f"```bash\n{body}\n```\n")]
+
+    assert found("make all\nflaxdigits serve --models models") == [
+        "flaxdigits runs outside the venv: write .venv/bin/flaxdigits or activate .venv first "
+        "(in: flaxdigits serve --models models)"
+    ]
+    assert found("python -m benchmarks.screenshot")[0].startswith("python runs outside the venv")
+    assert found("pytest tests/test_docs.py")[0].startswith("pytest runs outside the venv")
+    venv = [
+        ".venv/bin/flaxdigits serve --models models",
+        "~/flaxdigits/bin/flaxdigits verify r.tar.gz",
+        "python3 -m venv ~/flaxdigits && python3 -m http.server -d build/web",
+        ". .venv/bin/activate && flaxdigits --help && python -m benchmarks.screenshot",
+    ]
+    assert found("\n".join(venv)) == []
 
 
 def test_what_commands_make_and_what_the_repository_holds_pass(code):

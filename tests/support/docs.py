@@ -1,8 +1,8 @@
 """Reading the docs' shell blocks as a user would type them, and checking each command against the
 code: a `make TARGET` the Makefile has, a `flaxdigits SUBCOMMAND --flag` its parser accepts, a file
-path that exists in the repository or that a named command makes. And the docs' relative links
-and images: each points at a file of the repository (or one a named command makes) and, into a
-markdown file, at a heading it has.
+path that exists in the repository or that a named command makes; a program only the venv has is
+run from it. And the docs' relative links and images: each points at a file of the repository (or
+one a named command makes) and, into a markdown file, at a heading it has.
 """
 
 from __future__ import annotations
@@ -238,6 +238,62 @@ def check_doc(
                 found += [p for t in path_tokens(argv) for p in check_path(t, targets)]
                 problems += [Problem(doc, first + offset, f"{what} (in: {line})") for what in found]
     return problems
+
+
+# `code` in the prose (a table's cell, a sentence): one backtick pair on one line.
+INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
+
+
+def check_inline(
+    doc: str, text: str, targets: set[str], options: dict[str, set[str]]
+) -> list[Problem]:
+    """Every problem of the `make ...` and `flaxdigits ...` commands quoted inline in a doc's
+    prose, outside its fenced blocks (a placeholder subcommand, `flaxdigits SUBCOMMAND`, aside)."""
+    prose = FENCE.sub(_blank, text)
+    problems = []
+    for match in INLINE.finditer(prose):
+        line = prose.count("\n", 0, match.start()) + 1
+        for argv in simple_commands(match.group(1)):
+            if Path(argv[0]).name not in ("make", "flaxdigits") or _placeholder(argv):
+                continue
+            found = check_argv(argv, targets, options)
+            found += [p for t in path_tokens(argv) for p in check_path(t, targets)]
+            problems += [Problem(doc, line, f"{what} (in: `{match.group(1)}`)") for what in found]
+    return problems
+
+
+def _placeholder(argv: list[str]) -> bool:
+    words = [a for a in argv[1:] if not a.startswith("-")]
+    return bool(words) and words[0].isupper()
+
+
+# What `make install` puts in .venv/bin only: run bare, before the doc activates a venv, each is
+# "command not found" (or the system Python without the package) after `make all`.
+VENV_PROGRAMS = {"flaxdigits", "pytest", "tensorboard", "hf", "huggingface-cli", "lint-imports"}
+VENV_MODULES = ("flaxdigits", "benchmarks.", "tests.")
+
+
+def check_venv(doc: str, text: str) -> list[Problem]:
+    """Every command of a doc's shell blocks that only the venv has, run bare before the doc
+    says `source .venv/bin/activate` (or `. VENV/bin/activate`)."""
+    activated, problems = False, []
+    for first, body in shell_blocks(text):
+        for offset, line in command_lines(body):
+            for argv in simple_commands(line):
+                if argv[0] in ("source", ".") and argv[1:2] and argv[1].endswith("bin/activate"):
+                    activated = True
+                elif not activated and _needs_venv(argv):
+                    what = f"{argv[0]} runs outside the venv: write .venv/bin/{argv[0]}"
+                    what += f" or activate .venv first (in: {line})"
+                    problems.append(Problem(doc, first + offset, what))
+    return problems
+
+
+def _needs_venv(argv: list[str]) -> bool:
+    if argv[0] in VENV_PROGRAMS:
+        return True
+    module = argv[2] if argv[0] in ("python", "python3") and argv[1:2] == ["-m"] else ""
+    return len(argv) > 2 and module.startswith(VENV_MODULES)
 
 
 # [text](target) and ![alt](target), with an optional "title"; the target has no spaces.
