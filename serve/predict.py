@@ -25,7 +25,7 @@ def predict_files(
     method=contract.DEFAULT_PREPROCESS_METHOD,
     as_json=False,
     threads=1,
-    release_file="cnn.onnx",
+    release_file=None,
     stdin=None,
 ) -> int:
     """Predict the digit in each image file and print one line per file.
@@ -39,7 +39,8 @@ def predict_files(
         as_json: print JSON lines {"file", "digit", "confidence", "probabilities"} or
             {"file", "error"} on stdout, instead of readable lines (errors then on stderr).
         threads: onnxruntime intra-op threads.
-        release_file: which model of a release, e.g. cnn.onnx or mlp.int8.onnx.
+        release_file: which model of a release, e.g. cnn.onnx or mlp.int8.onnx (None: cnn.onnx,
+            or cnn.int8.onnx in a release of the int8 files only).
         stdin: where "-" reads paths from (default sys.stdin).
 
     Returns:

@@ -461,6 +461,26 @@ def test_an_int8_only_release_holds_the_int8_files_and_serves_them(models, tmp_p
     assert small.stat().st_size < archive_size_of_both(models, tmp_path)
 
 
+def test_predict_on_an_int8_only_release_reads_its_cnn_without_being_told(
+    models, tmp_path, capsys
+):
+    from PIL import Image
+
+    from tests.support.drawings import draw_digit
+
+    small = build_release(
+        models, tmp_path, reports_dir=tmp_path / "none", latency=False, variants=("int8",),
+        log=lambda _: None,
+    )  # fmt: skip
+    image = tmp_path / "seven.png"
+    Image.fromarray(draw_digit()).save(image)
+    assert main(["predict", "--model", str(small), "--json", str(image)]) == 0
+    assert json.loads(capsys.readouterr().out)["digit"] in range(10)
+    # Named explicitly, the missing float file is still an error, not silently the int8 one.
+    assert main(["predict", "--model", str(small), "--release-file", "cnn.onnx", str(image)]) == 2
+    assert "no model file 'cnn.onnx'" in capsys.readouterr().err
+
+
 def archive_size_of_both(models, tmp_path) -> int:
     both = build_release(models, tmp_path / "both", reports_dir=tmp_path / "none", latency=False)
     return both.stat().st_size

@@ -36,8 +36,8 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--release-file",
-        default="cnn.onnx",
-        help="with a release: which model (cnn.onnx, mlp.onnx, cnn.int8.onnx, mlp.int8.onnx)",
+        help="with a release: which model (cnn.onnx, mlp.onnx, cnn.int8.onnx, mlp.int8.onnx; "
+        "default: cnn.onnx, or cnn.int8.onnx in a release of the int8 files only)",
     )
     p.add_argument(
         "--preprocess",

@@ -200,14 +200,21 @@ def models_dir(path) -> Iterator[Path]:
         yield root / "models"
 
 
+DEFAULT_MODEL_FILES = ("cnn.onnx", "cnn.int8.onnx")  # the float CNN, else (a small release) int8
+
+
 @contextlib.contextmanager
-def model_file(path, file: str = "cnn.onnx") -> Iterator[Path]:
+def model_file(path, file: str | None = None) -> Iterator[Path]:
     """One model file: `file` (e.g. cnn.onnx, mlp.int8.onnx) of a release, verified, or path
-    itself when it is not a release."""
+    itself when it is not a release. No file: cnn.onnx, or cnn.int8.onnx in a release that
+    ships the int8 files only."""
     if not is_release(path):
         yield Path(path)
         return
     with unpacked(path) as root:
+        if file is None:
+            present = [f for f in DEFAULT_MODEL_FILES if (root / "models" / f).is_file()]
+            file = present[0] if present else DEFAULT_MODEL_FILES[0]
         target = root / "models" / file
         if "/" in file or not target.is_file():
             names = sorted(p.name for p in (root / "models").glob("*.onnx"))
