@@ -461,9 +461,7 @@ def test_an_int8_only_release_holds_the_int8_files_and_serves_them(models, tmp_p
     assert small.stat().st_size < archive_size_of_both(models, tmp_path)
 
 
-def test_predict_on_an_int8_only_release_reads_its_cnn_without_being_told(
-    models, tmp_path, capsys
-):
+def test_predict_on_an_int8_only_release_reads_its_cnn_without_being_told(models, tmp_path, capsys):
     from PIL import Image
 
     from tests.support.drawings import draw_digit
