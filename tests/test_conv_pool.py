@@ -55,48 +55,89 @@ def _reference_kernel_grad_at_windows(x, kernel, g):
     path's own forward values (first maximum in row-major order), and the conv's filter gradient
     from lax's own autodiff. Which position wins a tie or near-tie depends on how the conv's sums
     were rounded, which depends on the CPU; given the same winners, both gradients must agree.
+    In bfloat16 the filter gradient is lax's in float32 on the same bfloat16 values, rounded to
+    bfloat16 once, as the fast path promises (float32 sums).
     """
     _, (_, _, y, out) = conv_pool._conv_max_pool_fwd(x, kernel)  # y: (4, N, C), N = B*13*13
     first = np.argmax(np.asarray(y) == np.asarray(out)[None], axis=0)  # (N, C): winner position
     b, c = x.shape[0], kernel.shape[-1]
     gconv = np.zeros((b, 26, 26, c), np.float32)
-    gq = np.asarray(g).reshape(-1, c)
+    gq = np.asarray(g, np.float32).reshape(-1, c)
     bb, ii, jj = np.unravel_index(np.arange(b * 13 * 13), (b, 13, 13))
     for q, (qi, qj) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
         rows, chans = np.nonzero(first == q)
         gconv[bb[rows], 2 * ii[rows] + qi, 2 * jj[rows] + qj, chans] = gq[rows, chans]
-    conv = functools.partial(conv_pool._conv_valid, x)
-    return jax.vjp(conv, kernel)[1](jnp.asarray(gconv))[0]
+    conv = functools.partial(conv_pool._conv_valid, x.astype(jnp.float32))
+    dk = jax.vjp(conv, kernel.astype(jnp.float32))[1](jnp.asarray(gconv))[0]
+    return dk.astype(kernel.dtype)
 
 
-def test_conv_max_pool_kernel_gradient_on_real_digits_with_ties(mnist):
+def _assert_close_in(dtype, ours, ref):
+    """float32: a few ulps of the overall scale; bfloat16: float32 sums in another order, each
+    rounded to bfloat16 once, so at most one bfloat16 step (2**-7 relative) apart."""
+    assert ours.dtype == ref.dtype == dtype
+    if dtype == jnp.float32:
+        _assert_close_at_float32_scale(ours, ref)
+        return
+    ours, ref = np.asarray(ours, np.float32), np.asarray(ref, np.float32)
+    np.testing.assert_allclose(ours, ref, rtol=2**-7, atol=2**-8 * float(np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_conv_max_pool_kernel_gradient_on_real_digits_with_ties(mnist, dtype):
     # Real digits: most windows are all-zero background, where all 4 positions tie exactly.
-    kernel = models.create_model("cnn", seed=2).conv.kernel[...]
-    x = jnp.asarray(mnist.test_images[:64], jnp.float32)[..., None] / 255.0
-    g = jax.random.normal(jax.random.PRNGKey(6), (64, 13, 13, 32))
+    kernel = models.create_model("cnn", seed=2).conv.kernel[...].astype(dtype)
+    x = (jnp.asarray(mnist.test_images[:64], jnp.float32)[..., None] / 255.0).astype(dtype)
+    g = jax.random.normal(jax.random.PRNGKey(6), (64, 13, 13, 32)).astype(dtype)
     dk = jax.vjp(lambda k: conv_pool.conv_max_pool(x, k), kernel)[1](g)[0]
-    _assert_close_at_float32_scale(dk, _reference_kernel_grad_at_windows(x, kernel, g))
+    _assert_close_in(dtype, dk, _reference_kernel_grad_at_windows(x, kernel, g))
 
 
-def test_conv_max_pool_constructed_exact_ties_go_to_the_first_position_in_every_window():
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_conv_max_pool_constructed_exact_ties_go_to_the_first_position_in_every_window(dtype):
     # Each 2x2 pooling window of the conv output holds one value four times (the input is
     # constant over 2x2 blocks shifted so a 1x1 kernel copies it): exact ties, on any CPU.
-    blocks = jax.random.uniform(jax.random.PRNGKey(7), (2, 3, 3, 1))
+    blocks = jax.random.uniform(jax.random.PRNGKey(7), (2, 3, 3, 1)).astype(dtype)
     x = jnp.repeat(jnp.repeat(blocks, 2, axis=1), 2, axis=2)  # (2, 6, 6, 1)
-    kernel = jnp.full((1, 1, 1, 3), 0.5)
+    kernel = jnp.full((1, 1, 1, 3), 0.5, dtype)
     (dx,) = jax.grad(lambda v: jnp.sum(conv_pool.conv_max_pool(v, kernel)), argnums=(0,))(x)
+    assert dx.dtype == dtype
     expected = np.zeros((2, 6, 6, 1), np.float32)
     expected[:, ::2, ::2, 0] = 1.5  # 3 output channels x 0.5, all at the window's first pixel
-    np.testing.assert_allclose(np.asarray(dx), expected, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(dx, np.float32), expected)  # exact in both
     ref = jax.grad(lambda v: jnp.sum(conv_pool.conv_max_pool_reference(v, kernel)))(x)
     assert float(jnp.sum(ref)) == pytest.approx(float(jnp.sum(dx)))  # same mass, one per window
 
 
-def test_conv_max_pool_tie_sends_the_gradient_to_the_first_maximum():
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_conv_max_pool_tie_sends_the_gradient_to_the_first_maximum(dtype):
     # A 1x1 "identity" kernel on a constant image: every window ties; the row-major first wins.
-    x = jnp.ones((1, 4, 4, 1))
-    kernel = jnp.ones((1, 1, 1, 1))
+    x = jnp.ones((1, 4, 4, 1), dtype)
+    kernel = jnp.ones((1, 1, 1, 1), dtype)
     (dx,) = jax.grad(lambda v: jnp.sum(conv_pool.conv_max_pool(v, kernel)), argnums=(0,))(x)
     expected = np.zeros((1, 4, 4, 1))
     expected[0, ::2, ::2, 0] = 1.0
-    np.testing.assert_array_equal(np.asarray(dx), expected)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(dx, np.float32), expected)
+
+
+def _reference_in(dtype):
+    """The textbook conv+pool as a mixed-precision conv is done: the dtype's values multiplied
+    and summed in float32, the result rounded to the dtype once (what the fast path promises)."""
+
+    def reference(x, kernel):
+        y = _reference_conv_pool(x.astype(jnp.float32), kernel.astype(jnp.float32))
+        return y.astype(dtype)
+
+    return reference
+
+
+def test_conv_max_pool_in_bfloat16_equals_the_textbook_ops_summed_in_float32():
+    kernel = models.create_model("cnn", seed=2).conv.kernel[...].astype(jnp.bfloat16)
+    x = jax.random.uniform(jax.random.PRNGKey(4), (8, 28, 28, 1)).astype(jnp.bfloat16)
+    g = jax.random.normal(jax.random.PRNGKey(5), (8, 13, 13, 32)).astype(jnp.bfloat16)
+    out, vjp = jax.vjp(conv_pool.conv_max_pool, x, kernel)
+    ref_out, ref_vjp = jax.vjp(_reference_in(jnp.bfloat16), x, kernel)
+    _assert_close_in(jnp.bfloat16, out, ref_out)
+    for ours, ref in zip(vjp(g), ref_vjp(g), strict=True):
+        _assert_close_in(jnp.bfloat16, ours, ref)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flaxdigits.models.conv_pool import conv_max_pool, conv_max_pool_reference
-from flaxdigits.models.layers import KERNEL_INIT, Dropout, drop
+from flaxdigits.models.layers import KERNEL_INIT, Dropout, dense, drop
 
 
 class CNN(nnx.Module):
@@ -45,4 +45,5 @@ class CNN(nnx.Module):
         x = conv_pool(x, self.conv.kernel[...])  # conv (B, 26, 26, 32), pool (B, 13, 13, 32)
         x = nnx.relu(x + self.conv.bias[...].reshape(1, 1, 1, -1))
         x = x.reshape(x.shape[0], -1)  # (B, 5408)
-        return self.out(nnx.relu(self.hidden(drop(x, dropout))))
+        hidden = nnx.relu(dense(self.hidden, drop(x, dropout)))
+        return dense(self.out, hidden, out_dtype=jnp.float32)  # float32 logits in any precision

@@ -55,6 +55,11 @@ def _pool_major_patches(shape: tuple[int, ...], kh: int, kw: int) -> np.ndarray:
     return index.reshape(4 * b * ho * wo, kh * kw * cin).astype(np.int32)
 
 
+def _dot(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a @ b summed in float32 whatever the operands' dtype (float32 operands: plain a @ b)."""
+    return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+
+
 @jax.custom_vjp
 def conv_max_pool(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """max_pool_2x2(VALID conv(x, kernel)), bias-free: (B, H, W, Cin) -> (B, Ho, Wo, C).
@@ -67,6 +72,10 @@ def conv_max_pool(x: jax.Array, kernel: jax.Array) -> jax.Array:
     with the kernel, so pooling is a max of 4 contiguous blocks; the pooling gradient is one
     select and the kernel gradient one more GEMM. A tie inside a pooling window sends the
     gradient to the first maximum in row-major order, as TF/Keras and PyTorch do.
+
+    Any float dtype: bfloat16 x and kernel (mixed precision) are multiplied in bfloat16 and
+    summed in float32 (the GEMMs' preferred_element_type), the pooling compares the float32
+    sums, and the output and gradients come back in bfloat16. In float32 nothing changes.
     """
     return max_pool_2x2(_conv_valid(x, kernel))
 
@@ -76,10 +85,10 @@ def _conv_max_pool_fwd(x, kernel):
     kh, kw, _, c = kernel.shape
     index = _pool_major_patches(x.shape, kh, kw)
     patches = x.reshape(-1)[index]  # (4N, K)
-    y = (patches @ kernel.reshape(-1, c)).reshape(4, -1, c)  # (4, N, C), N = B*Ho*Wo
+    y = _dot(patches, kernel.reshape(-1, c)).reshape(4, -1, c)  # (4, N, C) f32, N = B*Ho*Wo
     out = jnp.maximum(jnp.maximum(y[0], y[1]), jnp.maximum(y[2], y[3]))  # (N, C)
     ho, wo = (h - kh + 1) // 2, (w - kw + 1) // 2
-    return out.reshape(b, ho, wo, c), (x, kernel, y, out)
+    return out.reshape(b, ho, wo, c).astype(x.dtype), (x, kernel, y, out)
 
 
 def _conv_max_pool_bwd(res, g):
@@ -92,12 +101,12 @@ def _conv_max_pool_bwd(res, g):
     position = jax.lax.broadcasted_iota(jnp.int32, (4, 1, 1), 0)
     gy = jnp.where(first[None] == position, g[None], 0.0).reshape(-1, c)  # (4N, C)
     index = _pool_major_patches(x.shape, kh, kw)
-    dkernel = (x.reshape(-1)[index.T] @ gy).reshape(kernel.shape)  # (K, 4N) @ (4N, C)
+    dkernel = _dot(x.reshape(-1)[index.T], gy).reshape(kernel.shape)  # (K, 4N) @ (4N, C)
     # Input gradient: the patches' gradient scattered back (XLA drops it when, as in training,
     # nothing asks for it).
-    dpatches = gy @ kernel.reshape(-1, c).T  # (4N, K)
-    dx = jnp.zeros(x.size, x.dtype).at[index].add(dpatches).reshape(x.shape)
-    return dx, dkernel
+    dpatches = _dot(gy, kernel.reshape(-1, c).T)  # (4N, K)
+    dx = jnp.zeros(x.size, jnp.float32).at[index].add(dpatches).reshape(x.shape)
+    return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
 
 
 conv_max_pool.defvjp(_conv_max_pool_fwd, _conv_max_pool_bwd)

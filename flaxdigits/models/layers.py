@@ -19,6 +19,49 @@ class Dropout(NamedTuple):
     rate: float
 
 
+def dense(layer: nnx.Linear, x: jax.Array, out_dtype=None) -> jax.Array:
+    """layer(x), in x's dtype (or out_dtype). float32: exactly layer(x). bfloat16 (mixed
+    precision, the parameters cast to bfloat16 by the training step): bfloat16 operands, float32
+    sums and bias, the result rounded to bfloat16 once (out_dtype float32: not rounded, as for
+    the logits); its gradients likewise (mixed_matmul)."""
+    if x.dtype == jnp.float32:
+        return layer(x)
+    y = mixed_matmul(x, layer.kernel[...].astype(x.dtype))
+    y = y + layer.bias[...].astype(jnp.float32).reshape(1, -1)
+    return y.astype(out_dtype or x.dtype)
+
+
+@jax.custom_vjp
+def mixed_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a @ b of low-precision (bfloat16) operands, summed and returned in float32.
+
+    Its gradient rounds the incoming float32 gradient to the operands' dtype and takes both
+    products as the same kind of GEMM (low-precision operands, float32 sums), each result
+    rounded to its operand's dtype: the backward pass computes in bfloat16 too, as it does on a
+    GPU's or TPU's bfloat16 units. JAX's own transpose would multiply the float32 gradient by
+    the bfloat16 operand, a float32 GEMM: on the 2-core Xeon a little faster than this one, and
+    still slower than float32 throughout (docs/experiments/2026-12-05-mixed-precision.md). The
+    float32 result matters on XLA:CPU, which runs bfloat16 x bfloat16 -> float32 natively but
+    converts a bfloat16 -> bfloat16 dot to float32.
+    """
+    return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+
+
+def _mixed_matmul_fwd(a, b):
+    return mixed_matmul(a, b), (a, b)
+
+
+def _mixed_matmul_bwd(res, g):
+    a, b = res
+    g = g.astype(a.dtype)
+    da = jnp.matmul(g, b.T, preferred_element_type=jnp.float32).astype(a.dtype)
+    db = jnp.matmul(a.T, g, preferred_element_type=jnp.float32).astype(b.dtype)
+    return da, db
+
+
+mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
+
+
 def drop(x: jax.Array, dropout: Dropout | None) -> jax.Array:
     """x (B, F) with each feature zeroed with probability rate, the rest divided by 1 - rate
     (inverted dropout: the expected value is x, so the model is evaluated without it); None or

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
-from flaxdigits.models.layers import KERNEL_INIT, Dropout, drop
+from flaxdigits.models.layers import KERNEL_INIT, Dropout, dense, drop
 
 
 class MLP(nnx.Module):
@@ -18,4 +19,5 @@ class MLP(nnx.Module):
     def __call__(self, x: jax.Array, dropout: Dropout | None = None) -> jax.Array:
         """(B, 28, 28, 1) images -> (B, 10) logits (dropout: in training only)."""
         x = x.reshape(x.shape[0], -1)  # (B, 784)
-        return self.out(nnx.relu(self.hidden(drop(x, dropout))))
+        hidden = nnx.relu(dense(self.hidden, drop(x, dropout)))
+        return dense(self.out, hidden, out_dtype=jnp.float32)  # float32 logits in any precision
