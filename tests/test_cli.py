@@ -115,3 +115,27 @@ def test_serve_exit_timer_leaves_a_running_caller_alone(capsys):
     timer.join(timeout=5)
     assert not timer.is_alive()  # it fired, saw the main thread running, and did nothing
     assert "shutdown took over" not in capsys.readouterr().err
+
+
+def test_train_precision_flag_defaults_to_the_recipes_and_the_change_needs_its_own_flag(
+    monkeypatch, capsys
+):
+    from flaxdigits.cli import commands_train
+    from flaxdigits.data import mnist as mnist_module
+    from flaxdigits.training import train as train_module
+
+    def parse(*flags):
+        return build_parser().parse_args(["train", "--model", "cnn", "--out", "r", *flags])
+
+    assert commands_train._train_config(parse()).precision == "float32"  # every recipe's, now
+    assert commands_train._train_config(parse("--precision", "bfloat16")).precision == "bfloat16"
+    proc = _run("train", "--model", "cnn", "--precision", "float16", "--out", "r")
+    assert proc.returncode == 2 and "invalid choice: 'float16'" in proc.stderr
+    calls = []
+    metrics = {"model": "cnn", "test_accuracy": 1.0, "train_accuracy": 1.0, "seconds_per_epoch": 1}
+    monkeypatch.setattr(mnist_module, "load_mnist", lambda *a, **k: None)
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: calls.append(k) or metrics)
+    for flags in (["--resume"], ["--resume", "--allow-precision-change"], []):
+        assert commands_train.run_train(parse("--precision", "bfloat16", *flags)) == 0
+    assert [k["resume"] for k in calls] == [True, train_module.RESUME_ANY_PRECISION, False]
+    capsys.readouterr()

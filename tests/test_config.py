@@ -82,3 +82,32 @@ def test_a_recipe_edited_since_the_checkpoint_is_a_resume_conflict():
     assert set(config.recipe_conflicts(no_augment)) == {"augment"}
     seed = TrainConfig(model="cnn")  # the seed recipe has no augmentation at all
     assert set(seed.recipe_conflicts(saved)) >= {"augment", "schedule", "learning_rate"}
+
+
+def test_precision_is_validated_and_defaults_to_the_recipes():
+    with pytest.raises(ValueError, match=r"unknown precision 'float16'; choose one of"):
+        TrainConfig(model="mlp", precision="float16")
+    with pytest.raises(ValueError, match="unknown precision"):
+        dataclasses.replace(RECIPES["robust"]["cnn"], precision="bf16")
+    for recipe, models in RECIPES.items():
+        for model, values in models.items():
+            assert TrainConfig.for_recipe(recipe, model=model).precision == values.precision
+    bf16 = TrainConfig.for_recipe("original", model="cnn", precision="bfloat16")
+    assert bf16.precision == "bfloat16"
+    assert TrainConfig.from_dict(bf16.to_dict()) == bf16
+    old = {k: v for k, v in bf16.to_dict().items() if k != "precision"}  # saved before precisions
+    assert TrainConfig.from_dict(old).precision == "float32"
+
+
+def test_another_precision_is_a_resume_conflict_unless_allowed():
+    saved = TrainConfig(model="cnn", epochs=2, precision="float32")
+    wanted = TrainConfig(model="cnn", epochs=2, precision="bfloat16")
+    assert wanted.resume_conflicts(saved) == {"precision": ("float32", "bfloat16")}
+    assert wanted.resume_conflicts(saved, precision_change=True) == {}
+    assert saved.resume_conflicts(wanted) == {"precision": ("bfloat16", "float32")}
+    # the recipe's default precision is not a recipe value a checkpoint must match: the job's is
+    recipe_values = json.loads(json.dumps(wanted.recipe_values.to_dict()))
+    assert wanted.recipe_conflicts(recipe_values | {"precision": "bfloat16"}) == {}
+    assert (
+        wanted.recipe_conflicts({k: v for k, v in recipe_values.items() if k != "precision"}) == {}
+    )

@@ -14,7 +14,7 @@ from flaxdigits.runs import load_run
 from flaxdigits.training import checkpoint
 from flaxdigits.training import config as C
 from flaxdigits.training.config import TrainConfig
-from flaxdigits.training.train import train
+from flaxdigits.training.train import RESUME_ANY_PRECISION, train
 
 METRIC_KEYS = {
     "model",
@@ -201,3 +201,40 @@ def test_dropout_trains_differently_and_resumes_bit_identical(tmp_path, small, m
     train(config, tmp_path / "cut", data=small, resume=True, progress=False, log=lambda _: None)
     for a, b in zip(_params(tmp_path / "full"), _params(tmp_path / "cut"), strict=True):
         np.testing.assert_array_equal(a, b)  # the same masks replayed after the resume
+
+
+def test_bfloat16_trains_float32_params_and_resumes_bit_identical(tmp_path, small):
+    # Mixed precision with everything a step does: augmentation, dropout, conv+pool, schedule.
+    config = TrainConfig.for_recipe("robust", model="cnn", epochs=2, batch_size=100)
+    bf16 = dataclasses.replace(config, precision="bfloat16")
+    f32 = train(config, tmp_path / "f32", data=small, progress=False, log=lambda _: None)
+    full = train(bf16, tmp_path / "full", data=small, progress=False, log=lambda _: None)
+    assert full["train_loss"] != f32["train_loss"]  # the step did run in bfloat16
+    assert abs(full["test_accuracy"] - f32["test_accuracy"]) < 0.05
+    with pytest.raises(_Stop):  # "killed" after epoch 1
+        train(bf16, tmp_path / "cut", data=small, progress=False, log=_stop_after_first_epoch)
+    train(bf16, tmp_path / "cut", data=small, resume=True, progress=False, log=lambda _: None)
+    for a, b in zip(_params(tmp_path / "full"), _params(tmp_path / "cut"), strict=True):
+        assert a.dtype == np.float32  # parameters (and so checkpoints) stay float32
+        np.testing.assert_array_equal(a, b)
+    assert load_run(tmp_path / "cut").config.precision == "bfloat16"
+
+
+def test_a_checkpoint_resumes_in_another_precision_only_when_told(tmp_path, small):
+    config = TrainConfig(model="mlp", epochs=2, batch_size=100)
+    with pytest.raises(_Stop):
+        train(config, tmp_path / "run", data=small, progress=False, log=_stop_after_first_epoch)
+    bf16 = dataclasses.replace(config, precision="bfloat16")
+    before = (tmp_path / "run" / checkpoint.POINTER).read_bytes()
+    refusal = r"precision: checkpoint 'float32' vs requested 'bfloat16'.*--allow-precision-change"
+    with pytest.raises(checkpoint.CheckpointError, match=refusal):
+        train(bf16, tmp_path / "run", data=small, resume=True, progress=False)
+    assert (tmp_path / "run" / checkpoint.POINTER).read_bytes() == before  # nothing trained
+    lines: list[str] = []
+    told = RESUME_ANY_PRECISION  # flaxdigits train --resume --allow-precision-change
+    train(bf16, tmp_path / "run", data=small, resume=told, progress=False, log=lines.append)
+    assert any("trained in float32: going on in bfloat16" in line for line in lines)
+    assert checkpoint.pointer(tmp_path / "run")["epoch"] == 2
+    run = load_run(tmp_path / "run")
+    assert run.config.precision == "bfloat16"  # what the rest ran in; each epoch says its own
+    assert [h["precision"] for h in run.metrics["history"]] == ["float32", "bfloat16"]

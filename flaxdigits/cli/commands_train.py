@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from flaxdigits.cli.names import renamed
-from flaxdigits.core.contract import MODEL_NAMES, RECIPE_NAMES, RENAMED_RECIPES
+from flaxdigits.core.contract import MODEL_NAMES, PRECISIONS, RECIPE_NAMES, RENAMED_RECIPES
 
 
 def add_source(p: argparse.ArgumentParser) -> None:
@@ -61,8 +61,20 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="random seed: initialisation, data order, distortions"
     )
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=PRECISIONS,
+        help="compute dtype of the training step; bfloat16: mixed precision (float32 "
+        "parameters, optimizer state and loss); default: the recipe's",
+    )
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument(
+        "--allow-precision-change",
+        action="store_true",
+        help="with --resume: continue a checkpoint trained in the other precision in this one",
+    )
     p.add_argument(
         "--devices", type=int, default=None, help="data-parallel devices (default: all local)"
     )
@@ -115,6 +127,7 @@ def _train_config(args: argparse.Namespace):
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         seed=args.seed,
+        precision=args.precision,
     )
 
 
@@ -140,15 +153,16 @@ def run_train(args: argparse.Namespace) -> int:
     _join_job(args)
     from flaxdigits.data.mnist import load_mnist, subset
     from flaxdigits.training import distributed
-    from flaxdigits.training.train import train
+    from flaxdigits.training.train import RESUME_ANY_PRECISION, train
 
+    resume = RESUME_ANY_PRECISION if args.resume and args.allow_precision_change else args.resume
     main_process = distributed.process_index() == 0  # the one that logs and writes metrics
     mnist = load_mnist(args.source, log=print if main_process else lambda _: None)
     metrics = train(
         config,
         Path(args.out),
         data=mnist if args.limit is None else subset(mnist, args.limit),
-        resume=args.resume,
+        resume=resume,
         snapshot_epochs=args.snapshot_epochs,
         devices=args.devices,
         tensorboard=not args.no_tensorboard,

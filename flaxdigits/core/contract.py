@@ -14,6 +14,10 @@ MODEL_NAMES = ("mlp", "cnn")
 # How a model was trained (flaxdigits/training/config.py RECIPES): the same graphs either way.
 # "original" reproduces the original study's training; "robust" is what the page serves.
 RECIPE_NAMES = ("original", "robust")
+# The compute dtypes a model can be trained in, by JAX's names: "bfloat16" is mixed precision
+# (bfloat16 forward and backward passes; float32 parameters, optimizer state, loss and softmax).
+# Either way the exported files are float32 (and int8): the precision is metadata.
+PRECISIONS = ("float32", "bfloat16")
 
 # The model input: float32 [N, 28, 28, 1] NHWC, values in [0, 1], white digit on black (MNIST).
 IMAGE_SIDE = 28
@@ -49,6 +53,7 @@ META_PARAMS = "flaxdigits.params"  # parameter count, decimal string
 META_TEST_ACCURACY = "flaxdigits.test_accuracy"  # of this file on the 10k test set
 META_TRAIN_CONFIG = "flaxdigits.train_config"  # JSON: recipe, epochs, batch_size, seed, ...
 META_RECIPE = "flaxdigits.recipe"  # how the model was trained: one of RECIPE_NAMES
+META_PRECISION = "flaxdigits.training_precision"  # its training's compute dtype: PRECISIONS
 META_PREPROCESSING = "flaxdigits.preprocessing"  # PREPROCESSING_SPEC
 META_LABELS = "flaxdigits.labels"  # JSON list "0".."9"
 META_INPUT = "flaxdigits.input"  # human-readable layout and value range

@@ -16,6 +16,7 @@ from typing import Any
 from flaxdigits.core import contract
 
 VAL_SIZE_FRACTION = 0.1
+PRECISIONS = contract.PRECISIONS  # a job's compute dtype: "float32", or mixed "bfloat16"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,14 +73,26 @@ class Recipe:
     # Training only: this share of the hidden Dense layer's inputs zeroed per image (the rest
     # scaled up to keep their sum); evaluation, export and serving run the plain model.
     dropout: float = 0.0
+    # The compute precision a job of this recipe trains in unless told otherwise (one of
+    # PRECISIONS), chosen per recipe and model by measurement
+    # (docs/experiments/2026-12-05-mixed-precision.md).
+    precision: str = "float32"
 
     def __post_init__(self):
         if not 0.0 <= self.dropout < 1.0:  # 1 would zero every input and divide by zero
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_precision(self.precision)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""
         return dataclasses.asdict(self)
+
+
+def check_precision(precision: str) -> str:
+    """precision if it is one of PRECISIONS, else a ValueError that lists them."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    return precision
 
 
 def _check_unit(name: str, value: float) -> None:
@@ -149,11 +162,13 @@ class TrainConfig:
     # Evaluation chunk. 250 keeps the CNN's conv output (250x26x26x32 float32, 22 MB) near a
     # CPU's last-level cache (BENCHMARKS.md has the measurement). It does not affect training.
     eval_batch_size: int = 250
+    precision: str = "float32"  # the compute dtype of the training step (PRECISIONS)
 
     def __post_init__(self):
         contract.check_model_name(self.model)
         # A run or checkpoint from before the rename says "seed": the same recipe.
         object.__setattr__(self, "recipe", contract.recipe_name(self.recipe))
+        check_precision(self.precision)
         if self.recipe not in RECIPES:
             raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {sorted(RECIPES)}")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
@@ -165,14 +180,15 @@ class TrainConfig:
 
     @classmethod
     def for_recipe(cls, recipe: str, **overrides: Any) -> TrainConfig:
-        """A config with the recipe's epochs, batch size and learning rate, unless overridden
-        (an override of None keeps the recipe's value)."""
+        """A config with the recipe's epochs, batch size, learning rate and precision, unless
+        overridden (an override of None keeps the recipe's value)."""
         recipe = contract.recipe_name(recipe)
         if recipe not in RECIPES:
             raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
         model = contract.check_model_name(overrides.get("model") or cls.model)
         r = RECIPES[recipe][model]
         values = {"epochs": r.epochs, "batch_size": r.batch_size, "learning_rate": r.learning_rate}
+        values["precision"] = r.precision
         values |= {k: v for k, v in overrides.items() if v is not None}
         return cls(recipe=recipe, **values)
 
@@ -201,16 +217,22 @@ class TrainConfig:
             raise ValueError(f"unknown training config keys {sorted(unknown)}")
         return cls(**d)
 
-    def resume_conflicts(self, saved: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    def resume_conflicts(
+        self, saved: TrainConfig, precision_change: bool = False
+    ) -> dict[str, tuple[Any, Any]]:
         """{key: (saved, wanted)} of the settings that stop this job resuming `saved`'s.
 
         Only the epoch count may grow, and only with a constant learning rate (a schedule is laid
         over the whole run); eval_batch_size may differ too (it chunks evaluation and leaves the
-        training unchanged). A checkpoint from before recipes existed is the original recipe's.
+        training unchanged); the precision only when precision_change says so (the rest of the
+        run then trains in the other one). A checkpoint from before recipes existed is the original
+        recipe's; one from before precisions existed trained in float32.
         """
         free = {"eval_batch_size"}
         if self.recipe_values.schedule == "constant":
             free.add("epochs")
+        if precision_change:
+            free.add("precision")
         return {
             k: (v, getattr(self, k))
             for k, v in saved.to_dict().items()
@@ -221,11 +243,16 @@ class TrainConfig:
         """{key: (saved, wanted)} of the recipe values (`augment.FIELD` for augmentation's) that
         differ from those a checkpoint was trained with, as its meta's `recipe_values` holds
         them: the recipe was edited in config.py between the save and a resume. A checkpoint
-        from before its recipe values were saved (None) has nothing to compare.
+        from before its recipe values were saved (None) has nothing to compare. The recipe's
+        precision is only its default: the job's own (config.precision) is what resume checks.
         """
         if saved is None:
             return {}
-        return _flat_diff(saved, _json(self.recipe_values.to_dict()))
+        wanted = _json(self.recipe_values.to_dict())
+        return _flat_diff(
+            {k: v for k, v in saved.items() if k != "precision"},
+            {k: v for k, v in wanted.items() if k != "precision"},
+        )
 
 
 def _json(value: Any) -> Any:

@@ -16,10 +16,21 @@ from flaxdigits.data.mnist import Split
 from flaxdigits.training.config import TrainConfig
 
 
-def loss_and_logits(graphdef: nnx.GraphDef, params: nnx.State, images, labels, dropout=None):
+def loss_and_logits(
+    graphdef: nnx.GraphDef, params: nnx.State, images, labels, dropout=None, compute_dtype=None
+):
     """Mean cross-entropy and logits of float images (B, 28, 28, 1) with int labels (B,);
-    dropout (models.Dropout) in training only."""
-    logits = nnx.merge(graphdef, params)(images, dropout)  # (B, 10)
+    dropout (models.Dropout) in training only.
+
+    With a compute_dtype (mixed precision: jnp.bfloat16) the model runs in it: the float
+    parameters and the images are cast to it, so the forward pass and its gradient are computed
+    in it, and the gradient reaches the float32 parameters through the cast; the logits come
+    back in float32 for the softmax and the loss. None (or float32) changes nothing.
+    """
+    if compute_dtype is not None and jnp.dtype(compute_dtype) != jnp.float32:
+        params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
+        images = images.astype(compute_dtype)
+    logits = nnx.merge(graphdef, params)(images, dropout).astype(jnp.float32)  # (B, 10)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, logits
 

@@ -51,6 +51,7 @@ class StepSpec:
     augment: Augment | None = None  # the recipe's on-device augmentation, if any
     total_steps: int = 1  # of the whole run: how far training is, for the augmentation share
     dropout: float = 0.0  # the recipe's dropout rate (training only)
+    precision: str = "float32"  # the step's compute dtype (config.PRECISIONS)
 
 
 def train_step(
@@ -59,15 +60,19 @@ def train_step(
     state: TrainState,
     batch,
     dropout: float = 0.0,
+    precision: str = "float32",
 ) -> tuple[TrainState, jax.Array]:
     """One Adam step on batch = (float images (B,28,28,1), labels (B,)) -> (state, [loss, acc]).
 
     With a dropout rate, its mask is drawn from dropout_key(rng, step): a resumed run replays it.
+    The forward and backward passes run in `precision` (bfloat16: mixed precision); the
+    parameters, gradients, optimizer state, loss and accuracy stay float32.
     """
     images, labels = batch
     grad_fn = jax.value_and_grad(functools.partial(loss_and_logits, graphdef), has_aux=True)
     drop = models.Dropout(dropout_key(state.rng, state.step), dropout) if dropout else None
-    (loss, logits), grads = grad_fn(state.params, images, labels, drop)
+    compute_dtype = jnp.dtype(precision)
+    (loss, logits), grads = grad_fn(state.params, images, labels, drop, compute_dtype)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
@@ -102,7 +107,7 @@ def indexed_train_step(spec: StepSpec, state: TrainState, sums, order, images, l
 
 def _step(spec: StepSpec, state: TrainState, sums, batch):
     batch = jax.lax.with_sharding_constraint(batch, spec.batch_sharding)
-    state, metrics = train_step(spec.graphdef, spec.tx, state, batch, spec.dropout)
+    state, metrics = train_step(spec.graphdef, spec.tx, state, batch, spec.dropout, spec.precision)
     return state, sums + metrics
 
 

@@ -29,6 +29,9 @@ from flaxdigits.training.steps import STEPS_PER_CALL, StepSpec, compile_train_st
 
 # The epoch's permutation, compiled once per training size (the size is static).
 _epoch_order = jax.jit(epoch_order, static_argnums=2)
+# train(resume=RESUME_ANY_PRECISION): resume a checkpoint trained in the other precision too
+# (flaxdigits train --resume --allow-precision-change).
+RESUME_ANY_PRECISION = "any precision"
 
 
 class Setup(NamedTuple):
@@ -52,7 +55,7 @@ def train(
     run_dir: Path,
     *,
     data: MNIST | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     data_source: str = "auto",
     snapshot_epochs: Iterable[int] = (),
     devices: int | None = None,
@@ -66,7 +69,8 @@ def train(
       config: the training job.
       run_dir: where checkpoints and metrics.json go. Must not hold a checkpoint unless resume.
       data: MNIST arrays; loaded (verified) from data_source when None.
-      resume: continue from run_dir's last complete checkpoint (a fresh start if there is none).
+      resume: continue from run_dir's last complete checkpoint (a fresh start if there is none);
+        RESUME_ANY_PRECISION: one trained in another precision too (True refuses it).
       data_source: MNIST source for flaxdigits.data.mnist.load_mnist.
       snapshot_epochs: epochs after which train/test metrics are recorded in metrics["snapshots"]
         (a 10-epoch run snapshotted at 5 equals a 5-epoch run: same seed, same data order).
@@ -84,7 +88,8 @@ def train(
 
     Raises:
       checkpoint.CheckpointError: run_dir holds a checkpoint and resume is False, or the
-        checkpoint to resume from is damaged or belongs to another configuration.
+        checkpoint to resume from is damaged or belongs to another configuration (another
+        precision too, unless resume is RESUME_ANY_PRECISION).
     """
     run_dir = Path(run_dir)
     if jax.process_index() != 0:
@@ -155,6 +160,7 @@ def prepare(config: TrainConfig, mnist: MNIST, job_mesh: jax.sharding.Mesh) -> S
         augment=config.recipe_values.augment,
         total_steps=steps_per_epoch * config.epochs,
         dropout=config.recipe_values.dropout,
+        precision=config.precision,
     )
     return Setup(replicated=replicated, split=split, spec=spec, state=state)
 
@@ -167,18 +173,29 @@ def place_split(split: Split, sharding: jax.sharding.Sharding) -> Split:
     return split.map(lambda a: jax.device_put(a, sharding))
 
 
-def _restore(setup: Setup, config: TrainConfig, run_dir: Path, resume: bool, log):
+def _restore(setup: Setup, config: TrainConfig, run_dir: Path, resume: bool | str, log):
     """The state and progress to start from: run_dir's checkpoint when resuming, else fresh."""
     fresh = setup.state
     if resume and checkpoint.exists(run_dir):
         state, saved = checkpoint.restore(run_dir, fresh, setup.replicated)
-        conflicts = config.resume_conflicts(TrainConfig.from_dict(saved["config"]))
+        saved_config = TrainConfig.from_dict(saved["config"])
+        conflicts = config.resume_conflicts(saved_config, resume == RESUME_ANY_PRECISION)
         conflicts |= config.recipe_conflicts(saved.get("recipe_values"))
         if conflicts:
             desc = ", ".join(
                 f"{k}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in conflicts.items()
             )
+            if "precision" in conflicts:
+                desc += (
+                    f"; to go on in {config.precision} all the same, pass "
+                    f"--allow-precision-change, or --precision {saved_config.precision} to "
+                    "continue as it was trained"
+                )
             raise checkpoint.CheckpointError(f"cannot resume a different training job ({desc})")
+        if saved_config.precision != config.precision:
+            log(
+                f"{run_dir} was trained in {saved_config.precision}: going on in {config.precision}"
+            )
         done = Progress(saved["history"], saved["snapshots"])
         step = int(mesh.fetch(state.step))
         log(f"resuming {run_dir} after epoch {len(done.history)} (step {step})")
@@ -224,6 +241,7 @@ class _EpochLoop:
         # counts and what the PyTorch reference in benchmarks/ times. Validation is timed apart.
         seconds = time.perf_counter() - t_epoch
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc}
+        record["precision"] = self.config.precision  # a run resumed in another one says where
         record |= self._evaluate("val", split.val_images, split.val_labels)
         # The test curve is a curve to read, as the Flax examples keep; never used to choose
         # anything (time to 99% in BENCHMARKS.md is read from it).
