@@ -156,10 +156,11 @@ def _training_section(described: dict[str, dict]) -> list[str]:
                 config.get("batch_size", "n/a"),
                 config.get("learning_rate", "n/a"),
                 recipe.get("schedule", "n/a"),
+                training_precision(m),
             ]
         )
     header = ["model", "architecture", "parameters", "recipe", "epochs", "batch", "peak lr"]
-    table = markdown_table([*header, "schedule"], rows, align="llrlrrrl")
+    table = markdown_table([*header, "schedule", "training precision"], rows, align="llrlrrrll")
     out = ["", "## Models and training", "", table]
     augments = {n: (d["manifest"].get("recipe") or {}).get("augment") for n, d in described.items()}
     for name, augment in augments.items():
@@ -175,8 +176,18 @@ def _training_section(described: dict[str, dict]) -> list[str]:
             )
     return out + [
         "",
-        "Adam; the random seed and every setting are in each manifest (`train_config`, `recipe`).",
+        "Adam; the random seed and every setting are in each manifest (`train_config`, "
+        "`recipe`). The training precision is the compute dtype of the training step "
+        "(bfloat16: mixed precision, with float32 parameters); every file holds float32 (or "
+        "int8) weights.",
     ]
+
+
+def training_precision(manifest: dict) -> str:
+    """The precision a manifest's model was trained in; a manifest from before precisions were
+    recorded trained in float32."""
+    config = manifest.get("train_config") or {}
+    return manifest.get("training_precision") or config.get("precision") or "float32"
 
 
 def _accuracy_section(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:

@@ -130,11 +130,33 @@ def test_metadata_names_model_training_source_and_contract(exported_models, trai
     )
     assert meta[contract.META_PREPROCESSING] == contract.PREPROCESSING_SPEC
     assert meta[contract.META_RECIPE] == config["recipe"] == "original"  # as the fixtures train
+    assert meta[contract.META_PRECISION] == config["precision"] == "float32"
     assert json.loads(meta[contract.META_LABELS]) == list(contract.LABELS)
     assert meta[contract.META_INPUT] == contract.INPUT_DESCRIPTION
     assert meta[contract.META_VERSION] and meta[contract.META_JAX2ONNX_VERSION]
     assert meta[contract.META_CHECKPOINT_SHA256] == pointer["sha256"]
     assert meta[contract.META_VARIANT] == ("int8" if ".int8." in file else "float32")
+
+
+@pytest.mark.slow
+def test_a_model_trained_in_bfloat16_exports_float32_files_that_name_its_precision(tmp_path, mnist):
+    from flaxdigits.training.train import train
+
+    config = TrainConfig(model="mlp", epochs=1, precision="bfloat16")
+    train(config, tmp_path / "run", data=mnist, progress=False, log=lambda _: None)
+    doc = export_run(tmp_path / "run", tmp_path / "models" / "mlp.onnx", int8=True)
+    assert doc["training_precision"] == doc["train_config"]["precision"] == "bfloat16"
+    assert doc["test_accuracy"] > 0.9  # parity with JAX held: export checks it
+    for file in ("mlp.onnx", "mlp.int8.onnx"):
+        model = onnx.load_model(tmp_path / "models" / file)
+        meta = {p.key: p.value for p in model.metadata_props}
+        assert meta[contract.META_PRECISION] == "bfloat16"
+        assert json.loads(meta[contract.META_TRAIN_CONFIG])["precision"] == "bfloat16"
+        graph = model.graph
+        for value in (*graph.input, *graph.output):  # the contract: float32 in, float32 out
+            assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        kinds = {t.data_type for t in graph.initializer}
+        assert onnx.TensorProto.BFLOAT16 not in kinds and onnx.TensorProto.FLOAT in kinds
 
 
 @pytest.mark.parametrize("name", NAMES)

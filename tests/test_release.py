@@ -73,6 +73,8 @@ def _write_models(directory: Path, digits: dict[str, int] = DIGIT) -> Path:
             },
             "files": entries,
         }
+        if name == "cnn":  # the mlp's manifest is one from before precisions were recorded
+            manifest["training_precision"] = "bfloat16"
         (directory / f"{name}.json").write_text(json.dumps(manifest))
     return directory
 
@@ -203,6 +205,10 @@ def test_the_card_states_data_recipe_params_accuracies_int8_deltas_latency_use_l
         assert text in card, text
     assert "cnn dropout (training only, on the hidden Dense layer's inputs): 0.5" in card
     assert "mlp dropout" not in card  # a rate of 0 is not a dropout
+    rows = {line.split(" | ")[0]: line for line in card.splitlines() if "warmup_cosine" in line}
+    assert rows["| cnn"].endswith("| warmup_cosine | bfloat16 |")  # its training's precision
+    assert rows["| mlp"].endswith("| warmup_cosine | float32 |")  # none recorded: float32
+    assert "every file holds float32 (or int8) weights" in card
     assert "11.11%" not in card  # the seed folder's figures are not these files'
     # Figures are bound to bytes, not times: a report older than the models it measured is
     # still theirs (tests/test_model_card.py: other bytes are not quoted, whatever the times).
