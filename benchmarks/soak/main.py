@@ -1,5 +1,5 @@
-"""The command: arguments; the soak (an honest-only phase, then honest beside hostile) or one
-issue's rows; the JSON report and the plot."""
+"""The command: arguments; the soak (the bounded stores filled, an honest-only phase, then honest
+beside hostile) or one issue's rows; the JSON report and the plot."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import benchmarks.soak
 from benchmarks import loadtest
+from benchmarks.soak.fill import fill_stores
 from benchmarks.soak.phases import run_phase
 from benchmarks.soak.plot import plot
 from benchmarks.soak.report import build_report, checks, figures_of
@@ -37,6 +38,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--only", nargs="*", default=(), help="with --rows 34: these rows")
     parser.add_argument("--before", type=Path, help="serve this checkout instead (with --rows)")
+    parser.add_argument(
+        "--no-fill",
+        dest="fill",
+        action="store_false",
+        help="skip filling the bounded stores first (the RSS slope then counts them filling)",
+    )
+    parser.add_argument(
+        "--trace",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="tracemalloc in the server from the first --trace-every requests on (slower): what "
+        "grew by source line between each mark and the next",
+    )
+    parser.add_argument("--trace-every", type=int, default=10_000, help="requests between marks")
     return parser
 
 
@@ -81,13 +97,19 @@ def soak(args, models, work, files, answers) -> tuple[dict, dict]:
     """Both phases against one page, sampled every second: (the report, the phases' times)."""
     tmp = work / "server-tmp"
     tmp.mkdir()
-    served = start_server(models, tmp, work / "server.log")
+    served = start_server(models, tmp, work / "server.log", probe=True, trace=args.trace)
     counter = Counter()
-    sampler = Sampler(served, counter)
+    sampler = Sampler(served, counter, mark_every=args.trace_every if args.trace else 0)
     sampler.start()
+    times, fill = {}, None
     try:
-        phases, times = run_phases(args, served, files, answers, counter, sampler)
+        if args.fill:
+            t = sampler.now()
+            fill = fill_stores(served)
+            times["stores filled"] = (t, sampler.now())
+        phases = run_phases(args, served, files, answers, counter, sampler, times)
         time.sleep(2)
+        snapshots = memory_marks(served, sampler.marks)
     finally:
         sampler.stop.set()
         sampler.join()
@@ -96,14 +118,26 @@ def soak(args, models, work, files, answers) -> tuple[dict, dict]:
     samples = sampler.samples
     log_lines = served.log.read_text(errors="replace").splitlines()
     figures = figures_of(samples, times["honest + hostile"][0])
-    checked = checks(figures, *phases, alive, log_lines)
+    checked = checks(figures, *phases, alive, log_lines, fill)
     report = build_report(counter(), phases, samples, figures, served.log, log_lines, checked)
+    report["fill"] = fill
+    if snapshots:
+        report["tracemalloc"] = snapshots
     return report, times
 
 
-def run_phases(args, served, files, answers, counter, sampler):
-    """The honest-only baseline, then honest beside hostile: (results, {name: (start, end)})."""
-    times = {}
+def memory_marks(served, marks, wait_s: float = 60.0) -> list[dict]:
+    """The server's tracemalloc snapshots, each with the requests done at its mark (the first
+    mark starts tracing; waits for the last snapshot: one of a large heap takes seconds)."""
+    deadline = time.monotonic() + wait_s
+    while len(served.snapshots()) < len(marks) - 1 and time.monotonic() < deadline:
+        time.sleep(1)
+    return [{**mark, **snap} for mark, snap in zip(marks[1:], served.snapshots(), strict=False)]
+
+
+def run_phases(args, served, files, answers, counter, sampler, times):
+    """The honest-only baseline, then honest beside hostile: their results; each phase's
+    (start, end) in times."""
     runs = (
         ("honest only", 0, args.baseline),
         ("honest + hostile", args.hostile, args.requests - args.baseline),
@@ -124,4 +158,4 @@ def run_phases(args, served, files, answers, counter, sampler):
             )
         )
         times[name] = (t, sampler.now())
-    return tuple(results), times
+    return tuple(results)

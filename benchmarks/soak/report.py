@@ -24,23 +24,31 @@ def log_bytes_per_minute(samples) -> int:
     return most
 
 
-def slope_per_1000(samples, skip_fraction=0.2):
-    """Least-squares RSS slope in MiB per 1,000 requests, after the first skip_fraction."""
+def measured_window(samples, skip_fraction=0.2) -> list[dict]:
+    """The samples the RSS slope is fitted to: the mixed phase's, after its first skip_fraction
+    (the worker threads and malloc's arenas meeting the hostile requests' sizes)."""
     if len(samples) < 4:
-        return None
+        return []
     start = samples[int(len(samples) * skip_fraction)]["requests"]
-    pts = [(s["requests"], s["rss_mib"]) for s in samples if s["requests"] >= start]
-    x = np.array([p[0] for p in pts], float)
-    y = np.array([p[1] for p in pts], float)
+    return [s for s in samples if s["requests"] >= start]
+
+
+def slope_per_1000(window):
+    """Least-squares RSS slope in MiB per 1,000 requests over these samples."""
+    if len(window) < 2:
+        return None
+    x = np.array([s["requests"] for s in window], float)
+    y = np.array([s["rss_mib"] for s in window], float)
     if np.ptp(x) == 0:
         return None
     return float(np.polyfit(x, y, 1)[0] * 1000)
 
 
-def checks(figures: dict, baseline: dict, mixed: dict, alive: bool, log_lines) -> dict:
+def checks(figures: dict, baseline: dict, mixed: dict, alive: bool, log_lines, fill) -> dict:
     """What the soak promises, each true or false."""
     slope, p95 = figures["slope"], mixed["latency_p95_s"]
     return {
+        "bounded stores full before the measured window": bool(fill and fill["full"]),
         "rss slope < 1 MiB / 1,000 requests": slope is not None and slope < 1.0,
         "temp dir within budget": figures["temp_peak"] <= budgets.TEMP_DIR_BYTES,
         "temp dir files within budget": figures["files_peak"] <= budgets.TEMP_DIR_FILES,
@@ -56,18 +64,33 @@ def checks(figures: dict, baseline: dict, mixed: dict, alive: bool, log_lines) -
 
 
 def figures_of(samples, mixed_start: float) -> dict:
-    """The measured window's RSS slope and log rate; the whole run's temp-dir peaks."""
+    """The RSS slope over the measured window, the mixed phase's log rate, the whole run's
+    temp-dir peaks."""
     mixed_samples = [s for s in samples if s["t"] >= mixed_start]
+    window = measured_window(mixed_samples)
     return {
-        "slope": slope_per_1000(mixed_samples),
+        "window": window_of(window),
+        "slope": slope_per_1000(window),
         "temp_peak": max(s["temp_bytes"] for s in samples),
         "files_peak": max(s["temp_files"] for s in samples),
         "log_minute": log_bytes_per_minute(mixed_samples),
     }
 
 
+def window_of(window) -> dict | None:
+    """Where the measured window starts and ends: requests, RSS, and the stores' sizes."""
+    if not window:
+        return None
+    first, last = window[0], window[-1]
+    return {
+        "requests": [first["requests"], last["requests"]],
+        "rss_mib": [first["rss_mib"], last["rss_mib"]],
+        "stores": [first.get("stores"), last.get("stores")],
+    }
+
+
 def build_report(requests, phases, samples, figures, log, log_lines, checked) -> dict:
-    """The JSON report: phases, RSS, fds, temp dir, server log, checks, samples."""
+    """The JSON report: phases, RSS, fds, temp dir, server log, stores, checks, samples."""
     baseline, mixed = phases
     return {
         "requests": requests,
@@ -77,6 +100,7 @@ def build_report(requests, phases, samples, figures, log, log_lines, checked) ->
             "end": samples[-1]["rss_mib"],
             "peak": max(s["rss_mib"] for s in samples),
             "slope_after_warmup_per_1000_requests": figures["slope"],
+            "measured_window": figures["window"],
         },
         "fds": {
             "start": samples[0]["fds"],
@@ -100,6 +124,10 @@ def build_report(requests, phases, samples, figures, log, log_lines, checked) ->
             "lines": len(log_lines),
             "longest_line": max((len(line) for line in log_lines), default=0),
             "tail": [line[:300] for line in log_lines[-5:]],
+        },
+        "stores": {
+            "start": next((s["stores"] for s in samples if "stores" in s), None),
+            "end": next((s["stores"] for s in reversed(samples) if "stores" in s), None),
         },
         "checks": checked,
         "samples": samples,

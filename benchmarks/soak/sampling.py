@@ -1,5 +1,5 @@
 """What the soak reads of the server process while it runs: RSS, peak RSS, CPU time, open fds,
-its temp dir and log."""
+its temp dir and log, its stores' sizes (server.py's probe) and tracemalloc marks."""
 
 from __future__ import annotations
 
@@ -39,12 +39,17 @@ def dir_stats(root: Path) -> tuple[int, int]:
     return total, count
 
 
-def vm(pid: int, key: str) -> float:
-    """A /proc/PID/status memory figure (VmRSS, VmHWM) in MiB."""
+def status(pid: int, key: str) -> int:
+    """A number of /proc/PID/status (memory in KiB)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
+            return int(line.split()[1])
     raise RuntimeError(key)
+
+
+def vm(pid: int, key: str) -> float:
+    """A /proc/PID/status memory figure (VmRSS, VmHWM) in MiB."""
+    return status(pid, key) / 1024
 
 
 def settle(pid: int, seconds: float = 3.0) -> float:
@@ -65,12 +70,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Sampler(threading.Thread):
-    """RSS (MiB), open fds, temp-dir bytes and files and log bytes of the server, every
-    `every` seconds."""
+    """RSS (MiB), open fds, temp-dir bytes and files, log bytes and (with the server's probe)
+    store sizes of the server, every `every` seconds; with mark_every, a tracemalloc snapshot
+    in the server each time the requests pass another multiple of it (marks: when)."""
 
-    def __init__(self, served, counter, every: float = 1.0):
+    def __init__(self, served, counter, every: float = 1.0, mark_every: int = 0):
         super().__init__(daemon=True)
         self.served, self.counter, self.every = served, counter, every
+        self.mark_every, self.marks = mark_every, []
         self.samples: list[dict] = []
         self.stop = threading.Event()
         self.t0 = time.monotonic()
@@ -85,17 +92,28 @@ class Sampler(threading.Thread):
             "t": round(self.now(), 2),
             "requests": self.counter(),
             "rss_mib": round(loadtest.rss_mib(pid), 1),
+            "threads": status(pid, "Threads"),
             "fds": len(os.listdir(f"/proc/{pid}/fd")),
             "temp_bytes": temp_bytes,
             "temp_files": temp_files,
             "log_bytes": self.served.log.stat().st_size,
         }
+        stores = self.served.stores()
+        if stores is not None:
+            out["stores"] = stores
         return out
+
+    def mark(self) -> None:
+        done = self.counter()
+        if self.mark_every and done >= (len(self.marks) + 1) * self.mark_every:
+            self.served.mark()
+            self.marks.append({"t": round(self.now(), 2), "requests": done})
 
     def run(self):
         while not self.stop.is_set():
             try:
                 self.samples.append(self.sample())
+                self.mark()
             except (OSError, RuntimeError):
                 pass
             self.stop.wait(self.every)

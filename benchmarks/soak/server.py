@@ -2,13 +2,16 @@
 sys.path, with 127.0.0.1 as its trusted proxy.
 
     python -P benchmarks/soak/server.py MODELS PORT --expect-under DIR [--ctrl-c]
+        [--probe FILE] [--trace FRAMES --trace-out FILE]
 
 benchmarks/soak/serving.py runs it by path with -P (its own folder not on sys.path) from a
 working directory outside the checkouts: the flaxdigits it serves is this checkout's (the venv's
 install) or, with PYTHONPATH=TREE, an older checkout laid out as installed (--before).
 --expect-under: the served page's module must lie under DIR, or the server exits at once.
 --ctrl-c: SIGINT interrupts, as Ctrl-C in a terminal, even when this process was started with it
-ignored (a background job of a shell script).
+ignored (a background job of a shell script). --probe: the sizes of the server's bounded stores,
+and what malloc holds, written to FILE every second. --trace FRAMES: tracemalloc from the first
+SIGUSR1 on; at each later one a snapshot's growth by source line appended to --trace-out.
 
 Only the standard library and flaxdigits (and what it imports) here: an older checkout is served
 by this same file.
@@ -17,10 +20,19 @@ by this same file.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import inspect
+import json
+import os
 import signal
 import sys
+import threading
+import time
+import tracemalloc
 from pathlib import Path
+
+PROBE_EVERY_S = 1.0
+TRACE_TOP = 25  # source lines listed per snapshot
 
 
 def page_launch():
@@ -44,8 +56,168 @@ def serve(args) -> None:
     if "trusted_proxies" in inspect.signature(launch).parameters:  # from the guard on (issue 18)
         options["trusted_proxies"] = ("127.0.0.1",)
     demo = launch(**options)
+    if args.probe:
+        threading.Thread(target=probe, args=(demo, Path(args.probe)), daemon=True).start()
+    if args.trace:
+        marks = threading.Event()
+        signal.signal(signal.SIGUSR1, lambda *_: marks.set())
+        tracer = threading.Thread(
+            target=trace, args=(marks, args.trace, Path(args.trace_out)), daemon=True
+        )
+        tracer.start()
     print(f"soak server: serving {where} on port {args.port}", flush=True)  # serving.READY
     demo.block_thread()
+
+
+def stores(demo) -> dict:
+    """How full each bounded store of the server is now (None where this checkout has none)."""
+    from gradio import routes
+
+    queue = demo._queue
+    pending = list(queue.pending_messages_per_session.values())
+    out = {
+        "sessions": len(demo.state_holder.session_data),
+        "pending_sessions": len(pending),
+        "pending_messages": sum(q.qsize() for q in pending),
+        "events": len(queue.event_ids_to_events),
+        "event_ids_by_session": len(queue.pending_event_ids_session),
+        "event_analytics": len(queue.event_analytics),
+        "upload_set": len(demo.upload_file_set),
+        "upload_progress": len(getattr(routes.file_upload_statuses, "_statuses", ())),
+    }
+    out.update(guard_stores(demo))
+    out["bounds"] = bounds(demo)
+    return out
+
+
+def bounds(demo) -> dict:
+    """The most each store holds, as the server is configured (None: unknown here)."""
+    queue = demo._queue
+    out = {
+        "sessions": demo.state_holder.capacity,
+        "pending_sessions": queue.pending_messages_per_session.max_size,
+        "event_analytics": getattr(queue, "ANALYTICS_MAX_EVENTS", None),
+        "rate_buckets": None,
+    }
+    limiter = getattr(guard_of(demo), "limiter", None)
+    if limiter is not None:
+        out["rate_buckets"] = limiter.max_clients * len(limiter.rates)
+    return out
+
+
+def guard_of(demo):
+    """The guard in the server's middleware stack (None before issue 18's guard)."""
+    node = getattr(demo.server_app, "middleware_stack", None)
+    while node is not None and not hasattr(node, "limiter"):
+        node = getattr(node, "app", None)
+    return node
+
+
+def guard_stores(demo) -> dict:
+    """The guard's own maps: rate buckets, temp-dir leases and owners, pending editor values."""
+    out = {"rate_buckets": None, "leases": None, "disk_owners": None, "editor_values": None}
+    guard = guard_of(demo)
+    if guard is not None:
+        out["rate_buckets"] = len(guard.limiter._buckets)
+    ledger = getattr(demo, "guard_temp_files", None)
+    if ledger is not None:
+        out["leases"] = len(ledger._leases)
+        out["disk_owners"] = len(getattr(ledger, "_owners", ()))
+    sketch = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "sketch"]
+    store = getattr(sketch[0], "store", None) if sketch else None
+    if store is not None:
+        out["editor_values"] = len(store)
+        out["editor_bytes"] = store.nbytes
+    return out
+
+
+class MallInfo2(ctypes.Structure):
+    """glibc's struct mallinfo2 (glibc 2.33 on)."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def malloc_stats():
+    """What malloc holds, in MiB: in use, free but kept in its arenas, mapped apart (large
+    blocks); None where glibc's mallinfo2 is not there. A read: nothing is trimmed."""
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = MallInfo2
+    info = mallinfo2()
+    return {
+        "malloc_in_use_mib": round(info.uordblks / 2**20, 1),
+        "malloc_free_mib": round(info.fordblks / 2**20, 1),
+        "malloc_mmap_mib": round(info.hblkhd / 2**20, 1),
+    }
+
+
+def probe(demo, path: Path) -> None:
+    """Write the stores' sizes and malloc's figures to path (replaced whole) every
+    PROBE_EVERY_S."""
+    part = path.with_suffix(".part")
+    while True:
+        try:
+            sizes = {"t": time.time(), **stores(demo), **(malloc_stats() or {})}
+        except RuntimeError:  # a map changed size while it was read: the next second will do
+            sizes = None
+        if sizes is not None:
+            part.write_text(json.dumps(sizes))
+            os.replace(part, path)
+        time.sleep(PROBE_EVERY_S)
+
+
+def trace(marks: threading.Event, frames: int, out: Path) -> None:
+    """tracemalloc from the first mark on (it slows every allocation: the requests before it run
+    at full speed); at each later mark one JSON line: what is traced, and the source lines whose
+    live allocations grew the most since the last mark (and since the first)."""
+    marks.wait()
+    marks.clear()
+    tracemalloc.start(frames)
+    first = previous = tracemalloc.take_snapshot()
+    while True:
+        marks.wait()
+        marks.clear()
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)]
+        )
+        current, peak = tracemalloc.get_traced_memory()
+        line = {"t": time.time(), "traced_mib": current / 2**20, "peak_mib": peak / 2**20}
+        line["since_last"] = growth(snapshot, previous)
+        line["since_first"] = growth(snapshot, first)
+        if frames > 1:  # who called, for the top lines
+            line["since_last_stacks"] = growth(snapshot, previous, "traceback", 10)
+        line["largest"] = [
+            {"where": str(s.traceback), "mib": round(s.size / 2**20, 3), "blocks": s.count}
+            for s in snapshot.statistics("lineno")[:TRACE_TOP]
+        ]
+        with out.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        previous = snapshot
+
+
+def growth(snapshot, before, key: str = "lineno", top: int = TRACE_TOP) -> list[dict]:
+    """The source lines (key "traceback": the stacks) whose live allocations grew the most from
+    before to snapshot."""
+    diffs = snapshot.compare_to(before, key)
+    return [
+        {
+            "where": [f"{f.filename}:{f.lineno}" for f in d.traceback]
+            if key == "traceback"
+            else str(d.traceback),
+            "mib": round(d.size_diff / 2**20, 3),
+            "blocks": d.count_diff,
+            "now_mib": round(d.size / 2**20, 3),
+        }
+        for d in sorted(diffs, key=lambda d: d.size_diff, reverse=True)[:top]
+    ]
 
 
 def parse(argv=None):
@@ -54,6 +226,9 @@ def parse(argv=None):
     ap.add_argument("port", type=int)
     ap.add_argument("--expect-under", required=True)
     ap.add_argument("--ctrl-c", action="store_true")
+    ap.add_argument("--probe")
+    ap.add_argument("--trace", type=int, default=0, help="frames per traceback (0: off)")
+    ap.add_argument("--trace-out")
     return ap.parse_args(argv)
 
 

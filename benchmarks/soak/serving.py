@@ -3,7 +3,9 @@ older one's (--before DIR, laid out as installed), its temp dir and log the soak
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,12 +25,15 @@ STOP_S = 60
 
 @dataclass
 class Served:
-    """A running page: its process, address, temp dir and log."""
+    """A running page: its process, address, temp dir and log; its store probe and tracemalloc
+    snapshots when asked for."""
 
     proc: subprocess.Popen
     port: int
     tmp: Path
     log: Path
+    probe: Path | None = None
+    trace: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -37,6 +42,28 @@ class Served:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
+
+    def stores(self) -> dict | None:
+        """The server's last probe of its stores (None without a probe, or before its first)."""
+        if self.probe is None:
+            return None
+        try:
+            sizes = json.loads(self.probe.read_text())
+        except (OSError, ValueError):
+            return None
+        sizes.pop("t", None)
+        return sizes
+
+    def mark(self) -> None:
+        """Ask the server for a tracemalloc snapshot (its growth by line since the last)."""
+        if self.trace is not None:
+            os.kill(self.pid, signal.SIGUSR1)
+
+    def snapshots(self) -> list[dict]:
+        """The server's tracemalloc snapshots so far, one per mark() it has answered."""
+        if self.trace is None or not self.trace.exists():
+            return []
+        return [json.loads(line) for line in self.trace.read_text().splitlines()]
 
     def stop(self, timeout: float = STOP_S) -> None:
         """SIGTERM, then SIGKILL if it has not exited within timeout."""
@@ -78,16 +105,26 @@ def start_server(
     checkout: Checkout = Checkout(),  # noqa: B008 - frozen
     *,
     ctrl_c: bool = False,
+    probe: bool = False,
+    trace: int = 0,
 ) -> Served:
     """The page on a free loopback port (picked again if another process takes it first), its
     temp dir under tmp and its output into log (a file: a pipe nobody reads would block the server
     once full); returns once it answers. The server's working directory is tmp's parent, outside
     the checkouts.
 
-    ctrl_c: SIGINT acts as Ctrl-C in a terminal."""
+    ctrl_c: SIGINT acts as Ctrl-C in a terminal. probe: the server writes its stores' sizes to
+    log's sibling .stores.json every second. trace: tracemalloc in the server with this many
+    frames, a snapshot at each Served.mark() (log's sibling .trace.jsonl)."""
     models = models.resolve()
     env = {**checkout.env(), "TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
     extra = ["--expect-under", str(checkout.expected())] + (["--ctrl-c"] if ctrl_c else [])
+    probe_file = log.with_suffix(".stores.json") if probe else None
+    trace_file = log.with_suffix(".trace.jsonl") if trace else None
+    if probe_file:
+        extra += ["--probe", str(probe_file)]
+    if trace_file:
+        extra += ["--trace", str(trace), "--trace-out", str(trace_file)]
 
     def start(port: int) -> subprocess.Popen:
         argv = [sys.executable, "-P", str(SERVER), str(models), str(port), *extra]
@@ -99,7 +136,7 @@ def start_server(
         return proc
 
     port, proc = on_free_port(start)
-    return Served(proc, port, tmp, log)
+    return Served(proc, port, tmp, log, probe_file, trace_file)
 
 
 def wait_until_up(proc: subprocess.Popen, port: int, log: Path) -> None:
