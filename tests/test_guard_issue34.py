@@ -166,6 +166,36 @@ def test_the_progress_of_uploads_nobody_streams_is_forgotten(page, http):
     assert wait_for(lambda: not set(ids) & set(table), 15)
 
 
+def test_gradios_event_ids_of_sessions_it_no_longer_keeps_are_forgotten(page, http, monkeypatch):
+    # Gradio keeps each session's event ids until its event stream delivers the answer, and even
+    # then an empty set per session: one entry for every session ever, streamed or not, beside
+    # the waiting messages it does hold to PENDING_SESSIONS (found by `make soak`: 10,068 entries
+    # beside 2,000 sessions).
+    queue = page._queue
+    monkeypatch.setattr(queue.pending_messages_per_session, "max_size", 3)
+    fn = next(i for i, fn in page.fns.items() if fn.name == "predict")
+    streamed = f"ids-streamed-{time.monotonic_ns():x}"
+    sessions = [streamed] + [f"ids{i}-{time.monotonic_ns():x}" for i in range(12)]
+
+    def answered(session):  # its event done (one dropped while queued: Gradio prints a KeyError)
+        return session not in {e.session_hash for e in list(queue.event_ids_to_events.values())}
+
+    for session in sessions:  # no image: answered at once ("No image")
+        body = {"data": [None, "mnist"], "fn_index": fn, "session_hash": session}
+        assert http.post("/gradio_api/queue/join", json=body).status_code == 200
+        if session == streamed:  # an honest client: its answer read to the end
+            with http.stream("GET", f"/gradio_api/queue/data?session_hash={session}") as s:
+                assert any("process_completed" in line for line in s.iter_lines())
+        assert wait_for(lambda session=session: answered(session), 15)
+    kept = set(queue.pending_messages_per_session)
+    assert streamed not in kept
+
+    def forgotten():
+        return not (set(sessions) - kept) & set(queue.pending_event_ids_session)
+
+    assert wait_for(forgotten, 15)
+
+
 # ----------------------------------------------------------------- 3: logs cannot flood
 
 

@@ -46,7 +46,9 @@ from flaxdigits.serve.runtime.predictor import Predictor
 
 QUEUE_MAX_SIZE = 64  # waiting events: 50+ API clients at once; beyond it a clean "queue full"
 DELETE_CACHE = (900, 1800)  # every 15 min, delete uploads and outputs older than 30 min
-PROGRESS_FORGET_S = 60.0  # how often finished uploads leave Gradio's upload-progress table
+# How often Gradio's leftovers are pruned: finished uploads from its upload-progress table, the
+# event ids of sessions whose messages it no longer keeps.
+PROGRESS_FORGET_S = 60.0
 
 
 def concurrency_limit(threads: int, cores: int | None = None) -> int:
@@ -144,7 +146,7 @@ def served_lifespan(temp_files: TempFiles):
         bound_logs()
         stderr, sys.stderr = sys.stderr, BoundedStream(sys.stderr)
         temp_files.start()
-        progress = asyncio.create_task(forget_upload_progress())
+        progress = asyncio.create_task(forget_leftovers(app))
         try:
             yield
         finally:
@@ -156,16 +158,25 @@ def served_lifespan(temp_files: TempFiles):
     return lifespan
 
 
-async def forget_upload_progress() -> None:
-    """Keep Gradio's upload-progress table short: it adds an entry (~1.9 KB) per upload id a page
-    sends and drops it only when a progress stream reads it to the end, so ids nobody streams
-    stay for good. Every PROGRESS_FORGET_S, what was finished at the last pass is dropped."""
+async def forget_leftovers(app) -> None:
+    """Keep two of Gradio's tables short, every PROGRESS_FORGET_S:
+
+    - its upload-progress table: an entry (~1.9 KB) per upload id a page sends, dropped only when
+      a progress stream reads it to the end, so ids nobody streams stay for good; what was
+      finished at the last pass is dropped (forget_finished);
+    - its event ids per session: an entry per session that ever joined, streamed or not, dropped
+      only when the stream is cut; those of sessions whose messages the queue no longer keeps
+      (PENDING_SESSIONS) go (forget_event_ids).
+    """
     from gradio import routes
 
     finished: set[str] = set()
     while True:
         await asyncio.sleep(PROGRESS_FORGET_S)
         finished = forget_finished(routes.file_upload_statuses, finished)
+        queue = getattr(getattr(app, "blocks", None), "_queue", None)
+        if queue is not None:
+            forget_event_ids(queue)
 
 
 def forget_finished(progress, finished_before: set[str]) -> set[str]:
@@ -177,6 +188,21 @@ def forget_finished(progress, finished_before: set[str]) -> set[str]:
         statuses.pop(key, None)
         signals.pop(key, None)
     return finished - finished_before
+
+
+def forget_event_ids(queue) -> int:
+    """Drop the event ids Gradio keeps for sessions whose messages it no longer holds (dropped
+    from its PENDING_SESSIONS, or their stream cut) and that have no event queued or running: no
+    stream can be opened for them (Gradio answers 404), so nothing reads them. Gradio removes an
+    entry only when a stream is cut, never when it ends well (an empty set stays) or when the
+    session is dropped unstreamed: ~300 bytes for every session ever. On the event loop (where
+    Gradio's queue changes them); returns how many went."""
+    sessions = queue.pending_messages_per_session
+    live = {event.session_hash for event in list(queue.event_ids_to_events.values())}
+    stale = [s for s in queue.pending_event_ids_session if s not in sessions and s not in live]
+    for session in stale:
+        queue.pending_event_ids_session.pop(session, None)
+    return len(stale)
 
 
 def guard_before_cors(app) -> None:
