@@ -49,8 +49,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="FRAMES",
-        help="tracemalloc in the server from the first --trace-every requests on (slower): what "
-        "grew by source line between each mark and the next",
+        help="tracemalloc in the server from its start (slower: a diagnostic run, not the "
+        "figures): a snapshot every --trace-every requests, what grew by source line between",
     )
     parser.add_argument("--trace-every", type=int, default=10_000, help="requests between marks")
     return parser
@@ -126,13 +126,13 @@ def soak(args, models, work, files, answers) -> tuple[dict, dict]:
     return report, times
 
 
-def memory_marks(served, marks, wait_s: float = 60.0) -> list[dict]:
-    """The server's tracemalloc snapshots, each with the requests done at its mark (the first
-    mark starts tracing; waits for the last snapshot: one of a large heap takes seconds)."""
+def memory_marks(served, marks, wait_s: float = 120.0) -> list[dict]:
+    """The server's tracemalloc snapshots, each with the requests done at its mark (waits for
+    the last: a snapshot of a large heap takes seconds)."""
     deadline = time.monotonic() + wait_s
-    while len(served.snapshots()) < len(marks) - 1 and time.monotonic() < deadline:
+    while len(served.snapshots()) < len(marks) and time.monotonic() < deadline:
         time.sleep(1)
-    return [{**mark, **snap} for mark, snap in zip(marks[1:], served.snapshots(), strict=False)]
+    return [{**mark, **snap} for mark, snap in zip(marks, served.snapshots(), strict=False)]
 
 
 def run_phases(args, served, files, answers, counter, sampler, times):

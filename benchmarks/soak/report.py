@@ -33,15 +33,25 @@ def measured_window(samples, skip_fraction=0.2) -> list[dict]:
     return [s for s in samples if s["requests"] >= start]
 
 
-def slope_per_1000(window):
-    """Least-squares RSS slope in MiB per 1,000 requests over these samples."""
-    if len(window) < 2:
+def slope_per_1000(window, key: str = "rss_mib"):
+    """Least-squares slope of a sample's figure (RSS by default; or one of the server's probe,
+    as malloc's) in MiB per 1,000 requests over these samples (None: too few, or not probed)."""
+    pts = [(s["requests"], v) for s in window if (v := figure(s, key)) is not None]
+    if len(pts) < 2:
         return None
-    x = np.array([s["requests"] for s in window], float)
-    y = np.array([s["rss_mib"] for s in window], float)
+    x = np.array([p[0] for p in pts], float)
+    y = np.array([p[1] for p in pts], float)
     if np.ptp(x) == 0:
         return None
     return float(np.polyfit(x, y, 1)[0] * 1000)
+
+
+MALLOC = ("malloc_in_use_mib", "malloc_free_mib", "malloc_mmap_mib")  # the probe's, per sample
+
+
+def figure(sample: dict, key: str):
+    """A sample's own figure, or its probe's (None: neither has it)."""
+    return sample[key] if key in sample else sample.get("stores", {}).get(key)
 
 
 def checks(figures: dict, baseline: dict, mixed: dict, alive: bool, log_lines, fill) -> dict:
@@ -71,6 +81,7 @@ def figures_of(samples, mixed_start: float) -> dict:
     return {
         "window": window_of(window),
         "slope": slope_per_1000(window),
+        "malloc_slopes": {key: slope_per_1000(window, key) for key in MALLOC},
         "temp_peak": max(s["temp_bytes"] for s in samples),
         "files_peak": max(s["temp_files"] for s in samples),
         "log_minute": log_bytes_per_minute(mixed_samples),
@@ -101,6 +112,7 @@ def build_report(requests, phases, samples, figures, log, log_lines, checked) ->
             "peak": max(s["rss_mib"] for s in samples),
             "slope_after_warmup_per_1000_requests": figures["slope"],
             "measured_window": figures["window"],
+            "malloc_slopes_per_1000_requests": figures["malloc_slopes"],
         },
         "fds": {
             "start": samples[0]["fds"],

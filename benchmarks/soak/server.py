@@ -10,8 +10,9 @@ install) or, with PYTHONPATH=TREE, an older checkout laid out as installed (--be
 --expect-under: the served page's module must lie under DIR, or the server exits at once.
 --ctrl-c: SIGINT interrupts, as Ctrl-C in a terminal, even when this process was started with it
 ignored (a background job of a shell script). --probe: the sizes of the server's bounded stores,
-and what malloc holds, written to FILE every second. --trace FRAMES: tracemalloc from the first
-SIGUSR1 on; at each later one a snapshot's growth by source line appended to --trace-out.
+and what malloc holds, written to FILE every second. --trace FRAMES: tracemalloc from the start;
+at each SIGUSR1 a snapshot's growth by source line (since the last, and the first) appended to
+--trace-out.
 
 Only the standard library and flaxdigits (and what it imports) here: an older checkout is served
 by this same file.
@@ -55,6 +56,8 @@ def serve(args) -> None:
     options = {"models_dir": args.models, "port": args.port, "block": False}
     if "trusted_proxies" in inspect.signature(launch).parameters:  # from the guard on (issue 18)
         options["trusted_proxies"] = ("127.0.0.1",)
+    if args.trace:  # before the page is built: everything it allocates is traced
+        tracemalloc.start(args.trace)
     demo = launch(**options)
     if args.probe:
         threading.Thread(target=probe, args=(demo, Path(args.probe)), daemon=True).start()
@@ -175,13 +178,12 @@ def probe(demo, path: Path) -> None:
 
 
 def trace(marks: threading.Event, frames: int, out: Path) -> None:
-    """tracemalloc from the first mark on (it slows every allocation: the requests before it run
-    at full speed); at each later mark one JSON line: what is traced, and the source lines whose
-    live allocations grew the most since the last mark (and since the first)."""
-    marks.wait()
-    marks.clear()
-    tracemalloc.start(frames)
-    first = previous = tracemalloc.take_snapshot()
+    """At each mark one JSON line: what tracemalloc traces (on since the server started: every
+    store's contents are traced, so a store that turns over nets to zero), the source lines whose
+    live allocations grew the most since the last mark and since the first, and the largest. The
+    snapshots kept (this mark's and the first) live in the server too: a traced run's RSS is not
+    the soak's."""
+    first = previous = None
     while True:
         marks.wait()
         marks.clear()
@@ -190,17 +192,18 @@ def trace(marks: threading.Event, frames: int, out: Path) -> None:
         )
         current, peak = tracemalloc.get_traced_memory()
         line = {"t": time.time(), "traced_mib": current / 2**20, "peak_mib": peak / 2**20}
-        line["since_last"] = growth(snapshot, previous)
-        line["since_first"] = growth(snapshot, first)
-        if frames > 1:  # who called, for the top lines
-            line["since_last_stacks"] = growth(snapshot, previous, "traceback", 10)
+        if previous is not None:
+            line["since_last"] = growth(snapshot, previous)
+            line["since_first"] = growth(snapshot, first)
+            if frames > 1:  # who called, for the top lines
+                line["since_last_stacks"] = growth(snapshot, previous, "traceback", 10)
         line["largest"] = [
             {"where": str(s.traceback), "mib": round(s.size / 2**20, 3), "blocks": s.count}
             for s in snapshot.statistics("lineno")[:TRACE_TOP]
         ]
         with out.open("a") as f:
             f.write(json.dumps(line) + "\n")
-        previous = snapshot
+        first, previous = first or snapshot, snapshot
 
 
 def growth(snapshot, before, key: str = "lineno", top: int = TRACE_TOP) -> list[dict]:
