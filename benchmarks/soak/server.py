@@ -190,9 +190,10 @@ def trace(marks: threading.Event, frames: int, out: Path) -> None:
         snapshot = tracemalloc.take_snapshot().filter_traces(
             [tracemalloc.Filter(False, tracemalloc.__file__)]
         )
-        current, peak = tracemalloc.get_traced_memory()
-        line = {"t": time.time(), "traced_mib": current / 2**20, "peak_mib": peak / 2**20}
+        live = total(snapshot)
+        line = {"t": time.time(), "traced_mib": live / 2**20}  # the snapshots kept: not counted
         if previous is not None:
+            line["net_since_last_mib"] = (live - total(previous)) / 2**20
             line["since_last"] = growth(snapshot, previous)
             line["since_first"] = growth(snapshot, first)
             if frames > 1:  # who called, for the top lines
@@ -204,6 +205,11 @@ def trace(marks: threading.Event, frames: int, out: Path) -> None:
         with out.open("a") as f:
             f.write(json.dumps(line) + "\n")
         first, previous = first or snapshot, snapshot
+
+
+def total(snapshot) -> int:
+    """Bytes of the live allocations a snapshot holds."""
+    return sum(stat.size for stat in snapshot.statistics("filename"))
 
 
 def growth(snapshot, before, key: str = "lineno", top: int = TRACE_TOP) -> list[dict]:
