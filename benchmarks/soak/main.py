@@ -114,6 +114,7 @@ def soak(args, models, work, files, answers) -> tuple[dict, dict]:
         sampler.stop.set()
         sampler.join()
         alive = served.proc.poll() is None
+        trim = served.trim() if alive else None  # after the last sample: it lowers RSS
         served.stop(timeout=30)
     samples = sampler.samples
     log_lines = served.log.read_text(errors="replace").splitlines()
@@ -121,6 +122,7 @@ def soak(args, models, work, files, answers) -> tuple[dict, dict]:
     checked = checks(figures, *phases, alive, log_lines, fill)
     report = build_report(counter(), phases, samples, figures, served.log, log_lines, checked)
     report["fill"] = fill
+    report["rss_mib"]["malloc_trim_after_the_run"] = trim
     if snapshots:
         report["tracemalloc"] = snapshots
     return report, times

@@ -10,7 +10,8 @@ install) or, with PYTHONPATH=TREE, an older checkout laid out as installed (--be
 --expect-under: the served page's module must lie under DIR, or the server exits at once.
 --ctrl-c: SIGINT interrupts, as Ctrl-C in a terminal, even when this process was started with it
 ignored (a background job of a shell script). --probe: the sizes of the server's bounded stores,
-and what malloc holds, written to FILE every second. --trace FRAMES: tracemalloc from the start;
+and what malloc holds, written to FILE every second; on SIGUSR2, malloc_trim(0) with VmRSS
+before and after (FILE's sibling .trim.json). --trace FRAMES: tracemalloc from the start;
 at each SIGUSR1 a snapshot's growth by source line (since the last, and the first) appended to
 --trace-out.
 
@@ -61,6 +62,7 @@ def serve(args) -> None:
     demo = launch(**options)
     if args.probe:
         threading.Thread(target=probe, args=(demo, Path(args.probe)), daemon=True).start()
+        trim_on_signal(Path(args.probe).with_suffix(".trim.json"))
     if args.trace:
         marks = threading.Event()
         signal.signal(signal.SIGUSR1, lambda *_: marks.set())
@@ -175,6 +177,30 @@ def probe(demo, path: Path) -> None:
             part.write_text(json.dumps(sizes))
             os.replace(part, path)
         time.sleep(PROBE_EVERY_S)
+
+
+def trim_on_signal(path: Path) -> None:
+    """On SIGUSR2 (the soak sends it once, after its last sample): VmRSS and malloc's figures,
+    malloc_trim(0), the same again, written to path: how much of the RSS was memory malloc had
+    freed and kept."""
+
+    def figures():
+        rss = next(
+            int(line.split()[1]) / 1024
+            for line in Path("/proc/self/status").read_text().splitlines()
+            if line.startswith("VmRSS:")
+        )
+        return {"rss_mib": round(rss, 1), **(malloc_stats() or {})}
+
+    def handler(*_):
+        before = figures()
+        try:
+            released = bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+        except (OSError, AttributeError):
+            released = None
+        path.write_text(json.dumps({"before": before, "after": figures(), "released": released}))
+
+    signal.signal(signal.SIGUSR2, handler)
 
 
 def trace(marks: threading.Event, frames: int, out: Path) -> None:

@@ -54,6 +54,24 @@ class Served:
         sizes.pop("t", None)
         return sizes
 
+    def trim(self, timeout: float = 30.0) -> dict | None:
+        """Ask the server for malloc_trim(0) (after the last sample: it lowers RSS): VmRSS and
+        malloc's figures before and after it (None without a probe, or no answer in time)."""
+        if self.probe is None:
+            return None
+        answer = self.probe.with_suffix(".trim.json")
+        try:
+            os.kill(self.pid, signal.SIGUSR2)
+        except OSError:
+            return None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return json.loads(answer.read_text())
+            except (OSError, ValueError):
+                time.sleep(0.2)
+        return None
+
     def mark(self) -> None:
         """Ask the server for a tracemalloc snapshot (its growth by line since the last)."""
         if self.trace is not None:
