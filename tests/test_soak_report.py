@@ -45,7 +45,7 @@ def test_figures_start_at_the_mixed_phase():
     figures = figures_of(run, mixed_start=25.0)
     assert figures["window"]["requests"][0] >= 2500
     assert figures["slope"] == pytest.approx(10.0)
-    assert figures["malloc_slopes"]["malloc_in_use_mib"] == pytest.approx(0.0, abs=1e-9)
+    assert figures["memory_slopes"]["malloc_in_use_mib"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_stores_are_full_at_their_bounds_and_unknown_ones_are_not_waited_for():

@@ -35,7 +35,8 @@ def measured_window(samples, skip_fraction=0.2) -> list[dict]:
 
 def slope_per_1000(window, key: str = "rss_mib"):
     """Least-squares slope of a sample's figure (RSS by default; or one of the server's probe,
-    as malloc's) in MiB per 1,000 requests over these samples (None: too few, or not probed)."""
+    as malloc's) per 1,000 requests over these samples, in its unit (MiB; blocks for
+    python_blocks); None: too few, or not probed."""
     pts = [(s["requests"], v) for s in window if (v := figure(s, key)) is not None]
     if len(pts) < 2:
         return None
@@ -46,7 +47,9 @@ def slope_per_1000(window, key: str = "rss_mib"):
     return float(np.polyfit(x, y, 1)[0] * 1000)
 
 
-MALLOC = ("malloc_in_use_mib", "malloc_free_mib", "malloc_mmap_mib")  # the probe's, per sample
+# The probe's memory figures, per sample: what malloc holds in use, freed and kept, and mapped
+# apart; the blocks Python has allocated (its objects, those in pymalloc's own arenas too).
+MEMORY = ("malloc_in_use_mib", "malloc_free_mib", "malloc_mmap_mib", "python_blocks")
 
 
 def figure(sample: dict, key: str):
@@ -81,7 +84,7 @@ def figures_of(samples, mixed_start: float) -> dict:
     return {
         "window": window_of(window),
         "slope": slope_per_1000(window),
-        "malloc_slopes": {key: slope_per_1000(window, key) for key in MALLOC},
+        "memory_slopes": {key: slope_per_1000(window, key) for key in MEMORY},
         "temp_peak": max(s["temp_bytes"] for s in samples),
         "files_peak": max(s["temp_files"] for s in samples),
         "log_minute": log_bytes_per_minute(mixed_samples),
@@ -112,7 +115,7 @@ def build_report(requests, phases, samples, figures, log, log_lines, checked) ->
             "peak": max(s["rss_mib"] for s in samples),
             "slope_after_warmup_per_1000_requests": figures["slope"],
             "measured_window": figures["window"],
-            "malloc_slopes_per_1000_requests": figures["malloc_slopes"],
+            "memory_slopes_per_1000_requests": figures["memory_slopes"],
         },
         "fds": {
             "start": samples[0]["fds"],

@@ -171,6 +171,7 @@ def probe(demo, path: Path) -> None:
     while True:
         try:
             sizes = {"t": time.time(), **stores(demo), **(malloc_stats() or {})}
+            sizes["python_blocks"] = sys.getallocatedblocks()  # Python's objects, pymalloc's too
         except RuntimeError:  # a map changed size while it was read: the next second will do
             sizes = None
         if sizes is not None:
