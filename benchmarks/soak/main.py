@@ -13,7 +13,7 @@ import benchmarks.soak
 from benchmarks import loadtest
 from benchmarks.soak.fill import fill_stores
 from benchmarks.soak.phases import run_phase
-from benchmarks.soak.plot import plot
+from benchmarks.soak.plot import WINDOW, plot
 from benchmarks.soak.report import build_report, checks, figures_of
 from benchmarks.soak.rows18 import measure_rows
 from benchmarks.soak.rows34 import run_rows_34
@@ -119,9 +119,12 @@ def soak(args, models, work, files, answers) -> tuple[dict, dict]:
     samples = sampler.samples
     log_lines = served.log.read_text(errors="replace").splitlines()
     figures = figures_of(samples, times["honest + hostile"][0])
+    if figures["window"]:
+        times[WINDOW] = tuple(figures["window"]["t"])
     checked = checks(figures, *phases, alive, log_lines, fill)
     report = build_report(counter(), phases, samples, figures, served.log, log_lines, checked)
     report["fill"] = fill
+    report["phase_times_s"] = times  # (start, end) of each, in the samples' seconds: the plot's
     report["rss_mib"]["malloc_trim_after_the_run"] = trim
     if snapshots:
         report["tracemalloc"] = snapshots

@@ -54,8 +54,12 @@ PANELS = [  # (axis label, [(line label, value of a sample)], unit, budget line)
 ]
 
 
+WINDOW = "measured window"  # the phase the RSS slope is fitted over: shaded
+
+
 def panel(ax, samples, phases, label, lines, unit, budget) -> None:
-    """One panel: its lines over time, the budget dashed, the phases dotted."""
+    """One panel: its lines over time, the budget dashed, the phases dotted (the RSS slope's
+    window shaded, as the phase "measured window")."""
     t = [s["t"] for s in samples]
     top = 0.0
     for name, get in lines:
@@ -67,7 +71,10 @@ def panel(ax, samples, phases, label, lines, unit, budget) -> None:
         ax.legend(fontsize=7, loc="lower right")
     if budget is not None:
         ax.axhline(budget / unit, color="red", linestyle="--")
-    for name, (a, _) in phases.items():
+    for name, (a, b) in phases.items():
+        if name == WINDOW:
+            ax.axvspan(a, b, color="grey", alpha=0.12)
+            continue
         ax.axvline(a, color="grey", linestyle=":")
         if label == PANELS[0][0]:
             ax.text(a, top, f" {name}", va="top", fontsize=8)
@@ -84,6 +91,10 @@ def plot(samples, phases, path: Path):
     for ax, spec in zip(axes, PANELS, strict=True):
         panel(ax, samples, phases, *spec)
     axes[-1].set_xlabel("seconds")
-    fig.suptitle("make soak: stores filled, honest-only, then honest + hostile (issues 18 and 34)")
+    fig.suptitle(
+        "make soak: stores filled, honest-only, then honest + hostile (issues 18 and 34); "
+        "shaded: the RSS slope's window",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -97,6 +97,7 @@ def window_of(window) -> dict | None:
         return None
     first, last = window[0], window[-1]
     return {
+        "t": [first["t"], last["t"]],
         "requests": [first["requests"], last["requests"]],
         "rss_mib": [first["rss_mib"], last["rss_mib"]],
         "stores": [first.get("stores"), last.get("stores")],
