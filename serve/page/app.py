@@ -192,10 +192,11 @@ def forget_finished(progress, finished_before: set[str]) -> set[str]:
 
 def forget_event_ids(queue) -> int:
     """Drop the event ids Gradio keeps for sessions whose messages it no longer holds (dropped
-    from its PENDING_SESSIONS, or their stream cut) and that have no event queued or running: no
-    stream can be opened for them (Gradio answers 404), so nothing reads them. Gradio removes an
+    from its PENDING_SESSIONS, or their stream cut) and that have no event queued or running:
+    nothing reads them (a stream for a session the queue no longer holds ends at once, "session
+    not found"). Gradio removes an
     entry only when a stream is cut, never when it ends well (an empty set stays) or when the
-    session is dropped unstreamed: ~300 bytes for every session ever. On the event loop (where
+    session is dropped unstreamed: ~250-400 bytes for every session ever. On the event loop (where
     Gradio's queue changes them); returns how many went."""
     sessions = queue.pending_messages_per_session
     live = {event.session_hash for event in list(queue.event_ids_to_events.values())}
