@@ -53,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
         "figures): a snapshot every --trace-every requests, what grew by source line between",
     )
     parser.add_argument("--trace-every", type=int, default=10_000, help="requests between marks")
+    parser.add_argument(
+        "--malloc-trim-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="an experiment: malloc_trim(0) in the server every S seconds (the page never trims: "
+        "such a run's RSS is not the page's)",
+    )
     return parser
 
 
@@ -97,7 +105,14 @@ def soak(args, models, work, files, answers) -> tuple[dict, dict]:
     """Both phases against one page, sampled every second: (the report, the phases' times)."""
     tmp = work / "server-tmp"
     tmp.mkdir()
-    served = start_server(models, tmp, work / "server.log", probe=True, trace=args.trace)
+    served = start_server(
+        models,
+        tmp,
+        work / "server.log",
+        probe=True,
+        trace=args.trace,
+        malloc_trim_every=args.malloc_trim_every,
+    )
     counter = Counter()
     sampler = Sampler(served, counter, mark_every=args.trace_every if args.trace else 0)
     sampler.start()
@@ -128,6 +143,11 @@ def soak(args, models, work, files, answers) -> tuple[dict, dict]:
     report["rss_mib"]["malloc_trim_after_the_run"] = trim
     if snapshots:
         report["tracemalloc"] = snapshots
+    if args.malloc_trim_every:
+        report["experiment"] = (
+            f"malloc_trim(0) every {args.malloc_trim_every:g} s in the server: its RSS is not "
+            "the page's"
+        )
     return report, times
 
 

@@ -11,7 +11,8 @@ install) or, with PYTHONPATH=TREE, an older checkout laid out as installed (--be
 --ctrl-c: SIGINT interrupts, as Ctrl-C in a terminal, even when this process was started with it
 ignored (a background job of a shell script). --probe: the sizes of the server's bounded stores,
 and what malloc holds, written to FILE every second; on SIGUSR2, malloc_trim(0) with VmRSS
-before and after (FILE's sibling .trim.json). --trace FRAMES: tracemalloc from the start;
+before and after (FILE's sibling .trim.json). --malloc-trim-every S: malloc_trim(0) every S
+seconds (an experiment: the page itself never trims). --trace FRAMES: tracemalloc from the start;
 at each SIGUSR1 a snapshot's growth by source line (since the last, and the first) appended to
 --trace-out.
 
@@ -63,6 +64,8 @@ def serve(args) -> None:
     if args.probe:
         threading.Thread(target=probe, args=(demo, Path(args.probe)), daemon=True).start()
         trim_on_signal(Path(args.probe).with_suffix(".trim.json"))
+    if args.malloc_trim_every:
+        threading.Thread(target=trim_every, args=(args.malloc_trim_every,), daemon=True).start()
     if args.trace:
         marks = threading.Event()
         signal.signal(signal.SIGUSR1, lambda *_: marks.set())
@@ -204,6 +207,18 @@ def trim_on_signal(path: Path) -> None:
     signal.signal(signal.SIGUSR2, handler)
 
 
+def trim_every(seconds: float) -> None:
+    """malloc_trim(0) every seconds: an experiment (--malloc-trim-every), not the page's own
+    behaviour: what RSS would do if the served process gave malloc's free pages back."""
+    try:
+        malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+    while True:
+        time.sleep(seconds)
+        malloc_trim(0)
+
+
 def trace(marks: threading.Event, frames: int, out: Path) -> None:
     """At each mark one JSON line: what tracemalloc traces (on since the server started: every
     store's contents are traced, so a store that turns over nets to zero), the source lines whose
@@ -265,6 +280,7 @@ def parse(argv=None):
     ap.add_argument("--probe")
     ap.add_argument("--trace", type=int, default=0, help="frames per traceback (0: off)")
     ap.add_argument("--trace-out")
+    ap.add_argument("--malloc-trim-every", type=float, default=0.0, help="seconds (0: never)")
     return ap.parse_args(argv)
 
 

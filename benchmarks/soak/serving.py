@@ -125,6 +125,7 @@ def start_server(
     ctrl_c: bool = False,
     probe: bool = False,
     trace: int = 0,
+    malloc_trim_every: float = 0.0,
 ) -> Served:
     """The page on a free loopback port (picked again if another process takes it first), its
     temp dir under tmp and its output into log (a file: a pipe nobody reads would block the server
@@ -133,7 +134,8 @@ def start_server(
 
     ctrl_c: SIGINT acts as Ctrl-C in a terminal. probe: the server writes its stores' sizes to
     log's sibling .stores.json every second. trace: tracemalloc in the server with this many
-    frames, a snapshot at each Served.mark() (log's sibling .trace.jsonl)."""
+    frames, a snapshot at each Served.mark() (log's sibling .trace.jsonl). malloc_trim_every:
+    seconds between malloc_trim(0) calls in the server (an experiment; 0: none, as the page)."""
     models = models.resolve()
     env = {**checkout.env(), "TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
     extra = ["--expect-under", str(checkout.expected())] + (["--ctrl-c"] if ctrl_c else [])
@@ -143,6 +145,8 @@ def start_server(
         extra += ["--probe", str(probe_file)]
     if trace_file:
         extra += ["--trace", str(trace), "--trace-out", str(trace_file)]
+    if malloc_trim_every:
+        extra += ["--malloc-trim-every", str(malloc_trim_every)]
 
     def start(port: int) -> subprocess.Popen:
         argv = [sys.executable, "-P", str(SERVER), str(models), str(port), *extra]
