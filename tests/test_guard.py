@@ -234,11 +234,15 @@ def mine(caplog) -> list[logging.LogRecord]:
 
 
 @pytest.fixture
-def guard_log(monkeypatch):
+def guard_log(monkeypatch, caplog):
     """The guard's own logger without the server-wide cap a served page in this process put on it
-    (bound_logs): these tests count log_error's own lines."""
+    (bound_logs): these tests count log_error's own lines. The cap also sits on the root logger's
+    handlers of that moment, and pytest's capture handler is one for the whole session: a page
+    served earlier in this worker may have spent the minute's records on it."""
     logger = logging.getLogger("flaxdigits.serve.page.guard")
     monkeypatch.setattr(logger, "filters", [])
+    capped = [f for f in caplog.handler.filters if not isinstance(f, logs.BoundedLogFilter)]
+    monkeypatch.setattr(caplog.handler, "filters", capped)
     monkeypatch.setattr(logs, "_error_window", {"start": time.monotonic(), "count": 0})
     return logger
 
