@@ -61,12 +61,13 @@ def multipart(parts: list[tuple[str, str, bytes]], boundary: str = "b") -> bytes
     return b"".join(out) + f"--{boundary}--\r\n".encode()
 
 
-def raw_request(port: int, data: bytes, timeout: float = 30.0) -> bytes:
-    """Send bytes on a fresh connection; the first bytes of the answer (b"" if none)."""
+def raw_request(port: int, data: bytes, timeout: float = 30.0, size: int = 4096) -> bytes:
+    """Send bytes on a fresh connection; the answer's first `size` bytes at most (b"" if it
+    closed unanswered)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(data)
         try:
-            return s.recv(4096)
+            return s.recv(size)
         except OSError:
             return b""
 

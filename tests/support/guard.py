@@ -7,12 +7,12 @@ import contextlib
 import io
 import json
 import os
-import socket
 import time
 
 import httpx
 import pytest
 
+from benchmarks.soak.wire import raw_request
 from flaxdigits.serve.page import app, budgets
 from tests.support.ports import on_free_port
 
@@ -44,12 +44,7 @@ def port_of(demo) -> int:
 
 def raw(port: int, data: bytes, timeout: float = 30.0) -> bytes:
     """Send bytes on a fresh connection; the answer's first bytes (b"" if it closed unanswered)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        try:
-            return s.recv(65536)
-        except OSError:
-            return b""
+    return raw_request(port, data, timeout, size=65536)
 
 
 def status_of(reply: bytes) -> int | None:
