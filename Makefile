@@ -164,6 +164,13 @@ browser-deps: ## Debian's chromium, nodejs, npm for the browser tests (root or s
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$need >/dev/null; }
 	@chromium --version
 
+# Debian's jemalloc: `flaxdigits serve` runs the page on it where the system has it (glibc's
+# malloc keeps what a long-running page frees: RELIABILITY.md, the soak; docs/hosting.md).
+serve-deps: ## Debian's libjemalloc2, the page's memory allocator (root or sudo)
+	@ldconfig -p 2>/dev/null | grep -q libjemalloc.so.2 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libjemalloc2 >/dev/null; }
+	@ldconfig -p | grep libjemalloc.so.2
+
 # The static browser demo (web/): onnxruntime-web from npm as web/package-lock.json pins it,
 # assembled with the current models into $(WEB_OUT), which any static file host can serve.
 WEB_OUT   ?= build/web
@@ -189,7 +196,8 @@ test: test-deps
 
 test-deps:
 	@if [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; then \
-	  $(MAKE) --no-print-directory browser-deps || echo "make test: browser-deps failed"; fi
+	  $(MAKE) --no-print-directory browser-deps || echo "make test: browser-deps failed"; \
+	  $(MAKE) --no-print-directory serve-deps || echo "make test: serve-deps failed"; fi
 	@! command -v npm >/dev/null 2>&1 || $(MAKE) --no-print-directory web-deps
 
 # ruff (style, bugbear, security rules, complexity), the import contracts of pyproject.toml on the
@@ -243,7 +251,7 @@ SERVE_VENV ?= .venv-serve
 EDGE_VENV  ?= .venv-edge
 PKG_SOURCES := pyproject.toml $(shell find flaxdigits export serve web -type f -not -path '*/node_modules/*' -not -name '*.pyc')
 
-.PHONY: release serve-venv edge-venv serve-release space edge-check
+.PHONY: release serve-venv edge-venv serve-release space edge-check serve-deps
 
 release: export ## dist/flaxdigits-models-VERSION-DIGEST.tar.gz: the models, their card, SHA256SUMS
 	$(FD) release --models $(MODELS) --reports $(or $(REPORTS),reports) --out $(DIST)

@@ -2,8 +2,9 @@
 
 `build_space` writes a folder a Gradio-SDK Space runs as it is: app.py (the `serve` command on the
 release beside it), requirements.txt (the serve side's dependencies, from this package's own
-metadata), README.md (the Space's front matter), the verified release unpacked under release/,
-and the JAX-free part of flaxdigits beside app.py.
+metadata), README.md (the Space's front matter), packages.txt (the Debian packages a Space
+installs: jemalloc, which `serve` runs the page on), the verified release unpacked under
+release/, and the JAX-free part of flaxdigits beside app.py.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ VENDORED_BASE = (
     "release",
 )
 SERVE_EXTRA = "serve"
+DEBIAN_PACKAGES = ("libjemalloc2",)  # serve/page/allocator.py
 
 APP_PY = '''\
 """Hugging Face Space (Gradio SDK) entry point: the flaxdigits drawing page, JAX-free.
@@ -115,6 +117,7 @@ def build_space(release_path, out) -> Path:
         write_bytes_atomic(out / "release" / rel, data)
     write_text_atomic(out / "app.py", APP_PY)
     write_text_atomic(out / "requirements.txt", "\n".join(requirements()) + "\n")
+    write_text_atomic(out / "packages.txt", "\n".join(DEBIAN_PACKAGES) + "\n")
     readme = SPACE_README.format(gradio=gradio.__version__, release=verified.name)
     write_text_atomic(out / "README.md", readme)
     return out

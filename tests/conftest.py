@@ -20,6 +20,10 @@ from flaxdigits.core.contract import MODEL_NAMES
 # Strict numerics for the whole suite (equinox habit): implicit rank promotion is a bug here.
 os.environ.setdefault("JAX_NUMPY_RANK_PROMOTION", "raise")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# `flaxdigits serve` re-executes its process on jemalloc where the system has it: a test calling
+# main(["serve", ...]) in-process would replace the test process. The suite's pages run on the
+# system's malloc; tests/test_allocator.py asks for jemalloc explicitly.
+os.environ["FLAXDIGITS_ALLOCATOR"] = "system"
 
 # Fixtures that train on real MNIST: every test that uses one (directly or through another
 # fixture) is slow.

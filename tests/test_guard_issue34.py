@@ -7,12 +7,9 @@ symlink). Each test failed against 2db3ba4, the commit before the fixes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,12 +22,12 @@ from PIL import Image
 
 from flaxdigits.serve.page import app, budgets
 from flaxdigits.serve.page import handlers as page_handlers
-from tests.programs import command
 from tests.support.drawings import drawing
 from tests.support.guard import (
     client,
     file_data,
     multipart,
+    page_process,
     png,
     port_of,
     post_blob,
@@ -38,8 +35,8 @@ from tests.support.guard import (
     served_page,
     status_of,
     stroke,
+    wait_for,
 )
-from tests.support.ports import free_port
 
 UPLOAD_RATE = budgets.Rate(burst=30, per_second=2.0)
 SSE_RATE = budgets.Rate(burst=20, per_second=1.0)
@@ -67,15 +64,6 @@ def upload(http, data: bytes, name: str = "d.png"):
 
 def files_under(root) -> set[str]:
     return {str(p) for p in Path(root).rglob("*") if p.is_file()}
-
-
-def wait_for(condition, seconds: float = 20.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
 
 
 # ---------------------------------------------------------------- 1: uploads are leases
@@ -419,28 +407,6 @@ def test_an_upload_in_a_temp_dir_reached_through_a_symlink_is_deleted_after_use(
 # ------------------------------------------------ the page in a process of its own (3, 8)
 
 
-@contextlib.contextmanager
-def page_process(models_dir, tmp_path, log=None):
-    """`flaxdigits serve` in its own process, its temp dir under tmp_path; yields (proc, port).
-
-    SIGINT acts as a terminal's Ctrl-C, even where this test runs with it ignored."""
-    port = free_port()
-    serve = [str(Path(sys.executable).parent / "flaxdigits"), "serve"]
-    proc = subprocess.Popen(  # noqa: S603 - our own entry point
-        command("sigint_default", *serve, "--models", models_dir, "--port", port),
-        env={**os.environ, "TMPDIR": str(tmp_path)},
-        stdout=subprocess.DEVNULL,
-        stderr=open(log, "wb") if log else subprocess.DEVNULL,  # noqa: SIM115 - the child's
-    )
-    try:
-        assert wait_for(lambda: _answers(port), 120), "the page did not start"
-        yield proc, port
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-
-
 def test_tracebacks_gradio_prints_for_failed_events_are_capped(toy_dir, tmp_path):
     log = tmp_path / "stderr.log"
     with page_process(toy_dir, tmp_path, log) as (proc, port):
@@ -481,14 +447,6 @@ def test_the_temp_dir_is_removed_when_the_server_stops(toy_dir, tmp_path, stop):
         code = proc.wait(timeout=60)
     assert not served[0].exists()
     assert code in (0, 130)  # a clean stop (130: the CLI's own deadline on a stuck shutdown)
-
-
-def _answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):  # noqa: S310
-            return True
-    except OSError:
-        return False
 
 
 def _open_stream(port: int) -> None:

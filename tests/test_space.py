@@ -26,7 +26,10 @@ def test_space_folder_holds_app_requirements_readme_release_and_the_jax_free_pac
         "release/models/cnn.onnx",
         "flaxdigits/cli/main.py",
         "flaxdigits/serve/page/app.py",
+        "flaxdigits/serve/page/allocator.py",
     } <= names
+    # The Space's machine installs jemalloc, which serve runs the page on.
+    assert (out / "packages.txt").read_text().split() == ["libjemalloc2"]
     assert not any(n.startswith("flaxdigits/export") for n in names)
     for name in names:  # the vendored package is the serve side: no training module
         if name.endswith(".py"):

@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         help="an experiment: malloc_trim(0) in the server every S seconds (the page never trims: "
         "such a run's RSS is not the page's)",
     )
+    parser.add_argument(
+        "--allocator",
+        choices=("auto", "jemalloc", "system"),
+        default="auto",
+        help="the server's malloc, as `flaxdigits serve --allocator` (auto: jemalloc where the "
+        "system has it, as the page runs; system: glibc's, to compare)",
+    )
     return parser
 
 
@@ -112,6 +119,7 @@ def soak(args, models, work, files, answers) -> tuple[dict, dict]:
         probe=True,
         trace=args.trace,
         malloc_trim_every=args.malloc_trim_every,
+        allocator=args.allocator,
     )
     counter = Counter()
     sampler = Sampler(served, counter, mark_every=args.trace_every if args.trace else 0)
@@ -138,7 +146,7 @@ def soak(args, models, work, files, answers) -> tuple[dict, dict]:
         times[WINDOW] = tuple(figures["window"]["t"])
     checked = checks(figures, *phases, alive, log_lines, fill)
     report = build_report(counter(), phases, samples, figures, served.log, log_lines, checked)
-    report["fill"] = fill
+    report |= {"fill": fill, "allocator": served.allocator}
     report["phase_times_s"] = times  # (start, end) of each, in the samples' seconds: the plot's
     report["rss_mib"]["malloc_trim_after_the_run"] = trim
     if snapshots:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flaxdigits.serve import page
+from flaxdigits.serve.page import allocator
 from tests.support.installed import installed_tree
 from tests.support.ports import PortTaken, on_free_port, says_port_taken
 
@@ -34,6 +35,7 @@ class Served:
     log: Path
     probe: Path | None = None
     trace: Path | None = None
+    allocator: str = ""
 
     @property
     def pid(self) -> int:
@@ -126,6 +128,7 @@ def start_server(
     probe: bool = False,
     trace: int = 0,
     malloc_trim_every: float = 0.0,
+    allocator: str = "auto",
 ) -> Served:
     """The page on a free loopback port (picked again if another process takes it first), its
     temp dir under tmp and its output into log (a file: a pipe nobody reads would block the server
@@ -135,9 +138,12 @@ def start_server(
     ctrl_c: SIGINT acts as Ctrl-C in a terminal. probe: the server writes its stores' sizes to
     log's sibling .stores.json every second. trace: tracemalloc in the server with this many
     frames, a snapshot at each Served.mark() (log's sibling .trace.jsonl). malloc_trim_every:
-    seconds between malloc_trim(0) calls in the server (an experiment; 0: none, as the page)."""
+    seconds between malloc_trim(0) calls in the server (an experiment; 0: none, as the page).
+    allocator: as `flaxdigits serve --allocator` (auto: jemalloc where the system has it), chosen
+    here for the checkout served, an older one included; `Served.allocator` says which."""
     models = models.resolve()
     env = {**checkout.env(), "TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
+    env, allocator_line = with_allocator(env, allocator)
     extra = ["--expect-under", str(checkout.expected())] + (["--ctrl-c"] if ctrl_c else [])
     probe_file = log.with_suffix(".stores.json") if probe else None
     trace_file = log.with_suffix(".trace.jsonl") if trace else None
@@ -158,7 +164,22 @@ def start_server(
         return proc
 
     port, proc = on_free_port(start)
-    return Served(proc, port, tmp, log, probe_file, trace_file)
+    return Served(proc, port, tmp, log, probe_file, trace_file, allocator_line)
+
+
+def with_allocator(env: dict[str, str], choice: str) -> tuple[dict[str, str], str]:
+    """The server's environment with jemalloc preloaded where `choice` and the system allow (as
+    `flaxdigits serve` re-executes itself), and the line naming the allocator it runs on."""
+    library, line = allocator.plan(
+        allocator.choice_of(choice, {}),
+        {},
+        linux=sys.platform.startswith("linux"),
+        is_loaded=False,
+        found=allocator.find(),
+    )
+    if library is None:
+        return {**env, allocator.ENV: "system"}, line
+    return {**allocator.preload_env(env, library), allocator.ENV: "jemalloc"}, line
 
 
 def wait_until_up(proc: subprocess.Popen, port: int, log: Path) -> None:

@@ -65,7 +65,7 @@ def run_space(args: argparse.Namespace) -> int:
 
     out = build_space(args.release, args.out)
     print(
-        f"{out}: app.py, requirements.txt, README.md, release/, flaxdigits/ "
+        f"{out}: app.py, requirements.txt, packages.txt, README.md, release/, flaxdigits/ "
         f"(run: python {out / 'app.py'})"
     )
     return 0

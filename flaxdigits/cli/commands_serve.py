@@ -93,12 +93,21 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
         help="a reverse proxy whose X-Forwarded-For names the client, for the per-client rate "
         "limits (repeatable; default $FLAXDIGITS_TRUSTED_PROXIES, else none)",
     )
+    p.add_argument(
+        "--allocator",
+        choices=("auto", "jemalloc", "system"),
+        help="the process's malloc: auto (jemalloc where the system has libjemalloc.so.2), "
+        "jemalloc (refuse to start without it) or system (default: $FLAXDIGITS_ALLOCATOR, "
+        "else auto)",
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
     from flaxdigits.release import reader as release
-    from flaxdigits.serve.page import hosting
+    from flaxdigits.serve.page import allocator, hosting
 
+    # First, before gradio and onnxruntime load: this may re-exec the process on jemalloc.
+    print(allocator.use_jemalloc(args.allocator), file=sys.stderr)
     try:
         from flaxdigits.serve.page.app import launch
     except ImportError as e:  # the edge install: no gradio

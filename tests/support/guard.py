@@ -7,14 +7,19 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 import time
+import urllib.request
+from pathlib import Path
 
 import httpx
 import pytest
 
 from benchmarks.soak.wire import raw_request
 from flaxdigits.serve.page import app, budgets
-from tests.support.ports import on_free_port
+from tests.programs import command
+from tests.support.ports import free_port, on_free_port
 
 
 @contextlib.contextmanager
@@ -133,3 +138,45 @@ def client(demo, address: str, timeout: float = 60.0) -> httpx.Client:
     return httpx.Client(
         base_url=demo.local_url, headers={"X-Forwarded-For": address}, timeout=timeout
     )
+
+
+def wait_for(condition, seconds: float = 20.0) -> bool:
+    """Poll condition every 0.2 s for up to seconds; its last value."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+@contextlib.contextmanager
+def page_process(models_dir, tmp_path, log=None, env=None):
+    """`flaxdigits serve` in its own process, its temp dir under tmp_path; yields (proc, port).
+
+    SIGINT acts as a terminal's Ctrl-C, even where this test runs with it ignored; env: more
+    environment variables for it."""
+    port = free_port()
+    serve = [str(Path(sys.executable).parent / "flaxdigits"), "serve"]
+    proc = subprocess.Popen(  # noqa: S603 - our own entry point
+        command("sigint_default", *serve, "--models", models_dir, "--port", port),
+        env={**os.environ, "TMPDIR": str(tmp_path), **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "wb") if log else subprocess.DEVNULL,  # noqa: SIM115 - the child's
+    )
+    try:
+        assert wait_for(lambda: answers(port), 120), "the page did not start"
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def answers(port: int) -> bool:
+    """Whether a page on this loopback port answers its root."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):  # noqa: S310
+            return True
+    except OSError:
+        return False
