@@ -24,6 +24,7 @@ import flaxdigits
 from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_bytes_atomic, write_json_atomic
 from flaxdigits.data.mnist import load_mnist
+from flaxdigits.export import confidence
 from flaxdigits.export.onnx_graph import (
     CALIBRATION_IMAGES,
     OPSET,
@@ -44,6 +45,8 @@ MIN_ONNXRUNTIME = "1.7.0"
 PARITY_TOLERANCE = 1e-5  # max |probability difference| between onnxruntime and JAX
 INT8_MAX_ACCURACY_DROP = 0.002  # test accuracy the int8 file may lose against the float model
 INT8_MAX_SIZE_RATIO = 0.30
+# Test digits the int8 file may answer "not a digit" beyond the float file's share.
+INT8_MAX_REJECTION_RISE = 0.005
 EVAL_BATCH = 1000  # onnxruntime batch for the 10k-image checks (the JAX side uses its own)
 
 __all__ = ["ExportError", "export_run"]
@@ -69,8 +72,9 @@ def export_run(run_dir: Path, out: Path, int8: bool = False) -> dict[str, Any]:
     run = load_run(Path(run_dir))
     mnist = load_mnist()
     split = run.split(mnist)
+    rule = confidence.fit_rule(run, split)
     reference = run.evaluate(split.test_images, split.test_labels)
-    test = _TestSet(split.test_images, split.test_labels, reference)
+    test = _TestSet(split.test_images, split.test_labels, reference, rule)
     float_bytes, float_entry = _float_file(run, out, test)
     files, blobs = [float_entry], {out: float_bytes}
     int8_out = out.with_name(out.name[: -len(".onnx")] + ".int8.onnx")
@@ -81,7 +85,7 @@ def export_run(run_dir: Path, out: Path, int8: bool = False) -> dict[str, Any]:
         int8_entry["quantization"] = QUANTIZATION
         files.append(int8_entry)
         blobs[int8_out] = int8_bytes
-    manifest = build_manifest(run, test.accuracy, files)
+    manifest = build_manifest(run, test.accuracy, files) | {"answer_rule": rule}
     try:
         for path, blob in blobs.items():
             write_bytes_atomic(path, blob)
@@ -94,19 +98,34 @@ def export_run(run_dir: Path, out: Path, int8: bool = False) -> dict[str, Any]:
 
 
 class _TestSet:
-    """The 10k test images as model input, their labels, and the JAX model's evaluation."""
+    """The 10k test images as model input, their labels, the JAX model's evaluation, and the
+    answer rule the files carry (its temperature applied to the reference probabilities)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, reference: dict[str, Any]):
+    def __init__(self, images, labels, reference: dict[str, Any], rule: dict | None):
         self.inputs = contract.to_model_input(images)
         self.labels = labels
-        self.reference = reference["probabilities"]
+        self.rule = rule
+        self.temperature = rule["temperature"] if rule else 1.0
+        self.reference = _tempered(reference["probabilities"], self.temperature)
         self.accuracy = float(reference["accuracy"])
+        self.uncalibrated_ece = confidence.measured(reference["probabilities"], labels, None)["ece"]
+
+
+def _tempered(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(logits / T) from softmax(logits) = p ** (1 / T), renormalised (float64). Exact but
+    for probabilities that underflowed to 0 in float32, which stay 0: under 1e-30 either way at
+    the temperatures fitted here, far below the parity tolerance."""
+    if temperature == 1.0:
+        return probabilities
+    p = np.asarray(probabilities, np.float64) ** (1.0 / temperature)
+    return p / p.sum(-1, keepdims=True)
 
 
 def _float_file(run: Run, out: Path, test: _TestSet) -> tuple[bytes, dict]:
     """The float32 file's bytes and manifest entry, after the parity gate against JAX."""
-    model = to_onnx_model(run.model, run.config.model)
-    set_metadata(model, model_metadata(run, test.accuracy) | {contract.META_VARIANT: "float32"})
+    model = to_onnx_model(run.model, run.config.model, test.temperature)
+    metadata = model_metadata(run, test.accuracy, test.rule)
+    set_metadata(model, metadata | {contract.META_VARIANT: "float32"})
     blob = serialize(model)
     probs = onnxruntime_probabilities(blob, test.inputs)
     agreement = parity(probs, test.reference)
@@ -116,7 +135,10 @@ def _float_file(run: Run, out: Path, test: _TestSet) -> tuple[bytes, dict]:
             f"{agreement['max_abs_diff']:.2e} > {PARITY_TOLERANCE:g} in probability: "
             "the converter mistranslated the graph; report it with this run directory"
         )
-    return blob, _file_entry(out, blob, "float32", probs, test.labels, agreement)
+    entry = _file_entry(out, blob, "float32", probs, test.labels, agreement)
+    entry["answers"] = confidence.measured(probs, test.labels, test.rule)
+    entry["answers"]["ece_before_calibration"] = test.uncalibrated_ece
+    return blob, entry
 
 
 def _int8_file(run: Run, out: Path, float_bytes: bytes, train_images, test: _TestSet):
@@ -126,16 +148,20 @@ def _int8_file(run: Run, out: Path, float_bytes: bytes, train_images, test: _Tes
     # carries its own test accuracy, not the float model's.
     probs = onnxruntime_probabilities(serialize(model), test.inputs)
     accuracy = float(np.mean(probs.argmax(-1) == test.labels))
-    set_metadata(model, model_metadata(run, accuracy) | {contract.META_VARIANT: "int8"})
+    metadata = model_metadata(run, accuracy, test.rule)
+    set_metadata(model, metadata | {contract.META_VARIANT: "int8"})
     blob = serialize(model)
     entry = _file_entry(out, blob, "int8", probs, test.labels, parity(probs, test.reference))
+    entry["answers"] = confidence.measured(probs, test.labels, test.rule)
     return blob, entry
 
 
-def model_metadata(run, test_accuracy: float) -> dict[str, str]:
-    """metadata_props (contract.META_*) of a run's exported files, all but the variant."""
+def model_metadata(run, test_accuracy: float, rule: dict | None = None) -> dict[str, str]:
+    """metadata_props (contract.META_*) of a run's exported files, all but the variant; the
+    answer rule where the run has one."""
     config = run.config.to_dict()
-    return {
+    extra = {contract.META_ANSWER_RULE: json.dumps(rule, sort_keys=True)} if rule else {}
+    return extra | {
         contract.META_MODEL: run.config.model,
         contract.META_PARAMS: str(run.params),
         contract.META_TEST_ACCURACY: f"{test_accuracy:.4f}",
@@ -193,12 +219,19 @@ def _file_entry(path: Path, data: bytes, variant: str, probs, labels, parity_: d
 
 
 def _check_int8(entry: dict, float_entry: dict) -> None:
-    """The int8 file must be small and lose at most INT8_MAX_ACCURACY_DROP of test accuracy."""
+    """The int8 file must be small, lose at most INT8_MAX_ACCURACY_DROP of test accuracy and
+    answer "not a digit" to at most INT8_MAX_REJECTION_RISE more of the test digits."""
     drop = float_entry["test_accuracy"] - entry["test_accuracy"]
     if drop > INT8_MAX_ACCURACY_DROP:
         raise ExportError(
             f"{entry['file']}: int8 test accuracy {entry['test_accuracy']:.4f} is "
             f"{100 * drop:.2f} points below the float model's: export without --int8"
+        )
+    rise = entry["answers"]["not_a_digit"] - float_entry["answers"]["not_a_digit"]
+    if rise > INT8_MAX_REJECTION_RISE:
+        raise ExportError(
+            f"{entry['file']}: int8 answers 'not a digit' to {100 * rise:.2f} points more of the "
+            "test digits than the float model: export without --int8"
         )
     if entry["size"] > INT8_MAX_SIZE_RATIO * float_entry["size"]:
         raise ExportError(
@@ -236,7 +269,8 @@ def build_manifest(run, test_accuracy: float, files: list[dict]) -> dict[str, An
             "dtype": "float32",
             "shape": [contract.INPUT_SHAPE[0], len(contract.LABELS)],
             "labels": list(contract.LABELS),
-            "meaning": "softmax probabilities, in the graph",
+            "meaning": "softmax probabilities, in the graph, the logits divided by "
+            "answer_rule.temperature first (calibration)",
         },
         "preprocessing": contract.PREPROCESSING_SPEC,
         "parity_tolerance": PARITY_TOLERANCE,

@@ -1,8 +1,9 @@
 """ONNX graphs of our models: conversion (jax2onnx), static int8 quantization, normalization.
 
 Every function here turns a model or a graph into a graph; nothing reads runs or data. The
-graph is `softmax(model(image))` with the trained parameters baked in as initializers, at opset
-OPSET and the lowest IR version that opset allows, serialized as one file (no external data).
+graph is `softmax(model(image) / temperature)` (the temperature fitted at export: 1 leaves the
+division out) with the trained parameters baked in as initializers, at opset OPSET and the
+lowest IR version that opset allows, serialized as one file (no external data).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ class ExportError(ValueError):
     """A run cannot be exported where asked; the message says what was wrong and what to do."""
 
 
-def to_onnx_model(model, name: str) -> onnx.ModelProto:
-    """The float32 graph `image` [N, 28, 28, 1] -> `probabilities` [N, 10] of an NNX model."""
+def to_onnx_model(model, name: str, temperature: float = 1.0) -> onnx.ModelProto:
+    """The float32 graph `image` [N, 28, 28, 1] -> `probabilities` [N, 10] of an NNX model,
+    its logits divided by the temperature before the softmax (none at 1)."""
     import jax
     from jax2onnx import to_onnx
 
@@ -57,7 +59,7 @@ def to_onnx_model(model, name: str) -> onnx.ModelProto:
     ):
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="jax2onnx")
         proto = to_onnx(
-            functools.partial(predict_proba, model),
+            functools.partial(predict_proba, model, temperature=temperature),
             [contract.INPUT_SHAPE],
             model_name=f"flaxdigits_{name}",
             opset=OPSET,

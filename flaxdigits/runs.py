@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from flaxdigits import models
+from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_json_atomic
 from flaxdigits.data.mnist import MNIST, Split, load_mnist, split_mnist
 from flaxdigits.training import checkpoint, checkpoint_v1
@@ -49,6 +50,15 @@ class Run:
         graphdef, params = nnx.split(self.model, nnx.Param)
         labels = np.asarray(labels, np.int32)
         return evaluate_arrays(graphdef, params, images, labels, self.config.eval_batch_size)
+
+    def logits(self, images: np.ndarray, batch: int = 1000) -> np.ndarray:
+        """The model's logits (N, 10) float32 for uint8 images (N, 28, 28), or float ones in
+        [0, 1] (N, 28, 28)."""
+        forward = nnx.jit(lambda m, x: m(x))
+        x = images if images.dtype != np.uint8 else contract.scale_pixels(images)
+        x = np.asarray(x, np.float32)[..., None]
+        out = [np.asarray(forward(self.model, x[i : i + batch])) for i in range(0, len(x), batch)]
+        return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
 
 
 def load_run(run_dir: Path) -> Run:

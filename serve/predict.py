@@ -36,7 +36,7 @@ def predict_files(
         files: image files, folders (image files under them, recursively), glob patterns, or
             "-" for paths on stdin (serve/inputs.py).
         method: preprocessing method, "mnist" or "box" ("seed": box's old name).
-        as_json: print JSON lines {"file", "digit", "confidence", "probabilities"} or
+        as_json: print JSON lines {"file", "digit", "confidence", "probabilities", "answer"} or
             {"file", "error"} on stdout, instead of readable lines (errors then on stderr).
         threads: onnxruntime intra-op threads.
         release_file: which model of a release, e.g. cnn.onnx or mlp.int8.onnx (None: cnn.onnx,
@@ -83,7 +83,16 @@ def _print_prediction(file: str, prediction: Prediction, as_json: bool) -> None:
         print(json.dumps({"file": file, **prediction.to_json()}), flush=True)
     else:
         shown = _printable(file)
-        print(f"{shown}: {prediction.digit} (confidence {prediction.confidence:.3f})", flush=True)
+        print(f"{shown}: {_said(prediction)} (confidence {prediction.confidence:.3f})", flush=True)
+
+
+def _said(prediction: Prediction) -> str:
+    """The answer in words: the digit, "not sure, maybe 4" or "not a digit"."""
+    if prediction.answer == "not a digit":
+        return "not a digit"
+    if prediction.answer == "not sure":
+        return f"not sure, maybe {prediction.digit}"
+    return str(prediction.digit)
 
 
 def _print_error(file: str, message: str, as_json: bool) -> None:

@@ -61,6 +61,18 @@ META_VERSION = "flaxdigits.version"
 META_JAX2ONNX_VERSION = "jax2onnx.version"
 META_CHECKPOINT_SHA256 = "flaxdigits.checkpoint_sha256"
 META_VARIANT = "flaxdigits.variant"  # "float32" | "int8"
+META_ANSWER_RULE = "flaxdigits.answer_rule"  # JSON: ANSWER_RULE_KEYS (a file from before: none)
+
+# What a model's answer is, from the largest of its (calibrated) probabilities, the confidence:
+# "not a digit" below the rule's not_a_digit_below, "not sure" below not_sure_below, else
+# "digit". The thresholds travel in each exported file (META_ANSWER_RULE); the predictor, the
+# page, the predict CLI and the static site's JavaScript (web/answer.js) apply the same rule.
+ANSWERS = ("digit", "not sure", "not a digit")
+ANSWER_RULE_KEYS = ("temperature", "not_a_digit_below", "not_sure_below", "validation_rejected")
+# A calibrated confidence under this is right less than 4 times in 5: "not sure".
+NOT_SURE_BELOW = 0.8
+# The share of the validation digits whose confidence falls under "not a digit": the threshold.
+NOT_A_DIGIT_VALIDATION_SHARE = 0.005
 
 # Manifest written next to NAME.onnx as NAME.json.
 MANIFEST_SCHEMA = "flaxdigits.manifest.v1"
@@ -98,6 +110,33 @@ def scale_pixels(pixels, xp=np):
 def to_model_input(images, xp=np):
     """uint8 images (N, 28, 28) -> the model input float32 (N, 28, 28, 1) in [0, 1]."""
     return scale_pixels(images, xp)[..., None]
+
+
+def answer(confidence: float, rule: dict | None) -> str:
+    """One of ANSWERS for a confidence under an answer rule (None: a file without one, whose
+    every answer is a digit)."""
+    if not rule:
+        return "digit"
+    if confidence < rule["not_a_digit_below"]:
+        return "not a digit"
+    if confidence < rule["not_sure_below"]:
+        return "not sure"
+    return "digit"
+
+
+def check_answer_rule(rule) -> dict:
+    """The rule if it is a dict of ANSWER_RULE_KEYS with numbers in range (thresholds in
+    [0, 1], not_a_digit_below <= not_sure_below, temperature > 0), else a ValueError."""
+    if not isinstance(rule, dict) or set(rule) != set(ANSWER_RULE_KEYS):
+        raise ValueError(f"an answer rule has exactly the keys {list(ANSWER_RULE_KEYS)}")
+    if not all(isinstance(rule[k], int | float) and not isinstance(rule[k], bool) for k in rule):
+        raise ValueError("an answer rule's values are numbers")
+    low, high = rule["not_a_digit_below"], rule["not_sure_below"]
+    if not (0.0 <= low <= high <= 1.0 and rule["temperature"] > 0):
+        raise ValueError(f"an answer rule needs 0 <= {low} <= {high} <= 1 and temperature > 0")
+    if not 0.0 <= rule["validation_rejected"] <= 1.0:
+        raise ValueError("an answer rule's validation_rejected is a share in [0, 1]")
+    return rule
 
 
 def manifest_path_for(model_path: str) -> str:

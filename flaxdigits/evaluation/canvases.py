@@ -151,12 +151,14 @@ def evaluate_canvas_dirs(
 def _report(predictors, images, failed, raw_images, labels, seed: int, render_s: float) -> dict:
     """One directory's report from the shared canvases: its models predict them here."""
     start = time.perf_counter()
-    by_method, raw = {}, {}
+    by_method, raw, rejected = {}, {}, {}
     for name, predictor in predictors.items():
         raw[name] = accuracy(predictor.predict_batch(raw_images), labels)
-        by_method[name] = {
-            m: accuracy(predictor.predict_batch(images[m]), labels, failed[m]) for m in METHODS
-        }
+        by_method[name], rejected[name] = {}, {}
+        for m in METHODS:
+            probs = predictor.predict_batch(images[m])
+            by_method[name][m] = accuracy(probs, labels, failed[m])
+            rejected[name][m] = not_a_digit_share(probs, predictor.answer_rule, failed[m])
     predict_s = time.perf_counter() - start
 
     report = {
@@ -174,12 +176,23 @@ def _report(predictors, images, failed, raw_images, labels, seed: int, render_s:
         # The bytes measured, per model: what a reader matches a file by (never its path).
         "sha256": {name: p.sha256 for name, p in predictors.items()},
         "accuracy": by_method,
+        # Canvases the model's answer rule calls "not a digit" (null: a file without a rule).
+        "not_a_digit": rejected,
         "test_accuracy_28x28": raw,
         "preprocessing_failures": {m: int(failed[m].sum()) for m in METHODS},
         "seconds": {"render_and_preprocess": round(render_s, 1), "predict": round(predict_s, 1)},
     }
     report["table"] = format_table(report)
     return report
+
+
+def not_a_digit_share(probabilities: np.ndarray, rule, failed: np.ndarray) -> float | None:
+    """Of the canvases preprocessing did not refuse, the share answered "not a digit"."""
+    if rule is None:
+        return None
+    kept = probabilities[~failed].max(-1)
+    answers = [contract.answer(float(c), rule) for c in kept]
+    return round(sum(a == "not a digit" for a in answers) / max(len(answers), 1), 6)
 
 
 def _chunk_args(digits: np.ndarray, chunks: list[np.ndarray], seed: int):

@@ -55,9 +55,13 @@ def train_flops_per_image(name: str) -> int:
     return flops_per_image(name) + 2 * sum(macs) + 2 * sum(macs[1:])
 
 
-def predict_proba(model: nnx.Module, images: jax.Array) -> jax.Array:
-    """Softmax probabilities for float images (B, 28, 28, 1) in [0, 1]."""
-    return jax.nn.softmax(model(images), axis=-1)
+def predict_proba(model: nnx.Module, images: jax.Array, temperature: float = 1.0) -> jax.Array:
+    """Softmax probabilities for float images (B, 28, 28, 1) in [0, 1], the logits divided by a
+    temperature first (calibration, fitted at export: export/confidence.py) unless it is 1."""
+    logits = model(images)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return jax.nn.softmax(logits, axis=-1)
 
 
 __all__ = [

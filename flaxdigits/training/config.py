@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 from flaxdigits.core import contract
@@ -60,6 +61,30 @@ class Augment:
 
 
 @dataclasses.dataclass(frozen=True)
+class Outliers:
+    """Non-digits added to every training batch (training/outliers.py), with a loss that pushes
+    the model's answer on them towards flat (outlier exposure, Hendrycks et al. 2019): the model
+    keeps its 10 outputs, and a flat answer is what "that is not a digit" is read from."""
+
+    share: float  # non-digits per step, as a share of the batch (added to it, not replacing)
+    weight: float = 0.5  # of their loss (cross-entropy to the uniform answer) beside the digits'
+
+    def __post_init__(self):
+        if not 0.0 < self.share <= 1.0:
+            raise ValueError(f"outliers.share must be in (0, 1], got {self.share}")
+        if not self.weight > 0:
+            raise ValueError(f"outliers.weight must be positive, got {self.weight}")
+
+    def rows(self, batch: int) -> int:
+        """Non-digits added to a batch of `batch` digits."""
+        return max(1, math.ceil(self.share * batch - 1e-9))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
     """How a model is trained: the defaults a TrainConfig of this recipe starts from."""
 
@@ -77,8 +102,12 @@ class Recipe:
     # PRECISIONS), chosen per recipe and model by measurement
     # (docs/experiments/2026-12-05-mixed-precision.md).
     precision: str = "float32"
+    # Non-digits in every batch (training/outliers.py); they come with the augmentation.
+    outliers: Outliers | None = None
 
     def __post_init__(self):
+        if self.outliers is not None and self.augment is None:
+            raise ValueError("outliers need a recipe with augmentation (they are drawn with it)")
         if not 0.0 <= self.dropout < 1.0:  # 1 would zero every input and divide by zero
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         check_precision(self.precision)
@@ -123,6 +152,9 @@ _ROBUST = Recipe(
     # test set from 99.14% to 99.31% (means of three random seeds;
     # docs/experiments/2026-12-03-robust-cnn-recipe.md).
     dropout=0.5,
+    # One non-digit for every 8 digits, their loss at half weight (Hendrycks et al.'s 0.5):
+    # what lets the served models say "not a digit" (docs/experiments/2026-12-05-not-a-digit.md).
+    outliers=Outliers(share=0.125, weight=0.5),
 )
 # recipe -> model -> values. The MLP, with no convolution to share what it learns across
 # positions, pays for heavy distortion in clean accuracy: its robust recipe is milder.

@@ -17,8 +17,8 @@ from flax import nnx
 
 from flaxdigits import models
 from flaxdigits.core import contract
-from flaxdigits.training import augment
-from flaxdigits.training.config import Augment
+from flaxdigits.training import augment, outliers
+from flaxdigits.training.config import Augment, Outliers
 from flaxdigits.training.evaluate import loss_and_logits
 from flaxdigits.training.state import TrainState
 
@@ -37,6 +37,7 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
 # the cache): 4 also divides STEPS_PER_CALL.
 AUGMENT_GROUP = 4
 DROPOUT_STREAM = 0x44524F50  # "DROP": fold_in constant of the dropout keys' stream
+NOT_A_DIGIT = -1  # the label of a non-digit row (recipes with outliers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,7 @@ class StepSpec:
     total_steps: int = 1  # of the whole run: how far training is, for the augmentation share
     dropout: float = 0.0  # the recipe's dropout rate (training only)
     precision: str = "float32"  # the step's compute dtype (config.PRECISIONS)
+    outliers: Outliers | None = None  # non-digits added to each augmented batch, if any
 
 
 def train_step(
@@ -61,21 +63,30 @@ def train_step(
     batch,
     dropout: float = 0.0,
     precision: str = "float32",
+    outlier_weight: float = 0.0,
 ) -> tuple[TrainState, jax.Array]:
     """One Adam step on batch = (float images (B,28,28,1), labels (B,)) -> (state, [loss, acc]).
 
     With a dropout rate, its mask is drawn from dropout_key(rng, step): a resumed run replays it.
     The forward and backward passes run in `precision` (bfloat16: mixed precision); the
-    parameters, gradients, optimizer state, loss and accuracy stay float32.
+    parameters, gradients, optimizer state, loss and accuracy stay float32. With an
+    outlier_weight, rows labelled NOT_A_DIGIT are non-digits (evaluate.loss_and_logits); the
+    accuracy is the digits'.
     """
     images, labels = batch
-    grad_fn = jax.value_and_grad(functools.partial(loss_and_logits, graphdef), has_aux=True)
+    loss_fn = functools.partial(loss_and_logits, graphdef, outlier_weight=outlier_weight)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     drop = models.Dropout(dropout_key(state.rng, state.step), dropout) if dropout else None
     compute_dtype = jnp.dtype(precision)
     (loss, logits), grads = grad_fn(state.params, images, labels, drop, compute_dtype)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    hits = jnp.argmax(logits, -1) == labels
+    if outlier_weight:
+        digits = labels != NOT_A_DIGIT
+        accuracy = jnp.sum(hits & digits) / jnp.maximum(jnp.sum(digits), 1)
+    else:
+        accuracy = jnp.mean(hits)
     new_state = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
     return new_state, jnp.stack([loss, accuracy])
 
@@ -107,7 +118,10 @@ def indexed_train_step(spec: StepSpec, state: TrainState, sums, order, images, l
 
 def _step(spec: StepSpec, state: TrainState, sums, batch):
     batch = jax.lax.with_sharding_constraint(batch, spec.batch_sharding)
-    state, metrics = train_step(spec.graphdef, spec.tx, state, batch, spec.dropout, spec.precision)
+    weight = spec.outliers.weight if spec.outliers else 0.0
+    state, metrics = train_step(
+        spec.graphdef, spec.tx, state, batch, spec.dropout, spec.precision, weight
+    )
     return state, sums + metrics
 
 
@@ -129,7 +143,18 @@ def augmented_batches(spec: StepSpec, state: TrainState, order, images, labels):
     def one(key, batch, done):
         return augment.augment_batch(key, batch, spec.augment, done)
 
-    return jax.vmap(one)(keys, clean, progress), labels[idx]
+    distorted, targets = jax.vmap(one)(keys, clean, progress), labels[idx]
+    if spec.outliers is None:
+        return distorted, targets
+    # Non-digits from the step's own key (outliers.OUTLIER_STREAM apart), some made of its
+    # clean digits, after the batch's digits.
+    rows = spec.outliers.rows(spec.batch_size)
+    extra = jax.vmap(outliers.outlier_batch)(keys, clean[:, :rows])
+    marks = jnp.full((AUGMENT_GROUP, rows), NOT_A_DIGIT, targets.dtype)
+    return (
+        jnp.concatenate([distorted, extra], axis=1),
+        jnp.concatenate([targets, marks], axis=1),
+    )
 
 
 def train_steps(spec: StepSpec, treedef, leaves: list[jax.Array], sums, n, order, images, labels):

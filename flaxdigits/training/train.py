@@ -161,6 +161,7 @@ def prepare(config: TrainConfig, mnist: MNIST, job_mesh: jax.sharding.Mesh) -> S
         total_steps=steps_per_epoch * config.epochs,
         dropout=config.recipe_values.dropout,
         precision=config.precision,
+        outliers=config.recipe_values.outliers,
     )
     return Setup(replicated=replicated, split=split, spec=spec, state=state)
 

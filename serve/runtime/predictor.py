@@ -34,11 +34,13 @@ class ModelLoadError(ValueError):
 
 @dataclass(frozen=True)
 class Prediction:
-    """The predicted digit, its probability, and all ten probabilities ("0".."9")."""
+    """The predicted digit, its probability, all ten probabilities ("0".."9"), and the answer
+    (contract.ANSWERS: "digit", "not sure" or "not a digit", by the model's answer rule)."""
 
     digit: int
     confidence: float
     probabilities: tuple[float, ...]  # 10 values
+    answer: str = "digit"
 
     def to_json(self) -> dict:
         """JSON-ready numbers rounded to 6 decimals: the predict CLI's lines, the page's API."""
@@ -46,6 +48,7 @@ class Prediction:
             "digit": self.digit,
             "confidence": round(self.confidence, 6),
             "probabilities": [round(p, 6) for p in self.probabilities],
+            "answer": self.answer,
         }
 
 
@@ -125,10 +128,12 @@ class Predictor:
             raise ValueError(f"expected a (28, 28) or (28, 28, 1) image, got {image.shape}")
         probs = self.predict_batch(image[None])[0]
         digit = int(np.argmax(probs))
+        confidence = float(probs[digit])
         return Prediction(
             digit=digit,
-            confidence=float(probs[digit]),
+            confidence=confidence,
             probabilities=tuple(float(p) for p in probs),
+            answer=contract.answer(confidence, self.answer_rule),
         )
 
     def predict_batch(self, images) -> np.ndarray:
@@ -253,6 +258,17 @@ class Predictor:
                 raise ModelLoadError(
                     f"{self.path}: labels {shown!r}, expected {json.dumps(list(contract.LABELS))}"
                 )
+        self.answer_rule: dict | None = self._answer_rule()
+
+    def _answer_rule(self) -> dict | None:
+        """The file's answer rule (contract.META_ANSWER_RULE), None in a file from before it."""
+        raw = self.metadata.get(contract.META_ANSWER_RULE)
+        if raw is None:
+            return None
+        try:
+            return contract.check_answer_rule(json.loads(raw))
+        except (ValueError, RecursionError) as e:  # json's errors are ValueErrors
+            raise ModelLoadError(f"{self.path}: a bad {contract.META_ANSWER_RULE}: {e}") from None
 
     def _probe(self) -> None:
         """One run on a blank image: the output must be 10 finite probabilities summing to 1."""
