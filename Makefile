@@ -19,10 +19,10 @@ ROBUST_EPOCHS ?=
 LIMIT ?=
 NAMES  := mlp cnn
 
-.PHONY: all install data train export compare report serve canvas-eval robustness bench \
+.PHONY: all install data train export compare report serve canvas-eval robustness answers bench \
         loadtest test test-fast lint format browser-deps clean compat-venv smoke
 
-all: install data train export canvas-eval robustness report reference ## the main job: venv, MNIST, train, export, measure, report
+all: install data train export canvas-eval robustness answers report reference ## the main job: venv, MNIST, train, export, measure, report
 	@echo "done: $(RUNS)/{original,robust}/*/metrics.json, $(MODELS)/*.onnx (robust), $(MODELS)/original/*.onnx, $(REPORTS)/comparison.md"
 	@echo "next: make serve  (the drawing page on http://127.0.0.1:7860)"
 
@@ -81,6 +81,12 @@ canvas-eval: export ## accuracy on MNIST digits redrawn as canvases: reports/can
 robustness: export ## accuracy on deformed digits: reports/robustness.json
 	$(FD) robustness --models $(MODELS) $(foreach n,$(NAMES),$(MODELS)/original/$(n).onnx) \
 	  --out $(REPORTS)/robustness.json $(if $(LIMIT),--limit $(LIMIT))
+
+# Calibration and "not a digit": every exported file on the test digits and on held-out
+# non-digits (typed letters and symbols, doodles): reports/answers.json and answers_passed.png.
+answers: export ## ECE and 'not a digit' of the exported models: reports/answers.json
+	$(FD) answers --models $(MODELS) $(MODELS)/original --out $(REPORTS)/answers.json \
+	  $(if $(LIMIT),--limit $(LIMIT))
 
 # The report reads the runs and the measurements above (nothing is trained again).
 report: train ## reports/comparison.md: MLP vs CNN, robustness, canvases

@@ -234,6 +234,7 @@ class _Counting:
 
     def __init__(self):
         self.calls = 0
+        self.answer_rule = None  # a file without a rule: no "not a digit" share
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         self.calls += 1
@@ -254,13 +255,14 @@ def test_a_level_byte_identical_to_a_scored_one_reuses_its_scores_a_changed_one_
     model = _Counting()
     loaded = {"m/original/float32": (model, {}), "n/original/float32": (_Counting(), {})}
     known: dict = {}
-    scores, scored = robustness._score(loaded, images, refused, labels, known)
+    scores, shares, scored = robustness._score(loaded, images, refused, labels, known)
+    assert shares["m/original/float32"] == [None] * 4
     # level 1 repeats level 0's bytes; level 2 differs in one pixel, level 3 in one refusal
     assert scored == 3 and model.calls == 3 and len(known) == 3
     assert scores["m/original/float32"] == scores["n/original/float32"]
     assert scores["m/original/float32"] == [0.5, 0.5, 0.45, 0.45]
     # a later distortion's identical level (the identity of another) reuses them too
-    again, scored = robustness._score(loaded, images[:1], refused[:1], labels, known)
+    again, _, scored = robustness._score(loaded, images[:1], refused[:1], labels, known)
     assert scored == 0 and model.calls == 3 and again["m/original/float32"] == [0.5]
     # the key is the level's bytes: equal arrays, equal keys; any changed byte, a new key
     key = robustness.level_key(base, no_refusal)

@@ -91,6 +91,13 @@ COMMANDS: tuple[Command, ...] = (
         export.robustness_arguments,
         export.run_robustness,
     ),
+    Command(
+        "answers",
+        "calibration and 'not a digit' of the exported models: ECE on the test digits, AUROC "
+        "against held-out non-digits",
+        export.answers_arguments,
+        export.run_answers,
+    ),
     # Exported models at work: on files, on the drawing page, in the browser.
     Command(
         "predict",

@@ -1,5 +1,5 @@
 """Subcommands that make and measure exported models: export, benchmark, compat, canvas-eval,
-robustness.
+answers, robustness.
 
 For each subcommand, `NAME_arguments(parser)` declares its arguments and `run_NAME(args)` calls
 the one library function that does the work; `flaxdigits.cli.commands` pairs them in its table.
@@ -93,6 +93,25 @@ def run_canvas_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
     )
+    return 0
+
+
+def answers_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["models"],
+        metavar="PATH",
+        help="directories with .onnx models, or .onnx files",
+    )
+    p.add_argument("--out", default="reports/answers.json", help="the report (JSON)")
+    p.add_argument("--limit", type=int, help="only the first N test digits")
+
+
+def run_answers(args: argparse.Namespace) -> int:
+    from flaxdigits.evaluation import answers
+
+    answers.run(args.models, Path(args.out), limit=args.limit)
     return 0
 
 

@@ -148,11 +148,13 @@ def _score(
     known: dict,
     threads: ThreadPoolExecutor | None = None,
 ):
-    """{label: accuracy per level} of the models on images (L, N, 28, 28) uint8, a refused
-    (L, N) image a wrong answer, and how many levels were scored (the others reused the scores
-    in `known`, {level_key: {label: accuracy}}, which this extends). With `threads`, the models
+    """({label: accuracy per level}, {label: "not a digit" share per level}) of the models on
+    images (L, N, 28, 28) uint8, a refused (L, N) image a wrong answer (and not counted in the
+    share), and how many levels were scored (the others reused the scores in `known`,
+    {level_key: {label: (accuracy, share)}}, which this extends). With `threads`, the models
     predict side by side, each in one thread of its own session as alone (the same numbers)."""
     scores: dict[str, list[float]] = {label: [] for label in loaded}
+    shares: dict[str, list[float | None]] = {label: [] for label in loaded}
     scored = 0
     for level_images, level_refused in zip(images, refused, strict=True):
         key = level_key(level_images, level_refused)
@@ -161,15 +163,24 @@ def _score(
             known[key] = _accuracies(loaded, x, labels, level_refused, threads)
             scored += 1
         for label in loaded:
-            scores[label].append(known[key][label])
-    return scores, scored
+            scores[label].append(known[key][label][0])
+            shares[label].append(known[key][label][1])
+    return scores, shares, scored
 
 
-def _accuracies(loaded, x: np.ndarray, labels: np.ndarray, refused, threads) -> dict[str, float]:
-    """{label: accuracy} of every model on the inputs x (N, 28, 28) float32."""
+def _accuracies(loaded, x: np.ndarray, labels: np.ndarray, refused, threads) -> dict:
+    """{label: (accuracy, share answered "not a digit" or None without a rule)} of every model
+    on the inputs x (N, 28, 28) float32."""
 
-    def one(predictor: Predictor) -> float:
-        return mnist_eval.accuracy(predictor.predict_batch(x), labels, refused)
+    def one(predictor: Predictor) -> tuple[float, float | None]:
+        probs = predictor.predict_batch(x)
+        kept = probs if refused is None else probs[~refused]
+        rule = predictor.answer_rule
+        share = None
+        if rule is not None:
+            answers = [contract.answer(float(c), rule) for c in kept.max(-1)]
+            share = sum(a == "not a digit" for a in answers) / max(len(answers), 1)
+        return mnist_eval.accuracy(probs, labels, refused), share
 
     predictors = [predictor for predictor, _ in loaded.values()]
     found = threads.map(one, predictors) if threads else map(one, predictors)
@@ -239,7 +250,7 @@ def _measure(loaded, grid: dict[str, list[float]], digits, labels, workers: int,
     start = time.perf_counter()
     parts = mnist_eval.chunks(len(digits))
     tasks = [(name, part) for name in grid for part in parts]
-    known: dict[bytes, dict[str, float]] = {}  # level_key -> {label: accuracy}
+    known: dict[bytes, dict] = {}  # level_key -> {label: (accuracy, not-a-digit share)}
     refused_counts: dict[str, list[int]] = {}
     # The models predict in this process, `workers` of them at a time (threads: onnxruntime
     # runs without the GIL), so that no core idles once the rendering is done.
@@ -259,9 +270,10 @@ def _measure(loaded, grid: dict[str, list[float]], digits, labels, workers: int,
             images = np.concatenate([p[0] for p in pieces], axis=1)  # (L, N, 28, 28) uint8
             refused = np.concatenate([p[1] for p in pieces], axis=1)  # (L, N)
             tic = time.perf_counter()
-            by_label, scored = _score(loaded, images, refused, labels, known, threads)
+            by_label, shares, scored = _score(loaded, images, refused, labels, known, threads)
             for label, by_level in by_label.items():
                 models[label]["accuracy"][name] = by_level
+                models[label]["not_a_digit"][name] = shares[label]
             predict_s += time.perf_counter() - tic
             refused_counts[name] = [int(c) for c in refused.sum(axis=1)]
             reused = f", {len(levels) - scored} reused" if scored < len(levels) else ""
@@ -272,16 +284,19 @@ def _measure(loaded, grid: dict[str, list[float]], digits, labels, workers: int,
     return models, refused_counts, predict_s
 
 
-def _entries(loaded, clean_accuracy: dict[str, float]) -> dict[str, dict]:
+def _entries(loaded, clean: dict[str, tuple]) -> dict[str, dict]:
     """{label: report entry} of every model: its file, the sha256 of the bytes measured (what a
-    reader matches), its fields and clean accuracy; accuracy per distortion is filled in."""
+    reader matches), its fields, clean accuracy and "not a digit" share (None: a file without an
+    answer rule); both per distortion are filled in."""
     return {
         label: {
             "file": str(predictor.path),
             "sha256": predictor.sha256,
             **fields,
-            "test_accuracy_28x28": clean_accuracy[label],
+            "test_accuracy_28x28": clean[label][0],
+            "not_a_digit_28x28": clean[label][1],
             "accuracy": {},
+            "not_a_digit": {},
         }
         for label, (predictor, fields) in loaded.items()
     }
