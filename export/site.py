@@ -4,10 +4,11 @@
 checkout, installed as the package data `flaxdigits.web`), onnxruntime-web's WebAssembly files
 (pinned by web/package-lock.json: web/node_modules after `npm ci` in a checkout, else installed
 once by `npm ci` into the cache), the two models (checked by the Predictor, as the Gradio page
-loads them), and site.json: each model's metadata and the preprocessing constants of
-serve/runtime/preprocess.py, so the JavaScript port reads the reference's numbers instead of
-copying them. Nothing on the page is fetched from anywhere but the site itself; the Content-
-Security-Policy (a <meta> in index.html and a `_headers` file for hosts that read one) says so.
+loads them), and site.json: each model's metadata and answer rule, and the preprocessing
+constants of serve/runtime/preprocess.py, so the JavaScript port reads the reference's numbers
+instead of copying them. Nothing on the page is fetched from anywhere but the site itself; the
+Content-Security-Policy (a <meta> in index.html and a `_headers` file for hosts that read one)
+says so.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from flaxdigits.serve.runtime.predictor import Predictor
 WEB_DIR = Path(str(importlib.resources.files("flaxdigits.web")))
 LOCK_FILES = ("package.json", "package-lock.json")
 NPM_TIMEOUT_S = 600
-SOURCES = ("index.html", "app.js", "preprocess.js", "style.css", "favicon.svg")
+SOURCES = ("index.html", "app.js", "preprocess.js", "answer.js", "style.css", "favicon.svg")
 ORT_DIST = Path("node_modules") / "onnxruntime-web" / "dist"
 # The WebAssembly-only build of onnxruntime-web and the one runtime it loads (SIMD; threads are
 # not used: the page runs one thread, which needs no cross-origin isolation).
@@ -100,13 +101,17 @@ def preprocess_constants() -> dict:
 
 
 def model_entry(predictor: Predictor, file: str, data: bytes) -> dict:
-    """What the page shows and checks about one model: its file, size, hash and metadata."""
+    """What the page shows and checks about one model: its file, size, hash and metadata, and
+    its answer rule as the Predictor read and checked it (None in a file from before the rule),
+    which web/answer.js applies. onnxruntime-web's sessions expose only their inputs' and
+    outputs' metadata, not a model's metadata_props: the builder hands the rule over."""
     return {
         "name": predictor.name,
         "file": file,
         "bytes": len(data),
         "sha256": predictor.sha256,
         "metadata": {k: predictor.metadata[k] for k in META_SHOWN if k in predictor.metadata},
+        "answer_rule": predictor.answer_rule,
     }
 
 

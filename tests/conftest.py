@@ -141,6 +141,25 @@ def toy_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def answering_toy_dir(tmp_path_factory) -> Path:
+    """mlp.onnx and cnn.onnx that read 1 from an upright stroke and nothing from other ink (an
+    "X", an "A": a flat answer), each with an answer rule that calls a flat answer "not a digit"
+    (tests/support/toy_onnx.py upright_stroke_weights, TOY_ANSWER_RULE)."""
+    import json
+
+    from flaxdigits.core import contract
+    from tests.support.toy_onnx import TOY_ANSWER_RULE, toy_model_bytes, upright_stroke_weights
+
+    directory = tmp_path_factory.mktemp("answering_toy_models")
+    metadata = {contract.META_ANSWER_RULE: json.dumps(TOY_ANSWER_RULE)}
+    for name, gain in (("mlp", 0.25), ("cnn", 0.3)):
+        weights = upright_stroke_weights(1, gain)
+        data = toy_model_bytes(name=name, weights=weights, metadata=metadata)
+        (directory / f"{name}.onnx").write_bytes(data)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def toys(toy_dir):
     """The page's predictors over toy_dir: {"mlp": 3 for any ink, "cnn": 8}."""
     from flaxdigits.serve.page.handlers import load_predictors

@@ -28,7 +28,7 @@ from flaxdigits.serve.page.guard import Guard
 from flaxdigits.serve.runtime.decode import MAX_FILE_BYTES
 from flaxdigits.serve.runtime.predictor import Predictor
 from tests.programs import command
-from tests.support.drawings import card_digit, drawing
+from tests.support.drawings import LETTER_X, ONE, card_digit, drawing, strokes
 from tests.support.ports import free_port
 
 # ---------------------------------------------------------------------------------- loading
@@ -236,6 +236,36 @@ def client(served):
     return Client(served.local_url, verbose=False)
 
 
+@pytest.fixture(scope="module")
+def answering_client(answering_toy_dir):
+    """The page over the toys that answer "not a digit" to a letter, with a client."""
+    from gradio_client import Client
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(app, "configure_pillow", lambda: None)
+        for name in ("GRADIO_TEMP_DIR", "FORWARDED_ALLOW_IPS"):
+            mp.setenv(name, os.environ.get(name, ""))
+        demo = app.launch(
+            models_dir=answering_toy_dir, host="127.0.0.1", port=free_port(), block=False
+        )
+        try:
+            yield Client(demo.local_url, verbose=False)
+        finally:
+            demo.close()
+
+
+def test_api_answers_not_a_digit_for_a_letter(answering_client, tmp_path):
+    from gradio_client import handle_file
+
+    for lines, answer, digit in ((LETTER_X, "not a digit", 0), (ONE, "digit", 1)):
+        png = tmp_path / f"{answer}.png"
+        strokes(lines).save(png)
+        result = answering_client.predict(handle_file(str(png)), "mnist", api_name="/predict")
+        assert_result_shape(result, "mnist")
+        assert {m["answer"] for m in result["models"].values()} == {answer}
+        assert {m["digit"] for m in result["models"].values()} == {digit}
+
+
 def clear_digits(mnist, models_dir, count=3) -> list[tuple[np.ndarray, int]]:
     """Test digits that both models get right with confidence > 0.9 on the raw 28x28."""
     predictors = [Predictor(models_dir / f"{n}.onnx") for n in contract.MODEL_NAMES]
@@ -298,7 +328,8 @@ def assert_result_shape(result: dict, method: str) -> None:
     assert result["method"] == method
     assert list(result["models"]) == ["mlp", "cnn"]
     for model in result["models"].values():
-        assert set(model) == {"digit", "confidence", "probabilities"}
+        assert set(model) == {"digit", "confidence", "probabilities", "answer"}
+        assert model["answer"] in contract.ANSWERS
         assert len(model["probabilities"]) == 10
         assert sum(model["probabilities"]) == pytest.approx(1.0, abs=1e-3)
         assert model["confidence"] == max(model["probabilities"])

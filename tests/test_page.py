@@ -11,8 +11,9 @@ from PIL import Image, ImageDraw
 
 from flaxdigits.serve.page import views as page
 from flaxdigits.serve.runtime.decode import ImageInputError
+from flaxdigits.serve.runtime.predictor import Prediction, Predictor
 from flaxdigits.serve.runtime.preprocess import EmptyCanvasError
-from tests.support.drawings import card_digit, drawing
+from tests.support.drawings import LETTER_X, ONE, card_answer, card_digit, drawing, strokes
 
 
 @pytest.mark.parametrize("method", ["mnist", "box", "seed"])
@@ -23,8 +24,9 @@ def test_predict_all_returns_both_models_as_json(toys, method):
     assert list(result["models"]) == ["mlp", "cnn"]
     for name, digit in (("mlp", 3), ("cnn", 8)):
         model = result["models"][name]
-        assert set(model) == {"digit", "confidence", "probabilities"}
+        assert set(model) == {"digit", "confidence", "probabilities", "answer"}
         assert model["digit"] == digit
+        assert model["answer"] == "digit"  # a model file without an answer rule
         assert len(model["probabilities"]) == 10
         assert sum(model["probabilities"]) == pytest.approx(1.0, abs=1e-4)
         assert model["confidence"] == max(model["probabilities"])
@@ -58,6 +60,7 @@ def test_page_shows_both_cards_the_disagreement_and_four_steps(toys):
     status, cards, steps = page.page_outputs(drawing(), "mnist", toys)
     assert status == "The models disagree: MLP reads **3**, CNN reads **8**."
     assert [card_digit(c) for c in cards] == ["3", "8"]
+    assert [card_answer(c) for c in cards] == ["digit", "digit"]
     assert [caption for _, caption in steps] == [
         "original",
         "ink",
@@ -92,6 +95,7 @@ def test_empty_canvas_shows_a_message_and_no_prediction(toys):
         status, cards, steps = page.page_outputs(value, "mnist", toys)
         assert status == "Draw a digit first: the canvas is empty."
         assert [card_digit(c) for c in cards] == ["", ""]
+        assert [card_answer(c) for c in cards] == ["", ""]
         assert "no prediction" in cards[0]
         assert steps == []
     status, _, _ = page.page_outputs(None, "mnist", toys, empty_message=page.UPLOAD_PROMPT)
@@ -134,7 +138,6 @@ def test_card_escapes_names_and_subtitles():
 )
 def test_the_model_card_names_the_recipe_it_shows(tmp_path, recipe, shown):
     from flaxdigits.core import contract
-    from flaxdigits.serve.runtime.predictor import Predictor
     from tests.support.toy_onnx import toy_model_bytes
 
     path = tmp_path / "cnn.onnx"
@@ -144,3 +147,70 @@ def test_the_model_card_names_the_recipe_it_shows(tmp_path, recipe, shown):
         assert "recipe" not in subtitle and "<b>" not in subtitle
     else:
         assert subtitle.endswith(f" · {shown}") or subtitle == shown
+
+
+# ----------------------------------------------------------------- "not sure", "not a digit"
+
+
+def answered(digit: int, confidence: float, answer: str) -> Prediction:
+    rest = (1.0 - confidence) / 9
+    probs = tuple(confidence if d == digit else rest for d in range(10))
+    return Prediction(digit=digit, confidence=confidence, probabilities=probs, answer=answer)
+
+
+def test_a_card_says_not_a_digit_or_not_sure_and_carries_the_answer():
+    card = page.render_result("cnn", answered(4, 0.3, "not a digit"))
+    assert (card_digit(card), card_answer(card)) == ("4", "not a digit")
+    assert "that doesn&#x27;t look like a digit" in card
+    assert '<span class="fd-digit fd-none">?</span>' in card  # no digit shown, a muted "?"
+    card = page.render_result("cnn", answered(4, 0.6, "not sure"))
+    assert (card_digit(card), card_answer(card)) == ("4", "not sure")
+    assert "not sure — maybe 4" in card
+    assert '<span class="fd-digit fd-none">4</span>' in card
+    card = page.render_result("cnn", answered(4, 0.95, "digit"))
+    assert (card_digit(card), card_answer(card)) == ("4", "digit")
+    assert '<span class="fd-digit">4</span>' in card and "maybe" not in card
+    assert "look like" not in card
+    assert card_answer(page.render_result("cnn", None)) == ""
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected"),
+    [
+        ([(7, "digit"), (7, "digit")], "Both models read **7**."),
+        ([(3, "digit"), (8, "digit")], "The models disagree: MLP reads **3**, CNN reads **8**."),
+        ([(3, "not a digit"), (8, "not a digit")], "Neither model thinks that is a digit."),
+        (
+            [(3, "not sure"), (3, "digit")],
+            "MLP is not sure — maybe **3**; CNN reads **3**.",
+        ),
+        (
+            [(3, "digit"), (8, "not a digit")],
+            "MLP reads **3**; CNN does not think that is a digit.",
+        ),
+        (
+            [(3, "not a digit"), (5, "not sure")],
+            "MLP does not think that is a digit; CNN is not sure — maybe **5**.",
+        ),
+    ],
+)
+def test_the_status_line_says_what_each_model_answered(answers, expected):
+    predictions = {
+        name: answered(digit, 0.5, answer)
+        for name, (digit, answer) in zip(("mlp", "cnn"), answers, strict=True)
+    }
+    assert page.summary(predictions) == expected
+
+
+def test_a_drawn_letter_is_not_a_digit_and_a_drawn_one_is(answering_toy_dir):
+    from flaxdigits.serve.page.handlers import load_predictors
+
+    models = load_predictors(answering_toy_dir)
+    status, cards, _ = page.page_outputs(strokes(LETTER_X), "mnist", models)
+    assert status == "Neither model thinks that is a digit."
+    assert [card_answer(c) for c in cards] == ["not a digit", "not a digit"]
+    result = page.predict_all(strokes(LETTER_X), "mnist", models)
+    assert [m["answer"] for m in result["models"].values()] == ["not a digit"] * 2
+    status, cards, _ = page.page_outputs(strokes(ONE), "mnist", models)
+    assert status == "Both models read **1**."
+    assert [(card_digit(c), card_answer(c)) for c in cards] == [("1", "digit")] * 2

@@ -253,6 +253,7 @@ def test_the_static_site_builds_from_the_serve_only_install(serve_venv, archive,
     assert proc.returncode == 0, proc.stdout + proc.stderr
     site = json.loads((out / "site.json").read_text())
     assert [m["name"] for m in site["models"]] == ["mlp", "cnn"] and site["ort"]["version"]
-    for name in ("index.html", "app.js", "preprocess.js", "ort/ort-wasm-simd-threaded.wasm"):
+    pages = ("index.html", "app.js", "preprocess.js", "answer.js")
+    for name in (*pages, "ort/ort-wasm-simd-threaded.wasm"):
         assert (out / name).stat().st_size > 100, name
     assert b"Content-Security-Policy" in (out / "index.html").read_bytes()

@@ -59,6 +59,20 @@ def test_site_holds_sources_runtime_models_and_the_reference_constants(toy_dir, 
     assert used and used <= set(c)
 
 
+def test_site_carries_each_models_answer_rule_for_web_answer_js(
+    toy_dir, answering_toy_dir, web_dir, tmp_path
+):
+    from tests.support.toy_onnx import TOY_ANSWER_RULE
+
+    assert "answer.js" in web.SOURCES
+    assert 'from "./answer.js"' in (web.WEB_DIR / "app.js").read_text()
+    for models, expected in ((answering_toy_dir, TOY_ANSWER_RULE), (toy_dir, None)):
+        out = tmp_path / models.name
+        web.build_site(models, out, web_dir=web_dir)
+        site = json.loads((out / web.SITE_JSON).read_text())
+        assert [m["answer_rule"] for m in site["models"]] == [expected] * 2
+
+
 def test_int8_site_ships_the_int8_files(exported_like_dir, web_dir, tmp_path):
     web.build_site(exported_like_dir, tmp_path / "site", web_dir=web_dir, int8=True)
     site = json.loads((tmp_path / "site" / web.SITE_JSON).read_text())

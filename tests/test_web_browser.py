@@ -1,7 +1,9 @@
 """The static browser demo in headless Chromium: mouse strokes read by both models in the page,
-checked against the Python predictor on the same canvas (issue 15).
+checked against the Python predictor on the same canvas (issue 15), and a drawn letter answered
+"not a digit" as the Gradio page answers it (issue 33).
 
-The site is built from the 1-epoch exports and served from a loopback static server with its
+The site is built from the 1-epoch exports (the letter's: from toy models whose confidence
+depends on the ink, conftest's answering_toy_dir) and served from a loopback static server with its
 own headers. Debian's Chromium (`make browser-deps`) through Python Playwright, as
 tests/test_browser.py; web/'s npm packages are installed on first use. Without Chromium, node
 or npm the tests skip with the reason, except under FLAXDIGITS_REQUIRE_BROWSER=1 (CI).
@@ -20,14 +22,17 @@ from PIL import Image
 
 from flaxdigits.core import contract
 from flaxdigits.export import site as web
-from flaxdigits.serve.page.views import blank_canvas, page_outputs
+from flaxdigits.serve.page.views import answer_words, blank_canvas, page_outputs
 from flaxdigits.serve.runtime.predictor import Predictor
 from flaxdigits.serve.runtime.preprocess import preprocess
 from tests.support import web_support as ws
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing
+from tests.support.drawings import LETTER_X
 
-# Slow too: the site carries the 1-epoch exports (asked for lazily, so conftest cannot see it).
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = pytest.mark.browser
+# The tests on the site of the 1-epoch exports are slow too (the exports are asked for lazily,
+# so conftest cannot see it); the toy site's are not.
+slow = pytest.mark.slow
 
 TIMEOUT_MS = 30_000
 MAX_PIXEL_DIFF = 2  # of 255 (tests/test_web_parity.py: the two agree exactly on its set)
@@ -78,6 +83,18 @@ def site(request, tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
     web.build_site(models, out)
     return out, models
+
+
+@pytest.fixture(scope="module")
+def answering_site(answering_toy_dir, tmp_path_factory):
+    """The site over the toys that read 1 from an upright stroke and nothing from an "X"."""
+    reason = browser_missing()
+    if reason:
+        ws.unavailable(reason)
+    ws.require_node()
+    out = tmp_path_factory.mktemp("answering_site")
+    web.build_site(answering_toy_dir, out)
+    return out, answering_toy_dir
 
 
 @pytest.fixture(scope="module")
@@ -142,14 +159,17 @@ def act(page, action) -> None:
 
 
 def shown(page) -> dict:
-    """Both cards' digits and probabilities, the 28x28 input and the status line."""
-    cards = {}
+    """Both cards' digits and probabilities, their answers and words, the 28x28 input and the
+    status line."""
+    cards, answers = {}, {}
     for name in contract.MODEL_NAMES:
         card = page.locator(f"#result-{name}")
         probs = card.get_attribute("data-probabilities")
         cards[name] = (card.get_attribute("data-digit"), json.loads(probs) if probs else None)
+        answers[name] = (card.get_attribute("data-answer"), card.locator(".fd-answer").inner_text())
     return {
         "cards": cards,
+        "answers": answers,
         "input": page.evaluate("window.fdLastInput"),
         "status": page.inner_text("#status"),
     }
@@ -173,6 +193,7 @@ def check_against_python(page, predictors, method) -> dict:
         digit, probs = seen["cards"][name]
         ref = predictor.predict(reference)
         assert digit == str(ref.digit), (name, digit, ref.digit)
+        assert seen["answers"][name] == (ref.answer, answer_words(ref)), name
         assert np.abs(np.array(probs) - np.array(ref.probabilities)).max() <= MAX_PROB_DIFF
     return seen
 
@@ -182,8 +203,10 @@ def assert_empty(page, message) -> None:
     assert seen["status"] == message
     assert seen["input"] is None
     assert all(digit == "" and probs is None for digit, probs in seen["cards"].values())
+    assert all(answer == ("", "") for answer in seen["answers"].values())
 
 
+@slow
 def test_strokes_are_read_in_the_page_as_python_reads_them(page, predictors, site_url):
     message = empty_message()
     assert page.inner_text("#status") == message  # as the Gradio page opens
@@ -215,6 +238,7 @@ def test_strokes_are_read_in_the_page_as_python_reads_them(page, predictors, sit
     assert page.errors == []
 
 
+@slow
 def test_metadata_shows_each_models_version_and_accuracy(page, site):
     site_json = json.loads((site[0] / web.SITE_JSON).read_text())
     for model in site_json["models"]:
@@ -227,6 +251,7 @@ def test_metadata_shows_each_models_version_and_accuracy(page, site):
         assert f"{100 * accuracy:.1f}% test accuracy" in subtitle
 
 
+@slow
 def test_without_webassembly_simd_the_page_says_so_and_still_shows_the_input(site_url, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -245,6 +270,7 @@ def test_without_webassembly_simd_the_page_says_so_and_still_shows_the_input(sit
             context.close()
 
 
+@slow
 def test_phone_width_fits_and_draws_with_touch(site_url, tmp_path, predictors):
     from playwright.sync_api import sync_playwright
 
@@ -279,5 +305,30 @@ def test_phone_width_fits_and_draws_with_touch(site_url, tmp_path, predictors):
             act(page, swipe)
             seen = check_against_python(page, predictors, "mnist")
             assert all(digit != "" for digit, _ in seen["cards"].values())
+        finally:
+            context.close()
+
+
+def test_a_drawn_letter_is_not_a_digit_in_the_page_as_in_python(answering_site, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    predictors = {n: Predictor(answering_site[1] / f"{n}.onnx") for n in contract.MODEL_NAMES}
+    with ws.static_server(answering_site[0]) as url, sync_playwright() as p:
+        context, page = open_page(p, url, tmp_path / "profile")
+        try:
+            for line in LETTER_X:  # an "X", stroke by stroke
+                act(page, lambda line=line: stroke(page, line))
+            seen = check_against_python(page, predictors, "mnist")
+            words = "that doesn't look like a digit"
+            assert seen["answers"] == {n: ("not a digit", words) for n in predictors}
+            assert seen["status"] == "Neither model thinks that is a digit."
+            assert page.inner_text("#result-mlp .fd-digit") == "?"
+
+            act(page, lambda: page.click("#clear"))
+            act(page, lambda: stroke(page, ONE))
+            seen = check_against_python(page, predictors, "mnist")
+            assert seen["answers"] == {n: ("digit", "") for n in predictors}
+            assert seen["status"] == "Both models read 1."
+            assert page.errors == [] and page.evaluate("window.__csp") == []
         finally:
             context.close()

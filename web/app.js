@@ -1,8 +1,10 @@
 // The drawing page: a canvas for mouse, touch and pen; after every change of the drawing the
 // JavaScript preprocessing (preprocess.js, the port of serve/runtime/preprocess.py) and both models
 // (onnxruntime-web, WebAssembly, one thread) run here, and the answers replace the last ones.
-// site.json (written by `flaxdigits web`) names the models, their metadata and the constants.
+// site.json (written by `flaxdigits web`) names the models, their metadata and answer rules (applied
+// by answer.js: "digit", "not sure" or "not a digit"), and the constants.
 import * as ort from "./ort/ort.wasm.min.mjs";
+import { answer, answerWords, summary } from "./answer.js";
 import { EmptyCanvasError, preprocess } from "./preprocess.js";
 
 const BRUSH_RADIUS = 14; // serve/page/app.py BRUSH_RADIUS: the Gradio brush's circle, canvas pixels
@@ -197,15 +199,12 @@ async function classify(pixels) {
 
 // --------------------------------------------------------------------------------- showing
 
-function setStatus(text, error = false, digit = null) {
+// parts: [[text, bold]] (answer.js summary), the Gradio page's Markdown status line as DOM.
+function setStatus(text, error = false, parts = null) {
   const status = $("status");
   status.classList.toggle("error", error);
   status.textContent = text;
-  if (digit !== null) {
-    const strong = document.createElement("strong");
-    strong.textContent = digit;
-    status.replaceChildren("Both models read ", strong, ".");
-  }
+  if (parts) status.replaceChildren(...parts.map(([t, bold]) => (bold ? el("strong", "", t) : t)));
 }
 
 function showInput(pixels) {
@@ -223,18 +222,25 @@ function argmax(p) {
   return p.reduce((best, v, i) => (v > p[best] ? i : best), 0);
 }
 
+// Each card as serve/page/views.py render_result draws it: the digit, or a muted one and "not sure
+// — maybe N", or a muted "?" and "that doesn't look like a digit"; data-answer beside data-digit.
 function showAnswers(results) {
+  const answered = [];
   for (const m of site.models) {
     const card = $(`result-${m.name}`);
     const probs = results ? results[m.name] : null;
     const digit = probs ? argmax(probs) : null;
+    const said = probs ? answer(probs[digit], m.answer_rule) : "";
+    if (probs) answered.push({ name: m.name, digit, answer: said });
     card.dataset.digit = digit === null ? "" : String(digit);
+    card.dataset.answer = said;
     card.dataset.probabilities = probs ? JSON.stringify(probs) : "";
     const shown = card.querySelector(".fd-digit");
-    shown.textContent = digit === null ? "?" : String(digit);
-    shown.classList.toggle("fd-none", digit === null);
+    shown.textContent = digit === null || said === "not a digit" ? "?" : String(digit);
+    shown.classList.toggle("fd-none", said !== "digit");
     card.querySelector(".fd-conf").textContent =
       digit === null ? "no prediction" : `${(100 * probs[digit]).toFixed(1)}% confident`;
+    card.querySelector(".fd-answer").textContent = answerWords(said, digit);
     card.querySelectorAll(".fd-col").forEach((col, i) => {
       const p = probs ? probs[i] : 0;
       col.classList.toggle("fd-top", i === digit);
@@ -245,13 +251,7 @@ function showAnswers(results) {
     const described = site.labels.map((l, i) => `${l}: ${(100 * (probs ? probs[i] : 0)).toFixed(1)}%`);
     card.querySelector(".fd-bars").setAttribute("aria-label", `probabilities: ${described.join(", ")}`);
   }
-  if (!results) return;
-  const digits = site.models.map((m) => argmax(results[m.name]));
-  if (new Set(digits).size === 1) {
-    setStatus("", false, String(digits[0]));
-  } else {
-    setStatus(`The models disagree: ${site.models.map((m, i) => `${m.name.toUpperCase()} reads ${digits[i]}`).join(", ")}.`);
-  }
+  if (results) setStatus("", false, summary(answered));
 }
 
 function el(tag, className, text) {
@@ -285,6 +285,7 @@ function buildCards() {
     card.id = `result-${m.name}`;
     card.dataset.model = m.name;
     card.dataset.digit = "";
+    card.dataset.answer = "";
     card.append(el("div", "fd-title", m.name.toUpperCase()), el("div", "fd-sub", subtitle(m.metadata)));
     const main = el("div", "fd-main");
     main.append(el("span", "fd-digit fd-none", "?"), el("span", "fd-conf", "no prediction"));
@@ -297,7 +298,7 @@ function buildCards() {
       col.append(el("div", "fd-pct", ""), track, el("div", "fd-label", label));
       bars.append(col);
     }
-    card.append(main, bars);
+    card.append(main, el("div", "fd-answer", ""), bars);
     cards.append(card);
   }
 }

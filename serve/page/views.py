@@ -24,6 +24,10 @@ from flaxdigits.serve.runtime.preprocess import EmptyCanvasError, Preprocessed, 
 STEP_SIDE = 112  # steps smaller than this are shown enlarged with crisp (nearest) pixels
 STEP_MAX_SIDE = 160  # larger steps (a photo's original) are shown shrunk to this
 UPLOAD_PROMPT = f"Upload an image of a digit ({FORMAT_NAMES})."
+# What a card says of an answer that is not a plain digit (contract.ANSWERS); web/answer.js says
+# the same words on the static site.
+NOT_A_DIGIT_WORDS = "that doesn't look like a digit"
+NOT_SURE_WORDS = "not sure — maybe {digit}"
 
 CARD_CSS = """
 .fd-card { border: 1px solid var(--border-color-primary); border-radius: var(--radius-lg);
@@ -32,7 +36,8 @@ CARD_CSS = """
 .fd-sub { color: var(--body-text-color-subdued); font-size: 0.85em; min-height: 1.2em; }
 .fd-main { display: flex; align-items: baseline; gap: 12px; margin: 6px 0 10px; }
 .fd-digit { font-size: 3.5em; font-weight: 700; line-height: 1; min-width: 0.7em; }
-.fd-none, .fd-conf { color: var(--body-text-color-subdued); }
+.fd-none, .fd-conf, .fd-answer { color: var(--body-text-color-subdued); }
+.fd-answer { min-height: 1.3em; margin: -4px 0 6px; }
 .fd-bars { display: flex; gap: 4px; align-items: stretch; height: 130px; }
 .fd-col { flex: 1; display: flex; flex-direction: column; align-items: center; min-width: 0; }
 .fd-pct { font-size: 0.7em; color: var(--body-text-color-subdued); height: 1.3em; }
@@ -71,7 +76,8 @@ def predict_all(value, method: str, predictors: Mapping[str, Predictor]) -> dict
         predictors: model name -> Predictor.
 
     Returns:
-        {"method": the method's name, "models": {name: {"digit", "confidence", "probabilities"}}}.
+        {"method": the method's name, "models": {name: {"digit", "confidence", "probabilities",
+        "answer"}}}: the answer is "digit", "not sure" or "not a digit" (contract.ANSWERS).
 
     Raises:
         EmptyCanvasError: nothing is drawn.
@@ -119,12 +125,26 @@ def blank_canvas() -> dict:
     return {"background": Image.new("RGB", CANVAS_SIZE, "white"), "layers": [], "composite": None}
 
 
-def render_result(name: str, prediction: Prediction | None, subtitle: str = "") -> str:
-    """One model's card: the digit, its confidence and a bar per class, the top one highlighted.
+def answer_words(prediction: Prediction | None) -> str:
+    """What a card says besides the digit: "" for a digit (or no prediction), "not sure — maybe
+    4", or "that doesn't look like a digit"."""
+    if prediction is None or prediction.answer == "digit":
+        return ""
+    if prediction.answer == "not sure":
+        return NOT_SURE_WORDS.format(digit=prediction.digit)
+    return NOT_A_DIGIT_WORDS
 
-    The root carries data-model and data-digit ("" without a prediction) for scripts and tests.
+
+def render_result(name: str, prediction: Prediction | None, subtitle: str = "") -> str:
+    """One model's card: the digit, its confidence and a bar per class, the top one highlighted;
+    a muted digit and "not sure — maybe N" when the model is not sure, a muted "?" and "that
+    doesn't look like a digit" when it answers "not a digit".
+
+    The root carries data-model, data-digit (the top class, "" without a prediction) and
+    data-answer (contract.ANSWERS, "" without a prediction) for scripts and tests.
     """
     digit = "" if prediction is None else str(prediction.digit)
+    answer = "" if prediction is None else prediction.answer
     probs = (0.0,) * len(contract.LABELS) if prediction is None else prediction.probabilities
     columns = []
     for label, p in zip(contract.LABELS, probs, strict=True):
@@ -141,14 +161,17 @@ def render_result(name: str, prediction: Prediction | None, subtitle: str = "") 
         f"{label}: {p:.1%}" for label, p in zip(contract.LABELS, probs, strict=True)
     )
     confidence = "no prediction" if prediction is None else f"{prediction.confidence:.1%} confident"
+    shown = "?" if answer in ("", "not a digit") else digit
+    muted = "" if answer == "digit" else " fd-none"
     name_attr = html.escape(name, quote=True)
     return (
-        f'<div class="fd-card" data-model="{name_attr}" data-digit="{digit}">'
+        f'<div class="fd-card" data-model="{name_attr}" data-digit="{digit}" '
+        f'data-answer="{answer}">'
         f'<div class="fd-title">{html.escape(name.upper())}</div>'
         f'<div class="fd-sub">{html.escape(subtitle)}</div>'
-        f'<div class="fd-main"><span class="fd-digit{"" if digit else " fd-none"}">'
-        f"{digit or '?'}</span>"
+        f'<div class="fd-main"><span class="fd-digit{muted}">{shown}</span>'
         f'<span class="fd-conf">{confidence}</span></div>'
+        f'<div class="fd-answer">{html.escape(answer_words(prediction))}</div>'
         f'<div class="fd-bars" role="img" aria-label="probabilities: {described}">'
         f"{''.join(columns)}</div></div>"
     )
@@ -191,13 +214,29 @@ def render_steps(steps: list[tuple[np.ndarray, str]]) -> str:
 
 
 def summary(predictions: Mapping[str, Prediction]) -> str:
-    """One line that says what the models read and whether they agree (Markdown)."""
-    digits = {p.digit for p in predictions.values()}
-    if len(digits) == 1:
-        who = "Both models" if len(predictions) == 2 else "All models"
-        return f"{who} read **{digits.pop()}**."
-    parts = ", ".join(f"{name.upper()} reads **{p.digit}**" for name, p in predictions.items())
-    return f"The models disagree: {parts}."
+    """One line that says what the models answered and whether they agree (Markdown); the static
+    site's status line says the same words (web/answer.js summary)."""
+    answers = {p.answer for p in predictions.values()}
+    if answers == {"not a digit"}:
+        who = "Neither model" if len(predictions) == 2 else "No model"
+        return f"{who} thinks that is a digit."
+    if answers == {"digit"}:
+        digits = {p.digit for p in predictions.values()}
+        if len(digits) == 1:
+            who = "Both models" if len(predictions) == 2 else "All models"
+            return f"{who} read **{digits.pop()}**."
+        parts = ", ".join(f"{name.upper()} reads **{p.digit}**" for name, p in predictions.items())
+        return f"The models disagree: {parts}."
+    return "; ".join(_says(name, p) for name, p in predictions.items()) + "."
+
+
+def _says(name: str, prediction: Prediction) -> str:
+    """One model's part of a status line where not every model reads a digit."""
+    if prediction.answer == "not a digit":
+        return f"{name.upper()} does not think that is a digit"
+    if prediction.answer == "not sure":
+        return f"{name.upper()} is not sure — maybe **{prediction.digit}**"
+    return f"{name.upper()} reads **{prediction.digit}**"
 
 
 def page_outputs(

@@ -35,9 +35,28 @@ def drawing(size=(400, 400)) -> Image.Image:
     return img
 
 
+def strokes(lines, size=(400, 400), width=28) -> Image.Image:
+    """Black strokes on white through points given as fractions (x, y) of the canvas."""
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    for line in lines:
+        draw.line([(x * size[0], y * size[1]) for x, y in line], fill="black", width=width)
+    return img
+
+
+# Strokes as fractions of the canvas, as the browser tests draw them with the mouse.
+ONE = [[(0.5, 0.15), (0.5, 0.85)]]
+LETTER_X = [[(0.25, 0.2), (0.75, 0.8)], [(0.75, 0.2), (0.25, 0.8)]]
+
+
 def card_digit(card: str) -> str:
     """The digit a result card (page.render_result) shows, "" for none."""
     return card.split('data-digit="', 1)[1].split('"', 1)[0]
+
+
+def card_answer(card: str) -> str:
+    """A result card's answer (contract.ANSWERS), "" for none."""
+    return card.split('data-answer="', 1)[1].split('"', 1)[0]
 
 
 def save(img: Image.Image, path, **kwargs):

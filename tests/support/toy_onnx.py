@@ -116,3 +116,27 @@ def no_parsers():
         mock.patch.object(predictor_module, "_session", side_effect=boom),
     ):
         yield
+
+
+# An answer rule as export/confidence.py writes one (contract.META_ANSWER_RULE), for toy models.
+TOY_ANSWER_RULE = {
+    "temperature": 1.0,
+    "not_a_digit_below": 0.5,
+    "not_sure_below": 0.8,
+    "validation_rejected": 0.005,
+}
+
+
+def upright_stroke_weights(digit: int = 1, gain: float = 0.25):
+    """Weights for toy_model that read `digit` from an upright stroke and nothing from the rest.
+
+    The digit's logit is gain x (the ink in the middle six columns of the 28x28 input minus the
+    ink outside them), every other logit 0: a "1" (preprocessing centres its ink there) is read
+    at a confidence near 1, ink spread over the box (an "X", an "A") gets a flat answer, about
+    1/10 each, which an answer rule calls "not a digit".
+    """
+    middle = np.zeros((28, 28), np.float32)
+    middle[:, 11:17] = 1.0
+    kernel = np.zeros((784, 10), np.float32)
+    kernel[:, digit] = gain * (2.0 * middle - 1.0).reshape(784)
+    return kernel, np.zeros(10, np.float32)
