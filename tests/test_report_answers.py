@@ -144,3 +144,17 @@ def test_a_missing_measurement_names_the_command(tmp_path):
     )
     assert "(`make canvas-eval`)" in text and "(`make robustness`)" in text
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_reports_from_before_rejections_were_counted_say_so(reports):
+    robustness = json.loads((reports / "robustness.json").read_text())
+    for entry in robustness["models"].values():
+        del entry["not_a_digit_28x28"], entry["not_a_digit"]
+    (reports / "robustness.json").write_text(json.dumps(robustness))
+    canvas = json.loads((reports / "canvas_accuracy.json").read_text())
+    del canvas["not_a_digit"]
+    (reports / "canvas_accuracy.json").write_text(json.dumps(canvas))
+    text = _section(reports)
+    assert "| cnn (robust) | not counted (an older report: re-run it) |" in text
+    assert "| cnn/robust/float32 | not counted (an older report: re-run it) | n/a |" in text
+    assert "no answer rule" not in text

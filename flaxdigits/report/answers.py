@@ -28,6 +28,7 @@ RELIABILITY_PICTURE = "answers_reliability.png"
 SERVED = ("mlp.onnx", "cnn.onnx")  # the served robust float files, as answers.json labels them
 COMMAND = "flaxdigits answers --models models models/original --out reports/answers.json"
 MAKE = "make answers"
+OLD = "not counted (an older report: re-run it)"  # a report from before the rejections were counted
 
 
 def read(out: Path) -> dict[str, Any] | None:
@@ -113,7 +114,10 @@ def canvas_rejections(measurements: dict[str, dict[str, Any] | None]) -> list[st
         report = measurements.get(name)
         if report is None or report_robust.canvas_bytes(report) is None:
             continue
-        for stem, by_method in (report.get("not_a_digit") or {}).items():
+        if "not_a_digit" not in report:  # measured before canvas-eval counted rejections
+            rows += [[f"{stem} ({recipe})", OLD] for stem in report["accuracy"]]
+            continue
+        for stem, by_method in report["not_a_digit"].items():
             share = (by_method or {}).get("mnist")
             rows.append([f"{stem} ({recipe})", "no answer rule" if share is None else _pct(share)])
     if not rows:
@@ -152,7 +156,10 @@ def grid_rejections(report: dict[str, Any] | None) -> list[str]:
     keys = ["clean", *(label for label, _, _ in report_robust.HEADLINE)]
     rows = []
     for label, model in report["models"].items():
-        if model.get("not_a_digit_28x28") is None:
+        if "not_a_digit_28x28" not in model:  # measured before robustness counted rejections
+            rows.append([label, OLD, *["n/a"] * len(keys)])
+            continue
+        if model["not_a_digit_28x28"] is None:
             rows.append([label, "no answer rule", *["n/a"] * len(keys)])
             continue
         values = grid_shares(model, report["grid"])
