@@ -89,7 +89,7 @@ answers: export ## ECE and 'not a digit' of the exported models: reports/answers
 	  $(if $(LIMIT),--limit $(LIMIT))
 
 # The report reads the runs and the measurements above (nothing is trained again).
-report: train ## reports/comparison.md: MLP vs CNN, robustness, canvases
+report: train ## reports/comparison.md: MLP vs CNN, robustness, canvases, answers
 	$(FD) compare --epochs $(SNAPSHOTS) $(EPOCHS) --runs $(RUNS)/original --robust-runs $(RUNS)/robust \
 	  --out $(REPORTS)
 

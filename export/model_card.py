@@ -9,6 +9,7 @@ Standard library and flaxdigits.core (contract, tables) only.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flaxdigits.core import contract
@@ -44,13 +45,15 @@ USE_LIMITS_LICENSE = (
     "",
     "## Limits",
     "",
-    "- One digit per image, 0-9 only: letters, several digits or no digit still get a digit",
-    "  (an empty canvas is refused by the preprocessing, other non-digits are not).",
+    "- One digit per image, 0-9 only. A file with an answer rule answers 'not a digit' to",
+    "  much that is not one, but not to all (see Answers above): some letters, symbols",
+    "  and doodles still get a digit. A file without one gives a digit to anything but an",
+    "  empty canvas (which the preprocessing refuses).",
     "- Trained on MNIST alone: mostly North-American writers of the 1990s, centred white-on-",
     "  black digits. Styles far from that (heavily slanted, decorative, or cut-off digits)",
     "  are read less well; see the robustness table for how accuracy falls with distortion.",
-    "- The confidence is a softmax value, not a calibrated probability: it can be high on",
-    "  input that is not a digit.",
+    "- The confidence is calibrated on MNIST-like digits (the temperature above); on input",
+    "  far from them it can still be high. A file without a rule gives the plain softmax.",
     "- The int8 files disagree with the float files on a few images (see the deltas above).",
     "- Not for decisions about people, identity or money (cheques, forms) without a human",
     "  check.",
@@ -72,8 +75,8 @@ def file_accuracy(variant: dict) -> float | None:
         return None
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
 
 
 def model_card(
@@ -91,6 +94,7 @@ def model_card(
             *DATA,
             *_training_section(described),
             *_accuracy_section(described, reports),
+            *_answers_section(described, reports),
             *_latency_section(timings),
             *USE_LIMITS_LICENSE,
         ]
@@ -329,6 +333,116 @@ def _robustness_rows(described: dict[str, dict], reports: dict[str, Any]) -> lis
         table = markdown_table(["file", *(f"{v:g}" for v in levels)], rows)
         out += ["", f"{distortion} ({spec.get('unit', '')}):", "", table]
     return out + lines
+
+
+def answer_rule(variant: dict) -> dict | None:
+    """The answer rule a file carries in its ONNX metadata; None for a file without one (or one
+    that does not hold a valid rule)."""
+    raw = variant["metadata"].get(contract.META_ANSWER_RULE)
+    try:
+        return contract.check_answer_rule(json.loads(raw)) if raw else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _rule_row(var: dict, rule: dict) -> list[str]:
+    """A file's rule, its rejections on validation and test digits, its ECE before -> after."""
+    measured = var["entry"].get("answers") or {}
+    before = measured.get("ece_before_calibration")
+    return [
+        f"models/{var['file']}",
+        f"{rule['temperature']:.3f}",
+        _pct(rule["not_a_digit_below"]),
+        _pct(rule["not_sure_below"]),
+        _pct(rule["validation_rejected"]),
+        _pct(measured.get("not_a_digit")),
+        _pct(measured.get("not_sure")),
+        f"{_pct(before)} → {_pct(measured.get('ece'))}",
+    ]
+
+
+def _answers_section(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
+    """Each file's answer rule (from its metadata), the real digits it rejects (validation:
+    the rule; test: the manifest), its calibration error, and how well it tells held-out
+    non-digits from digits where reports/answers.json measured its bytes."""
+    rows, without = [], []
+    for d in described.values():
+        for var in d["variants"].values():
+            rule = answer_rule(var)
+            if rule is None:
+                without.append(
+                    f"- models/{var['file']}: no answer rule (exported before answer rules): "
+                    "every answer is a digit, its confidence the plain softmax."
+                )
+            else:
+                rows.append(_rule_row(var, rule))
+    out = ["", "## Answers: 'not a digit' and 'not sure'", ""]
+    if rows:
+        header = ["file", "temperature", "'not a digit' below", "'not sure' below"]
+        header += ["validation digits rejected", "test digits: not a digit", "not sure"]
+        out += [
+            "Each file carries its answer rule (ONNX metadata `flaxdigits.answer_rule`), fitted",
+            "on the validation digits (see Data), never the test set: the graph divides the",
+            "logits by the temperature; the answer is 'not a digit' when the largest probability",
+            "is below the first threshold, 'not sure' below the second, else the digit.",
+            "Rejected: real digits answered 'not a digit'. ECE: expected calibration error on the",
+            "test digits, before and after the temperature (from the manifest; int8: after only).",
+            "",
+            markdown_table([*header, "ECE before → after"], rows, align="lrrrrrrr"),
+        ]
+    if without:
+        out += ["", *without] if rows else without
+    return out + _nondigit_rows(described, reports)
+
+
+def _nondigit_rows(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
+    """AUROC and the share caught against the held-out non-digits, of the files
+    reports/answers.json measured on these very bytes."""
+    label = "Non-digit detection"
+    if missing := _not_measured(reports, "answers", label, "answers.json"):
+        return missing
+    where, doc = reports["answers"]
+    by_bytes = {
+        m["sha256"]: m
+        for m in (doc.get("models") or {}).values()
+        if isinstance(m, dict) and isinstance(m.get("sha256"), str)
+    }
+    found, lines = measured(
+        release_digests(described), by_bytes, where, label, "flaxdigits answers"
+    )
+    if not found:
+        return lines
+    heldout = doc.get("heldout") or {}
+    kinds = sorted(heldout.get("kinds") or {})
+    count = heldout.get("count")
+    counts = ", ".join(f"{k} {heldout['kinds'][k]:,}" for k in kinds)
+    rows = []
+    for file, m in found.items():
+        auroc, caught = m.get("auroc") or {}, m.get("caught") or {}
+        rows.append(
+            [file, _num(auroc.get("all")), _pct(caught.get("all"), 1)]
+            + [_num(auroc.get(k)) for k in kinds]
+            + [_pct(caught.get(k), 1) for k in kinds]
+        )
+    header = ["file", "AUROC", "caught", *(f"AUROC, {k}" for k in kinds)]
+    header += [f"caught, {k}" for k in kinds]
+    shown = (
+        f"{count:,} held-out non-digits ({counts})"
+        if isinstance(count, int)
+        else "the held-out non-digits"
+    )
+    return [
+        "",
+        f"Against {shown}, kinds training never generated: AUROC of the confidence, digits",
+        f"against non-digits, and the share caught as 'not a digit' ({where}).",
+        "",
+        markdown_table(header, rows, align="l" + "r" * (len(header) - 1)),
+        *lines,
+    ]
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _latency_section(timings: dict | None) -> list[str]:

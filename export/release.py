@@ -5,9 +5,10 @@ models/{mlp,cnn}.onnx, .int8.onnx and .json (as `flaxdigits export --int8` wrote
 release.json index, MODEL_CARD.md and SHA256SUMS (every other file's sha256). DIGEST is the
 start of SHA256SUMS's own sha256, so two different releases never share a name. The card's
 figures are read, never re-derived: accuracies from each file's ONNX metadata and manifest,
-canvas and robustness accuracies from reports/*.json where they measured these very bytes, and
-latency measured here on the files with the machine named. Every model is checked against its
-manifest before it is packed: a release is never made from a modified export.
+canvas and robustness accuracies and non-digit detection from reports/*.json where they
+measured these very bytes, and latency measured here on the files with the machine named. Every
+model is checked against its manifest before it is packed: a release is never made from a
+modified export.
 
 onnxruntime and numpy only (no JAX): a release can be cut wherever the models are.
 """
@@ -57,8 +58,9 @@ def build_release(
     Args:
         models_dir: holds {mlp,cnn}.onnx, .int8.onnx and .json (`make export`).
         out_dir: where the archive is written (created if needed).
-        reports_dir: canvas_accuracy.json and robustness.json are read from here when present;
-            the card quotes their figures only for the exact bytes they measured (by sha256).
+        reports_dir: canvas_accuracy.json, robustness.json and answers.json are read from here
+            when present; the card quotes their figures only for the exact bytes they measured
+            (by sha256).
         version: the release version (default: the flaxdigits package version).
         latency: measure onnxruntime latency on this machine for the card.
         variants: which files of each model the release holds: both (the default), or only the
@@ -164,11 +166,15 @@ def _metadata(data: bytes, path: Path) -> dict[str, str]:
 
 
 def _reports(reports_dir: Path) -> dict[str, Any]:
-    """The canvas and robustness reports in reports_dir, {key: (path, report)}, and why one
-    that is there cannot be read ({key}_skipped); the card quotes of each only what it measured
-    on these very bytes."""
+    """The canvas, robustness and answers reports in reports_dir, {key: (path, report)}, and why
+    one that is there cannot be read ({key}_skipped); the card quotes of each only what it
+    measured on these very bytes."""
     found: dict[str, Any] = {}
-    for key, file in (("canvas", "canvas_accuracy.json"), ("robustness", "robustness.json")):
+    for key, file in (
+        ("canvas", "canvas_accuracy.json"),
+        ("robustness", "robustness.json"),
+        ("answers", "answers.json"),
+    ):
         path = reports_dir / file
         try:
             doc = json.loads(read_capped(path, REPORT_MAX_BYTES, "report"))

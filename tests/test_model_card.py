@@ -132,3 +132,68 @@ def test_a_level_a_report_lacks_is_shown_as_not_available(tmp_path):
     (reports / "robustness.json").write_text(json.dumps(robust))
     card = _card(models, reports, tmp_path / "dist")
     assert "| mlp.onnx | 90.00% | n/a |" in card and "| mlp.onnx | n/a |" in card
+
+
+def _answers(file: str, rejected: float) -> dict:
+    """A manifest entry's "answers", as export measures them (ECE before: float files only)."""
+    entry = {"ece": 0.0072, "not_a_digit": rejected, "not_sure": 0.0131}
+    entry["digit_answers_accuracy"] = 0.995
+    if ".int8." not in file:
+        entry["ece_before_calibration"] = 0.0234
+    return entry
+
+
+MEASURED = {
+    file: _answers(file, 0.0041 if "mlp" in file else 0.0052)
+    for pair in FILES.values()
+    for file in pair
+}
+
+
+def _answers_report(models: Path, reports: Path, files: tuple[str, ...]) -> None:
+    """reports/answers.json as `flaxdigits answers` writes it, for `files` of models."""
+    entries = {}
+    for k, file in enumerate(files):
+        digest = hashlib.sha256((models / file).read_bytes()).hexdigest()
+        entries[file] = {
+            "sha256": digest,
+            "auroc": {"all": 0.9871 - k / 100, "doodle": 0.9954, "font": 0.9765},
+            "caught": {"all": 0.912, "doodle": 0.975, "font": 0.85},
+        }
+    reports.mkdir(exist_ok=True)
+    doc = {"heldout": {"count": 1234, "kinds": {"doodle": 480, "font": 754}}, "models": entries}
+    (reports / "answers.json").write_text(json.dumps(doc))
+
+
+def test_the_card_states_each_files_answer_rule_its_rejections_and_calibration(tmp_path):
+    models = _write_models(tmp_path / "models", answers=MEASURED)
+    reports = tmp_path / "reports"
+    _answers_report(models, reports, ("mlp.onnx", "cnn.onnx"))
+    card = _card(models, reports, tmp_path / "dist")
+    assert "## Answers: 'not a digit' and 'not sure'" in card
+    for row in (
+        "| models/mlp.onnx | 1.432 | 45.67% | 80.00% | 0.50% | 0.41% | 1.31% | 2.34% → 0.72% |",
+        "| models/mlp.int8.onnx | 1.432 | 45.67% | 80.00% | 0.50% | 0.41% | 1.31% | n/a → 0.72% |",
+        "| models/cnn.onnx | 1.123 | 61.23% | 80.00% | 0.48% | 0.52% | 1.31% | 2.34% → 0.72% |",
+    ):
+        assert row in card, row
+    # Against the held-out non-digits: only the files answers.json measured, by their bytes.
+    assert "1,234 held-out non-digits (doodle 480, font 754)" in card
+    assert "| mlp.onnx | 0.9871 | 91.2% | 0.9954 | 0.9765 | 97.5% | 85.0% |" in card
+    assert "| cnn.onnx | 0.9771 | 91.2% |" in card
+    assert "| mlp.int8.onnx | 0.98" not in card
+    assert "Non-digit detection of mlp.int8.onnx, cnn.int8.onnx: not measured" in card
+    assert "exported before answer rules" not in card
+
+
+def test_files_without_a_rule_say_so_and_no_report_quotes_nothing(tmp_path):
+    models = _write_models(tmp_path / "models")
+    card = _card(models, tmp_path / "no-reports", tmp_path / "dist")
+    assert "## Answers: 'not a digit' and 'not sure'" in card
+    for file in (*FILES["mlp"], *FILES["cnn"]):
+        assert (
+            f"- models/{file}: no answer rule (exported before answer rules): every answer is a "
+            "digit, its confidence the plain softmax." in card
+        ), file
+    assert "| temperature |" not in card
+    assert "Non-digit detection: not measured for these files (no reports/answers.json)." in card

@@ -27,6 +27,8 @@ def test_compare_writes_tables_and_plots_reading_finished_runs(tmp_path, trained
     for png in ("training_curves", "confusion_matrices", "test_predictions", "training_samples"):
         blob = (tmp_path / f"{png}.png").read_bytes()
         assert blob.startswith(b"\x89PNG") and len(blob) > 10_000
+    assert "## Confidence and 'not a digit'" in text  # report/answers.py's section
+    assert "(`make answers`)" in text  # no reports/answers.json in tmp_path
     summary = json.loads((tmp_path / "comparison.json").read_text())
     mlp_acc = json.loads((trained_runs["mlp"] / "metrics.json").read_text())["test_accuracy"]
     assert summary["results"]["1"]["mlp"][0]["test_accuracy"] == mlp_acc

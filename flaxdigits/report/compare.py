@@ -21,6 +21,7 @@ from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from flaxdigits.core.contract import MODEL_NAMES
 from flaxdigits.core.tables import markdown_table
+from flaxdigits.report import answers as report_answers
 from flaxdigits.report import robustness as report_robust
 
 _ROWS = (
@@ -105,7 +106,8 @@ def compare(
     Each (model, seed) run is read from run_dir_for(runs_dir, ...), trained with the original recipe
     to max(epochs) with snapshots at the others; MissingRunError names the command for a missing
     or different one. The robustness sections read robust_runs_dir's runs and the measurements
-    in `out` (report/robustness.py). Returns the path of comparison.md.
+    in `out` (report/robustness.py), the confidence section reports/answers.json there
+    (report/answers.py). Returns the path of comparison.md.
     """
     from flaxdigits.data.mnist import load_mnist
     from flaxdigits.runs import evaluate_run
@@ -124,9 +126,11 @@ def compare(
     }
     summary = _summary(epochs, seeds, batch_size, runs, evaluations)
     measurements = report_robust.read_measurements(out)
-    summary["measured_files"] = report_robust.measured_files(measurements)
+    measurements[report_answers.ANSWERS_FILE] = report_answers.read(out)
+    summary["measured_files"] = report_answers.measured_files(measurements)
     plots = _write_plots(out, runs, evaluations, mnist)
     robust = report_robust.sections(measurements, out, runs_dir, robust_runs_dir)
+    robust += report_answers.sections(measurements, out)
     write_json_atomic(out / "comparison.json", summary)
     return write_text_atomic(out / "comparison.md", _markdown(summary, plots, robust))
 

@@ -108,7 +108,7 @@ def measured_files(measurements: dict[str, dict[str, Any] | None]) -> dict[str, 
     return found
 
 
-def _bytes_line(digests: dict[str, str]) -> str:
+def bytes_line(digests: dict[str, str]) -> str:
     return (
         "Files measured, by sha256: "
         + ", ".join(f"{model} `{digest[:16]}…`" for model, digest in digests.items())
@@ -116,7 +116,7 @@ def _bytes_line(digests: dict[str, str]) -> str:
     )
 
 
-def _rerun(name: str, command: str, make: str) -> str:
+def rerun_line(name: str, command: str, make: str) -> str:
     return (
         f"{name} names no model bytes (measured before reports recorded the sha256 of each "
         f"model file), so none of its figures is quoted: re-run `{command}` (`{make}`)."
@@ -129,7 +129,7 @@ def robustness_lines(report: dict[str, Any] | None) -> list[str]:
         return ["No measurement yet: `flaxdigits robustness` (`make robustness`).", ""]
     digests = robustness_bytes(report)
     if digests is None:
-        return [_rerun(ROBUSTNESS_FILE, "flaxdigits robustness", "make robustness"), ""]
+        return [rerun_line(ROBUSTNESS_FILE, "flaxdigits robustness", "make robustness"), ""]
     keys = ["clean", *(label for label, _, _ in HEADLINE), "thickness worst"]
     rows = []
     for label, model in report["models"].items():
@@ -142,7 +142,7 @@ def robustness_lines(report: dict[str, Any] | None) -> list[str]:
         "",
         markdown_table(["Model (recipe, variant)", *keys], rows),
         "",
-        _bytes_line(digests),
+        bytes_line(digests),
         "",
         "Every level:",
         "",
@@ -162,12 +162,13 @@ def canvas_lines(measurements: dict[str, dict[str, Any] | None]) -> list[str]:
         digests = canvas_bytes(report)
         if digests is None:
             lines += [
-                f"{recipe} recipe: " + _rerun(name, "flaxdigits canvas-eval", "make canvas-eval"),
+                f"{recipe} recipe: "
+                + rerun_line(name, "flaxdigits canvas-eval", "make canvas-eval"),
                 "",
             ]
             continue
         lines += [f"{recipe} recipe, {report['n']:,} canvases:", "", report["table"], ""]
-        lines += [_bytes_line(digests), ""]
+        lines += [bytes_line(digests), ""]
     return lines
 
 
