@@ -9,7 +9,7 @@ from pathlib import Path
 import benchmarks.bench
 from benchmarks.bench import training
 from benchmarks.bench.inference import canvas_bench, inference_bench, process_bench
-from benchmarks.bench.machine import machine, matmul_gflops
+from benchmarks.bench.machine import machine
 from benchmarks.bench.markdown import to_markdown
 from benchmarks.bench.page import page_bench
 from flaxdigits.core.atomic import write_json_atomic, write_text_atomic
@@ -63,11 +63,12 @@ def main(argv=None) -> int:
     from flaxdigits.data.mnist import load_mnist
 
     mnist = load_mnist()
-    rates: list[float] = []  # matmul-rate samples through the run: the floor takes the best
+    # Matmul-rate samples through the run, per precision: each floor takes its best.
+    rates: dict[str, list[float]] = {}
     results: dict = {"machine": machine()}
     results |= training.training(mnist, 3 if args.quick else 10, not args.no_peer, rates)
     results |= training.augmentation(mnist, args.quick, Path(args.runs))
-    rates.append(matmul_gflops())
+    training.sample_rates(rates)
     results["floor"] = training.floor(results["training"], rates)
     results |= serving(Path(args.models), mnist, args.quick)
     out = Path(args.out)
