@@ -9,20 +9,17 @@ from benchmarks.bench.training import SEED_TARGETS, fastest_peer, row_key
 from flaxdigits.core import contract
 from flaxdigits.core.tables import markdown_table
 
-ACCELERATORS = [
-    "",
-    "## Accelerators",
-    "",
-    "No GPU or TPU in this run. The same command on a GPU machine (JAX's CUDA wheels) "
-    "fills the training tables for it; nothing in the training code is CPU-specific.",
-]
+NO_ACCELERATOR = (
+    "No GPU or TPU figures yet: `make accelerator-bench` on a machine with one (JAX's CUDA or "
+    "TPU wheels, docs/training.md) measures both models, both recipes and both precisions there "
+    "and adds its table here; nothing in the training code is CPU-specific."
+)
 
 
 def to_markdown(r: dict) -> str:
     """BENCHMARKS.md from the results dict."""
     lines = _machine(r["machine"]) + _training(r) + _seed_accuracy(r["training"]) + _floor(r)
-    if not r["machine"]["accelerator"]:
-        lines += ACCELERATORS
+    lines += _accelerators(r.get("accelerator", {}))
     if "inference" in r:
         lines += _inference(r)
     if "process" in r:
@@ -184,6 +181,53 @@ def _rate_sentence(precision: str, g: dict) -> str:
         f"best of {len(samples)} samples taken through the run "
         f"(median {statistics.median(samples):.1f})."
     )
+
+
+def _accelerators(tables: dict) -> list[str]:
+    """A table per device the accelerator command (benchmarks/accelerator.py) ran on, and the
+    note that none was a GPU or TPU when none was."""
+    lines = ["", "## Accelerators", ""]
+    lines += [
+        "Training on the device named, by `make accelerator-bench` (benchmarks/accelerator.py): "
+        "each model, recipe and precision trained from scratch; medians over epochs, compile "
+        "apart; time to the original study's 5-epoch test accuracy is the training time until "
+        "the per-epoch test curve first reached it.",
+    ] * bool(tables)
+    for measured in tables.values():
+        lines += ["", *_accelerator_table(measured)]
+    if not any(m["device"]["platform"] in ("gpu", "tpu") for m in tables.values()):
+        lines += ["", NO_ACCELERATOR] if tables else [NO_ACCELERATOR]
+    return lines
+
+
+def _accelerator_table(measured: dict) -> list[str]:
+    d, m = measured["device"], measured["machine"]
+    header = ["Model", "Recipe", "Precision", "Batch", "epochs", "s/epoch", "images/s"]
+    header += ["compile s", "test accuracy", "time to seed accuracy (epochs)"]
+    rows = []
+    for key, t in measured["rows"].items():
+        recipe, name, precision = key.split("/")
+        target = SEED_TARGETS[name]
+        reached = (
+            f"{t['seconds_to_seed_accuracy']:.1f} s ({t['epochs_to_seed_accuracy']})"
+            if t["seconds_to_seed_accuracy"] is not None
+            else f"{target:.1%} not reached"
+        )
+        rows.append(
+            [
+                name.upper(), recipe, precision, t["batch_size"], t["epochs"],
+                f"{t['seconds_per_epoch']:.2f}", f"{t['images_per_second']:,.0f}",
+                f"{t['compile_seconds']:.2f}", f"{t['test_accuracy']:.2%}", reached,
+            ]
+        )  # fmt: skip
+    plural = "s" if d["count"] != 1 else ""
+    return [
+        f"Device: {d['kind']} ({d['platform']}, {d['count']} device{plural}); "
+        f"{measured['train_images']:,} training images, {measured['test_images']:,} test images; "
+        f"commit {m.get('commit') or 'not recorded'}, date {m['date']}.",
+        "",
+        markdown_table(header, rows, "lll" + "r" * 7),
+    ]
 
 
 def _inference(r: dict) -> list[str]:
