@@ -186,17 +186,21 @@ def _rate_sentence(precision: str, g: dict) -> str:
 def _accelerators(tables: dict) -> list[str]:
     """A table per device the accelerator command (benchmarks/accelerator.py) ran on, and the
     note that none was a GPU or TPU when none was."""
-    lines = ["", "## Accelerators", ""]
-    lines += [
+    if not tables:
+        return ["", "## Accelerators", "", NO_ACCELERATOR]
+    lines = [
+        "",
+        "## Accelerators",
+        "",
         "Training on the device named, by `make accelerator-bench` (benchmarks/accelerator.py): "
         "each model, recipe and precision trained from scratch; medians over epochs, compile "
         "apart; time to the original study's 5-epoch test accuracy is the training time until "
         "the per-epoch test curve first reached it.",
-    ] * bool(tables)
+    ]
     for measured in tables.values():
         lines += ["", *_accelerator_table(measured)]
     if not any(m["device"]["platform"] in ("gpu", "tpu") for m in tables.values()):
-        lines += ["", NO_ACCELERATOR] if tables else [NO_ACCELERATOR]
+        lines += ["", NO_ACCELERATOR]
     return lines
 
 
