@@ -128,9 +128,10 @@ reference: release
 	  tar -xzOf $(RELEASE) --wildcards '*/MODEL_CARD.md'; } > $(CARD).new && mv $(CARD).new $(CARD)
 	@echo "reference: $$(ls $(DEMO)/*.tar.gz) and $(CARD)"
 
-# Benchmarks (not tests): writes benchmarks/results.json and BENCHMARKS.md. The PyTorch peer is
-# optional: torch==2.13.0 (CPU build from this machine's local wheel; elsewhere PyPI's build).
-bench: export ## training and inference speed, the PyTorch peer: BENCHMARKS.md
+# Benchmarks (not tests): writes benchmarks/results.json and BENCHMARKS.md. Training in float32 and
+# bfloat16 against each one's compute floor; the PyTorch peer in float32 and under torch.autocast
+# bfloat16 is optional: torch==2.13.0 (CPU build from this machine's local wheel; elsewhere PyPI's).
+bench: export ## training (both precisions) and inference speed, the PyTorch peer: BENCHMARKS.md
 	-$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m benchmarks.bench --models $(MODELS)
 
