@@ -27,7 +27,7 @@ all: install data train export canvas-eval robustness answers report reference #
 	@echo "next: make serve  (the drawing page on http://127.0.0.1:7860)"
 
 help: ## this list
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 install: $(VENV)/.installed ## .venv with the package and every extra (make all and make test do it)
 
@@ -134,11 +134,20 @@ reference: release
 	  tar -xzOf $(RELEASE) --wildcards '*/MODEL_CARD.md'; } > $(CARD).new && mv $(CARD).new $(CARD)
 	@echo "reference: $$(ls $(DEMO)/*.tar.gz) and $(CARD)"
 
-# Benchmarks (not tests): writes benchmarks/results.json and BENCHMARKS.md. The PyTorch peer is
-# optional: torch==2.13.0 (CPU build from this machine's local wheel; elsewhere PyPI's build).
-bench: export ## training and inference speed, the PyTorch peer: BENCHMARKS.md
+# Benchmarks (not tests): writes benchmarks/results.json and BENCHMARKS.md. Training in float32 and
+# bfloat16 against each one's compute floor; the PyTorch peer in float32 and under torch.autocast
+# bfloat16 is optional: torch==2.13.0 (CPU build from this machine's local wheel; elsewhere PyPI's).
+bench: export ## training (both precisions) and inference speed, the PyTorch peer: BENCHMARKS.md
 	-$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m benchmarks.bench --models $(MODELS)
+
+# Training speed on whatever JAX device is present: a GPU or TPU (docs/training.md, "On a GPU or a
+# TPU", installs JAX's plugin), the CPU when there is none (hours on 2 cores at the recipes' epochs:
+# ACCELERATOR_ARGS="--epochs 5" for a shorter look). Both models, both recipes, both precisions:
+# time to the original study's accuracy, images/s, compile time; a table per device in BENCHMARKS.md.
+.PHONY: accelerator-bench
+accelerator-bench: install ## training speed on this machine's GPU or TPU (CPU if none): BENCHMARKS.md
+	$(PY) -m benchmarks.accelerator $(ACCELERATOR_ARGS)
 
 # Load test of the page on loopback (bounded; stops by itself): 50 clients x 20 requests + a burst
 # past the queue limit. `make test` runs a smaller count (tests/test_load.py).

@@ -1,8 +1,11 @@
 """The PyTorch reference: the same two models and training recipe, written as a user would.
 
-Optional peer for `make bench` only (never imported by flaxdigits or the tests):
-`pip install torch==2.13.0`. Same data split (last 10% held out), Adam lr 1e-3, batch B,
-cross-entropy, a shuffling DataLoader over tensors already in memory.
+Optional peer for `make bench` only (never imported by flaxdigits; its tests skip without
+torch): `pip install torch==2.13.0`. Same data split (last 10% held out), Adam lr 1e-3, batch B,
+cross-entropy, a shuffling DataLoader over tensors already in memory. In float32, or in
+PyTorch's CPU mixed precision: the forward pass and loss under
+`torch.autocast("cpu", dtype=torch.bfloat16)` (oneDNN's bfloat16 kernels, AMX where the CPU has
+it), float32 parameters and optimizer, as PyTorch's documentation has a user write it.
 """
 
 from __future__ import annotations
@@ -39,14 +42,36 @@ def build(name: str):
     return model.to(torch.float32), torch
 
 
-def train_epochs(name: str, mnist, batch_size: int, epochs: int, seed: int = 0, threads: int = 2):
-    """Train `epochs` epochs; returns per-epoch seconds and the final test accuracy."""
+MODES = {"float32": "float32", "bfloat16": "autocast bf16"}  # precision -> how tables name it
+
+
+def autocast(precision: str):
+    """The context the forward pass and loss run in: torch.autocast to bfloat16 on the CPU for
+    "bfloat16", disabled (float32) for "float32"."""
+    import torch
+
+    if precision not in MODES:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {list(MODES)}")
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
+def train_epochs(
+    name: str,
+    mnist,
+    batch_size: int,
+    epochs: int,
+    seed: int = 0,
+    threads: int = 2,
+    precision: str = "float32",
+    n_train: int = 54_000,
+):
+    """Train `epochs` epochs on the first n_train images in precision; returns per-epoch
+    seconds and the final test accuracy (evaluated in float32)."""
     import torch.utils.data as tud
 
     model, torch = build(name)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
-    n_train = 54_000
     x = torch.from_numpy(mnist.train_images[:n_train].astype(np.float32) / 255.0).unsqueeze(1)
     y = torch.from_numpy(mnist.train_labels[:n_train].astype(np.int64))
     loader = tud.DataLoader(tud.TensorDataset(x, y), batch_size=batch_size, shuffle=True)
@@ -58,7 +83,8 @@ def train_epochs(name: str, mnist, batch_size: int, epochs: int, seed: int = 0, 
         t0 = time.perf_counter()
         for xb, yb in loader:
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
+            with autocast(precision):
+                loss = loss_fn(model(xb), yb)
             loss.backward()
             opt.step()
         seconds.append(time.perf_counter() - t0)
@@ -70,4 +96,7 @@ def train_epochs(name: str, mnist, batch_size: int, epochs: int, seed: int = 0, 
         "seconds": seconds,
         "test_accuracy": float((pred == mnist.test_labels).mean()),
         "torch": torch.__version__,
+        "precision": precision,
+        "mode": MODES[precision],
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }

@@ -1,5 +1,5 @@
 """What the figures were measured on: CPU, cores, memory, accelerator, versions, date, and the
-machine's float32 matmul rate (the compute floor's yardstick)."""
+machine's matmul rate in float32 and in bfloat16 (each precision's compute floor's yardstick)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
+
+from flaxdigits.core import contract
 
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "onnxruntime", "jax2onnx", "gradio", "torch")
 
@@ -83,8 +85,10 @@ def machine() -> dict:
     }
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
-    """This machine's float32 matmul rate through XLA (median of repeats), GFLOP/s.
+def matmul_gflops(n: int = 1024, repeats: int = 20, precision: str = "float32") -> float:
+    """This machine's matmul rate through XLA in precision (median of repeats), GFLOP/s:
+    float32 operands, or bfloat16 operands summed in float32 (`preferred_element_type`, as the
+    mixed-precision step computes its products).
 
     The training benchmarks sample it before every run and take the best sample: on a shared
     (virtual) machine the rate swings ~20% with the neighbours' load, and the best rate gives
@@ -93,8 +97,12 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     import jax
     import jax.numpy as jnp
 
-    a = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
+    if precision not in contract.PRECISIONS:
+        raise ValueError(
+            f"unknown precision {precision!r}; choose one of {list(contract.PRECISIONS)}"
+        )
+    a = jnp.ones((n, n), precision)
+    f = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32))
     f(a).block_until_ready()
     times = []
     for _ in range(repeats):

@@ -5,24 +5,21 @@ from __future__ import annotations
 
 import statistics
 
-from benchmarks.bench.training import SEED_TARGETS
+from benchmarks.bench.training import SEED_TARGETS, fastest_peer, row_key
 from flaxdigits.core import contract
 from flaxdigits.core.tables import markdown_table
 
-ACCELERATORS = [
-    "",
-    "## Accelerators",
-    "",
-    "No GPU or TPU in this run. The same command on a GPU machine (JAX's CUDA wheels) "
-    "fills the training tables for it; nothing in the training code is CPU-specific.",
-]
+NO_ACCELERATOR = (
+    "No GPU or TPU figures yet: `make accelerator-bench` on a machine with one (JAX's CUDA or "
+    "TPU wheels, docs/training.md) measures both models, both recipes and both precisions there "
+    "and adds its table here; nothing in the training code is CPU-specific."
+)
 
 
 def to_markdown(r: dict) -> str:
     """BENCHMARKS.md from the results dict."""
     lines = _machine(r["machine"]) + _training(r) + _seed_accuracy(r["training"]) + _floor(r)
-    if not r["machine"]["accelerator"]:
-        lines += ACCELERATORS
+    lines += _accelerators(r.get("accelerator", {}))
     if "inference" in r:
         lines += _inference(r)
     if "process" in r:
@@ -53,25 +50,32 @@ def _machine(m: dict) -> list[str]:
     ]
 
 
+PEER_MODES = {"float32": "float32", "bfloat16": "autocast bf16"}  # benchmarks/torch_peer.py
+
+
 def _training(r: dict) -> list[str]:
-    header = ["Model", "Batch", "s/epoch", "images/s", "validation s", "compile s"]
-    header += ["PyTorch s/epoch", "vs PyTorch"]
+    header = ["Model", "Precision", "Batch", "s/epoch", "images/s", "validation s", "compile s"]
+    header += ["PyTorch s/epoch", "PyTorch fastest s/epoch (mode)", "vs PyTorch fastest"]
     rows = []
-    for key, t in r["training"].items():
-        name, batch = key.split("/")
-        peer = r["peer"].get(key)
-        ps = f"{peer['seconds_per_epoch']:.2f}" if peer else "n/a"
-        ratio = f"{peer['seconds_per_epoch'] / t['seconds_per_epoch']:.2f}×" if peer else "n/a"
+    for (name, batch, precision), t in _by_model_batch_precision(r["training"]).items():
+        peer = r["peer"].get(row_key(name, batch, precision))
+        fastest = fastest_peer(r["peer"], name, batch)
         rows.append(
             [
                 name.upper(),
+                precision,
                 batch,
                 f"{t['seconds_per_epoch']:.2f}",
                 f"{t['images_per_second']:,.0f}",
                 f"{t['validation_seconds_per_epoch']:.2f}",
                 f"{t['compile_seconds']:.2f}",
-                ps,
-                ratio,
+                f"{peer['seconds_per_epoch']:.2f}" if peer else "n/a",
+                f"{fastest[1]['seconds_per_epoch']:.2f} ({PEER_MODES[fastest[0]]})"
+                if fastest
+                else "n/a",
+                f"{fastest[1]['seconds_per_epoch'] / t['seconds_per_epoch']:.2f}×"
+                if fastest
+                else "n/a",
             ]
         )
     return [
@@ -79,10 +83,30 @@ def _training(r: dict) -> list[str]:
         "## Training (54,000 training images per epoch; medians over epochs; compile apart)",
         "",
         "s/epoch is the epoch's training (shuffle and steps), the span the PyTorch reference "
-        "times too; the 6,000-image validation pass after each epoch is timed apart.",
+        "times too; the 6,000-image validation pass after each epoch is timed apart. bfloat16 "
+        "is flaxdigits' mixed precision (`--precision bfloat16`: bfloat16 compute, float32 "
+        "parameters); PyTorch s/epoch is the peer in the row's precision (float32, or "
+        '`torch.autocast("cpu", dtype=torch.bfloat16)`), and the comparison is with the faster '
+        "of its two modes for the model and batch, named beside it.",
         "",
-        markdown_table(header, rows),
+        markdown_table(header, rows, "ll" + "r" * 8),
     ]
+
+
+def _by_model_batch_precision(training: dict) -> dict[tuple[str, int, str], dict]:
+    """The training rows keyed (model, batch, precision), in the models' order, then batch,
+    then float32 before bfloat16."""
+    rows = {}
+    for key, t in training.items():
+        name, batch, precision = (key.split("/") + ["float32"])[:3]
+        rows[(name, int(batch), precision)] = t
+    order = {p: i for i, p in enumerate(contract.PRECISIONS)}
+    return dict(
+        sorted(
+            rows.items(),
+            key=lambda kv: (contract.MODEL_NAMES.index(kv[0][0]), kv[0][1], order[kv[0][2]]),
+        )
+    )
 
 
 def _seed_accuracy(training: dict) -> list[str]:
@@ -107,39 +131,106 @@ def _seed_accuracy(training: dict) -> list[str]:
 
 def _floor(r: dict) -> list[str]:
     f = r["floor"]
-    samples = f["matmul_gflops_samples"]
-    header = ["Model", "FLOPs/epoch", "floor s/epoch", "median/floor b32"]
-    header += ["fastest epoch/floor b32", "median/floor b128"]
+    header = ["Model", "Precision", "matmul GFLOP/s", "FLOPs/epoch", "floor s/epoch"]
+    header += ["median/floor b32", "fastest epoch/floor b32", "median/floor b128"]
+    floors = {"float32": f, "bfloat16": f.get("bfloat16")}
     rows = []
     for name in contract.MODEL_NAMES:
-        g = f[name]
-        fastest = min(r["training"][f"{name}/32"]["epoch_seconds"])
-        rows.append(
-            [
-                name.upper(),
-                f"{g['train_flops_per_epoch'] / 1e9:.1f} G",
-                f"{g['floor_seconds_per_epoch']:.2f}",
-                f"{g['measured_over_floor_b32']:.2f}×",
-                f"{fastest / g['floor_seconds_per_epoch']:.2f}×",
-                f"{g['measured_over_floor_b128']:.2f}×",
-            ]
-        )
+        for precision, g in floors.items():
+            if not g:
+                continue
+            m = g[name]
+            fastest = min(r["training"][row_key(name, 32, precision)]["epoch_seconds"])
+            rows.append(
+                [
+                    name.upper(),
+                    precision,
+                    f"{g['matmul_gflops']:.1f}",
+                    f"{m['train_flops_per_epoch'] / 1e9:.1f} G",
+                    f"{m['floor_seconds_per_epoch']:.2f}",
+                    f"{m['measured_over_floor_b32']:.2f}×",
+                    f"{fastest / m['floor_seconds_per_epoch']:.2f}×",
+                    f"{m['measured_over_floor_b128']:.2f}×",
+                ]
+            )
+    samples = f["matmul_gflops_samples"]
     spread = r["training"]["cnn/32"]["epoch_seconds"]
     return [
         "",
         "## Compute floor",
         "",
-        f"float32 matmul rate (XLA, 1024×1024): {f['matmul_gflops']:.1f} GFLOP/s, the best of "
-        f"{len(samples)} samples taken through the run (median {statistics.median(samples):.1f}). "
+        *(_rate_sentence(precision, g) for precision, g in floors.items() if g),
         "Training FLOPs per epoch = 54,000 × (forward FLOPs + the backward products training "
         "needs: all weight gradients, activation gradients of all layers but the first; "
-        "`flaxdigits.models.train_flops_per_image`).",
+        "`flaxdigits.models.train_flops_per_image`); each precision's floor is them at its "
+        "own rate.",
         "",
-        markdown_table(header, rows),
+        markdown_table(header, rows, "ll" + "r" * 6),
         "",
-        f"CNN batch-32 epochs in this run: {min(spread):.2f}–{max(spread):.2f} s; matmul-rate "
-        f"samples {min(samples):.0f}–{f['matmul_gflops']:.0f} GFLOP/s (a shared virtual machine: "
-        "the neighbours' load moves both).",
+        f"CNN batch-32 float32 epochs in this run: {min(spread):.2f}–{max(spread):.2f} s; float32 "
+        f"matmul-rate samples {min(samples):.0f}–{f['matmul_gflops']:.0f} GFLOP/s (a shared "
+        "virtual machine: the neighbours' load moves both).",
+    ]
+
+
+def _rate_sentence(precision: str, g: dict) -> str:
+    samples = g["matmul_gflops_samples"]
+    sums = ", float32 sums" if precision == "bfloat16" else ""
+    return (
+        f"{precision} matmul rate (XLA, 1024×1024{sums}): {g['matmul_gflops']:.1f} GFLOP/s, the "
+        f"best of {len(samples)} samples taken through the run "
+        f"(median {statistics.median(samples):.1f})."
+    )
+
+
+def _accelerators(tables: dict) -> list[str]:
+    """A table per device the accelerator command (benchmarks/accelerator.py) ran on, and the
+    note that none was a GPU or TPU when none was."""
+    if not tables:
+        return ["", "## Accelerators", "", NO_ACCELERATOR]
+    lines = [
+        "",
+        "## Accelerators",
+        "",
+        "Training on the device named, by `make accelerator-bench` (benchmarks/accelerator.py): "
+        "each model, recipe and precision trained from scratch; medians over epochs, compile "
+        "apart; time to the original study's 5-epoch test accuracy is the training time until "
+        "the per-epoch test curve first reached it.",
+    ]
+    for measured in tables.values():
+        lines += ["", *_accelerator_table(measured)]
+    if not any(m["device"]["platform"] in ("gpu", "tpu") for m in tables.values()):
+        lines += ["", NO_ACCELERATOR]
+    return lines
+
+
+def _accelerator_table(measured: dict) -> list[str]:
+    d, m = measured["device"], measured["machine"]
+    header = ["Model", "Recipe", "Precision", "Batch", "epochs", "s/epoch", "images/s"]
+    header += ["compile s", "test accuracy", "time to seed accuracy (epochs)"]
+    rows = []
+    for key, t in measured["rows"].items():
+        recipe, name, precision = key.split("/")
+        target = SEED_TARGETS[name]
+        reached = (
+            f"{t['seconds_to_seed_accuracy']:.1f} s ({t['epochs_to_seed_accuracy']})"
+            if t["seconds_to_seed_accuracy"] is not None
+            else f"{target:.1%} not reached"
+        )
+        rows.append(
+            [
+                name.upper(), recipe, precision, t["batch_size"], t["epochs"],
+                f"{t['seconds_per_epoch']:.2f}", f"{t['images_per_second']:,.0f}",
+                f"{t['compile_seconds']:.2f}", f"{t['test_accuracy']:.2%}", reached,
+            ]
+        )  # fmt: skip
+    plural = "s" if d["count"] != 1 else ""
+    return [
+        f"Device: {d['kind']} ({d['platform']}, {d['count']} device{plural}); "
+        f"{measured['train_images']:,} training images, {measured['test_images']:,} test images; "
+        f"commit {m.get('commit') or 'not recorded'}, date {m['date']}.",
+        "",
+        markdown_table(header, rows, "lll" + "r" * 7),
     ]
 
 
