@@ -53,7 +53,7 @@ def test_good_file_prints_one_json_line_and_exits_zero(model, files, capsys):
     out, err = capsys.readouterr()
     (line,) = out.splitlines()
     record = json.loads(line)
-    assert set(record) == {"file", "digit", "confidence", "probabilities"}
+    assert set(record) == {"file", "digit", "confidence", "probabilities", "answer"}
     assert record["file"] == files["digit.png"] and record["digit"] == 3
     assert len(record["probabilities"]) == 10 and record["confidence"] > 0.99
     assert err == ""
@@ -191,7 +191,7 @@ def test_predict_cli_over_the_whole_corpus_prints_one_json_line_per_file(toy_mod
         else:
             assert set(record) in (
                 {"file", "error"},
-                {"file", "digit", "confidence", "probabilities"},
+                {"file", "digit", "confidence", "probabilities", "answer"},
             )
     assert records[-1]["error"] == "no such file"
 
@@ -218,7 +218,8 @@ def test_predict_cli_reports_each_hostile_file_on_its_own_line(toy_model, conten
     failed = ["error" in r for r in records]
     assert status == (1 if any(failed) else 0)
     for r in records:
-        assert set(r) in ({"file", "error"}, {"file", "digit", "confidence", "probabilities"})
+        answer = {"file", "digit", "confidence", "probabilities", "answer"}
+        assert set(r) in ({"file", "error"}, answer)
         event("error line" if "error" in r else "prediction line")
 
 

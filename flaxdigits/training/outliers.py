@@ -19,8 +19,9 @@ still a 1 or a 7, and of many others a fair digit.
 Letters that are drawn like digits (O, I, S, Z, B, G, l, q, g) are not among the templates: a
 drawn O is a fair 0. Nor are shapes that a rotated or slanted digit can take (V, Y, an arrow, a
 triangle, a star: a 7, a 4 or a 1 turned by the robust recipe's ±40°): with them in, the robust
-CNN lost 2-6 points on digits rotated by 45° (docs/experiments/2026-12-05-not-a-digit.md). The held-out kinds the report measures against (font-rendered letters and
-symbols, shapes drawn by Pillow: flaxdigits/evaluation/nondigits.py) are never generated here.
+CNN lost 2-6 points on digits rotated by 45° (docs/experiments/2026-12-05-not-a-digit.md).
+The held-out kinds the report measures against (font-rendered letters and symbols, shapes drawn
+by Pillow: flaxdigits/evaluation/nondigits.py) are never generated here.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxdigits.training import augment
+from flaxdigits.training.config import OUTLIER_KINDS
 
 OUTLIER_STREAM = 0x4F4F44  # "OOD": fold_in of a step's augmentation key, the non-digits' draw
-KINDS = ("scribble", "letter", "blob", "pair")
+KINDS = OUTLIER_KINDS  # ("scribble", "letter", "blob", "pair")
 MAX_SEGMENTS = 12  # strokes per image (templates and scribbles padded to this)
 MAX_POINTS = 9  # of a scribble's polyline
 
@@ -216,18 +218,20 @@ def recentre(images: jax.Array) -> jax.Array:
     return augment.distort(images, identity, recentre=True)
 
 
-def kind_counts(n: int) -> tuple[int, ...]:
-    """How many of n non-digits are of each of KINDS: as equal as n allows, the first kinds
-    taking the remainder (fixed shapes: each kind is computed for its own rows only)."""
-    base, extra = divmod(n, len(KINDS))
-    return tuple(base + (i < extra) for i in range(len(KINDS)))
+def kind_counts(n: int, kinds: tuple[str, ...] = KINDS) -> tuple[int, ...]:
+    """How many of n non-digits are of each of KINDS (0 for a kind not in `kinds`): as equal as
+    n allows, the first kinds taking the remainder (fixed shapes: each kind is computed for its
+    own rows only)."""
+    base, extra = divmod(n, len(kinds))
+    shares = {k: base + (i < extra) for i, k in enumerate(kinds)}
+    return tuple(shares.get(k, 0) for k in KINDS)
 
 
-def outlier_batch(key: jax.Array, digits: jax.Array) -> jax.Array:
-    """Non-digits (N, 28, 28, 1) of every kind (kind_counts), made from key and (for pairs) the
-    batch's digits (N, 28, 28, 1) float in [0, 1]: its first ones."""
+def outlier_batch(key: jax.Array, digits: jax.Array, kinds: tuple[str, ...] = KINDS) -> jax.Array:
+    """Non-digits (N, 28, 28, 1) of the given kinds (kind_counts), made from key and (for pairs)
+    the batch's digits (N, 28, 28, 1) float in [0, 1]: its first ones."""
     n = digits.shape[0]
-    n_scribble, n_letter, n_blob, n_pair = kind_counts(n)
+    n_scribble, n_letter, n_blob, n_pair = kind_counts(n, kinds)
     keys = jax.random.split(jax.random.fold_in(key, OUTLIER_STREAM), 5)
     s_segs, s_valid = scribbles(keys[1], n_scribble)
     l_segs, l_valid = letters(keys[2], n_letter)

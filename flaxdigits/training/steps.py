@@ -149,7 +149,8 @@ def augmented_batches(spec: StepSpec, state: TrainState, order, images, labels):
     # Non-digits from the step's own key (outliers.OUTLIER_STREAM apart), some made of its
     # clean digits, after the batch's digits.
     rows = spec.outliers.rows(spec.batch_size)
-    extra = jax.vmap(outliers.outlier_batch)(keys, clean[:, :rows])
+    make = functools.partial(outliers.outlier_batch, kinds=spec.outliers.kinds)
+    extra = jax.vmap(make)(keys, clean[:, :rows])
     marks = jnp.full((AUGMENT_GROUP, rows), NOT_A_DIGIT, targets.dtype)
     return (
         jnp.concatenate([distorted, extra], axis=1),
