@@ -160,7 +160,10 @@ class ResNet(nnx.Module):
             x = block(x)
         x = nnx.relu(x)
         if self.gap:
-            x = jnp.mean(x, axis=(1, 2))
+            # a sum and a scale, not jnp.mean: jax2onnx (0.x) writes ReduceMean with an axes
+            # input at opset 13, where ReduceMean takes axes as an attribute (invalid ONNX);
+            # ReduceSum takes an axes input from opset 13 on.
+            x = jnp.sum(x, axis=(1, 2)) * (1.0 / (x.shape[1] * x.shape[2]))
         else:
             x = x.reshape(x.shape[0], -1)
         x = drop(x, dropout)
