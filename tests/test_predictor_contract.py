@@ -51,9 +51,45 @@ def test_a_prediction_becomes_json_with_six_decimals():
         "digit": 1,
         "confidence": 0.876544,
         "probabilities": [0.123456, 0.876544] + [0.0] * 8,
+        "answer": "digit",  # a Prediction made without a rule: a digit
     }
     assert all(isinstance(p, float) for p in got["probabilities"])
     assert isinstance(got["confidence"], float)
+
+
+RULE = {
+    "temperature": 1.2,
+    "not_a_digit_below": 0.5,
+    "not_sure_below": 0.8,
+    "validation_rejected": 0.005,
+}
+
+
+def test_a_files_answer_rule_is_read_and_applied(tmp_path):
+    meta = METADATA | {contract.META_ANSWER_RULE: json.dumps(RULE)}
+    p = Predictor(write_model(tmp_path, toy_model(metadata=meta)))
+    assert p.answer_rule == RULE
+    prediction = p.predict(_ink())
+    assert prediction.answer == contract.answer(prediction.confidence, RULE)
+    (tmp_path / "old").mkdir()
+    old = Predictor(write_model(tmp_path / "old", toy_model(metadata=METADATA)))
+    assert old.answer_rule is None and old.predict(_ink()).answer == "digit"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "not json",
+        json.dumps({**RULE, "not_a_digit_below": 0.9}),
+        json.dumps({**RULE, "temperature": -1}),
+        json.dumps([0.5, 0.8]),
+        "[" * 100_000,
+    ],
+)
+def test_a_bad_answer_rule_refuses_the_file(tmp_path, raw):
+    path = write_model(tmp_path, toy_model(metadata=METADATA | {contract.META_ANSWER_RULE: raw}))
+    with pytest.raises(ModelLoadError, match="a bad flaxdigits.answer_rule"):
+        Predictor(path)
 
 
 def test_repr_names_the_file_and_the_model(good):

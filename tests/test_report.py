@@ -9,6 +9,7 @@ import pytest
 
 from flaxdigits.cli.main import main
 from flaxdigits.report import compare as report
+from flaxdigits.training.config import TrainConfig
 
 
 def test_compare_writes_tables_and_plots_reading_finished_runs(tmp_path, trained_runs):
@@ -56,6 +57,17 @@ def test_a_run_trained_otherwise_is_refused_with_the_command_that_trains_the_rig
     command = "flaxdigits train --recipe original --model mlp --epochs 1 --batch-size 64 --seed 0"
     assert f"`{command} --out {tmp_path / 'mlp'}`" in str(refused.value)
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_a_run_from_before_precisions_reads_as_float32_and_one_in_bfloat16_is_refused(tmp_path):
+    config = TrainConfig.for_recipe("original", model="mlp", epochs=1)
+    metrics = config.to_dict() | {"snapshots": {"1": {}}, "test_accuracy": 0.9}
+    del metrics["precision"]  # metrics.json as runs wrote it before --precision
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    assert report.read_run(config, tmp_path, [1])["precision"] == "float32"
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics | {"precision": "bfloat16"}))
+    with pytest.raises(report.MissingRunError, match="another precision"):
+        report.read_run(config, tmp_path, [1])
 
 
 def test_a_missing_run_is_one_line_naming_the_command_and_nothing_is_trained(tmp_path, capsys):

@@ -81,6 +81,7 @@ def read_run(config, run_dir: Path, snapshot_epochs: Sequence[int]) -> dict[str,
         raise MissingRunError(f"{run_dir} holds no finished run: train it first with `{command}`")
     metrics = json.loads(metrics_path.read_text())
     metrics["recipe"] = contract.recipe_name(metrics.get("recipe", ""))  # "seed", before 0.2
+    metrics.setdefault("precision", "float32")  # a run from before precisions trained in float32
     done = {int(k) for k in metrics.get("snapshots", {})}
     different = sorted(k for k, v in config.to_dict().items() if metrics.get(k) != v)
     if different or not set(snapshot_epochs) <= done:
