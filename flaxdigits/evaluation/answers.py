@@ -139,10 +139,13 @@ def run(
     return report
 
 
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
+
+
 def format_table(report: dict) -> str:
-    """One row per file: calibration and the 'not a digit' figures."""
-    header = ["file", "temperature", "ECE before", "ECE after", "test digits: not a digit"]
-    header += ["not sure", "non-digits caught", "AUROC"]
+    """One row per file: temperature, ECE before → after, the rule's answers on the test digits,
+    the non-digits it catches and the AUROC (the comparison report quotes it as it is)."""
     rows = []
     for label, m in report["models"].items():
         rule, test = m["answer_rule"], m["test"]
@@ -150,15 +153,16 @@ def format_table(report: dict) -> str:
             [
                 label,
                 f"{rule['temperature']:.3f}" if rule else "none",
-                f"{100 * test['ece_before']:.2f}%",
-                f"{100 * test['ece']:.2f}%",
-                f"{100 * test['not_a_digit']:.2f}%",
-                f"{100 * test['not_sure']:.2f}%",
-                f"{100 * m['caught']['all']:.1f}%",
+                f"{_pct(test['ece_before'])} → {_pct(test['ece'])}",
+                _pct(test["not_a_digit"]),
+                _pct(test["not_sure"]),
+                _pct(m["caught"]["all"], 1),
                 f"{m['auroc']['all']:.4f}",
             ]
         )
-    return markdown_table(header, rows, align="lrrrrrrr")
+    header = ["file", "temperature", "ECE before → after", "test digits: not a digit"]
+    header += ["not sure", "non-digits caught", "AUROC"]
+    return markdown_table(header, rows, align="lrrrrrr")
 
 
 def read(path) -> dict:

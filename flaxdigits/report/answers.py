@@ -20,6 +20,7 @@ import numpy as np
 
 from flaxdigits.core.atomic import write_bytes_atomic
 from flaxdigits.core.tables import markdown_table
+from flaxdigits.evaluation import answers as evaluation_answers
 from flaxdigits.report import robustness as report_robust
 
 ANSWERS_FILE = "answers.json"
@@ -51,24 +52,8 @@ def _pct(value: float | None, digits: int = 2) -> str:
 
 def files_table(report: dict[str, Any]) -> str:
     """One row per file: temperature, ECE before → after, the rule's answers on the test digits,
-    the non-digits it catches and the AUROC."""
-    rows = []
-    for label, m in report["models"].items():
-        rule, test = m["answer_rule"], m["test"]
-        rows.append(
-            [
-                label,
-                f"{rule['temperature']:.3f}" if rule else "none",
-                f"{_pct(test['ece_before'])} → {_pct(test['ece'])}",
-                _pct(test["not_a_digit"]),
-                _pct(test["not_sure"]),
-                _pct(m["caught"]["all"], 1),
-                f"{m['auroc']['all']:.4f}",
-            ]
-        )
-    header = ["file", "temperature", "ECE before → after", "test digits: not a digit"]
-    header += ["not sure", "non-digits caught", "AUROC"]
-    return markdown_table(header, rows, align="lrrrrrr")
+    the non-digits it catches and the AUROC (the measurement's own table)."""
+    return evaluation_answers.format_table(report)
 
 
 def kinds_table(report: dict[str, Any]) -> str:
