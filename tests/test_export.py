@@ -39,11 +39,18 @@ def test_images(mnist) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def jax_reference(trained_runs, mnist) -> dict[str, dict]:
-    """Accuracy and probabilities of each trained JAX model on the 10k test images."""
+def jax_reference(trained_runs, mnist, exported_models) -> dict[str, dict]:
+    """Accuracy and probabilities of each trained JAX model on the 10k test images; the
+    probabilities calibrated as the exported graph computes them, softmax(logits / T), from the
+    JAX model's own logits and the temperature of the file's answer rule."""
     out = {}
     for name, run_dir in trained_runs.items():
-        out[name] = load_run(run_dir).evaluate(mnist.test_images, mnist.test_labels)
+        run = load_run(run_dir)
+        out[name] = run.evaluate(mnist.test_images, mnist.test_labels)
+        t = manifest(exported_models, name)["answer_rule"]["temperature"]
+        logits = run.logits(mnist.test_images).astype(np.float64) / t
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        out[name]["probabilities"] = p / p.sum(-1, keepdims=True)
     return out
 
 
@@ -389,3 +396,29 @@ def test_benchmark_times_each_file_thread_count_and_batch(toy_model, capsys):
     table = capsys.readouterr().out.strip().splitlines()
     assert table[0].split() == ["file", "threads", "batch", "ms", "best", "ms", "img/s"]
     assert len(table) == 2 and table[1].split()[:3] == ["toy.onnx", "1", "1"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_file_carries_the_answer_rule_fitted_on_validation(
+    exported_models, trained_runs, mnist, name
+):
+    from flaxdigits.evaluation import calibration
+
+    entry = manifest(exported_models, name)
+    rule = contract.check_answer_rule(entry["answer_rule"])
+    for file in (f"{name}.onnx", f"{name}.int8.onnx"):
+        props = {p.key: p.value for p in onnx.load_model(exported_models / file).metadata_props}
+        assert json.loads(props[contract.META_ANSWER_RULE]) == rule
+    # The same fit again from the run's validation split (never the test set) gives this rule.
+    run = load_run(trained_runs[name])
+    split = run.split(mnist)
+    logits = run.logits(split.val_images)
+    assert rule["temperature"] == pytest.approx(
+        calibration.fit_temperature(logits, split.val_labels), rel=1e-4
+    )
+    confidence = calibration.softmax(logits, rule["temperature"]).max(-1)
+    assert np.mean(confidence < rule["not_a_digit_below"]) == pytest.approx(
+        contract.NOT_A_DIGIT_VALIDATION_SHARE, abs=0.001
+    )
+    answers = entry["files"][0]["answers"]
+    assert 0 <= answers["ece"] <= 1 and 0 <= answers["not_a_digit"] <= 0.05
