@@ -449,6 +449,26 @@ def test_a_lease_whose_file_is_gone_is_dropped_and_gradio_told(tmp_path):
     assert forgotten == [os.path.realpath(gone)]
 
 
+def test_the_same_bytes_uploaded_again_after_their_file_was_swept_stay_in_gradios_list(tmp_path):
+    """Gradio names an upload by its bytes: a second upload of a drawing whose first copy was
+    read and swept lands at the same path, in Gradio's list again; telling Gradio then to forget
+    the first copy's path would make it refuse the new upload ("not uploaded by a user")."""
+    clock = Clock()
+    forgotten = []
+    temp = TempFiles(tmp_path, grace_s=5, clock=clock)
+    temp.forget = forgotten.append
+    (path,) = files_of(tmp_path, [10])
+    temp.handed_out([path], "a")
+    temp.release(path)
+    clock.now += 6
+    temp.sweep()  # the first copy is deleted: Gradio is to forget it at the next hand-out
+    assert not os.path.exists(path)
+    files_of(tmp_path, [10])  # the same bytes uploaded again: the same path, in Gradio's list
+    temp.handed_out([path], "a")
+    assert forgotten == []  # handed out now: not to be forgotten
+    assert temp.usage() == (FILE_CHARGE, 1)
+
+
 def test_other_files_are_counted_by_the_sweep(tmp_path):
     temp = TempFiles(tmp_path)
     files_of(tmp_path, [10_000, 20])  # Gradio's outputs: no lease

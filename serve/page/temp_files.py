@@ -141,10 +141,13 @@ class TempFiles:
     def handed_out(self, paths, owner: str) -> None:
         """The upload route returned these paths: each is a lease charged to owner."""
         now = self.clock()
+        paths = [os.path.realpath(p) for p in paths]
         with self._lock:
-            forgotten = list(self._deleted)
+            # A deleted path handed out again holds the same bytes uploaded anew (Gradio names
+            # an upload by its hash), already back in Gradio's list: not to be forgotten.
+            forgotten = [p for p in self._deleted if p not in paths]
             self._deleted.clear()
-            for path in map(os.path.realpath, paths):
+            for path in paths:
                 if not self._inside(path):
                     continue
                 try:
