@@ -4,16 +4,25 @@ re-derived: test accuracies from each file's ONNX metadata and manifest, canvas 
 accuracies from reports that measured these very bytes (the sha256 they record for each model
 file is the file's), latency as export/release.py measured it. A report's figure for other
 bytes, or a report that names no bytes, is not quoted: the card says the file was not measured.
-Standard library and flaxdigits.core (contract, tables) only.
+The answers section is export/card_answers.py; matching a report's figures to the bytes they
+measured is export/card_figures.py. Standard library and flaxdigits.core (contract, tables) only.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flaxdigits.core import contract
 from flaxdigits.core.tables import markdown_table
+from flaxdigits.export.card_answers import answers_section
+from flaxdigits.export.card_figures import (
+    canvas_by_bytes,
+    measured,
+    models_by_bytes,
+    not_measured,
+    pct,
+    release_digests,
+)
 
 VARIANTS = ("float32", "int8")
 LICENSE = "Apache-2.0"
@@ -75,10 +84,6 @@ def file_accuracy(variant: dict) -> float | None:
         return None
 
 
-def _pct(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
-
-
 def model_card(
     version: str,
     described: dict[str, dict],
@@ -94,7 +99,7 @@ def model_card(
             *DATA,
             *_training_section(described),
             *_accuracy_section(described, reports),
-            *_answers_section(described, reports),
+            *answers_section(described, reports),
             *_latency_section(timings),
             *USE_LIMITS_LICENSE,
         ]
@@ -128,7 +133,7 @@ def _files_section(described: dict[str, dict]) -> list[str]:
     for d in described.values():
         for v, var in d["variants"].items():
             size, digest = var["entry"]["size"], var["entry"]["sha256"]
-            accuracy = _pct(file_accuracy(var))
+            accuracy = pct(file_accuracy(var))
             rows.append([f"models/{var['file']}", v, f"{size:,}", f"`{digest[:16]}…`", accuracy])
     header = ["file", "variant", "bytes", "sha256", "test accuracy"]
     return [
@@ -202,7 +207,7 @@ def _accuracy_section(described: dict[str, dict], reports: dict[str, Any]) -> li
         parity = (d["variants"].get("float32") or {"entry": {}})["entry"].get("parity") or {}
         diff = parity.get("max_abs_diff")
         shown = "n/a" if diff is None else f"{diff:.1e}"
-        rows.append([name, _pct(f), _pct(q), delta, shown, parity.get("argmax_mismatches", "n/a")])
+        rows.append([name, pct(f), pct(q), delta, shown, parity.get("argmax_mismatches", "n/a")])
     header = ["model", "float32", "int8", "int8 delta", "float max abs diff vs JAX"]
     return [
         "",
@@ -218,72 +223,8 @@ def _accuracy_section(described: dict[str, dict], reports: dict[str, Any]) -> li
     ]
 
 
-def _not_measured(reports: dict[str, Any], key: str, label: str, file: str) -> list[str]:
-    """The card's line for a report that does not describe these files; [] when it does."""
-    if key in reports:
-        return []
-    why = reports.get(f"{key}_skipped", f"no reports/{file}")
-    return ["", f"{label}: not measured for these files ({why})."]
-
-
-def release_digests(described: dict[str, dict]) -> dict[str, str]:
-    """{file: sha256} of the release's model files, in card order (their manifest entries,
-    which the release checked against the bytes)."""
-    return {
-        var["file"]: var["entry"]["sha256"]
-        for d in described.values()
-        for var in d["variants"].values()
-    }
-
-
-def canvas_by_bytes(doc: dict) -> dict[str, dict]:
-    """{sha256: accuracy per method} of each model file a canvas report measured; {} for a
-    report that names no bytes (written before reports recorded them)."""
-    digests, accuracy = doc.get("sha256"), doc.get("accuracy")
-    if not isinstance(digests, dict) or not isinstance(accuracy, dict):
-        return {}
-    return {
-        digest: accuracy[stem]
-        for stem, digest in digests.items()
-        if isinstance(digest, str) and isinstance(accuracy.get(stem), dict)
-    }
-
-
-def robustness_by_bytes(doc: dict) -> dict[str, dict]:
-    """{sha256: model entry} of each model file a robustness report measured; {} for a report
-    that names no bytes."""
-    models = doc.get("models")
-    if not isinstance(models, dict):
-        return {}
-    return {
-        m["sha256"]: m
-        for m in models.values()
-        if isinstance(m, dict) and isinstance(m.get("sha256"), str)
-    }
-
-
-def measured(
-    files: dict[str, str], by_bytes: dict[str, dict], where: str, label: str, command: str
-) -> tuple[dict[str, dict], list[str]]:
-    """The figures of each file measured on its exact bytes ({file: figures}), and the card's
-    line for the files that were not (none when every file was)."""
-    found = {file: by_bytes[digest] for file, digest in files.items() if digest in by_bytes}
-    missing = [file for file in files if file not in found]
-    if not missing:
-        return found, []
-    if by_bytes:
-        why = f"{where} measured other bytes: re-run `{command}` on them"
-    else:
-        why = (
-            f"{where} names no model bytes, as reports written before they recorded each "
-            f"file's sha256: re-run `{command}`"
-        )
-    what = f"{label} of {', '.join(missing)}" if found else label
-    return found, ["", f"{what}: not measured for these files ({why})."]
-
-
 def _canvas_rows(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
-    if missing := _not_measured(reports, "canvas", "Canvas accuracy", "canvas_accuracy.json"):
+    if missing := not_measured(reports, "canvas", "Canvas accuracy", "canvas_accuracy.json"):
         return missing
     where, doc = reports["canvas"]
     found, lines = measured(
@@ -296,7 +237,7 @@ def _canvas_rows(described: dict[str, dict], reports: dict[str, Any]) -> list[st
     if not found:
         return lines
     methods = contract.PREPROCESS_METHODS
-    rows = [[file, *(_pct(accuracy.get(m)) for m in methods)] for file, accuracy in found.items()]
+    rows = [[file, *(pct(accuracy.get(m)) for m in methods)] for file, accuracy in found.items()]
     return [
         "",
         f"MNIST test digits redrawn as drawing-canvas images ({_count(doc)} canvases, {where}):",
@@ -307,12 +248,12 @@ def _canvas_rows(described: dict[str, dict], reports: dict[str, Any]) -> list[st
 
 
 def _robustness_rows(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
-    if missing := _not_measured(reports, "robustness", "Robustness", "robustness.json"):
+    if missing := not_measured(reports, "robustness", "Robustness", "robustness.json"):
         return missing
     where, doc = reports["robustness"]
     models, lines = measured(
         release_digests(described),
-        robustness_by_bytes(doc),
+        models_by_bytes(doc),
         where,
         "Robustness",
         "flaxdigits robustness",
@@ -329,120 +270,10 @@ def _robustness_rows(described: dict[str, dict], reports: dict[str, Any]) -> lis
         rows = []
         for file, model in models.items():
             values = list((model.get("accuracy") or {}).get(distortion, []))[: len(levels)]
-            rows.append([file, *map(_pct, values), *["n/a"] * (len(levels) - len(values))])
+            rows.append([file, *map(pct, values), *["n/a"] * (len(levels) - len(values))])
         table = markdown_table(["file", *(f"{v:g}" for v in levels)], rows)
         out += ["", f"{distortion} ({spec.get('unit', '')}):", "", table]
     return out + lines
-
-
-def answer_rule(variant: dict) -> dict | None:
-    """The answer rule a file carries in its ONNX metadata; None for a file without one (or one
-    that does not hold a valid rule)."""
-    raw = variant["metadata"].get(contract.META_ANSWER_RULE)
-    try:
-        return contract.check_answer_rule(json.loads(raw)) if raw else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _rule_row(var: dict, rule: dict) -> list[str]:
-    """A file's rule, its rejections on validation and test digits, its ECE before -> after."""
-    measured = var["entry"].get("answers") or {}
-    before = measured.get("ece_before_calibration")
-    return [
-        f"models/{var['file']}",
-        f"{rule['temperature']:.3f}",
-        _pct(rule["not_a_digit_below"]),
-        _pct(rule["not_sure_below"]),
-        _pct(rule["validation_rejected"]),
-        _pct(measured.get("not_a_digit")),
-        _pct(measured.get("not_sure")),
-        f"{_pct(before)} → {_pct(measured.get('ece'))}",
-    ]
-
-
-def _answers_section(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
-    """Each file's answer rule (from its metadata), the real digits it rejects (validation:
-    the rule; test: the manifest), its calibration error, and how well it tells held-out
-    non-digits from digits where reports/answers.json measured its bytes."""
-    rows, without = [], []
-    for d in described.values():
-        for var in d["variants"].values():
-            rule = answer_rule(var)
-            if rule is None:
-                without.append(
-                    f"- models/{var['file']}: no answer rule (exported before answer rules): "
-                    "every answer is a digit, its confidence the plain softmax."
-                )
-            else:
-                rows.append(_rule_row(var, rule))
-    out = ["", "## Answers: 'not a digit' and 'not sure'", ""]
-    if rows:
-        header = ["file", "temperature", "'not a digit' below", "'not sure' below"]
-        header += ["validation digits rejected", "test digits: not a digit", "not sure"]
-        out += [
-            "Each file carries its answer rule (ONNX metadata `flaxdigits.answer_rule`), fitted",
-            "on the validation digits (see Data), never the test set: the graph divides the",
-            "logits by the temperature; the answer is 'not a digit' when the largest probability",
-            "is below the first threshold, 'not sure' below the second, else the digit.",
-            "Rejected: real digits answered 'not a digit'. ECE: expected calibration error on the",
-            "test digits, before and after the temperature (from the manifest; int8: after only).",
-            "",
-            markdown_table([*header, "ECE before → after"], rows, align="lrrrrrrr"),
-        ]
-    if without:
-        out += ["", *without] if rows else without
-    return out + _nondigit_rows(described, reports)
-
-
-def _nondigit_rows(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
-    """AUROC and the share caught against the held-out non-digits, of the files
-    reports/answers.json measured on these very bytes."""
-    label = "Non-digit detection"
-    if missing := _not_measured(reports, "answers", label, "answers.json"):
-        return missing
-    where, doc = reports["answers"]
-    by_bytes = {
-        m["sha256"]: m
-        for m in (doc.get("models") or {}).values()
-        if isinstance(m, dict) and isinstance(m.get("sha256"), str)
-    }
-    found, lines = measured(
-        release_digests(described), by_bytes, where, label, "flaxdigits answers"
-    )
-    if not found:
-        return lines
-    heldout = doc.get("heldout") or {}
-    kinds = sorted(heldout.get("kinds") or {})
-    count = heldout.get("count")
-    counts = ", ".join(f"{k} {heldout['kinds'][k]:,}" for k in kinds)
-    rows = []
-    for file, m in found.items():
-        auroc, caught = m.get("auroc") or {}, m.get("caught") or {}
-        rows.append(
-            [file, _num(auroc.get("all")), _pct(caught.get("all"), 1)]
-            + [_num(auroc.get(k)) for k in kinds]
-            + [_pct(caught.get(k), 1) for k in kinds]
-        )
-    header = ["file", "AUROC", "caught", *(f"AUROC, {k}" for k in kinds)]
-    header += [f"caught, {k}" for k in kinds]
-    shown = (
-        f"{count:,} held-out non-digits ({counts})"
-        if isinstance(count, int)
-        else "the held-out non-digits"
-    )
-    return [
-        "",
-        f"Against {shown}, kinds training never generated: AUROC of the confidence, digits",
-        f"against non-digits, and the share caught as 'not a digit' ({where}).",
-        "",
-        markdown_table(header, rows, align="l" + "r" * (len(header) - 1)),
-        *lines,
-    ]
-
-
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _latency_section(timings: dict | None) -> list[str]:

@@ -1,0 +1,122 @@
+"""The model card's answers section: each file's answer rule ('not a digit', 'not sure', the
+temperature), the real digits it rejects, its calibration error, and how well it tells held-out
+non-digits from digits where reports/answers.json measured its bytes. Standard library and
+flaxdigits.core only.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flaxdigits.core import contract
+from flaxdigits.core.tables import markdown_table
+from flaxdigits.export.card_figures import (
+    measured,
+    models_by_bytes,
+    not_measured,
+    num,
+    pct,
+    release_digests,
+)
+
+
+def answer_rule(variant: dict) -> dict | None:
+    """The answer rule a file carries in its ONNX metadata; None for a file without one (or one
+    that does not hold a valid rule)."""
+    raw = variant["metadata"].get(contract.META_ANSWER_RULE)
+    try:
+        return contract.check_answer_rule(json.loads(raw)) if raw else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _rule_row(var: dict, rule: dict) -> list[str]:
+    """A file's rule, its rejections on validation and test digits, its ECE before -> after."""
+    measured = var["entry"].get("answers") or {}
+    before = measured.get("ece_before_calibration")
+    return [
+        f"models/{var['file']}",
+        f"{rule['temperature']:.3f}",
+        pct(rule["not_a_digit_below"]),
+        pct(rule["not_sure_below"]),
+        pct(rule["validation_rejected"]),
+        pct(measured.get("not_a_digit")),
+        pct(measured.get("not_sure")),
+        f"{pct(before)} → {pct(measured.get('ece'))}",
+    ]
+
+
+def answers_section(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
+    """Each file's answer rule (from its metadata), the real digits it rejects (validation:
+    the rule; test: the manifest), its calibration error, and how well it tells held-out
+    non-digits from digits where reports/answers.json measured its bytes."""
+    rows, without = [], []
+    for d in described.values():
+        for var in d["variants"].values():
+            rule = answer_rule(var)
+            if rule is None:
+                without.append(
+                    f"- models/{var['file']}: no answer rule (exported before answer rules): "
+                    "every answer is a digit, its confidence the plain softmax."
+                )
+            else:
+                rows.append(_rule_row(var, rule))
+    out = ["", "## Answers: 'not a digit' and 'not sure'", ""]
+    if rows:
+        header = ["file", "temperature", "'not a digit' below", "'not sure' below"]
+        header += ["validation digits rejected", "test digits: not a digit", "not sure"]
+        out += [
+            "Each file carries its answer rule (ONNX metadata `flaxdigits.answer_rule`), fitted",
+            "on the validation digits (see Data), never the test set: the graph divides the",
+            "logits by the temperature; the answer is 'not a digit' when the largest probability",
+            "is below the first threshold, 'not sure' below the second, else the digit.",
+            "Rejected: real digits answered 'not a digit'. ECE: expected calibration error on the",
+            "test digits, before and after the temperature (from the manifest; int8: after only).",
+            "",
+            markdown_table([*header, "ECE before → after"], rows, align="lrrrrrrr"),
+        ]
+    if without:
+        out += ["", *without] if rows else without
+    return out + _nondigit_rows(described, reports)
+
+
+def _nondigit_rows(described: dict[str, dict], reports: dict[str, Any]) -> list[str]:
+    """AUROC and the share caught against the held-out non-digits, of the files
+    reports/answers.json measured on these very bytes."""
+    label = "Non-digit detection"
+    if missing := not_measured(reports, "answers", label, "answers.json"):
+        return missing
+    where, doc = reports["answers"]
+    found, lines = measured(
+        release_digests(described), models_by_bytes(doc), where, label, "flaxdigits answers"
+    )
+    if not found:
+        return lines
+    heldout = doc.get("heldout") or {}
+    kinds = sorted(heldout.get("kinds") or {})
+    count = heldout.get("count")
+    counts = ", ".join(f"{k} {heldout['kinds'][k]:,}" for k in kinds)
+    rows = []
+    for file, m in found.items():
+        auroc, caught = m.get("auroc") or {}, m.get("caught") or {}
+        rows.append(
+            [file, num(auroc.get("all")), pct(caught.get("all"), 1)]
+            + [num(auroc.get(k)) for k in kinds]
+            + [pct(caught.get(k), 1) for k in kinds]
+        )
+    header = ["file", "AUROC", "caught", *(f"AUROC, {k}" for k in kinds)]
+    header += [f"caught, {k}" for k in kinds]
+    shown = (
+        f"{count:,} held-out non-digits ({counts})"
+        if isinstance(count, int)
+        else "the held-out non-digits"
+    )
+    return [
+        "",
+        f"Against {shown}, kinds training never generated: AUROC of the confidence, digits",
+        f"against non-digits, and the share caught as 'not a digit' ({where}).",
+        "",
+        markdown_table(header, rows, align="l" + "r" * (len(header) - 1)),
+        *lines,
+    ]
