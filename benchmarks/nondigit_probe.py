@@ -13,6 +13,7 @@ script (how docs/experiments/2026-12-05-not-a-digit.md was measured), not a test
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -92,20 +93,30 @@ def main(argv=None) -> int:
     cfg = C.TrainConfig.for_recipe("robust", model=args.model, seed=args.seed, epochs=args.epochs)
     mnist = load_mnist("auto", log=lambda _: None)
     heldout = nondigits.heldout_inputs()
-    run_dir = args.out / "runs" / args.name
-    shutil.rmtree(run_dir, ignore_errors=True)
-    start = time.perf_counter()
-    train(cfg, run_dir, data=mnist, tensorboard=False, log=lambda _: None)
-    seconds = time.perf_counter() - start
-    run = load_run(run_dir)
     row = {"name": args.name, "model": args.model, "epochs": cfg.epochs, "seed": args.seed}
     row["outliers"] = recipe.outliers.to_dict() if recipe.outliers else None
-    row |= {"train_seconds": round(seconds)} | measure(run.model, run.split(mnist), heldout)
-    print(json.dumps(row))
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "results.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
+    record(row | train_and_measure(cfg, args.out / "runs" / args.name, mnist, heldout), args.out)
     return 0
+
+
+def train_and_measure(cfg, run_dir: Path, mnist, heldout, during=contextlib.nullcontext) -> dict:
+    """Train cfg into run_dir (replaced) inside the context `during()`, then measure it:
+    {"train_seconds", ...measure()}."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    start = time.perf_counter()
+    with during():
+        train(cfg, run_dir, data=mnist, tensorboard=False, log=lambda _: None)
+    seconds = time.perf_counter() - start
+    run = load_run(run_dir)
+    return {"train_seconds": round(seconds)} | measure(run.model, run.split(mnist), heldout)
+
+
+def record(row: dict, out: Path) -> None:
+    """Print the row and append it to out/results.jsonl."""
+    print(json.dumps(row))
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "results.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

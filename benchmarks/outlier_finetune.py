@@ -11,19 +11,28 @@ and the short schedule are this script's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import json
-import shutil
-import time
 from pathlib import Path
 
-from benchmarks.nondigit_probe import measure
+from benchmarks.nondigit_probe import record, train_and_measure
 from flaxdigits import models
 from flaxdigits.data.mnist import load_mnist
 from flaxdigits.evaluation import nondigits
 from flaxdigits.runs import load_run
 from flaxdigits.training import config as C
-from flaxdigits.training.train import train
+
+
+@contextlib.contextmanager
+def from_trained(model):
+    """Training starts from `model`'s parameters instead of a fresh initialisation (init_state
+    builds the model through models.create_model); load_run, after, builds it freshly again."""
+    fresh = models.create_model
+    models.create_model = lambda *_a, **_k: model
+    try:
+        yield
+    finally:
+        models.create_model = fresh
 
 
 def main(argv=None) -> int:
@@ -42,31 +51,17 @@ def main(argv=None) -> int:
     recipe = C.RECIPES["robust"][name]
     outliers = C.Outliers(args.share, args.weight, tuple(args.kinds))
     C.RECIPES["robust"][name] = dataclasses.replace(recipe, outliers=outliers, warmup_epochs=0.5)
-    # The trained parameters instead of a fresh initialisation (init_state builds the model
-    # through models.create_model; load_run does too, so it is put back before reading).
-    fresh = models.create_model
-    models.create_model = lambda *_a, **_k: start_run.model
     cfg = C.TrainConfig.for_recipe(
         "robust", model=name, seed=start_run.config.seed, epochs=args.epochs, learning_rate=args.lr
     )
     mnist = load_mnist("auto", log=lambda _: None)
     heldout = nondigits.heldout_inputs()
-    run_dir = args.out / "runs" / args.name
-    shutil.rmtree(run_dir, ignore_errors=True)
-    start = time.perf_counter()
-    try:
-        train(cfg, run_dir, data=mnist, tensorboard=False, log=lambda _: None)
-    finally:
-        models.create_model = fresh
-    seconds = time.perf_counter() - start
-    run = load_run(run_dir)
     row = {"name": args.name, "from": str(args.run), "epochs": args.epochs, "lr": args.lr}
-    row |= {"outliers": outliers.to_dict(), "train_seconds": round(seconds)}
-    row |= measure(run.model, run.split(mnist), heldout)
-    print(json.dumps(row))
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "results.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
+    row["outliers"] = outliers.to_dict()
+    row |= train_and_measure(
+        cfg, args.out / "runs" / args.name, mnist, heldout, lambda: from_trained(start_run.model)
+    )
+    record(row, args.out)
     return 0
 
 
