@@ -20,6 +20,7 @@ from benchmarks.soak.rows34 import run_rows_34
 from benchmarks.soak.sampling import Counter, Sampler
 from benchmarks.soak.serving import Checkout, start_server
 from flaxdigits.core.atomic import write_json_atomic
+from flaxdigits.serve.page import allocator
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--allocator",
-        choices=("auto", "jemalloc", "system"),
+        choices=allocator.CHOICES,
         default="auto",
         help="the server's malloc, as `flaxdigits serve --allocator` (auto: jemalloc where the "
         "system has it, as the page runs; system: glibc's, to compare)",

@@ -15,6 +15,7 @@ import sys
 
 from flaxdigits.cli.names import renamed
 from flaxdigits.core.contract import DEFAULT_PREPROCESS_METHOD, PREPROCESS_METHODS, RENAMED_METHODS
+from flaxdigits.serve.page import allocator
 
 # After Ctrl-C the page's process ends within this many seconds, even when a thread that Gradio or
 # a request left behind would hold interpreter shutdown open.
@@ -95,7 +96,7 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--allocator",
-        choices=("auto", "jemalloc", "system"),
+        choices=allocator.CHOICES,
         help="the process's malloc: auto (jemalloc where the system has libjemalloc.so.2), "
         "jemalloc (refuse to start without it) or system (default: $FLAXDIGITS_ALLOCATOR, "
         "else auto)",
@@ -104,7 +105,7 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from flaxdigits.release import reader as release
-    from flaxdigits.serve.page import allocator, hosting
+    from flaxdigits.serve.page import hosting
 
     # First, before gradio and onnxruntime load: this may re-exec the process on jemalloc.
     print(allocator.use_jemalloc(args.allocator), file=sys.stderr)
