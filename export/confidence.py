@@ -42,7 +42,7 @@ def measured(probabilities: np.ndarray, labels: np.ndarray, rule: dict | None) -
     """What a file's (calibrated) test-set probabilities say under the rule: ECE, the share of
     test digits answered "not a digit" and "not sure", the accuracy of the "digit" answers."""
     confidence = probabilities.max(-1)
-    answers = np.array([contract.answer(float(c), rule) for c in confidence])
+    answers = contract.answers(confidence, rule)
     sure = answers == "digit"
     correct = probabilities.argmax(-1) == labels
     return {

@@ -133,6 +133,14 @@ def test_the_answer_rule_reads_the_confidence(confidence, expected):
     assert contract.answer(confidence, None) == "digit"  # a file from before the rule
 
 
+@pytest.mark.parametrize("rule", [RULE, None, {}])
+def test_many_confidences_get_the_answers_one_at_a_time_gives(rule):
+    edges = [0.0, 0.5, 0.8, 1.0, np.nextafter(0.5, 0), np.nextafter(0.8, 1), 0.4999999]
+    confidences = np.concatenate([np.linspace(0, 1, 1001), edges, np.float32([0.5, 0.8])])
+    expected = [contract.answer(float(c), rule) for c in confidences]
+    assert list(contract.answers(confidences, rule)) == expected
+
+
 @pytest.mark.parametrize(
     "bad",
     [

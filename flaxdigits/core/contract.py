@@ -124,6 +124,16 @@ def answer(confidence: float, rule: dict | None) -> str:
     return "digit"
 
 
+def answers(confidences, rule: dict | None) -> np.ndarray:
+    """answer() of each of many confidences at once: an array of ANSWERS strings."""
+    c = np.asarray(confidences, np.float64)
+    if not rule:
+        return np.full(c.shape, "digit", dtype=object)
+    out = np.where(c < rule["not_sure_below"], "not sure", "digit").astype(object)
+    out[c < rule["not_a_digit_below"]] = "not a digit"
+    return out
+
+
 def check_answer_rule(rule) -> dict:
     """The rule if it is a dict of ANSWER_RULE_KEYS with numbers in range (thresholds in
     [0, 1], not_a_digit_below <= not_sure_below, temperature > 0), else a ValueError."""

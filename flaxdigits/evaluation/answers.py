@@ -49,8 +49,8 @@ def measure_file(predictor: Predictor, test, heldout) -> dict:
     after = calibration.reliability(probs, labels)
     before = calibration.reliability(_before(probs, t), labels)
     confidence, other = probs.max(-1), predictor.predict_batch(others).max(-1)
-    answers = np.array([contract.answer(float(c), rule) for c in confidence])
-    caught = np.array([contract.answer(float(c), rule) == "not a digit" for c in other])
+    answers = contract.answers(confidence, rule)
+    caught = contract.answers(other, rule) == "not a digit"
     kinds = np.asarray(kinds)
     return {
         "file": predictor.path.name,

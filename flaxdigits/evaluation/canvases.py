@@ -191,8 +191,8 @@ def not_a_digit_share(probabilities: np.ndarray, rule, failed: np.ndarray) -> fl
     if rule is None:
         return None
     kept = probabilities[~failed].max(-1)
-    answers = [contract.answer(float(c), rule) for c in kept]
-    return round(sum(a == "not a digit" for a in answers) / max(len(answers), 1), 6)
+    answers = contract.answers(kept, rule)
+    return round(float(np.mean(answers == "not a digit")) if len(answers) else 0.0, 6)
 
 
 def _chunk_args(digits: np.ndarray, chunks: list[np.ndarray], seed: int):

@@ -178,8 +178,8 @@ def _accuracies(loaded, x: np.ndarray, labels: np.ndarray, refused, threads) -> 
         rule = predictor.answer_rule
         share = None
         if rule is not None:
-            answers = [contract.answer(float(c), rule) for c in kept.max(-1)]
-            share = sum(a == "not a digit" for a in answers) / max(len(answers), 1)
+            answers = contract.answers(kept.max(-1), rule)
+            share = float(np.mean(answers == "not a digit")) if len(answers) else 0.0
         return mnist_eval.accuracy(probs, labels, refused), share
 
     predictors = [predictor for predictor, _ in loaded.values()]
