@@ -146,6 +146,7 @@ def test_many_confidences_get_the_answers_one_at_a_time_gives(rule):
     [
         {**RULE, "not_a_digit_below": 0.9},  # above not_sure_below
         {**RULE, "temperature": 0.0},
+        {**RULE, "validation_rejected": 1.5},
         {**RULE, "not_sure_below": float("nan")},
         {**RULE, "not_sure_below": True},
         {**RULE, "extra": 1},

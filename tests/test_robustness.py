@@ -322,3 +322,28 @@ def test_model_files_may_be_named_one_by_one_beside_directories(models_dir, toy_
     with pytest.raises(ValueError, match="not an .onnx model file"):
         robustness.run([toy_dir, tmp_path / "notes.txt"], out, limit=3)
     assert not out.exists()
+
+
+class _Unsure(_Counting):
+    """_Counting's classes, at confidence 0.3 for images whose ink is even, else 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.answer_rule = {"not_a_digit_below": 0.5, "not_sure_below": 0.8}
+
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        probs = super().predict_batch(x)
+        ink = np.rint(x.reshape(len(x), -1).sum(axis=1) * 255).astype(int)
+        return np.where((ink % 2 == 0)[:, None], probs * 0.3 + (1 - probs) * 0.7 / 9, probs)
+
+
+def test_each_level_reports_the_share_its_rule_answers_not_a_digit_refusals_left_out():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (1, 40, 28, 28), dtype=np.uint8)
+    ink = images[0].reshape(40, -1).astype(int).sum(axis=1)
+    refused = np.zeros((1, 40), bool)
+    refused[0, :10] = True
+    loaded = {"m/robust/float32": (_Unsure(), {})}
+    _, shares, _ = robustness._score(loaded, images, refused, ink % 10, {})
+    expected = float(np.mean(ink[10:] % 2 == 0))  # of the 30 canvases not refused
+    assert shares["m/robust/float32"] == [expected] and 0 < expected < 1
