@@ -451,3 +451,21 @@ def test_the_temp_dir_is_removed_when_the_server_stops(toy_dir, tmp_path, stop):
 
 def _open_stream(port: int) -> None:
     raw(port, b"GET /gradio_api/heartbeat/abcdefghijk HTTP/1.1\r\nHost: x\r\n\r\n", timeout=60)
+
+
+def test_a_second_page_in_the_same_process_leaves_the_first_ones_uploads_its_own(
+    toy_dir, tmp_path
+):
+    """Gradio checks each upload against GRADIO_TEMP_DIR as it is at the request: a page made
+    after another used to point it at its own dir, and the first page refused every upload
+    ("not uploaded by a user")."""
+    from gradio_client import Client, handle_file
+
+    image = tmp_path / "digit.png"
+    drawing().save(image)
+    with served_page(toy_dir) as first, served_page(toy_dir) as second:
+        for demo in (first, second):
+            result = Client(demo.local_url, verbose=False).predict(
+                image=handle_file(str(image)), api_name="/predict"
+            )
+            assert result["models"]["mlp"]["digit"] == 3

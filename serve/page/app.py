@@ -122,16 +122,31 @@ def launch_options(
     }
 
 
-def serve_temp_dir() -> Path:
-    """A fresh temp dir for this server's uploads and outputs (GRADIO_TEMP_DIR), removed when the
-    server stops (served_lifespan) and, failing that, at exit.
+_PROCESS_ROOT: list[Path] = []  # the one temp root of this process's pages, once made
 
-    Gradio reads GRADIO_TEMP_DIR when components and the app are made: set before build_app.
+
+def serve_temp_dir() -> Path:
+    """A fresh temp dir for this server's uploads and outputs (GRADIO_TEMP_DIR while it is made
+    and launched), removed when the server stops (served_lifespan); it lies in a root of this
+    process's own, removed at exit.
+
+    Gradio reads GRADIO_TEMP_DIR when components and the app are made (where it writes: this
+    page's dir) and again at every request (whether an upload lies inside it): after the launch,
+    upload_root() points it at the root, so that a second page made in the same process does not
+    make the first one's uploads look foreign ("not uploaded by a user").
     """
-    directory = Path(tempfile.mkdtemp(prefix="flaxdigits-serve-"))
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    if not _PROCESS_ROOT:
+        root = Path(tempfile.mkdtemp(prefix="flaxdigits-serve-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        _PROCESS_ROOT.append(root)
+    directory = Path(tempfile.mkdtemp(prefix="page-", dir=_PROCESS_ROOT[0]))
     os.environ["GRADIO_TEMP_DIR"] = str(directory)
     return directory
+
+
+def upload_root() -> None:
+    """After a launch: Gradio's upload checks accept every page's dir of this process."""
+    os.environ["GRADIO_TEMP_DIR"] = str(_PROCESS_ROOT[0])
 
 
 def served_lifespan(temp_files: TempFiles):
@@ -280,6 +295,7 @@ def launch(
     options = launch_options(host, port, share, middleware=[guard], lifespan=lifespan)
     stop_on_sigterm()
     demo.launch(**options, prevent_thread_lock=True)
+    upload_root()
     demo.guard_temp_files = temp_files
     if block:
         demo.block_thread()
