@@ -114,10 +114,17 @@ def stray_fields(page, http) -> dict:
     """2b: 20 uploads with a file part in a field not named `files`: files left at the top."""
 
     def top():
-        return {e.name for e in os.scandir(page.tmp) if e.is_file()} | {
-            f"{d.name}/{e.name}"
-            for d in os.scandir(page.tmp)
-            if d.is_dir() and d.name.startswith("flaxdigits-serve-")
+        # The page's dir: flaxdigits-serve-*/ of older checkouts, flaxdigits-serve-*/page-*/ now.
+        dirs = [
+            d for d in os.scandir(page.tmp) if d.is_dir() and d.name.startswith("flaxdigits-serve-")
+        ]
+        dirs += [
+            p for d in dirs for p in os.scandir(d.path) if p.is_dir() and p.name.startswith("page-")
+        ]
+        found = {e.name for e in os.scandir(page.tmp) if e.is_file()}
+        return found | {
+            f"{os.path.relpath(d.path, page.tmp)}/{e.name}"
+            for d in dirs
             for e in os.scandir(d.path)
             if e.is_file()
         }
