@@ -453,9 +453,7 @@ def _open_stream(port: int) -> None:
     raw(port, b"GET /gradio_api/heartbeat/abcdefghijk HTTP/1.1\r\nHost: x\r\n\r\n", timeout=60)
 
 
-def test_a_second_page_in_the_same_process_leaves_the_first_ones_uploads_its_own(
-    toy_dir, tmp_path
-):
+def test_a_second_page_in_the_same_process_leaves_the_first_ones_uploads_its_own(toy_dir, tmp_path):
     """Gradio checks each upload against GRADIO_TEMP_DIR as it is at the request: a page made
     after another used to point it at its own dir, and the first page refused every upload
     ("not uploaded by a user")."""
