@@ -58,9 +58,9 @@ def _reference_kernel_grad_at_windows(x, kernel, g):
     In bfloat16 the filter gradient is lax's in float32 on the same bfloat16 values, rounded to
     bfloat16 once, as the fast path promises (float32 sums).
     """
-    _, (_, _, y, out) = conv_pool._conv_max_pool_fwd(x, kernel)  # y: (4, N, C), N = B*13*13
-    first = np.argmax(np.asarray(y) == np.asarray(out)[None], axis=0)  # (N, C): winner position
+    _, (_, _, first) = conv_pool._conv_max_pool_fwd(x, kernel)  # (B, 13, 13, C) winner
     b, c = x.shape[0], kernel.shape[-1]
+    first = np.asarray(first).reshape(-1, c)  # (N, C), N = B*13*13: the winning position
     gconv = np.zeros((b, 26, 26, c), np.float32)
     gq = np.asarray(g, np.float32).reshape(-1, c)
     bb, ii, jj = np.unravel_index(np.arange(b * 13 * 13), (b, 13, 13))
