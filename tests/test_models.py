@@ -12,7 +12,7 @@ from jax.extend.core import jaxprs_in_params
 from flaxdigits import models
 from flaxdigits.core import contract
 from flaxdigits.models import create_model
-from flaxdigits.models.layers import Dropout, drop
+from flaxdigits.models.layers import Dropout, drop, keep_mask
 
 
 @pytest.mark.parametrize(("name", "count"), [("mlp", 101_770), ("cnn", 542_230)])
@@ -167,3 +167,27 @@ def test_bfloat16_runs_every_product_in_bfloat16_with_float32_sums_and_logits(na
         jax.make_jaxpr(jax.grad(loss), static_argnums=1)(params, None).jaxpr
     )
     assert f32_dots and all(d == ("float32", "float32") for d in f32_dots)
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.25, 0.125, 0.75, 2**-16, 0.3])
+def test_keep_mask_drops_each_entry_with_the_rate_independently(rate):
+    shape = (64, 5408)  # 346,112 entries
+    mask = np.asarray(keep_mask(jax.random.PRNGKey(0), rate, shape))
+    assert mask.shape == shape and mask.dtype == bool
+    sd = (rate * (1 - rate) / mask.size) ** 0.5
+    assert abs((~mask).mean() - rate) < 5 * sd + 1e-6
+    # Neighbouring entries (bits of one random word) are independent: pairs drop together at
+    # rate**2, not more (copied bits) or less.
+    flat = ~mask.reshape(-1)
+    both = (flat[:-1] & flat[1:]).mean()
+    assert abs(both - rate**2) < 5 * (rate**2 * (1 - rate**2) / flat.size) ** 0.5 + 1e-6
+    np.testing.assert_array_equal(mask, np.asarray(keep_mask(jax.random.PRNGKey(0), rate, shape)))
+    assert (mask != np.asarray(keep_mask(jax.random.PRNGKey(1), rate, shape))).any()
+
+
+def test_keep_mask_of_an_odd_size_and_a_rate_of_no_short_binary_form():
+    mask = np.asarray(keep_mask(jax.random.PRNGKey(2), 0.5, (3, 7)))  # 21: not a word's 32
+    assert mask.shape == (3, 7) and mask.any() and not mask.all()
+    odd = np.asarray(keep_mask(jax.random.PRNGKey(2), 0.3, (3, 7)))  # bernoulli
+    bern = np.asarray(jax.random.bernoulli(jax.random.PRNGKey(2), 0.7, (3, 7)))
+    np.testing.assert_array_equal(odd, bern)
