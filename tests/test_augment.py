@@ -239,3 +239,16 @@ def test_mild_scales_the_elastic_field_too():
     factor = jnp.asarray([1.0, 0.5] * 4)
     mild = augment.mild_parameters(drawn, factor)
     np.testing.assert_allclose(mild["elastic"], drawn["elastic"] * factor[:, None, None])
+
+
+@pytest.mark.parametrize(
+    "name, op, fill", [("grey_dilate", np.max, -np.inf), ("grey_erode", np.min, np.inf)]
+)
+def test_dilation_and_erosion_are_the_3x3_max_and_min_with_the_frame_edge_left_out(name, op, fill):
+    images = np.asarray(jax.random.uniform(jax.random.PRNGKey(8), (3, 28, 28)))
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), constant_values=fill)
+    windows = np.stack(
+        [padded[:, dy : dy + 28, dx : dx + 28] for dy in range(3) for dx in range(3)]
+    )
+    expected = op(windows, axis=0)  # every pixel's whole 3x3 neighbourhood, in the frame
+    np.testing.assert_array_equal(np.asarray(getattr(augment, name)(jnp.asarray(images))), expected)

@@ -132,10 +132,13 @@ def refit_map(images, matrices, shifts, scales):
 
 
 def _window3(images: jax.Array, op, fill: float) -> jax.Array:
-    """op over each 3x3 neighbourhood of (B, 28, 28), `fill` beyond the frame. A reduce_window:
-    in the augmentation graph XLA:CPU does not copy it into each consumer, which it did with an
-    equivalent max of shifted slices (bit-identical; the whole distortion ~1.5x faster)."""
-    return jax.lax.reduce_window(images, fill, op, (1, 3, 3), (1, 1, 1), "SAME")
+    """op over each 3x3 neighbourhood of (B, 28, 28), `fill` beyond the frame: a max or min,
+    so the 3x3 window is a 3-row window then a 3-column one (6 comparisons a pixel instead of 9;
+    the same values bit for bit, and the distortion ~1.4x faster on the 2-core Xeon). Each is a
+    reduce_window: in the augmentation graph XLA:CPU does not copy it into each consumer, which
+    it did with an equivalent max of shifted slices."""
+    rows = jax.lax.reduce_window(images, fill, op, (1, 3, 1), (1, 1, 1), "SAME")
+    return jax.lax.reduce_window(rows, fill, op, (1, 1, 3), (1, 1, 1), "SAME")
 
 
 def grey_dilate(images: jax.Array) -> jax.Array:
