@@ -111,3 +111,22 @@ def test_another_precision_is_a_resume_conflict_unless_allowed():
     assert (
         wanted.recipe_conflicts({k: v for k, v in recipe_values.items() if k != "precision"}) == {}
     )
+
+
+def test_the_cnn_training_kernel_is_the_recipes_and_a_checkpoint_from_before_trained_with_gather():
+    from flax import nnx
+
+    from flaxdigits.training.state import abstract_state, init_state
+
+    for recipe, kernel in (("original", "gather"), ("robust", "strided")):
+        config = TrainConfig.for_recipe(recipe, model="cnn")
+        assert config.recipe_values.conv_pool == kernel
+        graphdef, state = init_state(config)
+        assert nnx.merge(graphdef, state.params).conv_pool == kernel  # what training runs
+        assert abstract_state(config)[0] == graphdef
+        before = json.loads(json.dumps(config.recipe_values.to_dict()))
+        del before["conv_pool"]  # a checkpoint's meta from before recipes named the kernel
+        conflicts = config.recipe_conflicts(before)
+        assert conflicts == ({} if kernel == "gather" else {"conv_pool": ("gather", "strided")})
+    with pytest.raises(ValueError, match="unknown conv_pool 'fft'"):
+        dataclasses.replace(RECIPES["robust"]["cnn"], conv_pool="fft")

@@ -12,6 +12,7 @@ from flax import nnx
 
 from flaxdigits import models
 from flaxdigits.models import conv_pool
+from flaxdigits.training.config import CONV_POOLS
 
 
 def test_training_max_pool_equals_reduce_window_values_and_grads():
@@ -38,11 +39,21 @@ def _assert_close_at_float32_scale(ours, ref):
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=2e-6 * float(np.abs(ref).max()))
 
 
-def test_conv_max_pool_training_forward_and_gradients_equal_autodiff_of_the_reference():
+# The custom training kernels (conv_pool.KERNELS but the textbook one itself).
+TRAINING_KERNELS = ["strided", "gather"]
+
+
+def test_the_kernels_are_the_ones_recipes_name():
+    assert tuple(conv_pool.KERNELS) == CONV_POOLS
+    assert conv_pool.KERNELS["strided"] is conv_pool.conv_max_pool
+
+
+@pytest.mark.parametrize("name", TRAINING_KERNELS)
+def test_conv_max_pool_training_forward_and_gradients_equal_autodiff_of_the_reference(name):
     kernel = models.create_model("cnn", seed=2).conv.kernel[...]
     x = jax.random.uniform(jax.random.PRNGKey(4), (8, 28, 28, 1))  # continuous: no pooling ties
     g = jax.random.normal(jax.random.PRNGKey(5), (8, 13, 13, 32))
-    out, vjp = jax.vjp(conv_pool.conv_max_pool, x, kernel)  # the forward training runs
+    out, vjp = jax.vjp(conv_pool.KERNELS[name], x, kernel)  # the forward training runs
     ref_out, ref_vjp = jax.vjp(_reference_conv_pool, x, kernel)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref_out), rtol=1e-6, atol=1e-6)
     for ours, ref in zip(vjp(g), ref_vjp(g), strict=True):
@@ -93,14 +104,15 @@ def test_conv_max_pool_kernel_gradient_on_real_digits_with_ties(mnist, dtype):
     _assert_close_in(dtype, dk, _reference_kernel_grad_at_windows(x, kernel, g))
 
 
+@pytest.mark.parametrize("name", TRAINING_KERNELS)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_conv_max_pool_constructed_exact_ties_go_to_the_first_position_in_every_window(dtype):
+def test_conv_max_pool_constructed_exact_ties_go_to_the_first_position_in_every_window(dtype, name):
     # Each 2x2 pooling window of the conv output holds one value four times (the input is
     # constant over 2x2 blocks shifted so a 1x1 kernel copies it): exact ties, on any CPU.
     blocks = jax.random.uniform(jax.random.PRNGKey(7), (2, 3, 3, 1)).astype(dtype)
     x = jnp.repeat(jnp.repeat(blocks, 2, axis=1), 2, axis=2)  # (2, 6, 6, 1)
     kernel = jnp.full((1, 1, 1, 3), 0.5, dtype)
-    (dx,) = jax.grad(lambda v: jnp.sum(conv_pool.conv_max_pool(v, kernel)), argnums=(0,))(x)
+    (dx,) = jax.grad(lambda v: jnp.sum(conv_pool.KERNELS[name](v, kernel)), argnums=(0,))(x)
     assert dx.dtype == dtype
     expected = np.zeros((2, 6, 6, 1), np.float32)
     expected[:, ::2, ::2, 0] = 1.5  # 3 output channels x 0.5, all at the window's first pixel
@@ -109,12 +121,13 @@ def test_conv_max_pool_constructed_exact_ties_go_to_the_first_position_in_every_
     assert float(jnp.sum(ref)) == pytest.approx(float(jnp.sum(dx)))  # same mass, one per window
 
 
+@pytest.mark.parametrize("name", TRAINING_KERNELS)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_conv_max_pool_tie_sends_the_gradient_to_the_first_maximum(dtype):
+def test_conv_max_pool_tie_sends_the_gradient_to_the_first_maximum(dtype, name):
     # A 1x1 "identity" kernel on a constant image: every window ties; the row-major first wins.
     x = jnp.ones((1, 4, 4, 1), dtype)
     kernel = jnp.ones((1, 1, 1, 1), dtype)
-    (dx,) = jax.grad(lambda v: jnp.sum(conv_pool.conv_max_pool(v, kernel)), argnums=(0,))(x)
+    (dx,) = jax.grad(lambda v: jnp.sum(conv_pool.KERNELS[name](v, kernel)), argnums=(0,))(x)
     expected = np.zeros((1, 4, 4, 1))
     expected[0, ::2, ::2, 0] = 1.0
     assert dx.dtype == dtype
@@ -132,11 +145,12 @@ def _reference_in(dtype):
     return reference
 
 
-def test_conv_max_pool_in_bfloat16_equals_the_textbook_ops_summed_in_float32():
+@pytest.mark.parametrize("name", TRAINING_KERNELS)
+def test_conv_max_pool_in_bfloat16_equals_the_textbook_ops_summed_in_float32(name):
     kernel = models.create_model("cnn", seed=2).conv.kernel[...].astype(jnp.bfloat16)
     x = jax.random.uniform(jax.random.PRNGKey(4), (8, 28, 28, 1)).astype(jnp.bfloat16)
     g = jax.random.normal(jax.random.PRNGKey(5), (8, 13, 13, 32)).astype(jnp.bfloat16)
-    out, vjp = jax.vjp(conv_pool.conv_max_pool, x, kernel)
+    out, vjp = jax.vjp(conv_pool.KERNELS[name], x, kernel)
     ref_out, ref_vjp = jax.vjp(_reference_in(jnp.bfloat16), x, kernel)
     _assert_close_in(jnp.bfloat16, out, ref_out)
     for ours, ref in zip(vjp(g), ref_vjp(g), strict=True):

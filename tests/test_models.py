@@ -89,9 +89,11 @@ def test_cnn_forward_equals_reference_forward_with_reduce_window_pooling():
     np.testing.assert_allclose(np.asarray(cnn(x)), np.asarray(reference(x)), rtol=1e-5, atol=1e-5)
 
 
-def test_fast_and_textbook_cnn_compute_the_same_function_and_gradients():
-    fast = models.create_model("cnn", seed=4)
-    textbook = models.CNN(rngs=nnx.Rngs(params=4), fast=False)
+@pytest.mark.parametrize("kernel", ["strided", "gather"])
+def test_fast_and_textbook_cnn_compute_the_same_function_and_gradients(kernel):
+    fast = models.create_model("cnn", seed=4, conv_pool=kernel)
+    assert fast.conv_pool == kernel
+    textbook = models.CNN(rngs=nnx.Rngs(params=4), conv_pool="reference")
     x = jax.random.uniform(jax.random.PRNGKey(2), (8, 28, 28, 1))  # continuous: no pooling ties
     np.testing.assert_allclose(np.asarray(fast(x)), np.asarray(textbook(x)), rtol=1e-5, atol=1e-5)
 
@@ -191,3 +193,8 @@ def test_keep_mask_of_an_odd_size_and_a_rate_of_no_short_binary_form():
     odd = np.asarray(keep_mask(jax.random.PRNGKey(2), 0.3, (3, 7)))  # bernoulli
     bern = np.asarray(jax.random.bernoulli(jax.random.PRNGKey(2), 0.7, (3, 7)))
     np.testing.assert_array_equal(odd, bern)
+
+
+def test_an_unknown_conv_pool_kernel_is_refused_by_name():
+    with pytest.raises(ValueError, match="unknown conv_pool 'fft'.*strided"):
+        models.create_model("cnn", conv_pool="fft")

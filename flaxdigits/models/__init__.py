@@ -17,9 +17,12 @@ from flaxdigits.core import contract
 MODELS: dict[str, type[nnx.Module]] = {"mlp": MLP, "cnn": CNN}  # contract.MODEL_NAMES
 
 
-def create_model(name: str, seed: int = 0) -> nnx.Module:
-    """Build a freshly initialised model by name (one of contract.MODEL_NAMES)."""
-    return MODELS[contract.check_model_name(name)](rngs=nnx.Rngs(params=seed))
+def create_model(name: str, seed: int = 0, conv_pool: str | None = None) -> nnx.Module:
+    """Build a freshly initialised model by name (one of contract.MODEL_NAMES). conv_pool: the
+    CNN's training kernel (conv_pool.KERNELS; None: the default); a model without a conv has
+    none to choose and ignores it."""
+    options = {"conv_pool": conv_pool} if conv_pool is not None and name == "cnn" else {}
+    return MODELS[contract.check_model_name(name)](rngs=nnx.Rngs(params=seed), **options)
 
 
 def count_params(model: nnx.Module) -> int:

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flaxdigits.models.conv_pool import conv_max_pool, conv_max_pool_reference
+from flaxdigits.models.conv_pool import KERNELS
 from flaxdigits.models.layers import KERNEL_INIT, Dropout, dense, drop
 
 
@@ -16,12 +16,15 @@ class CNN(nnx.Module):
     Parameters are those of a plain nnx.Conv/nnx.Linear stack (`conv.kernel` HWIO, `conv.bias`).
     The conv's bias and ReLU are applied after the pooling: max-pooling commutes with adding a
     per-channel constant and with ReLU (both monotonic), so this is the same function with 4x
-    less elementwise work on the largest tensor. With fast=True (the default) the conv and pooling
-    run as `conv_max_pool`, whose training gradient is ~2x faster than XLA:CPU's autodiff;
-    fast=False uses the textbook ops and JAX's own gradient (same values).
+    less elementwise work on the largest tensor. conv_pool names the training kernel of the conv
+    and pooling (conv_pool.KERNELS): "strided" (the default, the fastest on XLA:CPU), "gather"
+    (the one the original recipe trains with, for its runs of before bit for bit) or
+    "reference" (the textbook ops and JAX's own gradient); all evaluate to the same values.
     """
 
-    def __init__(self, *, rngs: nnx.Rngs, fast: bool = True):
+    def __init__(self, *, rngs: nnx.Rngs, conv_pool: str = "strided"):
+        if conv_pool not in KERNELS:
+            raise ValueError(f"unknown conv_pool {conv_pool!r}; choose one of {list(KERNELS)}")
         self.conv = nnx.Conv(
             1,
             32,
@@ -37,12 +40,11 @@ class CNN(nnx.Module):
         self.conv.bias = nnx.Param(jnp.zeros((32,), jnp.float32))
         self.hidden = nnx.Linear(13 * 13 * 32, 100, kernel_init=KERNEL_INIT, rngs=rngs)
         self.out = nnx.Linear(100, 10, kernel_init=KERNEL_INIT, rngs=rngs)
-        self.fast = fast
+        self.conv_pool = conv_pool
 
     def __call__(self, x: jax.Array, dropout: Dropout | None = None) -> jax.Array:
         """(B, 28, 28, 1) images -> (B, 10) logits (dropout: in training only)."""
-        conv_pool = conv_max_pool if self.fast else conv_max_pool_reference
-        x = conv_pool(x, self.conv.kernel[...])  # conv (B, 26, 26, 32), pool (B, 13, 13, 32)
+        x = KERNELS[self.conv_pool](x, self.conv.kernel[...])  # conv (B, 26, 26, 32), pool (B, 13, 13, 32)
         x = nnx.relu(x + self.conv.bias[...].reshape(1, 1, 1, -1))
         x = x.reshape(x.shape[0], -1)  # (B, 5408)
         hidden = nnx.relu(dense(self.hidden, drop(x, dropout)))

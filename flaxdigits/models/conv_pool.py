@@ -9,8 +9,11 @@ composition with JAX's own autodiff, for tests and for switching the trick off.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -158,6 +161,80 @@ def _conv_max_pool_bwd(res, g):
 conv_max_pool.defvjp(_conv_max_pool_fwd, _conv_max_pool_bwd)
 
 
+# The previous training kernel, kept because the original recipe trains with it: its GEMMs sum
+# in another order than the strided form's, so its runs stay those of before bit for bit (the
+# seed comparison's published figures). ~1.5x the strided form's time on the 2-core Xeon.
+@functools.lru_cache(maxsize=16)
+def _pool_major_patches(shape: tuple[int, ...], kh: int, kw: int) -> np.ndarray:
+    """Indices into x.reshape(-1) of the conv input patches, grouped by pooling-window position.
+
+    For x of shape (B, H, W, Cin): (4 * B * Ho * Wo, kh * kw * Cin), row (q, b, i, j) holding
+    the patch under conv output (2i + qi, 2j + qj) for window position q = (qi, qj) in row-major
+    order, columns in the HWIO kernel's (di, dj, ci) order.
+    """
+    b, h, w, cin = shape
+    ho, wo = (h - kh + 1) // 2, (w - kw + 1) // 2
+    q = np.array([(0, 0), (0, 1), (1, 0), (1, 1)]).reshape(4, 1, 1, 1, 1, 2)
+    taps = np.array([(di, dj, ci) for di in range(kh) for dj in range(kw) for ci in range(cin)])
+    taps = taps.reshape(1, 1, 1, 1, -1, 3)
+    bb = np.arange(b).reshape(1, b, 1, 1, 1)
+    rows = 2 * np.arange(ho).reshape(1, 1, ho, 1, 1) + q[..., 0] + taps[..., 0]
+    cols = 2 * np.arange(wo).reshape(1, 1, 1, wo, 1) + q[..., 1] + taps[..., 1]
+    index = ((bb * h + rows) * w + cols) * cin + taps[..., 2]
+    return index.reshape(4 * b * ho * wo, kh * kw * cin).astype(np.int32)
+
+
+@jax.custom_vjp
+def conv_max_pool_gather(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """conv_max_pool's values, trained through gathered patches: the conv computed directly
+    in pooling-window-major order as one GEMM of the gathered input patches
+    (4*B*Ho*Wo, kh*kw*Cin) with the kernel, so pooling is a max of 4 contiguous blocks; the
+    pooling gradient is one select and the kernel gradient one more GEMM. Ties and dtypes as
+    conv_max_pool."""
+    return max_pool_2x2(_conv_valid(x, kernel))
+
+
+def _gather_fwd(x, kernel):
+    b, h, w, _ = x.shape
+    kh, kw, _, c = kernel.shape
+    index = _pool_major_patches(x.shape, kh, kw)
+    patches = x.reshape(-1)[index]  # (4N, K)
+    y = _dot(patches, kernel.reshape(-1, c)).reshape(4, -1, c)  # (4, N, C) f32, N = B*Ho*Wo
+    out = jnp.maximum(jnp.maximum(y[0], y[1]), jnp.maximum(y[2], y[3]))  # (N, C)
+    ho, wo = (h - kh + 1) // 2, (w - kw + 1) // 2
+    return out.reshape(b, ho, wo, c).astype(x.dtype), (x, kernel, y, out)
+
+
+def _gather_bwd(res, g):
+    x, kernel, y, out = res
+    kh, kw, _, c = kernel.shape
+    g = g.reshape(-1, c)
+    # The window position that held the max (first of ties), then the pooling gradient as one
+    # select over the (4, N, C) conv output: no scatter, no concatenation.
+    first = jnp.where(y[0] == out, 0, jnp.where(y[1] == out, 1, jnp.where(y[2] == out, 2, 3)))
+    position = jax.lax.broadcasted_iota(jnp.int32, (4, 1, 1), 0)
+    gy = jnp.where(first[None] == position, g[None], 0.0).reshape(-1, c)  # (4N, C)
+    index = _pool_major_patches(x.shape, kh, kw)
+    dkernel = _dot(x.reshape(-1)[index.T], gy).reshape(kernel.shape)  # (K, 4N) @ (4N, C)
+    # Input gradient: the patches' gradient scattered back (XLA drops it when, as in training,
+    # nothing asks for it).
+    dpatches = _dot(gy, kernel.reshape(-1, c).T)  # (4N, K)
+    dx = jnp.zeros(x.size, jnp.float32).at[index].add(dpatches).reshape(x.shape)
+    return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+conv_max_pool_gather.defvjp(_gather_fwd, _gather_bwd)
+
+
 def conv_max_pool_reference(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """max_pool_2x2(VALID conv(x, kernel)) differentiated by JAX itself (no custom gradient)."""
     return max_pool_2x2(_conv_valid(x, kernel))
+
+
+# The training kernels a model can be built with (Recipe.conv_pool): every one evaluates to the
+# same textbook composition; they differ in how the training gradient is computed.
+KERNELS = {
+    "strided": conv_max_pool,
+    "gather": conv_max_pool_gather,
+    "reference": conv_max_pool_reference,
+}

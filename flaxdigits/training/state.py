@@ -49,7 +49,7 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int = 1) -> float | opta
 
 def init_state(config: TrainConfig) -> tuple[nnx.GraphDef, TrainState]:
     """Fresh model parameters and optimizer state from config.seed."""
-    model = models.create_model(config.model, seed=config.seed)
+    model = models.create_model(config.model, config.seed, config.recipe_values.conv_pool)
     graphdef, params = nnx.split(model, nnx.Param)
     state = TrainState(
         params=params,
@@ -62,5 +62,7 @@ def init_state(config: TrainConfig) -> tuple[nnx.GraphDef, TrainState]:
 
 def abstract_state(config: TrainConfig) -> tuple[nnx.GraphDef, TrainState]:
     """The graphdef and the shapes/dtypes of init_state(config), with nothing computed."""
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: models.create_model(config.model)), nnx.Param)
+    conv_pool = config.recipe_values.conv_pool
+    model = nnx.eval_shape(lambda: models.create_model(config.model, conv_pool=conv_pool))
+    graphdef, _ = nnx.split(model, nnx.Param)
     return graphdef, jax.eval_shape(lambda: init_state(config)[1])
