@@ -7,9 +7,12 @@ script, not a test: a 40-epoch robust CNN takes 2-8 minutes on a 2-core CPU, dep
         [--set augment.elastic=2.0] [--set batch_size=64] [--set config.val_fraction=0] [--seed 1]
 
 --set KEY=VALUE (JSON value; repeatable) changes the recipe: `augment.FIELD` one of its
-augmentation's values, `FIELD` one of the recipe's (epochs, batch_size, learning_rate, ...),
+augmentation's values, `FIELD` one of the recipe's (epochs, batch_size, learning_rate, ...;
+`outliers` a JSON object of Outliers' fields),
 `config.FIELD` one of the training job's (val_fraction, ...). The run goes to OUT/runs/NAME
-(replaced); one JSON line per variant is printed and appended to OUT/results.jsonl.
+(replaced); one JSON line per variant is printed and appended to OUT/results.jsonl, with the
+"not a digit" figures of benchmarks/nondigit_probe.py (temperature, test digits rejected, AUROC
+against the held-out non-digits, their share caught).
 
 The distorted test digits are rendered once by the robustness report's renderer
 (flaxdigits.evaluation.distort, the served `mnist` re-centring; a refused canvas is a wrong answer)
@@ -32,9 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from benchmarks import nondigit_probe
 from flaxdigits.core import contract
 from flaxdigits.data.mnist import load_mnist
-from flaxdigits.evaluation import robustness
+from flaxdigits.evaluation import nondigits, robustness
 from flaxdigits.runs import load_run
 from flaxdigits.training import config as C
 from flaxdigits.training.train import train
@@ -84,6 +88,8 @@ def variant_recipe(recipe: C.Recipe, changes: dict[str, object]) -> tuple[C.Reci
     for key, value in changes.items():
         scope, _, field = key.rpartition(".")
         {"": own, "augment": augment, "config": job}[scope][field] = value
+    if isinstance(own.get("outliers"), dict):  # --set outliers='{"share": 0.125, ...}'
+        own["outliers"] = C.Outliers(**own["outliers"])
     if augment:
         if recipe.augment is None:
             raise SystemExit("this recipe has no augmentation to change")
@@ -123,7 +129,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     metrics = train(cfg, run_dir, data=mnist, tensorboard=False, log=lambda _: None)
     seconds = time.perf_counter() - start
-    model = load_run(run_dir).model
+    run = load_run(run_dir)
+    model = run.model
     labels = np.asarray(mnist.test_labels)
     last = metrics["history"][-1]
     row = {
@@ -139,6 +146,10 @@ def main(argv=None) -> int:
     for name, level in LEVELS:
         key = f"{name}:{level}"
         row[key] = round(100 * accuracy(model, levels[key], labels, levels[key + ":refused"]), 2)
+    # "not a digit": the calibrated threshold's rejections and the AUROC against the held-out
+    # non-digits (benchmarks/nondigit_probe.py), whatever the recipe
+    answers = nondigit_probe.measure(model, run.split(mnist), nondigits.heldout_inputs())
+    row |= {k: answers[k] for k in ("temperature", "test_rejected", "auroc", "heldout_caught")}
     print(json.dumps(row))
     with open(args.out / "results.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")

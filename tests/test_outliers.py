@@ -16,10 +16,10 @@ from flaxdigits import models
 from flaxdigits.core import contract
 from flaxdigits.evaluation import calibration, nondigits
 from flaxdigits.training import config as C
-from flaxdigits.training import outliers
+from flaxdigits.training import outliers, steps
 from flaxdigits.training.evaluate import loss_and_logits
 from flaxdigits.training.state import TrainState
-from flaxdigits.training.steps import NOT_A_DIGIT, train_step
+from flaxdigits.training.steps import LEFT_OUT, NOT_A_DIGIT, train_step
 
 
 def digits(n: int = 16) -> jax.Array:
@@ -102,6 +102,55 @@ def test_a_training_step_with_non_digits_counts_only_the_digits_accuracy():
     labels = jnp.array([answer] * 4 + [NOT_A_DIGIT] * 4)
     _, (loss, accuracy) = train_step(graphdef, tx, state, (images, labels), outlier_weight=0.5)
     assert float(accuracy) == 1.0 and np.isfinite(float(loss))  # 4 of 4 digits, not 4 of 8
+
+
+def test_non_digits_left_out_count_in_neither_the_loss_nor_the_accuracy():
+    model = models.create_model("mlp", seed=0)
+    graphdef, params = nnx.split(model, nnx.Param)
+    images = jnp.concatenate([digits(4), outliers.outlier_batch(jax.random.key(0), digits(4))])
+    labels = jnp.array([1] * 4 + [LEFT_OUT] * 4)
+    plain, _ = loss_and_logits(graphdef, params, images[:4], labels[:4])
+    left_out, _ = loss_and_logits(graphdef, params, images, labels, outlier_weight=0.5)
+    assert np.isclose(plain, left_out)
+    counted, _ = loss_and_logits(
+        graphdef, params, images, jnp.where(labels < 0, -1, labels), outlier_weight=0.5
+    )
+    assert counted > left_out + 1e-3  # the same rows, counted
+    tx = optax.adam(1e-3)
+    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32), jax.random.key(0))
+    answer = int(jnp.argmax(model(images[:1])[0]))
+    batch = (images, jnp.array([answer] * 4 + [LEFT_OUT] * 4))
+    _, (_, accuracy) = train_step(graphdef, tx, state, batch, outlier_weight=0.5)
+    assert float(accuracy) == 1.0
+
+
+def test_non_digits_count_from_the_recipes_start_on(mnist):
+    recipe = C.RECIPES["robust"]["mlp"]
+    spec = steps.StepSpec(
+        graphdef=None,
+        tx=None,
+        steps_per_epoch=10,
+        batch_size=16,
+        batch_sharding=None,
+        augment=recipe.augment,
+        total_steps=100,
+        outliers=C.Outliers(0.25, start=0.5),
+    )
+    images = jnp.asarray(mnist.test_images[:160])
+    labels = jnp.asarray(mnist.test_labels[:160], jnp.int32)  # as split_mnist gives them
+    order = jnp.arange(160)
+
+    def marks(step: int) -> np.ndarray:
+        state = TrainState(None, None, jnp.int32(step), jax.random.key(0))
+        _, targets = steps.augmented_batches(spec, state, order, images, labels)
+        return np.asarray(targets[:, 16:])  # (groups' steps, the 4 non-digit rows)
+
+    np.testing.assert_array_equal(marks(0), LEFT_OUT)
+    # steps 48, 49, 50, 51: the last two are at half of training
+    np.testing.assert_array_equal(marks(48)[:, 0], [LEFT_OUT, LEFT_OUT, NOT_A_DIGIT, NOT_A_DIGIT])
+    np.testing.assert_array_equal(marks(96), NOT_A_DIGIT)
+    with pytest.raises(ValueError, match="start"):
+        C.Outliers(0.1, start=1.0)
 
 
 def test_outliers_are_a_recipe_value_checked_and_need_augmentation():

@@ -77,9 +77,16 @@ class Outliers:
     share: float  # non-digits per step, as a share of the batch (added to it, not replacing)
     weight: float = 0.5  # of their loss (cross-entropy to the uniform answer) beside the digits'
     kinds: tuple[str, ...] = OUTLIER_KINDS  # which kinds, in equal shares
+    # The share of training done before their loss counts (0: from the first step): the robust
+    # augmentation's share of heavily distorted digits falls over training, and non-digits
+    # overlap those most. Before it, the rows are drawn (the same shapes) and left out.
+    start: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "kinds", tuple(self.kinds))  # a list from JSON: the same
+        _check_unit("outliers.start", self.start)
+        if self.start >= 1.0:
+            raise ValueError(f"outliers.start must be below 1, got {self.start}")
         if not self.kinds or set(self.kinds) - set(OUTLIER_KINDS):
             raise ValueError(f"outliers.kinds: one or more of {OUTLIER_KINDS}, got {self.kinds}")
         if not 0.0 < self.share <= 1.0:

@@ -28,9 +28,10 @@ def loss_and_logits(
     """Mean cross-entropy and logits of float images (B, 28, 28, 1) with int labels (B,);
     dropout (models.Dropout) in training only.
 
-    With an outlier_weight (outlier exposure), a negative label marks a non-digit: the loss is
+    With an outlier_weight (outlier exposure), a label of -1 marks a non-digit: the loss is
     the digits' mean cross-entropy plus outlier_weight times the non-digits' mean cross-entropy
-    to the uniform answer (the mean of -log p over the 10 outputs). 0 computes the plain loss.
+    to the uniform answer (the mean of -log p over the 10 outputs); a row labelled below -1 is
+    left out of both. 0 computes the plain loss.
 
     With a compute_dtype (mixed precision: jnp.bfloat16) the model runs in it: the float
     parameters and the images are cast to it, so the forward pass and its gradient are computed
@@ -44,12 +45,12 @@ def loss_and_logits(
     if not outlier_weight:
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
         return loss, logits
-    digit = labels >= 0
+    digit, other = labels >= 0, labels == -1  # below -1: a row left out (steps.LEFT_OUT)
     per_digit = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
     flat = -jnp.mean(jax.nn.log_softmax(logits, -1), -1)
-    n_digits, n_other = jnp.sum(digit), jnp.sum(~digit)
+    n_digits, n_other = jnp.sum(digit), jnp.sum(other)
     loss = jnp.sum(jnp.where(digit, per_digit, 0.0)) / jnp.maximum(n_digits, 1)
-    loss = loss + outlier_weight * jnp.sum(jnp.where(digit, 0.0, flat)) / jnp.maximum(n_other, 1)
+    loss = loss + outlier_weight * jnp.sum(jnp.where(other, flat, 0.0)) / jnp.maximum(n_other, 1)
     return loss, logits
 
 

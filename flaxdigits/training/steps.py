@@ -38,6 +38,7 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
 AUGMENT_GROUP = 4
 DROPOUT_STREAM = 0x44524F50  # "DROP": fold_in constant of the dropout keys' stream
 NOT_A_DIGIT = -1  # the label of a non-digit row (recipes with outliers)
+LEFT_OUT = -2  # the label of a non-digit row drawn before Outliers.start: no loss, no accuracy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +84,7 @@ def train_step(
     params = optax.apply_updates(state.params, updates)
     hits = jnp.argmax(logits, -1) == labels
     if outlier_weight:
-        digits = labels != NOT_A_DIGIT
+        digits = labels >= 0
         accuracy = jnp.sum(hits & digits) / jnp.maximum(jnp.sum(digits), 1)
     else:
         accuracy = jnp.mean(hits)
@@ -151,7 +152,8 @@ def augmented_batches(spec: StepSpec, state: TrainState, order, images, labels):
     rows = spec.outliers.rows(spec.batch_size)
     make = functools.partial(outliers.outlier_batch, kinds=spec.outliers.kinds)
     extra = jax.vmap(make)(keys, clean[:, :rows])
-    marks = jnp.full((AUGMENT_GROUP, rows), NOT_A_DIGIT, targets.dtype)
+    counted = jnp.where(progress >= spec.outliers.start, NOT_A_DIGIT, LEFT_OUT)  # (G,)
+    marks = jnp.broadcast_to(counted[:, None], (AUGMENT_GROUP, rows)).astype(targets.dtype)
     return (
         jnp.concatenate([distorted, extra], axis=1),
         jnp.concatenate([targets, marks], axis=1),
