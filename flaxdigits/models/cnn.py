@@ -44,7 +44,8 @@ class CNN(nnx.Module):
 
     def __call__(self, x: jax.Array, dropout: Dropout | None = None) -> jax.Array:
         """(B, 28, 28, 1) images -> (B, 10) logits (dropout: in training only)."""
-        x = KERNELS[self.conv_pool](x, self.conv.kernel[...])  # conv (B, 26, 26, 32), pool (B, 13, 13, 32)
+        # conv (B, 26, 26, 32) and pool (B, 13, 13, 32), trained through the recipe's kernel
+        x = KERNELS[self.conv_pool](x, self.conv.kernel[...])
         x = nnx.relu(x + self.conv.bias[...].reshape(1, 1, 1, -1))
         x = x.reshape(x.shape[0], -1)  # (B, 5408)
         hidden = nnx.relu(dense(self.hidden, drop(x, dropout)))
