@@ -16,12 +16,11 @@ import dataclasses
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 
+from benchmarks.step_time import call_seconds
 from flaxdigits.data.mnist import load_mnist
 from flaxdigits.training import config, mesh, steps
 from flaxdigits.training.config import TrainConfig
@@ -47,16 +46,7 @@ def step_seconds(job: TrainConfig, mnist, calls: int) -> dict[str, float]:
     times: dict[str, list[float]] = {label: [] for label in loops}
     for _ in range(calls):
         for label, (setup, state, compiled) in loops.items():
-            split = setup.split
-            leaves = [jnp.copy(x) for x in jax.tree.leaves(state)]
-            sums = jax.device_put(jnp.zeros((2,), jnp.float32), setup.replicated)
-            n = jax.device_put(jnp.int32(steps.STEPS_PER_CALL), setup.replicated)
-            order = steps.epoch_order(state.rng, jnp.int32(0), int(split.train_images.shape[0]))
-            jax.block_until_ready((leaves, sums, order))
-            start = time.perf_counter()
-            leaves, sums = compiled(leaves, sums, n, order, split.train_images, split.train_labels)
-            jax.block_until_ready(sums)
-            times[label].append((time.perf_counter() - start) / steps.STEPS_PER_CALL)
+            times[label].append(call_seconds(setup, state, compiled, steps))
     medians = {label: statistics.median(t[1:]) for label, t in times.items()}  # [0]: warm-up
     out = {
         "ms_per_step_augmented": 1e3 * medians["augmented"],

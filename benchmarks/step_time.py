@@ -45,19 +45,23 @@ def step_ms(recipe: str, model: str, mnist, calls: int) -> float:
     setup = train.prepare(job, mnist, mesh.make_mesh(1))
     state = jax.device_put(setup.state, setup.replicated)
     compiled = train.compile_step_loop(setup, state)
-    times = []
-    for _ in range(calls + 1):
-        split = setup.split
-        leaves = [jnp.copy(x) for x in jax.tree.leaves(state)]
-        sums = jax.device_put(jnp.zeros((2,), jnp.float32), setup.replicated)
-        n = jax.device_put(jnp.int32(steps.STEPS_PER_CALL), setup.replicated)
-        order = steps.epoch_order(state.rng, jnp.int32(0), int(split.train_images.shape[0]))
-        jax.block_until_ready((leaves, sums, order))
-        start = time.perf_counter()
-        leaves, sums = compiled(leaves, sums, n, order, split.train_images, split.train_labels)
-        jax.block_until_ready(sums)
-        times.append((time.perf_counter() - start) / steps.STEPS_PER_CALL)
+    times = [call_seconds(setup, state, compiled, steps) for _ in range(calls + 1)]
     return 1e3 * statistics.median(times[1:])
+
+
+def call_seconds(setup, state, compiled, steps) -> float:
+    """Seconds per step of one call of a compiled step loop (train.compile_step_loop) from a
+    copy of state over STEPS_PER_CALL steps of epoch 0; `steps` is the steps module."""
+    split = setup.split
+    leaves = [jnp.copy(x) for x in jax.tree.leaves(state)]
+    sums = jax.device_put(jnp.zeros((2,), jnp.float32), setup.replicated)
+    n = jax.device_put(jnp.int32(steps.STEPS_PER_CALL), setup.replicated)
+    order = steps.epoch_order(state.rng, jnp.int32(0), int(split.train_images.shape[0]))
+    jax.block_until_ready((leaves, sums, order))
+    start = time.perf_counter()
+    leaves, sums = compiled(leaves, sums, n, order, split.train_images, split.train_labels)
+    jax.block_until_ready(sums)
+    return (time.perf_counter() - start) / steps.STEPS_PER_CALL
 
 
 def main(argv=None) -> int:
