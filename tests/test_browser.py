@@ -130,19 +130,19 @@ def read_digits(page) -> dict[str, str]:
 
 
 def read_answers(page, answer: str) -> dict[str, tuple[str, str]]:
-    """Wait until both cards give this answer; return each card's (digit, words shown)."""
-    page.wait_for_function(
-        "(answer) => [...document.querySelectorAll('.fd-card')].length === 2 && "
-        "[...document.querySelectorAll('.fd-card')].every(c => c.dataset.answer === answer)",
+    """Wait until both cards give this answer; return each card's (digit, words shown), read
+    in the same look at the page as the answers (a card re-rendered for a later stroke between
+    two reads once gave words of another render)."""
+    found = page.wait_for_function(
+        """(answer) => {
+            const cards = [...document.querySelectorAll('.fd-card')];
+            if (cards.length !== 2 || !cards.every(c => c.dataset.answer === answer)) return null;
+            return Object.fromEntries(cards.map(c => [c.dataset.model,
+                [c.dataset.digit, c.querySelector('.fd-answer').innerText]]));
+        }""",
         arg=answer,
-    )
-    return {
-        name: (
-            page.get_attribute(f"#result-{name} .fd-card", "data-digit"),
-            page.inner_text(f"#result-{name} .fd-answer"),
-        )
-        for name in contract.MODEL_NAMES
-    }
+    ).json_value()
+    return {name: tuple(found[name]) for name in contract.MODEL_NAMES}
 
 
 def wait_for_empty(page) -> None:
