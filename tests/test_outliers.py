@@ -4,6 +4,7 @@ rule (contract), calibration (evaluation/calibration.py) and the held-out non-di
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -45,9 +46,8 @@ def test_non_digits_are_images_placed_as_the_page_places_a_drawing():
 
 
 def test_the_same_key_draws_the_same_non_digits_and_another_key_others():
-    a = outliers.outlier_batch(jax.random.key(3), digits())
-    b = outliers.outlier_batch(jax.random.key(3), digits())
-    c = outliers.outlier_batch(jax.random.key(4), digits())
+    draw = jax.jit(outliers.outlier_batch)  # as training runs it (op by op: ~9 s)
+    a, b, c = (draw(jax.random.key(k), digits()) for k in (3, 3, 4))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
@@ -76,10 +76,18 @@ def test_every_template_fits_the_segment_budget_and_leaves_digit_shapes_out():
 # ------------------------------------------------------------------------------ the loss
 
 
+@functools.cache
+def four_digits_four_non_digits() -> jax.Array:
+    """(8, 28, 28, 1): 4 strokes, then 4 non-digits drawn from them (compiled: op by op ~10 s)."""
+    return jnp.concatenate(
+        [digits(4), jax.jit(outliers.outlier_batch)(jax.random.key(0), digits(4))]
+    )
+
+
 def test_the_outlier_loss_pushes_non_digits_towards_the_flat_answer():
     model = models.create_model("mlp", seed=0)
     graphdef, params = nnx.split(model, nnx.Param)
-    images = jnp.concatenate([digits(4), outliers.outlier_batch(jax.random.key(0), digits(4))])
+    images = four_digits_four_non_digits()
     labels = jnp.array([1, 1, 1, 1, NOT_A_DIGIT, NOT_A_DIGIT, NOT_A_DIGIT, NOT_A_DIGIT])
     plain, _ = loss_and_logits(graphdef, params, images[:4], labels[:4])
     same, _ = loss_and_logits(graphdef, params, images[:4], labels[:4], outlier_weight=0.5)
@@ -107,7 +115,7 @@ def test_a_training_step_with_non_digits_counts_only_the_digits_accuracy():
 def test_non_digits_left_out_count_in_neither_the_loss_nor_the_accuracy():
     model = models.create_model("mlp", seed=0)
     graphdef, params = nnx.split(model, nnx.Param)
-    images = jnp.concatenate([digits(4), outliers.outlier_batch(jax.random.key(0), digits(4))])
+    images = four_digits_four_non_digits()
     labels = jnp.array([1] * 4 + [LEFT_OUT] * 4)
     plain, _ = loss_and_logits(graphdef, params, images[:4], labels[:4])
     left_out, _ = loss_and_logits(graphdef, params, images, labels, outlier_weight=0.5)
@@ -120,7 +128,8 @@ def test_non_digits_left_out_count_in_neither_the_loss_nor_the_accuracy():
     state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32), jax.random.key(0))
     answer = int(jnp.argmax(model(images[:1])[0]))
     batch = (images, jnp.array([answer] * 4 + [LEFT_OUT] * 4))
-    _, (_, accuracy) = train_step(graphdef, tx, state, batch, outlier_weight=0.5)
+    step = jax.jit(functools.partial(train_step, graphdef, tx, outlier_weight=0.5))
+    _, (_, accuracy) = step(state, batch)
     assert float(accuracy) == 1.0
 
 
@@ -140,10 +149,13 @@ def test_non_digits_count_from_the_recipes_start_on(mnist):
     labels = jnp.asarray(mnist.test_labels[:160], jnp.int32)  # as split_mnist gives them
     order = jnp.arange(160)
 
+    @jax.jit
+    def targets(step):  # compiled once: op by op, three groups took ~20 s
+        state = TrainState(None, None, step, jax.random.key(0))
+        return steps.augmented_batches(spec, state, order, images, labels)[1]
+
     def marks(step: int) -> np.ndarray:
-        state = TrainState(None, None, jnp.int32(step), jax.random.key(0))
-        _, targets = steps.augmented_batches(spec, state, order, images, labels)
-        return np.asarray(targets[:, 16:])  # (groups' steps, the 4 non-digit rows)
+        return np.asarray(targets(jnp.int32(step))[:, 16:])  # (the group's steps, 4 non-digits)
 
     np.testing.assert_array_equal(marks(0), LEFT_OUT)
     # steps 48, 49, 50, 51: the last two are at half of training
