@@ -446,7 +446,24 @@ def test_a_lease_whose_file_is_gone_is_dropped_and_gradio_told(tmp_path):
     assert temp.usage() == (FILE_CHARGE, 1)
     assert forgotten == []  # told on the event loop: at the next hand-out
     temp.handed_out([], "a")
-    assert forgotten == [os.path.realpath(gone)]
+    assert forgotten == [gone]
+
+
+def test_gradio_is_told_to_forget_a_path_by_the_name_it_gave_through_a_symlink(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    clock = Clock()
+    forgotten = []
+    temp = TempFiles(tmp_path / "link", grace_s=5, clock=clock)
+    temp.forget = forgotten.append
+    (path,) = files_of(tmp_path / "link", [10])  # Gradio's list holds this name, not the real one
+    temp.handed_out([path], "a")
+    temp.release(path)
+    clock.now += 6
+    temp.sweep()
+    temp.handed_out([], "a")
+    assert forgotten == [path] and path != os.path.realpath(path)
 
 
 def test_the_same_bytes_uploaded_again_after_their_file_was_swept_stay_in_gradios_list(tmp_path):

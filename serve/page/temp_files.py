@@ -57,6 +57,9 @@ class Lease:
     since: float  # when handed out: a tree walk that started before cannot drop it
     inode: tuple[int, int]  # (device, inode) of the file handed out: only that one is deleted
     holds: int = 1  # hand-outs not yet released
+    # The path as the upload route named it, which is what Gradio's list of uploads holds: not
+    # the real path where the temp dir is reached through a symlink.
+    named: str = ""
 
 
 @dataclass
@@ -90,7 +93,7 @@ class TempFiles:
         self.client_bytes, self.client_files = client_bytes, client_files
         self.lease_s, self.claim_s, self.grace_s = lease_s, claim_s, grace_s
         self.clock = clock
-        self.forget = None  # called with each deleted path, on the event loop (Gradio's set)
+        self.forget = None  # called with each deleted path as Gradio named it, on the event loop
         self._leases: dict[str, Lease] = {}
         self._tickets: dict[int, Ticket] = {}
         self._ids = itertools.count()
@@ -141,11 +144,12 @@ class TempFiles:
     def handed_out(self, paths, owner: str) -> None:
         """The upload route returned these paths: each is a lease charged to owner."""
         now = self.clock()
-        paths = [os.path.realpath(p) for p in paths]
+        named = {os.path.realpath(p): str(p) for p in paths}  # real path -> Gradio's name for it
+        paths = list(named)
         with self._lock:
             # A deleted path handed out again holds the same bytes uploaded anew (Gradio names
             # an upload by its hash), already back in Gradio's list: not to be forgotten.
-            forgotten = [p for p in self._deleted if p not in paths]
+            forgotten = [p for p in self._deleted if p not in named.values()]
             self._deleted.clear()
             for path in paths:
                 if not self._inside(path):
@@ -161,7 +165,8 @@ class TempFiles:
                     lease.expires = max(lease.expires, now + self.lease_s)
                     lease.inode = inode  # Gradio renamed the new copy over the old one
                     continue
-                lease = Lease(owner, max(st.st_size, FILE_CHARGE), now + self.lease_s, now, inode)
+                charge = max(st.st_size, FILE_CHARGE)
+                lease = Lease(owner, charge, now + self.lease_s, now, inode, named=named[path])
                 self._leases[path] = lease
                 self._charge(owner, lease.charge, 1)
         if self.forget is not None:
@@ -280,7 +285,7 @@ class TempFiles:
         """Under the lock: forget a lease and its charge (its file is deleted by the caller)."""
         lease = self._leases.pop(path)
         self._charge(lease.owner, -lease.charge, -1)
-        self._deleted.append(path)
+        self._deleted.append(lease.named or path)
 
 
 def _unlink(path: str, inode: tuple[int, int] | None = None) -> None:
