@@ -433,6 +433,21 @@ def test_a_released_file_is_deleted_through_a_symlinked_temp_dir(tmp_path):
     assert not (real / "h0" / "f.png").exists()
 
 
+def test_the_same_upload_twice_in_one_request_is_held_twice(tmp_path):
+    clock = Clock()
+    temp = TempFiles(tmp_path, grace_s=5, clock=clock)
+    (path,) = files_of(tmp_path, [10])
+    temp.handed_out([path, path], "a")  # two identical files in one upload: one path, twice
+    temp.release(path)
+    clock.now += 10
+    temp.sweep()
+    assert os.path.exists(path)  # the second has not been read yet
+    temp.release(path)
+    clock.now += 6
+    temp.sweep()
+    assert not os.path.exists(path)
+
+
 def test_a_lease_whose_file_is_gone_is_dropped_and_gradio_told(tmp_path):
     clock = Clock()
     forgotten = []

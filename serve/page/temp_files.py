@@ -144,12 +144,13 @@ class TempFiles:
     def handed_out(self, paths, owner: str) -> None:
         """The upload route returned these paths: each is a lease charged to owner."""
         now = self.clock()
-        named = {os.path.realpath(p): str(p) for p in paths}  # real path -> Gradio's name for it
-        paths = list(named)
+        given = [str(p) for p in paths]  # as Gradio names them (the same path twice: two holds)
+        paths = [os.path.realpath(p) for p in given]
+        named = dict(zip(paths, given, strict=True))  # real path -> Gradio's name for it
         with self._lock:
             # A deleted path handed out again holds the same bytes uploaded anew (Gradio names
             # an upload by its hash), already back in Gradio's list: not to be forgotten.
-            forgotten = [p for p in self._deleted if p not in named.values()]
+            forgotten = [p for p in self._deleted if p not in given]
             self._deleted.clear()
             for path in paths:
                 if not self._inside(path):
