@@ -6,9 +6,7 @@ page shows on a card and in its status line (serve/page/views.py). They must agr
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import subprocess
 
 import numpy as np
 import pytest
@@ -61,13 +59,7 @@ def prediction(digit: int, answer: str) -> Prediction:
 
 
 def run_js(node, job: dict, tmp_path) -> dict:
-    (tmp_path / "job.json").write_text(json.dumps(job))
-    subprocess.run(
-        [node, str(RUNNER), str(tmp_path / "job.json"), str(tmp_path / "out.json")],
-        check=True,
-        timeout=120,
-    )
-    return json.loads((tmp_path / "out.json").read_text())
+    return ws.run_node_job(node, RUNNER, job, tmp_path, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -95,11 +95,16 @@ def run_node(node: str, site: Path, cases: list[dict], workdir: Path, inputs=Non
     if inputs is not None:
         job["inputs"] = str(workdir / "inputs.f32")
         np.ascontiguousarray(inputs, np.float32).tofile(job["inputs"])
+    return run_node_job(node, NODE_RUN, job, workdir, timeout=300)
+
+
+def run_node_job(node: str, script: Path, job: dict, workdir: Path, timeout: float) -> dict:
+    """A web/test/*.mjs runner over one job: job.json in, out.json back, both in workdir."""
     (workdir / "job.json").write_text(json.dumps(job))
     subprocess.run(
-        [node, str(NODE_RUN), str(workdir / "job.json"), str(workdir / "out.json")],
+        [node, str(script), str(workdir / "job.json"), str(workdir / "out.json")],
         check=True,
-        timeout=300,
+        timeout=timeout,
     )
     return json.loads((workdir / "out.json").read_text())
 
