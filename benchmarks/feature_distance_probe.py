@@ -19,7 +19,6 @@ import argparse
 import json
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -28,18 +27,16 @@ from benchmarks.nondigit_probe import REJECT, logits_of
 from flaxdigits.core import contract
 from flaxdigits.data.mnist import load_mnist
 from flaxdigits.evaluation import calibration, nondigits
-from flaxdigits.models.conv_pool import max_pool_2x2
+from flaxdigits.models.conv_pool import conv_max_pool_reference
 from flaxdigits.runs import load_run
 
 
 def hidden_features(model, images: np.ndarray) -> np.ndarray:
     """The hidden layer's activations (N, units) of float (N, 28, 28) or uint8 images."""
 
-    def cnn(m, x):
-        y = jax.lax.conv_general_dilated(
-            x, m.conv.kernel[...], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
-        y = nnx.relu(max_pool_2x2(y) + m.conv.bias[...].reshape(1, 1, 1, -1))
+    def cnn(m, x):  # CNN.__call__ up to its hidden layer (evaluated: no dropout)
+        y = conv_max_pool_reference(x, m.conv.kernel[...])
+        y = nnx.relu(y + m.conv.bias[...].reshape(1, 1, 1, -1))
         return nnx.relu(m.hidden(y.reshape(y.shape[0], -1)))
 
     def mlp(m, x):
