@@ -36,6 +36,19 @@ TRAINING_STACK = ("jax", "jaxlib", "flax", "optax", "jax2onnx", "onnx", "torch")
 START_TIMEOUT = 120.0
 
 
+def _build(argv: list[str], where: Path) -> None:
+    """Run one step of building a venv; a failure says what the step printed and how much disk
+    was free (a CI run once failed here with nothing to go on but "ensurepip ... returned
+    non-zero exit status 1")."""
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode:
+        free = shutil.disk_usage(where).free / 2**30
+        raise RuntimeError(
+            f"{' '.join(argv)} exited {proc.returncode} ({free:.1f} GiB free on its disk):\n"
+            f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        )
+
+
 def _venv(extra: str) -> Path:
     """.cache/serve-only/EXTRA-HASH/venv with `pip install '.[EXTRA]'`, reused while
     pyproject.toml is unchanged; the package reinstalled (no deps) when its sources change."""
@@ -58,15 +71,22 @@ def _venv(extra: str) -> Path:
             if old != venv.parent:
                 shutil.rmtree(old, ignore_errors=True)
         if not done.exists():
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+            _build([sys.executable, "-m", "venv", "--clear", str(venv)], venv.parent)
             # setuptools too: later reinstalls build without isolation, so they need no network
-            subprocess.run(pip + ["setuptools>=77", f"{ROOT}[{extra}]"], check=True)
+            _build(pip + ["setuptools>=77", f"{ROOT}[{extra}]"], venv.parent)
             done.touch()
         elif not stamp.exists() or stamp.read_text() != sources.hexdigest():
             reinstall = ["--no-deps", "--no-build-isolation", "--force-reinstall", str(ROOT)]
-            subprocess.run(pip + reinstall, check=True)
+            _build(pip + reinstall, venv.parent)
         stamp.write_text(sources.hexdigest())
     return venv
+
+
+def test_a_failed_venv_step_says_what_it_printed_and_the_free_disk(tmp_path):
+    step = [sys.executable, "-c", "import sys; print('no room'); sys.exit(3)"]
+    with pytest.raises(RuntimeError, match=r"exited 3 \(\d+\.\d GiB free on its disk\):\nno room"):
+        _build(step, tmp_path)
+    _build([sys.executable, "-c", "pass"], tmp_path)  # a step that succeeds says nothing
 
 
 @pytest.fixture(scope="module")
