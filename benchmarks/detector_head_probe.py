@@ -28,7 +28,7 @@ import optax
 from flax import nnx
 
 from benchmarks.feature_distance_probe import hidden_features
-from benchmarks.nondigit_probe import REJECT, logits_of
+from benchmarks.nondigit_probe import logits_of, score_figures
 from flaxdigits.core import contract
 from flaxdigits.data.mnist import load_mnist
 from flaxdigits.evaluation import calibration, nondigits
@@ -147,20 +147,13 @@ def main(argv=None) -> int:
         n: score(features(run.model, v, args.features))
         for n, v in (("val", split.val_images), ("test", split.test_images), ("other", images))
     }
-    threshold = calibration.threshold_for(s["val"], REJECT)
-    caught = s["other"] < threshold
+    figures, caught = score_figures(s, kinds)
     row = {
         "run": str(args.run),
         "features": args.features,
         "hidden": args.hidden,
         "batches": args.batches,
-        "head_auroc": round(calibration.auroc(s["test"], s["other"]), 4),
-        "head_test_rejected": round(100 * float((s["test"] < threshold).mean()), 2),
-        "head_caught": round(100 * float(caught.mean()), 1),
-        "head_caught_by_kind": {
-            k: round(100 * float(caught[np.array(kinds) == k].mean()), 1)
-            for k in sorted(set(kinds))
-        },
+        **{f"head_{k}": v for k, v in figures.items()},
         "passed_as_digits": sorted({names[i] for i in np.flatnonzero(~caught)})[:30],
         "seconds": round(time.perf_counter() - start),
     }

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from benchmarks.nondigit_probe import REJECT, logits_of
+from benchmarks.nondigit_probe import logits_of, score_figures
 from flaxdigits.core import contract
 from flaxdigits.data.mnist import load_mnist
 from flaxdigits.evaluation import calibration, nondigits
@@ -77,21 +77,14 @@ def main(argv=None) -> int:
         name: -distance(hidden_features(run.model, x), means, precision)
         for name, x in (("val", split.val_images), ("test", split.test_images), ("other", images))
     }
-    threshold = calibration.threshold_for(score["val"], REJECT)
-    caught = score["other"] < threshold
+    figures, _ = score_figures(score, kinds)
     logits = {
         n: logits_of(run.model, x) for n, x in (("test", split.test_images), ("other", images))
     }
     confidence = {n: calibration.softmax(v).max(-1) for n, v in logits.items()}
     row = {
         "run": str(args.run),
-        "distance_auroc": round(calibration.auroc(score["test"], score["other"]), 4),
-        "distance_test_rejected": round(100 * float((score["test"] < threshold).mean()), 2),
-        "distance_caught": round(100 * float(caught.mean()), 1),
-        "distance_caught_by_kind": {
-            k: round(100 * float(caught[np.array(kinds) == k].mean()), 1)
-            for k in sorted(set(kinds))
-        },
+        **{f"distance_{k}": v for k, v in figures.items()},
         "confidence_auroc": round(calibration.auroc(confidence["test"], confidence["other"]), 4),
     }
     print(json.dumps(row))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.nondigit_probe import REJECT, logits_of
+from benchmarks.nondigit_probe import logits_of, score_figures
 from flaxdigits.data.mnist import load_mnist
 from flaxdigits.evaluation import calibration, nondigits
 from flaxdigits.evaluation.canvases import _render_and_preprocess
@@ -37,13 +37,7 @@ def probabilities(run, split, inputs: dict[str, np.ndarray]) -> dict[str, np.nda
 
 def figures(score: dict[str, np.ndarray]) -> dict:
     """The threshold's rejection rates and the AUROC of one score (see the docstring)."""
-    threshold = calibration.threshold_for(score["val"], REJECT)
-    return {
-        "auroc": round(calibration.auroc(score["test"], score["other"]), 4),
-        "test_rejected": round(100 * float((score["test"] < threshold).mean()), 2),
-        "canvas_rejected": round(100 * float((score["canvas"] < threshold).mean()), 2),
-        "caught": round(100 * float((score["other"] < threshold).mean()), 1),
-    }
+    return score_figures(score)[0]
 
 
 def main(argv=None) -> int:

@@ -43,6 +43,29 @@ def logits_of(model, images: np.ndarray) -> np.ndarray:
     )
 
 
+def score_figures(score: dict[str, np.ndarray], kinds=None) -> tuple[dict, np.ndarray]:
+    """The figures of one score (larger: more like a digit) of the sets "val", "test", "other"
+    (the held-out non-digits) and, if given, "canvas": the threshold rejecting REJECT of "val",
+    the AUROC of test digits against the non-digits, the shares of test digits (and canvases)
+    under the threshold, the share of non-digits caught (per kind, with their kinds); and the
+    caught mask of the non-digits."""
+    threshold = calibration.threshold_for(score["val"], REJECT)
+    caught = score["other"] < threshold
+    out = {
+        "auroc": round(calibration.auroc(score["test"], score["other"]), 4),
+        "test_rejected": round(100 * float((score["test"] < threshold).mean()), 2),
+    }
+    if "canvas" in score:
+        out["canvas_rejected"] = round(100 * float((score["canvas"] < threshold).mean()), 2)
+    out["caught"] = round(100 * float(caught.mean()), 1)
+    if kinds is not None:
+        out["caught_by_kind"] = {
+            k: round(100 * float(caught[np.array(kinds) == k].mean()), 1)
+            for k in sorted(set(kinds))
+        }
+    return out, caught
+
+
 def measure(model, split, heldout) -> dict:
     """The figures of one trained model (see the module docstring)."""
     images, kinds, names = heldout
@@ -55,10 +78,8 @@ def measure(model, split, heldout) -> dict:
     conf_val = calibration.softmax(val, t).max(-1)
     conf_test, conf_other = after.max(-1), calibration.softmax(other, t).max(-1)
     threshold = calibration.threshold_for(conf_val, REJECT)
-    caught = conf_other < threshold
-    per_kind = {
-        k: round(100 * float(caught[np.array(kinds) == k].mean()), 1) for k in sorted(set(kinds))
-    }
+    scores = {"val": conf_val, "test": conf_test, "other": conf_other}
+    figures, caught = score_figures(scores, kinds)
     passed = sorted({names[i] for i in np.flatnonzero(~caught)})
     return {
         "test": round(100 * float((test.argmax(-1) == split.test_labels).mean()), 2),
@@ -66,10 +87,10 @@ def measure(model, split, heldout) -> dict:
         "ece_before": round(100 * calibration.reliability(before, split.test_labels)["ece"], 2),
         "ece_after": round(100 * calibration.reliability(after, split.test_labels)["ece"], 2),
         "threshold": round(threshold, 4),
-        "test_rejected": round(100 * float((conf_test < threshold).mean()), 2),
-        "auroc": round(calibration.auroc(conf_test, conf_other), 4),
-        "heldout_caught": round(100 * float(caught.mean()), 1),
-        "caught_by_kind": per_kind,
+        "test_rejected": figures["test_rejected"],
+        "auroc": figures["auroc"],
+        "heldout_caught": figures["caught"],
+        "caught_by_kind": figures["caught_by_kind"],
         "passed_as_digits": passed[:40],
     }
 
