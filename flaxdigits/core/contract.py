@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 # The two compared architectures, in report and page order.
-MODEL_NAMES = ("mlp", "cnn")
+MODEL_NAMES = ("mlp", "cnn", "resnet")
 # How a model was trained (flaxdigits/training/config.py RECIPES): the same graphs either way.
 # "original" reproduces the original study's training; "robust" is what the page serves.
 RECIPE_NAMES = ("original", "robust")

@@ -12,9 +12,10 @@ from flax import nnx
 from flaxdigits.models.cnn import CNN
 from flaxdigits.models.layers import Dropout
 from flaxdigits.models.mlp import MLP
+from flaxdigits.models.resnet import ResNet
 from flaxdigits.core import contract
 
-MODELS: dict[str, type[nnx.Module]] = {"mlp": MLP, "cnn": CNN}  # contract.MODEL_NAMES
+MODELS: dict[str, type[nnx.Module]] = {"mlp": MLP, "cnn": CNN, "resnet": ResNet}  # contract.MODEL_NAMES
 
 
 def create_model(name: str, seed: int = 0, conv_pool: str | None = None) -> nnx.Module:

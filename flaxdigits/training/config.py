@@ -190,7 +190,7 @@ _ROBUST = Recipe(
 # recipe -> model -> values. The MLP, with no convolution to share what it learns across
 # positions, pays for heavy distortion in clean accuracy: its robust recipe is milder.
 RECIPES: dict[str, dict[str, Recipe]] = {
-    "original": {"mlp": _ORIGINAL, "cnn": _ORIGINAL},
+    "original": {"mlp": _ORIGINAL, "cnn": _ORIGINAL, "resnet": _ORIGINAL},
     "robust": {
         "mlp": dataclasses.replace(
             _ROBUST,
@@ -207,6 +207,7 @@ RECIPES: dict[str, dict[str, Recipe]] = {
             dropout=0.0,
         ),
         "cnn": _ROBUST,
+        "resnet": dataclasses.replace(_ROBUST, epochs=20),
     },
 }
 
