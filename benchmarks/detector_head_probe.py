@@ -25,14 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 
-from benchmarks.feature_distance_probe import hidden_features
+from benchmarks.feature_distance_probe import conv_features, hidden_features
 from benchmarks.nondigit_probe import logits_of, score_figures
 from flaxdigits.core import contract
 from flaxdigits.data.mnist import load_mnist
 from flaxdigits.evaluation import calibration, nondigits
-from flaxdigits.models.conv_pool import conv_max_pool_reference
 from flaxdigits.runs import load_run
 from flaxdigits.training import augment, outliers
 from flaxdigits.training import config as C
@@ -58,21 +56,6 @@ def training_inputs(split, aug, batches: int, batch: int, seed: int):
         ds.append(np.asarray(d))
         os_.append(np.asarray(o))
     return np.concatenate(ds), np.concatenate(os_)
-
-
-def conv_features(model, images: np.ndarray) -> np.ndarray:
-    """The CNN's pooled conv activations after ReLU, flattened: (N, 5408)."""
-
-    def cnn(m, x):
-        y = conv_max_pool_reference(x, m.conv.kernel[...])
-        return nnx.relu(y + m.conv.bias[...].reshape(1, 1, 1, -1)).reshape(x.shape[0], -1)
-
-    forward = nnx.jit(cnn)
-    x = np.asarray(contract.scale_pixels(images) if images.dtype == np.uint8 else images)
-    x = x.astype(np.float32)[..., None]
-    return np.concatenate(
-        [np.asarray(forward(model, jnp.asarray(x[i : i + 1000]))) for i in range(0, len(x), 1000)]
-    )
 
 
 def features(model, images: np.ndarray, kind: str = "hidden") -> np.ndarray:

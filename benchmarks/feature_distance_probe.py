@@ -19,35 +19,37 @@ import argparse
 import json
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from benchmarks.nondigit_probe import logits_of, score_figures
-from flaxdigits.core import contract
+from benchmarks.nondigit_probe import batched, logits_of, score_figures
 from flaxdigits.data.mnist import load_mnist
 from flaxdigits.evaluation import calibration, nondigits
 from flaxdigits.models.conv_pool import conv_max_pool_reference
 from flaxdigits.runs import load_run
 
 
+def _conv_out(m, x):
+    """The CNN's pooled conv activations after ReLU, flattened (B, 5408) (evaluated)."""
+    y = conv_max_pool_reference(x, m.conv.kernel[...])
+    return nnx.relu(y + m.conv.bias[...].reshape(1, 1, 1, -1)).reshape(x.shape[0], -1)
+
+
+def conv_features(model, images: np.ndarray) -> np.ndarray:
+    """The CNN's pooled conv activations (N, 5408) of float (N, 28, 28) or uint8 images."""
+    return batched(nnx.jit(_conv_out), model, images)
+
+
 def hidden_features(model, images: np.ndarray) -> np.ndarray:
     """The hidden layer's activations (N, units) of float (N, 28, 28) or uint8 images."""
 
     def cnn(m, x):  # CNN.__call__ up to its hidden layer (evaluated: no dropout)
-        y = conv_max_pool_reference(x, m.conv.kernel[...])
-        y = nnx.relu(y + m.conv.bias[...].reshape(1, 1, 1, -1))
-        return nnx.relu(m.hidden(y.reshape(y.shape[0], -1)))
+        return nnx.relu(m.hidden(_conv_out(m, x)))
 
     def mlp(m, x):
         return nnx.relu(m.hidden(x.reshape(x.shape[0], -1)))
 
-    forward = nnx.jit(cnn if hasattr(model, "conv") else mlp)
-    x = images if images.dtype != np.uint8 else contract.scale_pixels(images)
-    x = np.asarray(x, np.float32)[..., None]
-    return np.concatenate(
-        [np.asarray(forward(model, jnp.asarray(x[i : i + 1000]))) for i in range(0, len(x), 1000)]
-    )
+    return batched(nnx.jit(cnn if hasattr(model, "conv") else mlp), model, images)
 
 
 def fit(features: np.ndarray, labels: np.ndarray):

@@ -33,14 +33,19 @@ from flaxdigits.training.train import train
 REJECT = 0.005  # of the validation digits: the threshold's quantile
 
 
-def logits_of(model, images: np.ndarray) -> np.ndarray:
-    """Logits of float (N, 28, 28) or uint8 images, 1,000 at a time."""
-    forward = nnx.jit(lambda m, x: m(x))
+def batched(forward, model, images: np.ndarray, chunk: int = 1000) -> np.ndarray:
+    """forward(model, x) (an nnx.jit function) over float (N, 28, 28) or uint8 images, as the
+    model's (N, 28, 28, 1) float32 input, `chunk` at a time."""
     x = images if images.dtype != np.uint8 else contract.scale_pixels(images)
     x = np.asarray(x, np.float32)[..., None]
     return np.concatenate(
-        [np.asarray(forward(model, x[i : i + 1000])) for i in range(0, len(x), 1000)]
+        [np.asarray(forward(model, x[i : i + chunk])) for i in range(0, len(x), chunk)]
     )
+
+
+def logits_of(model, images: np.ndarray) -> np.ndarray:
+    """Logits of float (N, 28, 28) or uint8 images, 1,000 at a time."""
+    return batched(nnx.jit(lambda m, x: m(x)), model, images)
 
 
 def score_figures(score: dict[str, np.ndarray], kinds=None) -> tuple[dict, np.ndarray]:
