@@ -47,10 +47,11 @@ data: install ## verified MNIST into ~/.cache/flaxdigits
 
 # Training never overwrites a finished run: delete $(RUNS)/RECIPE/NAME to retrain it from
 # scratch; an interrupted run resumes from its last checkpoint.
-train: $(foreach n,$(NAMES),$(RUNS)/original/$(n)/metrics.json $(RUNS)/robust/$(n)/metrics.json) ## both models, both recipes, into runs/ (never over a finished run)
+train: $(foreach n,$(NAMES),$(RUNS)/original/$(n)/metrics.json $(RUNS)/robust/$(n)/metrics.json) \
+       $(RUNS)/gate/cnn/metrics.json ## both models, both recipes, and the gate, into runs/ (never over a finished run)
 # Never let make delete a trained run or an exported model (on Ctrl-C or as "intermediate").
 .PRECIOUS: $(RUNS)/original/%/metrics.json $(RUNS)/robust/%/metrics.json $(MODELS)/%.onnx \
-           $(MODELS)/original/%.onnx
+           $(MODELS)/original/%.onnx $(RUNS)/gate/cnn/metrics.json
 
 $(RUNS)/original/%/metrics.json: | install
 	$(FD) train --recipe original --model $* --epochs $(EPOCHS) --snapshot-epochs $(SNAPSHOTS) \
@@ -60,14 +61,25 @@ $(RUNS)/robust/%/metrics.json: | install
 	$(FD) train --recipe robust --model $* --out $(RUNS)/robust/$* --resume \
 	  $(if $(ROBUST_EPOCHS),--epochs $(ROBUST_EPOCHS))
 
+# The gate: a CNN trained 10 epochs with generated non-digits, used only to decide, with the
+# served models, that a drawing is "not a digit" (contract.GATE_NAME).
+$(RUNS)/gate/cnn/metrics.json: | install
+	$(FD) train --recipe gate --model cnn --out $(RUNS)/gate/cnn --resume \
+	  $(if $(ROBUST_EPOCHS),--epochs $(ROBUST_EPOCHS))
+
 # Re-exported only when the run's metrics (written at the end of training) are newer. The
 # robust models are the default ones; the original recipe's stay exportable beside them.
-export: $(foreach n,$(NAMES),$(MODELS)/$(n).onnx $(MODELS)/original/$(n).onnx) ## ONNX float and int8 into models/ (robust) and models/original/
+export: $(foreach n,$(NAMES),$(MODELS)/$(n).onnx $(MODELS)/original/$(n).onnx) $(MODELS)/gate.onnx ## ONNX float and int8 into models/ (robust and the gate) and models/original/
 $(MODELS)/original/%.onnx: $(RUNS)/original/%/metrics.json | install
 	$(FD) export $(RUNS)/original/$* --out $@ --int8
 
 $(MODELS)/%.onnx: $(RUNS)/robust/%/metrics.json | install
 	$(FD) export $(RUNS)/robust/$* --out $@ --int8
+
+# The gate's drawing rule is fitted with the served files beside it (their sha256 in its
+# manifest): it is exported after them, and again whenever either of them is.
+$(MODELS)/gate.onnx: $(RUNS)/gate/cnn/metrics.json $(foreach n,$(NAMES),$(MODELS)/$(n).onnx) | install
+	$(FD) export $(RUNS)/gate/cnn --out $@ --int8
 
 # Both recipes' models on the same canvases, rendered once: a report per directory.
 canvas-eval: export ## accuracy on MNIST digits redrawn as canvases: reports/canvas_accuracy*.json

@@ -24,7 +24,7 @@ import flaxdigits
 from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_bytes_atomic, write_json_atomic
 from flaxdigits.data.mnist import load_mnist
-from flaxdigits.export import confidence
+from flaxdigits.export import confidence, drawing_rule
 from flaxdigits.export.onnx_graph import (
     CALIBRATION_IMAGES,
     OPSET,
@@ -70,6 +70,7 @@ def export_run(run_dir: Path, out: Path, int8: bool = False) -> dict[str, Any]:
     """
     out = _check_out(Path(out))
     run = load_run(Path(run_dir))
+    drawing_rule.check_gate_out(run.config.recipe, out)
     mnist = load_mnist()
     split = run.split(mnist)
     rule = confidence.fit_rule(run, split)
@@ -86,6 +87,21 @@ def export_run(run_dir: Path, out: Path, int8: bool = False) -> dict[str, Any]:
         files.append(int8_entry)
         blobs[int8_out] = int8_bytes
     manifest = build_manifest(run, test.accuracy, files) | {"answer_rule": rule}
+    if run.config.recipe == contract.GATE_NAME:
+        val = contract.to_model_input(split.val_images)
+        fitted = {
+            entry["variant"]: drawing_rule.fit_drawing_rule(
+                out.parent,
+                entry["variant"],
+                lambda x, blob=blob: onnxruntime_probabilities(blob, x),
+                val,
+                test.inputs,
+            )
+            for entry, blob in zip(files, blobs.values(), strict=True)
+        }
+        drawing_rule.check_int8(fitted, INT8_MAX_REJECTION_RISE)
+        manifest["drawing_rule"] = {v: f["rule"] for v, f in fitted.items()}
+        manifest["drawing_rule_test_rejected"] = {v: f["test_rejected"] for v, f in fitted.items()}
     try:
         for path, blob in blobs.items():
             write_bytes_atomic(path, blob)

@@ -27,7 +27,7 @@ os.environ["FLAXDIGITS_ALLOCATOR"] = "system"
 
 # Fixtures that train on real MNIST: every test that uses one (directly or through another
 # fixture) is slow.
-SLOW_FIXTURES = frozenset({"trained_runs", "exported_models"})
+SLOW_FIXTURES = frozenset({"trained_runs", "gate_run", "exported_models"})
 
 
 def pytest_collection_modifyitems(config, items):
@@ -84,13 +84,28 @@ def trained_runs(tmp_path_factory, mnist) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def exported_models(tmp_path_factory, trained_runs) -> Path:
-    """A models dir with mlp.onnx, cnn.onnx (+ .int8.onnx) and manifests from trained_runs."""
+def gate_run(tmp_path_factory, mnist) -> Path:
+    """The gate (recipe "gate": the CNN with generated non-digits) trained 1 epoch on real MNIST."""
+    from flaxdigits.training.config import TrainConfig
+    from flaxdigits.training.train import train
+
+    def build(root: Path) -> None:
+        config = TrainConfig.for_recipe("gate", model="cnn", epochs=1)
+        train(config, root / "cnn", data=mnist, progress=False)
+
+    return built_once(tmp_path_factory, "gate_run", build) / "cnn"
+
+
+@pytest.fixture(scope="session")
+def exported_models(tmp_path_factory, trained_runs, gate_run) -> Path:
+    """A models dir as `make export` writes it: mlp.onnx, cnn.onnx, then gate.onnx with its
+    drawing rule (+ .int8.onnx each) and manifests, from trained_runs and gate_run."""
     from flaxdigits.export.onnx_export import export_run
 
     def build(out: Path) -> None:
         for name, run_dir in trained_runs.items():
             export_run(run_dir, out / f"{name}.onnx", int8=True)
+        export_run(gate_run, out / "gate.onnx", int8=True)
 
     return built_once(tmp_path_factory, "models", build)
 
@@ -156,6 +171,34 @@ def answering_toy_dir(tmp_path_factory) -> Path:
         weights = upright_stroke_weights(1, gain)
         data = toy_model_bytes(name=name, weights=weights, metadata=metadata)
         (directory / f"{name}.onnx").write_bytes(data)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def gated_toy_dir(tmp_path_factory, answering_toy_dir) -> Path:
+    """answering_toy_dir's mlp.onnx and cnn.onnx with a gate.onnx beside them that reads 1 from
+    an upright stroke too, and its manifest's drawing rule (tests/support/toy_onnx.py
+    write_gate): an upright stroke is a digit, an "X" or an "A" is "not a digit"."""
+    from tests.support.toy_onnx import write_gate
+
+    directory = tmp_path_factory.mktemp("gated_toy_models")
+    shutil.copytree(answering_toy_dir, directory, dirs_exist_ok=True)
+    write_gate(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def gate_decides_toy_dir(tmp_path_factory) -> Path:
+    """mlp.onnx and cnn.onnx that read 1 from an upright stroke with no answer rule of their own
+    (every answer of theirs alone is a digit, a letter's at confidence ~0.1) and the toy gate with
+    its drawing rule: "not a digit" can come from the gate's rule only."""
+    from tests.support.toy_onnx import toy_model_bytes, upright_stroke_weights, write_gate
+
+    directory = tmp_path_factory.mktemp("gate_decides_toy_models")
+    for name, gain in (("mlp", 0.25), ("cnn", 0.3)):
+        data = toy_model_bytes(name=name, weights=upright_stroke_weights(1, gain))
+        (directory / f"{name}.onnx").write_bytes(data)
+    write_gate(directory)
     return directory
 
 

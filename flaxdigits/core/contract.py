@@ -12,8 +12,9 @@ import numpy as np
 # The two compared architectures, in report and page order.
 MODEL_NAMES = ("mlp", "cnn")
 # How a model was trained (flaxdigits/training/config.py RECIPES): the same graphs either way.
-# "original" reproduces the original study's training; "robust" is what the page serves.
-RECIPE_NAMES = ("original", "robust")
+# "original" reproduces the original study's training; "robust" is what the page serves; "gate"
+# trains a CNN that also sees generated non-digits, used only to decide "not a digit" (GATE_NAME).
+RECIPE_NAMES = ("original", "robust", "gate")
 # The compute dtypes a model can be trained in, by JAX's names: "bfloat16" is mixed precision
 # (bfloat16 forward and backward passes; float32 parameters, optimizer state, loss and softmax).
 # Either way the exported files are float32 (and int8): the precision is metadata.
@@ -73,6 +74,18 @@ ANSWER_RULE_KEYS = ("temperature", "not_a_digit_below", "not_sure_below", "valid
 NOT_SURE_BELOW = 0.8
 # The share of the validation digits whose confidence falls under "not a digit": the threshold.
 NOT_A_DIGIT_VALIDATION_SHARE = 0.005
+
+# "Not a digit" for a drawing, from every served model together (issue 33): the gate, a CNN trained
+# with non-digits (recipe "gate"), is exported as GATE_NAME.onnx beside mlp and cnn; its manifest
+# carries a drawing rule per variant (DRAWING_RULE_KEYS), fitted on the validation digits with the
+# very files it names by sha256 ("members"). The drawing's score (drawing_scores) is the smaller
+# of the gate's confidence and the largest of the mean of all their calibrated probabilities (the
+# members' and the gate's): a digit needs the gate sure and the models together sure of one
+# digit. Under not_a_digit_below the drawing is "not a digit" and so is every model's answer;
+# otherwise a model's own "not a digit" becomes "not sure" (drawing_answers). web/answer.js
+# applies the same rule.
+GATE_NAME = "gate"
+DRAWING_RULE_KEYS = ("members", "not_a_digit_below", "validation_rejected")
 
 # Manifest written next to NAME.onnx as NAME.json.
 MANIFEST_SCHEMA = "flaxdigits.manifest.v1"
@@ -155,3 +168,48 @@ def manifest_path_for(model_path: str) -> str:
     if stem.endswith(".int8"):
         stem = stem[: -len(".int8")]
     return stem + ".json"
+
+
+def check_drawing_rule(rule) -> dict:
+    """The rule if it is a dict of DRAWING_RULE_KEYS: members {model name: sha256 hex} naming
+    MODEL_NAMES only, thresholds and shares in [0, 1]; else a ValueError."""
+    if not isinstance(rule, dict) or set(rule) != set(DRAWING_RULE_KEYS):
+        raise ValueError(f"a drawing rule has exactly the keys {list(DRAWING_RULE_KEYS)}")
+    members = rule["members"]
+    if (
+        not isinstance(members, dict)
+        or not members
+        or not set(members) <= set(MODEL_NAMES)
+        or not all(
+            isinstance(h, str) and len(h) == 64 and all(c in "0123456789abcdef" for c in h)
+            for h in members.values()
+        )
+    ):
+        raise ValueError(f"a drawing rule's members map names of {list(MODEL_NAMES)} to sha256")
+    for key in ("not_a_digit_below", "validation_rejected"):
+        value = rule[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ValueError(f"a drawing rule's {key} is a number in [0, 1]")
+    return rule
+
+
+def drawing_scores(member_probabilities, gate_probabilities) -> np.ndarray:
+    """The drawing rule's score of N drawings from the members' calibrated probabilities
+    (M, N, 10) and the gate's (N, 10): the smaller of the gate's largest probability and the
+    largest of the mean over all M + 1 models."""
+    gate = np.asarray(gate_probabilities, np.float64)
+    every = np.concatenate([np.asarray(member_probabilities, np.float64), gate[None]])
+    return np.minimum(gate.max(-1), every.mean(0).max(-1))
+
+
+def drawing_answers(model_answers, scores, rule: dict | None) -> np.ndarray:
+    """Each model's answer (ANSWERS, any shape ending in N) under a drawing rule: "not a digit"
+    where the drawing's score is under the rule's threshold, else its own answer with "not a
+    digit" made "not sure". No rule: the answers as they are."""
+    out = np.array(model_answers, dtype=object)
+    if not rule:
+        return out
+    out[out == "not a digit"] = "not sure"
+    rejected = np.broadcast_to(np.asarray(scores) < rule["not_a_digit_below"], out.shape)
+    out[rejected] = "not a digit"
+    return out

@@ -140,3 +140,21 @@ def upright_stroke_weights(digit: int = 1, gain: float = 0.25):
     kernel = np.zeros((784, 10), np.float32)
     kernel[:, digit] = gain * (2.0 * middle - 1.0).reshape(784)
     return kernel, np.zeros(10, np.float32)
+
+
+def write_gate(directory: Path, below: float = 0.5, weights=None) -> Path:
+    """gate.onnx beside directory's mlp.onnx and cnn.onnx, with a gate.json manifest whose
+    float32 drawing rule names those two files by sha256 (as export/drawing_rule.py fits one)
+    and calls a drawing "not a digit" under `below`. The gate reads 1 from an upright stroke
+    (upright_stroke_weights) unless weights say otherwise."""
+    members = {
+        name: hashlib.sha256((directory / f"{name}.onnx").read_bytes()).hexdigest()
+        for name in contract.MODEL_NAMES
+    }
+    model = toy_model(name="cnn", weights=weights or upright_stroke_weights(1, 0.3))
+    path = write_model(directory, model, name=contract.GATE_NAME)
+    manifest = json.loads((directory / "gate.json").read_text())
+    rule = {"members": members, "not_a_digit_below": below, "validation_rejected": 0.005}
+    manifest["drawing_rule"] = {"float32": rule}
+    (directory / "gate.json").write_text(json.dumps(manifest))
+    return path
