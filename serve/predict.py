@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from pathlib import Path
 
 from PIL import Image
 
@@ -12,6 +13,7 @@ from flaxdigits.core import contract
 from flaxdigits.release import reader as release
 from flaxdigits.serve import inputs
 from flaxdigits.serve.runtime.decode import ImageInputError, load_image_file
+from flaxdigits.serve.runtime.model_set import Drawing, load_models
 from flaxdigits.serve.runtime.predictor import ModelLoadError, Prediction, Predictor
 from flaxdigits.serve.runtime.preprocess import preprocess
 
@@ -53,8 +55,8 @@ def predict_files(
         return EXIT_BAD_MODEL
     try:  # a release is verified, loaded from a private copy, and the copy removed
         with release.model_file(model_path, release_file) as path:
-            predictor = Predictor(path, threads=threads)
-    except (ModelLoadError, ValueError) as e:  # ReleaseError is a ValueError
+            predictor = _load(path, threads)
+    except (ModelLoadError, ValueError, OSError) as e:  # ReleaseError is a ValueError
         print(f"flaxdigits predict: error: {e}", file=sys.stderr)
         return EXIT_BAD_MODEL
     status = EXIT_OK
@@ -74,13 +76,33 @@ def predict_files(
                 status = EXIT_FILE_FAILED
                 _print_error(str(file), str(e), as_json)
                 continue
-            _print_prediction(str(file), predictor.predict(image), as_json)
+            _print_prediction(str(file), *predictor(image), as_json)
     return status
 
 
-def _print_prediction(file: str, prediction: Prediction, as_json: bool) -> None:
+def _load(path, threads: int):
+    """image -> (Prediction, Drawing or None) of the model file at path: under the drawing rule
+    where the gate of its variant lies beside it (model_set), else by its own answer rule."""
+    path = Path(path)
+    stem, _, suffix = path.name.partition(".")
+    variant = "int8" if suffix == "int8.onnx" else "float32"
+    gate = path.with_name(contract.GATE_NAME + "." + suffix)
+    if stem in contract.MODEL_NAMES and gate.is_file():
+        models = load_models(path.parent, threads=threads, variant=variant)  # path among them
+
+        def predict(image):
+            predictions, drawing = models.predict(image)
+            return predictions[stem], drawing
+
+        return predict
+    predictor = Predictor(path, threads=threads)
+    return lambda image: (predictor.predict(image), None)
+
+
+def _print_prediction(file: str, prediction: Prediction, drawing: Drawing | None, as_json: bool):
     if as_json:
-        print(json.dumps({"file": file, **prediction.to_json()}), flush=True)
+        extra = {} if drawing is None else {"drawing": drawing.to_json()}
+        print(json.dumps({"file": file, **prediction.to_json(), **extra}), flush=True)
     else:
         shown = _printable(file)
         print(f"{shown}: {_said(prediction)} (confidence {prediction.confidence:.3f})", flush=True)

@@ -61,11 +61,12 @@ def page_url(request):
 
 
 @pytest.fixture(scope="module")
-def answering_page_url(answering_toy_dir):
-    """The page over toy models that read 1 from an upright stroke and answer "not a digit" to
-    ink spread over the box (conftest's answering_toy_dir): no training, deterministic."""
+def answering_page_url(gate_decides_toy_dir):
+    """The page over toy models that read 1 from an upright stroke and, with no rule of their
+    own, only the gate's drawing rule to answer "not a digit" to ink spread over the box
+    (conftest's gate_decides_toy_dir): no training, deterministic."""
     require_browser()
-    with served(answering_toy_dir) as url:
+    with served(gate_decides_toy_dir) as url:
         yield url
 
 

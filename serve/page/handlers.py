@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import gradio as gr
 
@@ -25,6 +24,7 @@ from flaxdigits.serve.page.views import (
 from flaxdigits.serve.runtime.decode import (
     ImageInputError,
 )
+from flaxdigits.serve.runtime.model_set import ModelSet, load_models
 from flaxdigits.serve.runtime.predictor import Predictor
 
 UPLOAD_GONE = (
@@ -33,44 +33,10 @@ UPLOAD_GONE = (
 )
 
 
-def load_predictors(models_dir, *, threads: int = 1) -> dict[str, Predictor]:
-    """Load MODELS_DIR/mlp.onnx and cnn.onnx (or, in a folder that holds only the int8 files,
-    such as a small release, mlp.int8.onnx and cnn.int8.onnx), each checked against its manifest.
-
-    Args:
-        models_dir: the directory `make all` (or `flaxdigits export`) writes the models to.
-        threads: onnxruntime intra-op threads per model (0: onnxruntime's default, all cores).
-
-    Returns:
-        {"mlp": Predictor, "cnn": Predictor}, in that order.
-
-    Raises:
-        FileNotFoundError: the directory or one of the models is missing.
-        ModelLoadError: a model file is not a usable flaxdigits export.
-    """
-    directory = Path(models_dir)
-    names = contract.MODEL_NAMES
-    files = {name: _model_file(directory, name) for name in names}
-    missing = [f"{name}.onnx" for name, path in files.items() if path is None]
-    if missing:
-        where = (
-            f"no models directory {directory}"
-            if not directory.is_dir()
-            else f"{directory} has no {' or '.join(missing)}"
-        )
-        raise FileNotFoundError(
-            f"{where}: train and export the models first with `make all` "
-            f"(or `flaxdigits export RUN_DIR --out {directory}/NAME.onnx` for mlp and cnn)"
-        )
-    return {name: Predictor(path, threads=threads) for name, path in files.items()}
-
-
-def _model_file(directory: Path, name: str) -> Path | None:
-    """NAME.onnx, else NAME.int8.onnx where the float file is not there, else None."""
-    for file in (f"{name}.onnx", f"{name}.int8.onnx"):
-        if (directory / file).is_file():
-            return directory / file
-    return None
+def load_predictors(models_dir, *, threads: int = 1) -> ModelSet:
+    """model_set.load_models: MODELS_DIR's mlp and cnn (float, else int8 in a folder of int8
+    files only), and the gate with them when it is there."""
+    return load_models(models_dir, threads=threads)
 
 
 class Handlers:
@@ -78,7 +44,8 @@ class Handlers:
     (tests call them directly). Each releases the uploads it read (temp_files)."""
 
     def __init__(self, predictors: Mapping[str, Predictor], temp_files: TempFiles | None = None):
-        self.predictors = dict(predictors)
+        # A ModelSet is kept as it is: its gate decides "not a digit" for the drawing.
+        self.predictors = predictors if isinstance(predictors, ModelSet) else dict(predictors)
         self.subtitles = {name: model_subtitle(p) for name, p in self.predictors.items()}
         self.temp_files = temp_files
 

@@ -46,6 +46,11 @@ INTRO = """\
 Draw a digit from 0 to 9 with the mouse or a finger: the MLP and the CNN, trained on MNIST and
 run by onnxruntime, read it as you draw. Or upload a photo or scan of a handwritten digit.
 """
+# Under the intro where the models come with a gate (serve/runtime/model_set.py).
+GATE_NOTE = """
+Draw something else and a third model, the gate, trained on scribbles and letters, tells the
+two that it is not a digit.
+"""
 
 
 @dataclass
@@ -73,7 +78,7 @@ class Page:
 
 def layout(handlers: Handlers) -> Page:
     """The page's components, inside the current Blocks."""
-    gr.Markdown(INTRO)
+    gr.Markdown(INTRO + (GATE_NOTE if getattr(handlers.predictors, "gate", None) else ""))
     source = gr.State("draw")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=440):

@@ -18,6 +18,7 @@ from PIL import Image
 from flaxdigits.core import contract
 from flaxdigits.core.contract import CANVAS_SIZE
 from flaxdigits.serve.runtime.decode import FORMAT_NAMES, ImageInputError
+from flaxdigits.serve.runtime.model_set import Drawing, ModelSet
 from flaxdigits.serve.runtime.predictor import Prediction, Predictor
 from flaxdigits.serve.runtime.preprocess import EmptyCanvasError, Preprocessed, preprocess
 
@@ -62,9 +63,14 @@ STEPS_CSS = """
 # ------------------------------------------------------------------------------ prediction
 
 
-def classify(image28: np.ndarray, predictors: Mapping[str, Predictor]) -> dict[str, Prediction]:
-    """Every model's prediction for one preprocessed (28, 28) image."""
-    return {name: predictor.predict(image28) for name, predictor in predictors.items()}
+def classify(
+    image28: np.ndarray, predictors: Mapping[str, Predictor]
+) -> tuple[dict[str, Prediction], Drawing | None]:
+    """Every model's prediction for one preprocessed (28, 28) image, and the drawing's answer
+    when the models come with a gate (a ModelSet; None otherwise)."""
+    if isinstance(predictors, ModelSet):
+        return predictors.predict(image28)
+    return {name: predictor.predict(image28) for name, predictor in predictors.items()}, None
 
 
 def predict_all(value, method: str, predictors: Mapping[str, Predictor]) -> dict:
@@ -77,7 +83,9 @@ def predict_all(value, method: str, predictors: Mapping[str, Predictor]) -> dict
 
     Returns:
         {"method": the method's name, "models": {name: {"digit", "confidence", "probabilities",
-        "answer"}}}: the answer is "digit", "not sure" or "not a digit" (contract.ANSWERS).
+        "answer"}}}: the answer is "digit", "not sure" or "not a digit" (contract.ANSWERS); with
+        a gate also "drawing": {"answer": "digit" or "not a digit", "score",
+        "not_a_digit_below"} (model_set.Drawing), the rule every model's answer follows.
 
     Raises:
         EmptyCanvasError: nothing is drawn.
@@ -86,11 +94,9 @@ def predict_all(value, method: str, predictors: Mapping[str, Predictor]) -> dict
     """
     method = contract.check_method(method)
     pre = preprocess(value, method)
-    predictions = classify(pre.image, predictors)
-    return {
-        "method": method,
-        "models": {name: p.to_json() for name, p in predictions.items()},
-    }
+    predictions, drawing = classify(pre.image, predictors)
+    out = {"method": method, "models": {name: p.to_json() for name, p in predictions.items()}}
+    return out if drawing is None else out | {"drawing": drawing.to_json()}
 
 
 # -------------------------------------------------------------------------------- rendering
@@ -264,6 +270,6 @@ def page_outputs(
     if pre is None:
         cards = [render_result(name, None, subtitles.get(name, "")) for name in predictors]
         return html.escape(message), cards, []
-    predictions = classify(pre.image, predictors)
+    predictions, _ = classify(pre.image, predictors)
     cards = [render_result(name, p, subtitles.get(name, "")) for name, p in predictions.items()]
     return summary(predictions), cards, step_images(pre)

@@ -176,6 +176,7 @@ class Predictor:
 
     def _check_manifest(self, size: int, manifest) -> dict | None:
         """The manifest entry for this file after checking size and sha256, or None."""
+        self.manifest: dict | None = None  # the whole manifest, once checked (a gate's rule)
         if manifest is None:
             return None
         if manifest == "auto":
@@ -203,6 +204,7 @@ class Predictor:
                 f"manifest {path.name} ({str(entry.get('sha256'))[:16]}…, {entry.get('size')} "
                 "bytes): the file was modified or truncated; re-export or restore it"
             )
+        self.manifest = doc
         return entry
 
     def _check_io(self) -> int | None:
@@ -338,7 +340,10 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def model_files(directory) -> list[Path]:
-    """The .onnx files in a models directory, float models before their int8 variants."""
+def model_files(directory, *, gate: bool = False) -> list[Path]:
+    """The .onnx files in a models directory, float models before their int8 variants; the
+    gate's (contract.GATE_NAME: it answers no digits shown to anyone) only with gate=True."""
     paths = sorted(Path(directory).glob("*.onnx"))
+    if not gate:
+        paths = [p for p in paths if p.name.split(".")[0] != contract.GATE_NAME]
     return sorted(paths, key=lambda p: (p.name.split(".")[0], ".int8." in p.name))
