@@ -1,14 +1,17 @@
-"""The static browser demo: web/ (page, JS preprocessing, CSS) + onnxruntime-web + both models.
+"""The static browser demo: web/ (page, JS preprocessing, CSS) + onnxruntime-web + both models,
+and the gate when the models folder has one.
 
 `build_site` assembles a directory any static file host can serve: the page's sources (web/ of a
 checkout, installed as the package data `flaxdigits.web`), onnxruntime-web's WebAssembly files
 (pinned by web/package-lock.json: web/node_modules after `npm ci` in a checkout, else installed
 once by `npm ci` into the cache), the two models (checked by the Predictor, as the Gradio page
-loads them), and site.json: each model's metadata and answer rule, and the preprocessing
-constants of serve/runtime/preprocess.py, so the JavaScript port reads the reference's numbers
-instead of copying them. Nothing on the page is fetched from anywhere but the site itself; the
-Content-Security-Policy (a <meta> in index.html and a `_headers` file for hosts that read one)
-says so.
+loads them), the gate of the shipped variant if there is one (contract.GATE_NAME: its drawing
+rule, checked against the shipped files as serve/runtime/model_set.py checks it, decides "not a
+digit" with both models), and site.json: each model's metadata and answer rule, the gate's file
+and drawing rule, and the preprocessing constants of serve/runtime/preprocess.py, so the
+JavaScript port reads the reference's numbers instead of copying them. Nothing on the page is
+fetched from anywhere but the site itself; the Content-Security-Policy (a <meta> in index.html
+and a `_headers` file for hosts that read one) says so.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from flaxdigits.core import atomic, contract
 from flaxdigits.data.mnist import cache_dir
 from flaxdigits.serve.runtime import preprocess as pre
+from flaxdigits.serve.runtime.model_set import check_members, gate_rule
 from flaxdigits.serve.runtime.predictor import Predictor
 
 WEB_DIR = Path(str(importlib.resources.files("flaxdigits.web")))
@@ -130,9 +134,10 @@ def build_site(models_dir, out_dir, *, int8: bool = False, web_dir=WEB_DIR) -> d
     """Assemble the static demo into out_dir (created; files there are replaced).
 
     Args:
-        models_dir: where `make all` wrote mlp.onnx, cnn.onnx (+ .int8.onnx) and manifests.
+        models_dir: where `make all` wrote mlp.onnx, cnn.onnx (+ .int8.onnx) and manifests,
+            and gate.onnx (+ .int8.onnx) with gate.json where there is a gate.
         out_dir: the site's root directory.
-        int8: ship the int8 models instead of the float ones.
+        int8: ship the int8 models (and gate) instead of the float ones.
         web_dir: the page's sources (web/ of this repository, or the installed package data).
 
     Returns:
@@ -140,11 +145,15 @@ def build_site(models_dir, out_dir, *, int8: bool = False, web_dir=WEB_DIR) -> d
 
     Raises:
         SiteError: a source, onnxruntime-web (and npm to install it) or a model is missing.
-        ModelLoadError: a model file fails the Predictor's checks.
+        ModelLoadError: a model file fails the Predictor's checks, the gate has no manifest or
+            drawing rule, or its rule was fitted with other files than the shipped ones.
     """
     web_dir, out = Path(web_dir), Path(out_dir)
     check_sources(web_dir)
-    models, files = read_models(Path(models_dir), int8)  # all checked before anything is written
+    # Everything is checked before anything is written.
+    predictors, models, files = read_models(Path(models_dir), int8)
+    gate, gate_files = read_gate(Path(models_dir), int8, predictors)
+    files |= gate_files
     ort = ort_dist(web_dir)
     files |= {f"{ORT_DIR}/{name}": (ort / name).read_bytes() for name in ORT_FILES}
     for name in SOURCES:
@@ -154,6 +163,7 @@ def build_site(models_dir, out_dir, *, int8: bool = False, web_dir=WEB_DIR) -> d
         )
     site = {
         "models": models,
+        "gate": gate,
         "labels": list(contract.LABELS),
         "recipes": list(contract.RECIPE_NAMES),
         "renamed_recipes": contract.RENAMED_RECIPES,
@@ -178,27 +188,57 @@ def check_sources(web_dir: Path) -> None:
         raise SiteError(f"{web_dir / 'index.html'} needs one {CSP_MARKER.decode()} line")
 
 
-def read_models(models_dir: Path, int8: bool) -> tuple[list[dict], dict[str, bytes]]:
-    """(site.json's model entries, {site path: bytes}) of both models, each checked by the
-    Predictor (the manifest beside it must list the file and its hash)."""
-    suffix = ".int8.onnx" if int8 else ".onnx"
-    paths = {name: models_dir / f"{name}{suffix}" for name in contract.MODEL_NAMES}
+def read_models(
+    models_dir: Path, int8: bool
+) -> tuple[dict[str, Predictor], list[dict], dict[str, bytes]]:
+    """({name: Predictor}, site.json's model entries, {site path: bytes}) of both models, each
+    checked by the Predictor (the manifest beside it must list the file and its hash)."""
+    paths = {name: models_dir / f"{name}{_suffix(int8)}" for name in contract.MODEL_NAMES}
     absent = [p.name for p in paths.values() if not p.is_file()]
     if absent:
         raise SiteError(
             f"{models_dir} has no {' or '.join(absent)}: train and export the models first "
             "with `make all`"
         )
-    models, files = [], {}
+    predictors, models, files = {}, [], {}
     for name, path in paths.items():
-        predictor = Predictor(path)
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != predictor.sha256:
-            raise SiteError(f"{path} changed while the site was built: build again")
+        predictor = predictors[name] = Predictor(path)
+        data = _read_checked(path, predictor)
         rel = f"{MODELS_DIR}/{name}.onnx"
         files[rel] = data
         models.append(model_entry(predictor, rel, data))
-    return models, files
+    return predictors, models, files
+
+
+def read_gate(
+    models_dir: Path, int8: bool, predictors: dict[str, Predictor]
+) -> tuple[dict | None, dict[str, bytes]]:
+    """(site.json's gate entry, {site path: bytes}) of the gate of the shipped variant, or
+    (None, {}) where the folder has none. The gate is loaded as the Gradio page loads it: its
+    manifest is required, and the drawing rule it carries for that variant must name the
+    shipped files by sha256 (a stale rule is refused, never shipped)."""
+    path = models_dir / f"{contract.GATE_NAME}{_suffix(int8)}"
+    if not path.is_file():
+        return None, {}
+    gate = Predictor(path)
+    rule = gate_rule(gate)  # ModelLoadError: no manifest, no rule for this variant
+    check_members(rule, predictors, gate)  # ModelLoadError: fitted with other files
+    data = _read_checked(path, gate)
+    rel = f"{MODELS_DIR}/{contract.GATE_NAME}.onnx"
+    entry = {"file": rel, "bytes": len(data), "sha256": gate.sha256, "drawing_rule": rule}
+    return entry, {rel: data}
+
+
+def _suffix(int8: bool) -> str:
+    return ".int8.onnx" if int8 else ".onnx"
+
+
+def _read_checked(path: Path, predictor: Predictor) -> bytes:
+    """The file's bytes, which must be those the Predictor checked."""
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != predictor.sha256:
+        raise SiteError(f"{path} changed while the site was built: build again")
+    return data
 
 
 def ort_dist(web_dir: Path, cache: Path | None = None) -> Path:

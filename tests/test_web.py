@@ -1,4 +1,5 @@
-"""export/site.py, the static demo's builder: what it copies, what it refuses, the CSP it sets.
+"""export/site.py, the static demo's builder: what it copies (the gate and its drawing rule
+included), what it refuses, the CSP it sets.
 
 Toy models and a stand-in for web/node_modules: no Node, npm or browser needed here
 (tests/test_web_parity.py and tests/test_web_browser.py run the site).
@@ -6,6 +7,7 @@ Toy models and a stand-in for web/node_modules: no Node, npm or browser needed h
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -217,3 +219,80 @@ def test_the_site_knows_the_renamed_names_as_the_python_side_does(toy_dir, web_d
     assert site["recipes"] == list(contract.RECIPE_NAMES)
     assert site["renamed_recipes"] == contract.RENAMED_RECIPES == {"seed": "original"}
     assert site["preprocess"]["renamed_methods"] == contract.RENAMED_METHODS == {"seed": "box"}
+
+
+def test_site_ships_the_gate_and_its_drawing_rule_for_web_answer_js(
+    gated_toy_dir, toy_dir, web_dir, tmp_path
+):
+    out = tmp_path / "site"
+    written = web.build_site(gated_toy_dir, out, web_dir=web_dir)
+    gate_file = f"{web.MODELS_DIR}/{contract.GATE_NAME}.onnx"
+    assert gate_file in written
+    shipped = (out / gate_file).read_bytes()
+    assert shipped == (gated_toy_dir / "gate.onnx").read_bytes()
+    gate = json.loads((out / web.SITE_JSON).read_text())["gate"]
+    manifest = json.loads((gated_toy_dir / "gate.json").read_text())
+    assert gate["file"] == gate_file and gate["bytes"] == len(shipped)
+    assert gate["sha256"] == hashlib.sha256(shipped).hexdigest()
+    assert gate["drawing_rule"] == manifest["drawing_rule"]["float32"]
+    assert 'from "./answer.js"' in (web.WEB_DIR / "app.js").read_text()
+    # Without a gate: as before, and site.json says so.
+    web.build_site(toy_dir, tmp_path / "plain", web_dir=web_dir)
+    assert json.loads((tmp_path / "plain" / web.SITE_JSON).read_text())["gate"] is None
+    assert not (tmp_path / "plain" / gate_file).exists()
+
+
+@pytest.fixture
+def gated_copy(gated_toy_dir, tmp_path):
+    out = tmp_path / "gated"
+    shutil.copytree(gated_toy_dir, out)
+    return out
+
+
+def test_a_stale_drawing_rule_refuses_to_build(gated_copy, web_dir, tmp_path):
+    from tests.support.toy_onnx import toy_model_bytes
+
+    # mlp re-exported since the gate's rule was fitted: the rule names other bytes.
+    (gated_copy / "mlp.onnx").write_bytes(toy_model_bytes(name="mlp", ink_digit=5))
+    with pytest.raises(ModelLoadError, match=r"gate\.onnx: its drawing rule was fitted with other"):
+        web.build_site(gated_copy, tmp_path / "site", web_dir=web_dir)
+    assert not (tmp_path / "site").exists()
+
+
+def test_a_gate_without_its_manifest_or_rule_refuses_to_build(gated_copy, web_dir, tmp_path):
+    manifest = json.loads((gated_copy / "gate.json").read_text())
+    (gated_copy / "gate.json").write_text(json.dumps(manifest | {"drawing_rule": {}}))
+    with pytest.raises(ModelLoadError, match="no drawing rule for its float32 file"):
+        web.build_site(gated_copy, tmp_path / "site", web_dir=web_dir)
+    (gated_copy / "gate.json").unlink()
+    with pytest.raises(ModelLoadError, match=r"needs its manifest gate\.json"):
+        web.build_site(gated_copy, tmp_path / "site", web_dir=web_dir)
+    assert not (tmp_path / "site").exists()
+
+
+def test_int8_site_ships_the_int8_gate_with_the_int8_rule(exported_like_dir, web_dir, tmp_path):
+    from tests.support.toy_onnx import toy_model_bytes
+
+    members = {
+        n: hashlib.sha256((exported_like_dir / f"{n}.int8.onnx").read_bytes()).hexdigest()
+        for n in contract.MODEL_NAMES
+    }
+    data = toy_model_bytes(name="cnn", ink_digit=4)
+    (exported_like_dir / "gate.int8.onnx").write_bytes(data)
+    entry = {"file": "gate.int8.onnx", "size": len(data), "variant": "int8"}
+    rule = {"members": members, "not_a_digit_below": 0.25, "validation_rejected": 0.005}
+    manifest = {
+        "schema": contract.MANIFEST_SCHEMA,
+        "model": "gate",
+        "files": [entry | {"sha256": hashlib.sha256(data).hexdigest()}],
+        "drawing_rule": {"int8": rule},
+    }
+    (exported_like_dir / "gate.json").write_text(json.dumps(manifest))
+
+    web.build_site(exported_like_dir, tmp_path / "int8", web_dir=web_dir, int8=True)
+    site = json.loads((tmp_path / "int8" / web.SITE_JSON).read_text())
+    assert site["gate"]["drawing_rule"] == rule
+    assert (tmp_path / "int8" / site["gate"]["file"]).read_bytes() == data
+    # The float site has no gate of its own variant here: it ships none.
+    web.build_site(exported_like_dir, tmp_path / "float", web_dir=web_dir)
+    assert json.loads((tmp_path / "float" / web.SITE_JSON).read_text())["gate"] is None

@@ -1,12 +1,14 @@
 """The static browser demo in headless Chromium: mouse strokes read by both models in the page,
 checked against the Python predictor on the same canvas (issue 15), and a drawn letter answered
-"not a digit" as the Gradio page answers it (issue 33).
+"not a digit" as the Gradio page answers it (issue 33), by each model's own rule or, with a gate,
+by the drawing rule (serve/runtime/model_set.py).
 
-The site is built from the 1-epoch exports (the letter's: from toy models whose confidence
-depends on the ink, conftest's answering_toy_dir) and served from a loopback static server with its
-own headers. Debian's Chromium (`make browser-deps`) through Python Playwright, as
-tests/test_browser.py; web/'s npm packages are installed on first use. Without Chromium, node
-or npm the tests skip with the reason, except under FLAXDIGITS_REQUIRE_BROWSER=1 (CI).
+The site is built from the 1-epoch exports, gate included (the letter's: from toy models whose
+confidence depends on the ink, conftest's answering_toy_dir and gated_toy_dir) and served from a
+loopback static server with its own headers. Debian's Chromium (`make browser-deps`) through
+Python Playwright, as tests/test_browser.py; web/'s npm packages are installed on first use.
+Without Chromium, node or npm the tests skip with the reason, except under
+FLAXDIGITS_REQUIRE_BROWSER=1 (CI).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import base64
 import html
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -22,49 +25,24 @@ from PIL import Image
 
 from flaxdigits.core import contract
 from flaxdigits.export import site as web
-from flaxdigits.serve.page.views import answer_words, blank_canvas, page_outputs
+from flaxdigits.serve.page.views import answer_words, blank_canvas, classify, page_outputs
+from flaxdigits.serve.runtime.model_set import load_models
 from flaxdigits.serve.runtime.predictor import Predictor
 from flaxdigits.serve.runtime.preprocess import preprocess
 from tests.support import web_support as ws
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing
+from tests.support.browser import browser_missing
 from tests.support.drawings import LETTER_X
+from tests.support.toy_onnx import write_gate
 
 pytestmark = pytest.mark.browser
 # The tests on the site of the 1-epoch exports are slow too (the exports are asked for lazily,
 # so conftest cannot see it); the toy site's are not.
 slow = pytest.mark.slow
 
-TIMEOUT_MS = 30_000
 MAX_PIXEL_DIFF = 2  # of 255 (tests/test_web_parity.py: the two agree exactly on its set)
 MAX_PROB_DIFF = 1e-4
 ONE = [(0.5, 0.15), (0.5, 0.85)]
 SEVEN = [(0.3, 0.2), (0.7, 0.2), (0.45, 0.85)]
-# Reports every Content-Security-Policy violation the page triggers.
-CSP_WATCH = """
-window.__csp = [];
-document.addEventListener("securitypolicyviolation",
-  (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
-"""
-# A WebAssembly engine without SIMD, as on older phones: modules holding SIMD opcodes (0xfd
-# prefix) neither validate nor compile. onnxruntime-web ships only a SIMD build.
-NO_SIMD = """
-(() => {
-  const simd = (bytes) => {
-    const b = bytes instanceof ArrayBuffer ? new Uint8Array(bytes)
-      : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    return b.includes(0xfd);
-  };
-  const refuse = () => Promise.reject(new WebAssembly.CompileError("SIMD is not supported"));
-  const { validate, compile, instantiate } = WebAssembly;
-  WebAssembly.validate = (b) => !simd(b) && validate(b);
-  WebAssembly.compile = (b) => (simd(b) ? refuse() : compile(b));
-  WebAssembly.instantiate = (b, i) =>
-    (b instanceof WebAssembly.Module || !simd(b) ? instantiate(b, i) : refuse());
-  WebAssembly.compileStreaming = async (r) => WebAssembly.compile(await (await r).arrayBuffer());
-  WebAssembly.instantiateStreaming = async (r, i) =>
-    WebAssembly.instantiate(await (await r).arrayBuffer(), i);
-})();
-"""
 
 
 def empty_message() -> str:
@@ -85,16 +63,36 @@ def site(request, tmp_path_factory):
     return out, models
 
 
-@pytest.fixture(scope="module")
-def answering_site(answering_toy_dir, tmp_path_factory):
-    """The site over the toys that read 1 from an upright stroke and nothing from an "X"."""
+def toy_site(models, tmp_path_factory) -> tuple:
+    """(the site's folder, models): the site built from a toy models folder."""
     reason = browser_missing()
     if reason:
         ws.unavailable(reason)
     ws.require_node()
-    out = tmp_path_factory.mktemp("answering_site")
-    web.build_site(answering_toy_dir, out)
-    return out, answering_toy_dir
+    out = tmp_path_factory.mktemp(f"site_of_{models.name}")
+    web.build_site(models, out)
+    return out, models
+
+
+@pytest.fixture(scope="module")
+def answering_site(answering_toy_dir, tmp_path_factory):
+    """The site over the toys that read 1 from an upright stroke and nothing from an "X"."""
+    return toy_site(answering_toy_dir, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def gated_site(gated_toy_dir, tmp_path_factory):
+    """The same toys with a gate whose drawing rule says "not a digit" under 0.5."""
+    return toy_site(gated_toy_dir, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def lenient_site(answering_toy_dir, tmp_path_factory):
+    """The same toys with a gate whose drawing rule never says "not a digit"."""
+    models = tmp_path_factory.mktemp("lenient_gate_models")
+    shutil.copytree(answering_toy_dir, models, dirs_exist_ok=True)
+    write_gate(models, below=0.0)
+    return toy_site(models, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -105,29 +103,10 @@ def site_url(site):
 
 @pytest.fixture(scope="module")
 def predictors(site):
-    return {name: Predictor(site[1] / f"{name}.onnx") for name in contract.MODEL_NAMES}
-
-
-def open_page(playwright, url, profile, *, init_scripts=(), **context_options):
-    context = playwright.chromium.launch_persistent_context(
-        str(profile),
-        executable_path=str(CHROMIUM),
-        args=CHROMIUM_ARGS,
-        headless=True,
-        **({"viewport": {"width": 1000, "height": 900}} | context_options),
-    )
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.requested = []
-    page.errors = []
-    page.on("request", lambda r: page.requested.append(r.url))
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.on("console", lambda m: m.type == "error" and page.errors.append(m.text))
-    for script in (CSP_WATCH, *init_scripts):
-        page.add_init_script(script)
-    page.goto(url)
-    page.wait_for_selector("body[data-ready]")
-    return context, page
+    """Both models with the gate and its drawing rule, as the Gradio page loads them."""
+    models = load_models(site[1])
+    assert models.gate is not None  # the exports' gate: the page answers by its rule
+    return models
 
 
 @pytest.fixture
@@ -135,7 +114,7 @@ def page(site_url, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        context, page = open_page(p, site_url, tmp_path / "profile")
+        context, page = ws.open_page(p, site_url, tmp_path / "profile")
         try:
             yield page
         finally:
@@ -159,8 +138,8 @@ def act(page, action) -> None:
 
 
 def shown(page) -> dict:
-    """Both cards' digits and probabilities, their answers and words, the 28x28 input and the
-    status line."""
+    """Both cards' digits and probabilities, their answers and words, the 28x28 input, the
+    drawing's answer under the gate's rule (None without a gate) and the status line."""
     cards, answers = {}, {}
     for name in contract.MODEL_NAMES:
         card = page.locator(f"#result-{name}")
@@ -171,6 +150,7 @@ def shown(page) -> dict:
         "cards": cards,
         "answers": answers,
         "input": page.evaluate("window.fdLastInput"),
+        "drawing": page.evaluate("window.fdLastDrawing ?? null"),
         "status": page.inner_text("#status"),
     }
 
@@ -183,18 +163,27 @@ def canvas_rgba(page) -> np.ndarray:
 
 
 def check_against_python(page, predictors, method) -> dict:
-    """The page's input and answers vs preprocess + Predictor on the same canvas."""
+    """The page's input, answers and drawing's answer vs preprocess + the predictors (a ModelSet:
+    with the gate, under its drawing rule, as the Gradio page answers) on the same canvas."""
     seen = shown(page)
     reference = preprocess(canvas_rgba(page), method).image  # (28, 28) float32
     expected = np.rint(reference * 255).astype(int)
     got = np.array(seen["input"], int).reshape(28, 28)
     assert np.abs(got - expected).max() <= MAX_PIXEL_DIFF
-    for name, predictor in predictors.items():
+    predictions, drawing = classify(reference, predictors)
+    for name, ref in predictions.items():
         digit, probs = seen["cards"][name]
-        ref = predictor.predict(reference)
         assert digit == str(ref.digit), (name, digit, ref.digit)
         assert seen["answers"][name] == (ref.answer, answer_words(ref)), name
         assert np.abs(np.array(probs) - np.array(ref.probabilities)).max() <= MAX_PROB_DIFF
+    if drawing is None:
+        assert seen["drawing"] is None
+    else:
+        page_drawing = seen["drawing"]
+        assert page_drawing is not None, "the page ran no gate"
+        assert page_drawing["answer"] == drawing.answer
+        assert page_drawing["not_a_digit_below"] == drawing.not_a_digit_below
+        assert abs(page_drawing["score"] - drawing.score) <= MAX_PROB_DIFF
     return seen
 
 
@@ -204,6 +193,7 @@ def assert_empty(page, message) -> None:
     assert seen["input"] is None
     assert all(digit == "" and probs is None for digit, probs in seen["cards"].values())
     assert all(answer == ("", "") for answer in seen["answers"].values())
+    assert seen["drawing"] is None
 
 
 @slow
@@ -256,7 +246,7 @@ def test_without_webassembly_simd_the_page_says_so_and_still_shows_the_input(sit
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        context, page = open_page(p, site_url, tmp_path / "profile", init_scripts=[NO_SIMD])
+        context, page = ws.open_page(p, site_url, tmp_path / "profile", init_scripts=[ws.NO_SIMD])
         try:
             assert page.evaluate("document.body.dataset.ready") == "no-models"
             assert "no SIMD" in page.inner_text("#status")
@@ -275,7 +265,7 @@ def test_phone_width_fits_and_draws_with_touch(site_url, tmp_path, predictors):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        context, page = open_page(
+        context, page = ws.open_page(
             p,
             site_url,
             tmp_path / "profile",
@@ -310,25 +300,62 @@ def test_phone_width_fits_and_draws_with_touch(site_url, tmp_path, predictors):
 
 
 def test_a_drawn_letter_is_not_a_digit_in_the_page_as_in_python(answering_site, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     predictors = {n: Predictor(answering_site[1] / f"{n}.onnx") for n in contract.MODEL_NAMES}
-    with ws.static_server(answering_site[0]) as url, sync_playwright() as p:
-        context, page = open_page(p, url, tmp_path / "profile")
-        try:
-            for line in LETTER_X:  # an "X", stroke by stroke
-                act(page, lambda line=line: stroke(page, line))
-            seen = check_against_python(page, predictors, "mnist")
-            words = "that doesn't look like a digit"
-            assert seen["answers"] == {n: ("not a digit", words) for n in predictors}
-            assert seen["status"] == "Neither model thinks that is a digit."
-            assert page.inner_text("#result-mlp .fd-digit") == "?"
+    with ws.served_page(answering_site[0], tmp_path / "profile") as page:
+        for line in LETTER_X:  # an "X", stroke by stroke
+            act(page, lambda line=line: stroke(page, line))
+        seen = check_against_python(page, predictors, "mnist")
+        words = "that doesn't look like a digit"
+        assert seen["answers"] == {n: ("not a digit", words) for n in predictors}
+        assert seen["status"] == "Neither model thinks that is a digit."
+        assert page.inner_text("#result-mlp .fd-digit") == "?"
+        assert seen["drawing"] is None  # no gate: each model's own rule
 
-            act(page, lambda: page.click("#clear"))
-            act(page, lambda: stroke(page, ONE))
-            seen = check_against_python(page, predictors, "mnist")
-            assert seen["answers"] == {n: ("digit", "") for n in predictors}
-            assert seen["status"] == "Both models read 1."
-            assert page.errors == [] and page.evaluate("window.__csp") == []
-        finally:
-            context.close()
+        act(page, lambda: page.click("#clear"))
+        act(page, lambda: stroke(page, ONE))
+        seen = check_against_python(page, predictors, "mnist")
+        assert seen["answers"] == {n: ("digit", "") for n in predictors}
+        assert seen["status"] == "Both models read 1."
+        assert page.errors == [] and page.evaluate("window.__csp") == []
+
+
+def test_with_a_gate_the_drawing_rule_answers_a_letter_not_a_digit_and_a_one_a_digit(
+    gated_site, tmp_path
+):
+    models = load_models(gated_site[1])
+    assert models.gate is not None
+    with ws.served_page(gated_site[0], tmp_path / "profile") as page:
+        for line in LETTER_X:
+            act(page, lambda line=line: stroke(page, line))
+        seen = check_against_python(page, models, "mnist")  # the drawing's answer included
+        assert seen["drawing"]["answer"] == "not a digit"
+        assert seen["drawing"]["score"] < seen["drawing"]["not_a_digit_below"] == 0.5
+        words = "that doesn't look like a digit"
+        assert seen["answers"] == {n: ("not a digit", words) for n in contract.MODEL_NAMES}
+        assert seen["status"] == "Neither model thinks that is a digit."
+
+        act(page, lambda: page.click("#clear"))
+        assert_empty(page, empty_message())  # no drawing's answer left over either
+        act(page, lambda: stroke(page, ONE))
+        seen = check_against_python(page, models, "mnist")
+        assert seen["drawing"]["answer"] == "digit"
+        assert seen["answers"] == {n: ("digit", "") for n in contract.MODEL_NAMES}
+        assert seen["status"] == "Both models read 1."
+        # The gate shows no digit of its own: a line under the cards, no card.
+        assert page.locator(".fd-card").count() == len(contract.MODEL_NAMES)
+        assert "GATE" in page.inner_text("#about p[data-model='gate']")
+        assert page.errors == [] and page.evaluate("window.__csp") == []
+
+
+def test_a_gate_that_finds_a_letter_digit_like_makes_each_not_a_digit_not_sure(
+    lenient_site, tmp_path
+):
+    models = load_models(lenient_site[1])
+    with ws.served_page(lenient_site[0], tmp_path / "profile") as page:
+        for line in LETTER_X:  # each toy alone calls it "not a digit" (the test above)
+            act(page, lambda line=line: stroke(page, line))
+        seen = check_against_python(page, models, "mnist")
+        assert seen["drawing"]["answer"] == "digit"
+        assert {a for a, _ in seen["answers"].values()} == {"not sure"}
+        assert "is not sure" in seen["status"]
+        assert page.errors == []

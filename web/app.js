@@ -2,9 +2,10 @@
 // JavaScript preprocessing (preprocess.js, the port of serve/runtime/preprocess.py) and both models
 // (onnxruntime-web, WebAssembly, one thread) run here, and the answers replace the last ones.
 // site.json (written by `flaxdigits web`) names the models, their metadata and answer rules (applied
-// by answer.js: "digit", "not sure" or "not a digit"), and the constants.
+// by answer.js: "digit", "not sure" or "not a digit"), the gate if there is one (a third model,
+// never shown, run with them: its drawing rule decides "not a digit" for all), and the constants.
 import * as ort from "./ort/ort.wasm.min.mjs";
-import { answer, answerWords, summary } from "./answer.js";
+import { answer, answerWords, drawingAnswers, drawingScore, summary } from "./answer.js";
 import { EmptyCanvasError, preprocess } from "./preprocess.js";
 
 const BRUSH_RADIUS = 14; // serve/page/app.py BRUSH_RADIUS: the Gradio brush's circle, canvas pixels
@@ -27,6 +28,7 @@ window.fdStats = stats;
 
 let site = null;
 let sessions = null; // {name: InferenceSession} once loaded; null without WebAssembly SIMD
+let gate = null; // the gate's InferenceSession when site.json has a gate
 let method = "mnist";
 const strokes = []; // each an array of [x, y] in canvas pixels
 let current = null;
@@ -185,14 +187,33 @@ function record(list, value) {
   if (list.length > STATS_KEPT) list.splice(0, list.length - STATS_KEPT);
 }
 
+// {models: {name: probabilities}, gate: probabilities or null}
 async function classify(pixels) {
   const side = site.preprocess.image_side;
   const x = Float32Array.from(pixels, (v) => v / site.preprocess.pixel_max);
   const tensor = new ort.Tensor("float32", x, [1, side, side, 1]);
-  const out = {};
-  for (const m of site.models) {
-    const result = await sessions[m.name].run({ image: tensor });
-    out[m.name] = Array.from(result.probabilities.data);
+  const probabilities = async (session) => Array.from((await session.run({ image: tensor })).probabilities.data);
+  const models = {};
+  for (const m of site.models) models[m.name] = await probabilities(sessions[m.name]);
+  return { models, gate: gate ? await probabilities(gate) : null };
+}
+
+// Each model's {name, digit, answer} by its own answer rule, then, with a gate, under the drawing
+// rule (contract.drawing_answers), as serve/runtime/model_set.py ModelSet.predict answers. The
+// drawing's answer is kept in window.fdLastDrawing for tests and the curious.
+function answered(results) {
+  const out = site.models.map((m) => {
+    const probs = results.models[m.name];
+    const digit = argmax(probs);
+    return { name: m.name, digit, answer: answer(probs[digit], m.answer_rule) };
+  });
+  if (results.gate) {
+    const rule = site.gate.drawing_rule;
+    const score = drawingScore(site.models.map((m) => results.models[m.name]), results.gate);
+    const said = drawingAnswers(out.map((m) => m.answer), score, rule);
+    said.forEach((a, i) => (out[i].answer = a));
+    const below = rule.not_a_digit_below;
+    window.fdLastDrawing = { answer: score < below ? "not a digit" : "digit", score, not_a_digit_below: below };
   }
   return out;
 }
@@ -225,13 +246,13 @@ function argmax(p) {
 // Each card as serve/page/views.py render_result draws it: the digit, or a muted one and "not sure
 // — maybe N", or a muted "?" and "that doesn't look like a digit"; data-answer beside data-digit.
 function showAnswers(results) {
-  const answered = [];
-  for (const m of site.models) {
+  window.fdLastDrawing = null;
+  const answers = results ? answered(results) : null;
+  site.models.forEach((m, i) => {
     const card = $(`result-${m.name}`);
-    const probs = results ? results[m.name] : null;
-    const digit = probs ? argmax(probs) : null;
-    const said = probs ? answer(probs[digit], m.answer_rule) : "";
-    if (probs) answered.push({ name: m.name, digit, answer: said });
+    const probs = results ? results.models[m.name] : null;
+    const digit = answers ? answers[i].digit : null;
+    const said = answers ? answers[i].answer : "";
     card.dataset.digit = digit === null ? "" : String(digit);
     card.dataset.answer = said;
     card.dataset.probabilities = probs ? JSON.stringify(probs) : "";
@@ -250,8 +271,8 @@ function showAnswers(results) {
     });
     const described = site.labels.map((l, i) => `${l}: ${(100 * (probs ? probs[i] : 0)).toFixed(1)}%`);
     card.querySelector(".fd-bars").setAttribute("aria-label", `probabilities: ${described.join(", ")}`);
-  }
-  if (results) setStatus("", false, summary(answered));
+  });
+  if (answers) setStatus("", false, summary(answers));
 }
 
 function el(tag, className, text) {
@@ -320,6 +341,13 @@ function buildAbout() {
     p.dataset.model = m.name;
     about.append(p);
   }
+  if (site.gate) {
+    const g = site.gate; // no card: with both models it decides whether the drawing is a digit
+    const said = `GATE ("not a digit" below a score of ${g.drawing_rule.not_a_digit_below}): ${site.variant}`;
+    const p = el("p", "", `${said} · ${(g.bytes / 1024).toFixed(0)} KB · sha256 ${g.sha256.slice(0, 12)}…`);
+    p.dataset.model = "gate";
+    about.append(p);
+  }
   about.append(el("p", "", `onnxruntime-web ${site.ort.version}, WebAssembly, one thread.`));
 }
 
@@ -349,9 +377,9 @@ async function start() {
     ort.env.wasm.numThreads = 1; // no SharedArrayBuffer needed: no cross-origin isolation
     ort.env.wasm.wasmPaths = new URL(site.ort.dir, document.baseURI).href;
     const loaded = {};
-    for (const m of site.models) {
-      loaded[m.name] = await ort.InferenceSession.create(m.file, { executionProviders: ["wasm"] });
-    }
+    const options = { executionProviders: ["wasm"] };
+    for (const m of site.models) loaded[m.name] = await ort.InferenceSession.create(m.file, options);
+    if (site.gate) gate = await ort.InferenceSession.create(site.gate.file, options);
     sessions = loaded;
     setStatus(c.empty_message);
   }

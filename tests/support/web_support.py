@@ -1,6 +1,7 @@
 """What the browser-demo tests share: Node and web/'s npm packages (installed on first use), the
-site built from a models dir, a loopback static server with the site's headers, and the fixed
-set of canvases both preprocessings read."""
+site built from a models dir, a loopback static server with the site's headers, a headless
+Chromium page of it that records errors, requests and CSP violations, and the fixed set of
+canvases both preprocessings read."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from PIL import Image, ImageDraw
 from flaxdigits.export import site as web
 from flaxdigits.serve.runtime import preprocess as pre
 from flaxdigits.serve.runtime.decode import ImageInputError
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.drawings import draw_digit, drawing, rgba_on_transparent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +33,33 @@ CORPUS = ROOT / "tests" / "corpus"
 NODE_RUN = ROOT / "web" / "test" / "node_run.mjs"
 REQUIRE_ENV = "FLAXDIGITS_REQUIRE_BROWSER"
 NPM_SECONDS = 300
+PAGE_TIMEOUT_MS = 30_000
+# Reports every Content-Security-Policy violation the page triggers.
+CSP_WATCH = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation",
+  (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
+"""
+# A WebAssembly engine without SIMD, as on older phones: modules holding SIMD opcodes (0xfd
+# prefix) neither validate nor compile. onnxruntime-web ships only a SIMD build.
+NO_SIMD = """
+(() => {
+  const simd = (bytes) => {
+    const b = bytes instanceof ArrayBuffer ? new Uint8Array(bytes)
+      : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    return b.includes(0xfd);
+  };
+  const refuse = () => Promise.reject(new WebAssembly.CompileError("SIMD is not supported"));
+  const { validate, compile, instantiate } = WebAssembly;
+  WebAssembly.validate = (b) => !simd(b) && validate(b);
+  WebAssembly.compile = (b) => (simd(b) ? refuse() : compile(b));
+  WebAssembly.instantiate = (b, i) =>
+    (b instanceof WebAssembly.Module || !simd(b) ? instantiate(b, i) : refuse());
+  WebAssembly.compileStreaming = async (r) => WebAssembly.compile(await (await r).arrayBuffer());
+  WebAssembly.instantiateStreaming = async (r, i) =>
+    WebAssembly.instantiate(await (await r).arrayBuffer(), i);
+})();
+"""
 
 
 def unavailable(reason: str):
@@ -250,3 +279,41 @@ def static_server(directory: Path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def open_page(playwright, url, profile, *, init_scripts=(), **context_options):
+    """(context, page) of url in headless Chromium once the page is ready (body[data-ready]):
+    page.requested lists every URL it asked for, page.errors its errors, window.__csp its CSP
+    violations."""
+    context = playwright.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=str(CHROMIUM),
+        args=CHROMIUM_ARGS,
+        headless=True,
+        **({"viewport": {"width": 1000, "height": 900}} | context_options),
+    )
+    page = context.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.requested = []
+    page.errors = []
+    page.on("request", lambda r: page.requested.append(r.url))
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and page.errors.append(m.text))
+    for script in (CSP_WATCH, *init_scripts):
+        page.add_init_script(script)
+    page.goto(url)
+    page.wait_for_selector("body[data-ready]")
+    return context, page
+
+
+@contextlib.contextmanager
+def served_page(directory: Path, profile: Path):
+    """open_page of the site in directory, served on a loopback port; closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with static_server(directory) as url, sync_playwright() as p:
+        context, page = open_page(p, url, profile)
+        try:
+            yield page
+        finally:
+            context.close()
