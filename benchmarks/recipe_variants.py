@@ -73,7 +73,7 @@ def rendered_levels(digits: np.ndarray, out: Path, workers: int = 2) -> dict[str
         for name, level in LEVELS:
             # the robustness report's own worker, one level: (1, n, 28, 28) and (1, n) per chunk
             columns = ([name] * len(parts), [[level]] * len(parts), [digits[p] for p in parts])
-            chunks = list(pool.map(robustness._render, *columns))
+            chunks = list(pool.map(robustness.render_levels, *columns))
             levels[f"{name}:{level}"] = np.concatenate([c[0][0] for c in chunks])
             levels[f"{name}:{level}:refused"] = np.concatenate([c[1][0] for c in chunks])
     partial = path.with_suffix(".partial.npz")

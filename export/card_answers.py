@@ -1,7 +1,9 @@
 """The model card's answers section: each file's answer rule ('not a digit', 'not sure', the
 temperature), the real digits it rejects, its calibration error, and how well it tells held-out
-non-digits from digits where reports/answers.json measured its bytes. Standard library and
-flaxdigits.core only.
+non-digits from digits where reports/answers.json measured its bytes; and, in a release with the
+gate, the drawing rule: its thresholds from the gate's manifest, its figures where answers.json
+measured the gate, mlp and cnn files released together. Standard library and flaxdigits.core
+only.
 """
 
 from __future__ import annotations
@@ -120,3 +122,81 @@ def _nondigit_rows(described: dict[str, dict], reports: dict[str, Any]) -> list[
         markdown_table(header, rows, align="l" + "r" * (len(header) - 1)),
         *lines,
     ]
+
+
+def drawing_section(
+    described: dict[str, dict], gate: dict | None, reports: dict[str, Any]
+) -> list[str]:
+    """The gate's drawing rule in one paragraph, and per shipped variant its threshold and the
+    validation digits it rejects (the gate's manifest), with the test digits and canvases it
+    rejects and how well it tells held-out non-digits from digits where reports/answers.json
+    measured these very files together; [] without a gate."""
+    if gate is None:
+        return []
+    figures, lines = _drawing_figures(described, gate, reports)
+    rows = []
+    for variant, shipped in gate["variants"].items():
+        rule, m = shipped["rule"], figures.get(variant) or {}
+        rows.append(
+            [
+                variant,
+                pct(rule["not_a_digit_below"]),
+                pct(rule["validation_rejected"]),
+                pct((m.get("test") or {}).get("not_a_digit")),
+                pct((m.get("canvas") or {}).get("not_a_digit")),
+                pct((m.get("caught") or {}).get("all"), 1),
+                num((m.get("auroc") or {}).get("all")),
+            ]
+        )
+    header = ["variant", "'not a digit' below", "validation digits rejected"]
+    header += ["test digits rejected", "canvases rejected", "non-digits caught", "AUROC"]
+    return [
+        "",
+        "## Drawing rule: 'not a digit' from the models together",
+        "",
+        "The page runs the gate with mlp and cnn on every drawing, the files of one variant",
+        "together: the drawing's score is the smaller of the gate's confidence (its largest",
+        "calibrated probability) and the largest of the three files' mean calibrated",
+        "probabilities. Under the threshold of that variant's drawing rule",
+        f"(models/{contract.GATE_NAME}.json), fitted on the validation digits with these very mlp",
+        "and cnn files (named there by sha256), the drawing and every model's answer are 'not a",
+        "digit'; otherwise the digits shown are mlp's and cnn's own, a model's own 'not a digit'",
+        "made 'not sure'. The gate's own digit is never shown. Rejected: real digits the rule",
+        "calls 'not a digit', of the test digits and of test digits drawn as canvases (`mnist`",
+        "preprocessing); AUROC of the score and the share caught against the held-out",
+        "non-digits (see Answers above).",
+        "",
+        markdown_table(header, rows, align="lrrrrrr"),
+        *lines,
+    ]
+
+
+def _drawing_figures(
+    described: dict[str, dict], gate: dict, reports: dict[str, Any]
+) -> tuple[dict[str, dict], list[str]]:
+    """({variant: reports/answers.json's drawing rule entry}, the card's line for the variants it
+    did not measure): an entry is quoted only where it measured the release's gate, mlp and cnn
+    files of that variant, by sha256."""
+    label = "The drawing rule's figures"
+    if missing := not_measured(reports, "answers", label, "answers.json"):
+        return {}, missing
+    where, doc = reports["answers"]
+    entries = doc.get("drawing_rule")
+    by_bytes = {
+        json.dumps(e["sha256"], sort_keys=True): e
+        for e in (entries.values() if isinstance(entries, dict) else ())
+        if isinstance(e, dict) and isinstance(e.get("sha256"), dict)
+    }
+    found = {}
+    for variant, shipped in gate["variants"].items():
+        files = {n: d["variants"][variant]["entry"]["sha256"] for n, d in described.items()}
+        files[contract.GATE_NAME] = shipped["entry"]["sha256"]
+        entry = by_bytes.get(json.dumps(files, sort_keys=True))
+        if entry is not None:
+            found[variant] = entry
+    missing = [v for v in gate["variants"] if v not in found]
+    if not missing:
+        return found, []
+    why = f"{where} measured no drawing rule of these files: re-run `flaxdigits answers`"
+    what = f"{label}, {', '.join(missing)}" if found else label
+    return found, ["", f"{what}: not measured for these files ({why})."]

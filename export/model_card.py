@@ -4,8 +4,9 @@ re-derived: test accuracies from each file's ONNX metadata and manifest, canvas 
 accuracies from reports that measured these very bytes (the sha256 they record for each model
 file is the file's), latency as export/release.py measured it. A report's figure for other
 bytes, or a report that names no bytes, is not quoted: the card says the file was not measured.
-The answers section is export/card_answers.py; matching a report's figures to the bytes they
-measured is export/card_figures.py. Standard library and flaxdigits.core (contract, tables) only.
+The answers and drawing rule sections are export/card_answers.py; matching a report's figures
+to the bytes they measured is export/card_figures.py. Standard library and flaxdigits.core
+(contract, tables) only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from flaxdigits.core import contract
 from flaxdigits.core.tables import markdown_table
-from flaxdigits.export.card_answers import answers_section
+from flaxdigits.export.card_answers import answers_section, drawing_section
 from flaxdigits.export.card_figures import (
     canvas_by_bytes,
     measured,
@@ -89,24 +90,28 @@ def model_card(
     described: dict[str, dict],
     reports: dict[str, Any],
     timings: dict | None,
+    gate: dict | None = None,
 ) -> str:
-    """MODEL_CARD.md: data, recipe, parameters, every measured accuracy, int8 deltas, latency
-    with the machine, intended use, limits and license."""
+    """MODEL_CARD.md: data, recipe, parameters, every measured accuracy, int8 deltas, the answer
+    rules and the gate's drawing rule (gate: described as a model, with its "rule" per variant;
+    None without a gate), latency with the machine, intended use, limits and license."""
+    every = described | ({contract.GATE_NAME: gate} if gate else {})
     return "\n".join(
         [
-            *_intro(version, described),
-            *_files_section(described),
+            *_intro(version, described, gate),
+            *_files_section(every),
             *DATA,
-            *_training_section(described),
+            *_training_section(every),
             *_accuracy_section(described, reports),
             *answers_section(described, reports),
+            *drawing_section(described, gate, reports),
             *_latency_section(timings),
             *USE_LIMITS_LICENSE,
         ]
     )
 
 
-def _intro(version: str, described: dict[str, dict]) -> list[str]:
+def _intro(version: str, described: dict[str, dict], gate: dict | None) -> list[str]:
     """The title, what the models are, their input and output and the preprocessing."""
     shipped = sorted({v for d in described.values() for v in d["variants"]})
     if shipped == ["int8"]:
@@ -115,7 +120,7 @@ def _intro(version: str, described: dict[str, dict]) -> list[str]:
         each = "each as a float32 file."
     else:
         each = "each as a float32 file and a statically quantized int8 file."
-    return [
+    lines = [
         f"# flaxdigits models {version}",
         "",
         "Handwritten-digit classifiers (0-9) trained on MNIST with JAX/Flax and exported to ONNX:",
@@ -124,6 +129,15 @@ def _intro(version: str, described: dict[str, dict]) -> list[str]:
         f"softmax probabilities. Preprocessing spec `{contract.PREPROCESSING_SPEC}`: run images",
         "through `flaxdigits.serve.runtime.preprocess` (or `flaxdigits predict`), which centres",
         "the ink the way MNIST was made.",
+    ]
+    if gate is None:
+        return lines
+    files = ", ".join(f"models/{var['file']}" for var in gate["variants"].values())
+    return lines + [
+        "",
+        f"With them, the gate ({files}):",
+        "a third CNN, trained with generated non-digits, whose own digit is never shown; it",
+        "decides with the two that a drawing is 'not a digit' (see Drawing rule).",
     ]
 
 
@@ -158,7 +172,7 @@ def _training_section(described: dict[str, dict]) -> list[str]:
         rows.append(
             [
                 name,
-                ARCHITECTURE.get(name, ""),
+                ARCHITECTURE.get(name) or ARCHITECTURE.get(m.get("model"), ""),
                 f"{m.get('params', 'n/a'):,}",
                 contract.recipe_name(recipe.get("name", "n/a")),
                 config.get("epochs", "n/a"),

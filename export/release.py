@@ -1,14 +1,16 @@
 """`flaxdigits release`: the exported models, their manifests and a model card in one archive.
 
 dist/flaxdigits-models-VERSION-DIGEST.tar.gz holds, under a folder of the same name:
-models/{mlp,cnn}.onnx, .int8.onnx and .json (as `flaxdigits export --int8` wrote them), a
+models/{mlp,cnn}.onnx, .int8.onnx and .json (as `flaxdigits export --int8` wrote them), the
+gate's (gate.onnx, .int8.onnx, gate.json: contract.GATE_NAME) when the folder has one, a
 release.json index, MODEL_CARD.md and SHA256SUMS (every other file's sha256). DIGEST is the
 start of SHA256SUMS's own sha256, so two different releases never share a name. The card's
 figures are read, never re-derived: accuracies from each file's ONNX metadata and manifest,
 canvas and robustness accuracies and non-digit detection from reports/*.json where they
 measured these very bytes, and latency measured here on the files with the machine named. Every
-model is checked against its manifest before it is packed: a release is never made from a
-modified export.
+model is checked against its manifest before it is packed, and the gate's drawing rule against
+the mlp and cnn files packed with it: a release is never made from a modified export, nor with
+a gate the page would refuse.
 
 onnxruntime and numpy only (no JAX): a release can be cut wherever the models are.
 """
@@ -56,7 +58,8 @@ def build_release(
     """Pack models_dir's float and int8 models of both architectures into a release archive.
 
     Args:
-        models_dir: holds {mlp,cnn}.onnx, .int8.onnx and .json (`make export`).
+        models_dir: holds {mlp,cnn}.onnx, .int8.onnx and .json (`make export`), and the
+            gate's files of the same variants when it has a gate.
         out_dir: where the archive is written (created if needed).
         reports_dir: canvas_accuracy.json, robustness.json and answers.json are read from here
             when present; the card quotes their figures only for the exact bytes they measured
@@ -71,18 +74,19 @@ def build_release(
         The path of the archive written.
 
     Raises:
-        ReleaseError: a model, int8 variant or manifest is missing or does not match.
+        ReleaseError: a model, int8 variant or manifest is missing or does not match, or the
+            gate's drawing rule does not name the mlp and cnn files released.
     """
     models_dir, reports_dir = Path(models_dir), Path(reports_dir)
     version = version or flaxdigits.__version__
     archive.check_relative_path(f"v{version}")
     variants = _check_variants(variants)
-    files, described = _model_files(models_dir, variants)
+    files, described, gate = _model_files(models_dir, variants)
     reports = _reports(reports_dir)
-    timings = _latency(models_dir, variants) if latency else None
-    info = _info(version, described)
+    timings = _latency(models_dir, variants, gate is not None) if latency else None
+    info = _info(version, described, gate)
     files[archive.INFO] = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
-    card = model_card(version, described, reports, timings)
+    card = model_card(version, described, reports, timings, gate=gate)
     files[archive.CARD] = card.encode()
     digests = {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
     sums = archive.format_sums(digests).encode()
@@ -109,43 +113,74 @@ def _check_variants(variants) -> tuple[str, ...]:
     return chosen
 
 
-def _model_files(models_dir: Path, variants) -> tuple[dict[str, bytes], dict[str, dict]]:
-    """{release path: bytes} of every model file and manifest, and per model what the card
-    needs: its manifest and, per variant, the file's entry and ONNX metadata."""
+def _model_files(
+    models_dir: Path, variants
+) -> tuple[dict[str, bytes], dict[str, dict], dict | None]:
+    """{release path: bytes} of every model file and manifest, per served model what the card
+    needs (its manifest and, per variant, the file's entry and ONNX metadata), and the same of
+    the gate with its drawing rule per variant (None in a folder without a gate)."""
     files: dict[str, bytes] = {}
-    described: dict[str, dict] = {}
-    for name in contract.MODEL_NAMES:
-        manifest_path = models_dir / f"{name}.json"
-        raw = _read(manifest_path)
+    described = {name: _model(models_dir, name, variants, files) for name in contract.MODEL_NAMES}
+    return files, described, _gate(models_dir, variants, described, files)
+
+
+def _model(models_dir: Path, name: str, variants, files: dict[str, bytes]) -> dict:
+    """One model's manifest and its files of `variants`, each checked against the manifest
+    (size and sha256) and added to files; what the card needs of them."""
+    manifest_path = models_dir / f"{name}.json"
+    raw = _read(manifest_path)
+    try:
+        manifest = json.loads(raw)
+    except ValueError:
+        raise ReleaseError(f"{manifest_path}: not JSON: re-export the model") from None
+    if not isinstance(manifest, dict) or manifest.get("schema") != contract.MANIFEST_SCHEMA:
+        raise ReleaseError(f"{manifest_path}: not a {contract.MANIFEST_SCHEMA} manifest")
+    entries = {e.get("file"): e for e in manifest.get("files", []) if isinstance(e, dict)}
+    files[f"models/{name}.json"] = raw
+    shipped = {}
+    for variant in variants:
+        file = file_name(name, variant)
+        path = models_dir / file
+        data = _read(path)
+        entry = entries.get(file)
+        if entry is None:
+            raise ReleaseError(
+                f"{manifest_path} does not list {file}: export with --int8 (`make export`)"
+            )
+        digest = hashlib.sha256(data).hexdigest()
+        if entry.get("sha256") != digest or entry.get("size") != len(data):
+            raise ReleaseError(
+                f"{path} does not match its manifest {manifest_path.name}: the file was "
+                "modified; re-export it"
+            )
+        shipped[variant] = {"file": file, "entry": entry, "metadata": _metadata(data, path)}
+        files[f"models/{file}"] = data
+    return {"manifest": manifest, "variants": shipped}
+
+
+def _gate(models_dir: Path, variants, described: dict[str, dict], files) -> dict | None:
+    """The gate as _model describes a model, each shipped variant with the drawing rule its
+    manifest carries (as "rule"), which must name the shipped mlp and cnn files by sha256: the
+    page refuses a gate whose rule was fitted with other files. None without a gate."""
+    name = contract.GATE_NAME
+    if not any((models_dir / f"{name}{s}").exists() for s in (".json", ".onnx", ".int8.onnx")):
+        return None
+    gate = _model(models_dir, name, variants, files)
+    rules = gate["manifest"].get("drawing_rule")
+    for variant, shipped in gate["variants"].items():
+        where = f"{models_dir / f'{name}.json'}: the {variant} drawing rule"
         try:
-            manifest = json.loads(raw)
-        except ValueError:
-            raise ReleaseError(f"{manifest_path}: not JSON: re-export the model") from None
-        if not isinstance(manifest, dict) or manifest.get("schema") != contract.MANIFEST_SCHEMA:
-            raise ReleaseError(f"{manifest_path}: not a {contract.MANIFEST_SCHEMA} manifest")
-        entries = {e.get("file"): e for e in manifest.get("files", []) if isinstance(e, dict)}
-        files[f"models/{name}.json"] = raw
-        shipped = {}
-        for variant in variants:
-            file = file_name(name, variant)
-            path = models_dir / file
-            data = _read(path)
-            entry = entries.get(file)
-            if entry is None:
-                raise ReleaseError(
-                    f"{manifest_path} does not list {file}: export with --int8 (`make export`)"
-                )
-            if entry.get("sha256") != hashlib.sha256(data).hexdigest() or entry.get("size") != len(
-                data
-            ):
-                raise ReleaseError(
-                    f"{path} does not match its manifest {manifest_path.name}: the file was "
-                    "modified; re-export it"
-                )
-            shipped[variant] = {"file": file, "entry": entry, "metadata": _metadata(data, path)}
-            files[f"models/{file}"] = data
-        described[name] = {"manifest": manifest, "variants": shipped}
-    return files, described
+            rule = contract.check_drawing_rule((rules or {}).get(variant))
+        except ValueError as e:
+            raise ReleaseError(f"{where} is not usable ({e}): re-export the gate") from None
+        members = {n: d["variants"][variant]["entry"]["sha256"] for n, d in described.items()}
+        if rule["members"] != members:
+            raise ReleaseError(
+                f"{where} was fitted with other mlp and cnn files than these (re-exported "
+                "since?): export the gate again (`make export`)"
+            )
+        shipped["rule"] = rule
+    return gate
 
 
 def _read(path: Path) -> bytes:
@@ -192,9 +227,11 @@ def _reports(reports_dir: Path) -> dict[str, Any]:
     return found
 
 
-def _latency(models_dir: Path, variants) -> dict[str, Any]:
-    """onnxruntime ms per call of every model file on this machine, and the machine."""
-    paths = [models_dir / file_name(n, v) for n in contract.MODEL_NAMES for v in variants]
+def _latency(models_dir: Path, variants, gate: bool) -> dict[str, Any]:
+    """onnxruntime ms per call of every model file (the gate's too: the page runs it on every
+    drawing) on this machine, and the machine."""
+    names = (*contract.MODEL_NAMES, *([contract.GATE_NAME] if gate else []))
+    paths = [models_dir / file_name(n, v) for n in names for v in variants]
     rows = benchmark(paths, LATENCY_BATCHES, (1,), blocks=5, block_seconds=0.1)
     return {"rows": rows, "machine": machine()}
 
@@ -221,24 +258,30 @@ def machine() -> str:
 # ---------------------------------------------------------------------------------- writing
 
 
-def _info(version: str, described: dict[str, dict]) -> dict[str, Any]:
-    """release.json: what the release holds, for programs (the card is for people)."""
-    return {
+def _info(version: str, described: dict[str, dict], gate: dict | None) -> dict[str, Any]:
+    """release.json: what the release holds, for programs (the card is for people); the gate,
+    when there is one, under "gate"."""
+    info = {
         "schema": archive.SCHEMA,
         "version": version,
         "flaxdigits_version": flaxdigits.__version__,
         "preprocessing": contract.PREPROCESSING_SPEC,
         "license": LICENSE,
-        "models": {
-            name: {
-                "manifest": f"models/{name}.json",
-                "params": d["manifest"].get("params"),
-                "recipe": (d["manifest"].get("recipe") or {}).get("name"),
-                "files": {
-                    v: {"path": f"models/{var['file']}", "test_accuracy": file_accuracy(var)}
-                    for v, var in d["variants"].items()
-                },
-            }
-            for name, d in described.items()
+        "models": {name: _info_model(name, d) for name, d in described.items()},
+    }
+    if gate is not None:
+        info["gate"] = _info_model(contract.GATE_NAME, gate)
+    return info
+
+
+def _info_model(name: str, d: dict) -> dict[str, Any]:
+    """release.json's entry of one model: its manifest, parameters, recipe and files."""
+    return {
+        "manifest": f"models/{name}.json",
+        "params": d["manifest"].get("params"),
+        "recipe": (d["manifest"].get("recipe") or {}).get("name"),
+        "files": {
+            v: {"path": f"models/{var['file']}", "test_accuracy": file_accuracy(var)}
+            for v, var in d["variants"].items()
         },
     }

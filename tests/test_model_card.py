@@ -197,3 +197,52 @@ def test_files_without_a_rule_say_so_and_no_report_quotes_nothing(tmp_path):
         ), file
     assert "| temperature |" not in card
     assert "Non-digit detection: not measured for these files (no reports/answers.json)." in card
+
+
+def _drawing_entry(models: Path, suffix: str, figures: dict) -> dict:
+    """answers.json's drawing rule entry of the files NAME{suffix} in models."""
+    files = {n: f"{n}{suffix}" for n in ("mlp", "cnn", "gate")}
+    digests = {n: hashlib.sha256((models / f).read_bytes()).hexdigest() for n, f in files.items()}
+    return {"files": files, "sha256": digests} | figures
+
+
+def test_with_a_gate_the_card_explains_the_drawing_rule_and_quotes_it_for_these_bytes(tmp_path):
+    from tests.test_release_gate import BELOW, write_gate
+
+    models = write_gate(_write_models(tmp_path / "models", answers=MEASURED))
+    reports = tmp_path / "reports"
+    _answers_report(models, reports, ("mlp.onnx", "cnn.onnx"))
+    doc = json.loads((reports / "answers.json").read_text())
+    figures = {
+        "test": {"not_a_digit": 0.0058},
+        "canvas": {"not_a_digit": 0.0095},
+        "caught": {"all": 0.785},
+        "auroc": {"all": 0.9928},
+    }
+    doc["drawing_rule"] = {
+        "gate.onnx": _drawing_entry(models, ".onnx", figures),
+        # int8: measured with another cnn than the one released, so not these files together
+        "gate.int8.onnx": _drawing_entry(models, ".int8.onnx", figures)
+        | {"sha256": {"mlp": "0" * 64, "cnn": "1" * 64, "gate": "2" * 64}},
+    }
+    (reports / "answers.json").write_text(json.dumps(doc))
+    card = _card(models, reports, tmp_path / "dist")
+    assert "With them, the gate (models/gate.onnx, models/gate.int8.onnx):" in card
+    assert "| models/gate.int8.onnx | int8 |" in card  # the files table
+    assert "| gate | Conv 32 3x3" in card and "| 542,230 | gate | 10 |" in card
+    assert "## Drawing rule: 'not a digit' from the models together" in card
+    assert "the smaller of the gate's confidence" in card
+    assert "fitted on the validation digits with these very" in card
+    assert "the digits shown are mlp's and cnn's own" in card
+    assert "| float32 | 42.82% | 0.50% | 0.58% | 0.95% | 78.5% | 0.9928 |" in card
+    assert f"| int8 | {100 * BELOW['int8']:.2f}% | 0.50% | n/a | n/a | n/a | n/a |" in card
+    assert "The drawing rule's figures, int8: not measured for these files" in card
+    # No answers.json: the thresholds from the gate's manifest, no figure.
+    card = _card(models, tmp_path / "no-reports", tmp_path / "dist-none")
+    assert "| float32 | 42.82% | 0.50% | n/a |" in card
+    assert "The drawing rule's figures: not measured for these files (no reports/answers" in card
+
+
+def test_without_a_gate_the_card_has_no_drawing_rule(tmp_path):
+    card = _card(_write_models(tmp_path / "models", answers=MEASURED), tmp_path, tmp_path / "d")
+    assert "Drawing rule" not in card and "gate" not in card

@@ -158,3 +158,58 @@ def test_reports_from_before_rejections_were_counted_say_so(reports):
     assert "| cnn (robust) | not counted (an older report: re-run it) |" in text
     assert "| cnn/robust/float32 | not counted (an older report: re-run it) | n/a |" in text
     assert "no answer rule" not in text
+
+
+def _drawing(variant: str, below: float, auroc: float) -> dict:
+    """answers.json's entry of a gate file's drawing rule, as `flaxdigits answers` writes it."""
+    rule = {"members": {"mlp": "a" * 64, "cnn": "b" * 64}, "not_a_digit_below": below}
+    suffix = ".onnx" if variant == "float32" else ".int8.onnx"
+    return {
+        "variant": variant,
+        "files": {n: f"{n}{suffix}" for n in ("mlp", "cnn", "gate")},
+        "sha256": {"mlp": "a" * 64, "cnn": "b" * 64, "gate": "c" * 64},
+        "rule": rule | {"validation_rejected": 0.005},
+        "test": {"not_a_digit": 0.0058},
+        "canvas": {"not_a_digit": 0.0095},
+        "auroc": {"all": auroc, "doodle": 0.9987, "font": 0.9871},
+        "caught": {"all": 0.785, "doodle": 0.9, "font": 0.7},
+        "passed": [1, 1, 0],
+    }
+
+
+@pytest.fixture
+def gated(reports):
+    """reports/ with an answers.json measured with a gate: canvases drawn, each file's rule
+    counted on them, a drawing rule per gate file."""
+    answers = json.loads((reports / "answers.json").read_text())
+    answers["canvases"] = {"drawn": 80, "refused": 2, "method": "mnist", "seed": 0}
+    for entry in answers["models"].values():
+        entry["canvas"] = {"not_a_digit": None if entry["answer_rule"] is None else 0.009}
+    answers["drawing_rule"] = {
+        "gate.onnx": _drawing("float32", 0.428165, 0.9928),
+        "gate.int8.onnx": _drawing("int8", 0.427844, 0.9927),
+    }
+    (reports / "answers.json").write_text(json.dumps(answers))
+    return reports
+
+
+def test_with_a_gate_the_section_explains_the_drawing_rule_and_gives_its_figures(gated):
+    text = _section(gated)
+    assert "the drawing's score is the smaller of the gate's confidence" in text
+    assert "the digits shown are the served models' own" in text
+    assert "the first 80 of them drawn as canvases" in text and "2 refused by it" in text
+    # Per file, its own rule on the canvases; per drawing rule, every figure.
+    assert "| mlp.onnx | 1.250 | 3.21% → 0.87% | 0.42% | 1.13% | 0.90% | 87.1% | 0.9876 |" in text
+    assert "| original/cnn.onnx | none | 3.21% → 3.21% | 0.42% | 1.13% | n/a |" in text
+    row = "| drawing rule (float32: mlp + cnn + gate) | each file's | — | 0.58% | — | 0.95% |"
+    assert row + " 78.5% | 0.9928 |" in text
+    assert "| drawing rule (int8: mlp + cnn + gate) | 42.78% | 0.50% | 0.58% | 0.95% |" in text
+    assert "| drawing rule (float32: mlp + cnn + gate) | 0.9987 | 0.9871 | 90.0% | 70.0% |" in text
+    # The picture is the float drawing rule's: what it lets through.
+    assert "the drawing rule (float32: mlp + cnn + gate) answers 3 as a digit or" in text
+    assert "most often: A (2), spiral (1)" in text
+
+
+def test_without_a_gate_the_section_has_no_drawing_rule(reports):
+    text = _section(reports)
+    assert "drawing rule" not in text and "canvases: not a digit" not in text

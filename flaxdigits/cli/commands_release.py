@@ -12,7 +12,11 @@ from pathlib import Path
 
 
 def release_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", default="models", help="directory with the exported models")
+    p.add_argument(
+        "--models",
+        default="models",
+        help="directory with the exported models (and the gate, when it was exported)",
+    )
     p.add_argument("--reports", default="reports", help="canvas and robustness reports, if any")
     p.add_argument("--out", default="dist")
     p.add_argument("--version", help="release version (default: the flaxdigits version)")

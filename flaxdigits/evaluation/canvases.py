@@ -29,6 +29,7 @@ from flaxdigits.core import contract
 from flaxdigits.core.atomic import write_json_atomic
 from flaxdigits.core.tables import markdown_table
 from flaxdigits.evaluation.digits import (
+    CHUNK,
     accuracy,
     check_limit,
     chunks,
@@ -78,18 +79,43 @@ def render_canvas(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.repeat(paper[..., None], 3, axis=2)
 
 
-def _render_and_preprocess(digits: np.ndarray, indices: np.ndarray, seed: int) -> dict:
-    """Worker: canvases for digits[i] (seeded by (seed, indices[i])) through every method."""
-    out = {m: np.zeros((len(digits), 28, 28), np.float32) for m in METHODS}
-    failed = {m: np.zeros(len(digits), bool) for m in METHODS}
+def _render_and_preprocess(
+    digits: np.ndarray, indices: np.ndarray, seed: int, methods: Sequence[str] = METHODS
+) -> dict:
+    """Worker: canvases for digits[i] (seeded by (seed, indices[i])) through each of methods."""
+    out = {m: np.zeros((len(digits), 28, 28), np.float32) for m in methods}
+    failed = {m: np.zeros(len(digits), bool) for m in methods}
     for i, (digit, index) in enumerate(zip(digits, indices, strict=True)):
         canvas = render_canvas(digit, np.random.default_rng([seed, int(index)]))
-        for method in METHODS:
+        for method in methods:
             try:
                 out[method][i] = preprocess(canvas, method).image
             except ImageInputError:
                 failed[method][i] = True
     return {"images": out, "failed": failed}
+
+
+def drawn_digits(
+    digits: np.ndarray,
+    *,
+    seed: int = 0,
+    method: str = contract.DEFAULT_PREPROCESS_METHOD,
+    workers: int | None = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, 28, 28) float32, refused (N,) bool): the first N test digits `digits` drawn
+    as canvas-eval draws them (digit i seeded by (seed, i): the same canvases as its first N)
+    and preprocessed by `method`, a canvas the preprocessing refuses left black and flagged.
+    workers: processes (1: this one; None or 0: all cores)."""
+    method = contract.check_method(method)
+    workers = worker_count(workers)
+    if workers == 1 or len(digits) <= CHUNK:
+        parts = [_render_and_preprocess(digits, np.arange(len(digits)), seed, (method,))]
+    else:
+        args = _chunk_args(digits, chunks(len(digits)), seed)
+        with worker_pool(workers) as pool:
+            parts = list(pool.map(_render_and_preprocess, *args, [(method,)] * len(args[0])))
+    images = np.concatenate([p["images"][method] for p in parts])
+    return images, np.concatenate([p["failed"][method] for p in parts])
 
 
 def evaluate_canvas(

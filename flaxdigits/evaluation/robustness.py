@@ -115,7 +115,7 @@ def _check_grid(grid: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
     return {name: [float(v) for v in levels] for name, levels in grid.items()}
 
 
-def _render(name: str, levels: Sequence[float], digits: np.ndarray):
+def render_levels(name: str, levels: Sequence[float], digits: np.ndarray):
     """Worker: the model inputs of the digits under each level of one distortion, (L, n, 28, 28)
     uint8, and which canvases the preprocessing refused as empty, (L, n) bool."""
     deform = DISTORTIONS[name]
@@ -256,7 +256,7 @@ def _measure(loaded, grid: dict[str, list[float]], digits, labels, workers: int,
     # runs without the GIL), so that no core idles once the rendering is done.
     with mnist_eval.worker_pool(workers) as pool, ThreadPoolExecutor(workers) as threads:
         results = pool.map(  # submits every task now: the workers start while the clean run
-            _render,
+            render_levels,
             [name for name, _ in tasks],
             [grid[name] for name, _ in tasks],
             [digits[part] for _, part in tasks],

@@ -141,7 +141,8 @@ def _check_name(name: str, sums: bytes) -> None:
 
 
 def _info(files: dict[str, bytes]) -> dict:
-    """release.json, checked: schema, and every model file it names present."""
+    """release.json, checked: schema, and every model file it names present (the gate's too,
+    when it names a gate: its files are handed back with the others, under models/)."""
     raw = files.get(archive.INFO)
     if raw is None or len(raw) > MAX_INFO_BYTES:
         raise ReleaseError(f"no usable {archive.INFO}")
@@ -154,16 +155,23 @@ def _info(files: dict[str, bytes]) -> dict:
             f"{archive.INFO} is not a {archive.SCHEMA} index: this flaxdigits "
             "cannot read this release; upgrade flaxdigits"
         )
-    for name in contract.MODEL_NAMES:
-        for suffix in (".json", *_suffixes(info, name)):
+    models = info.get("models") or {}
+    named = [
+        (name, models.get(name) if isinstance(models, dict) else None)
+        for name in contract.MODEL_NAMES
+    ]
+    if "gate" in info:  # a release with the gate (contract.GATE_NAME) names its files here
+        named.append((contract.GATE_NAME, info["gate"]))
+    for name, model in named:
+        for suffix in (".json", *_suffixes(model, name)):
             if f"models/{name}{suffix}" not in files:
                 raise ReleaseError(f"release has no models/{name}{suffix}")
     return info
 
 
-def _suffixes(info: dict, name: str) -> list[str]:
-    """The model files release.json says a model ships: float and int8, or the int8 alone."""
-    model = (info.get("models") or {}).get(name)
+def _suffixes(model, name: str) -> list[str]:
+    """The files release.json's entry of a model says it ships: float and int8, or the int8
+    alone."""
     shipped = model.get("files") if isinstance(model, dict) else None
     if not isinstance(shipped, dict) or not shipped or set(shipped) - set(VARIANT_SUFFIXES):
         raise ReleaseError(f"{archive.INFO} does not say which files of {name} it holds")

@@ -1,8 +1,8 @@
 """The report's section on calibration and "not a digit": reports/answers.json (from `flaxdigits
 answers`) as tables, a reliability diagram of the served float files before and after
-calibration, the picture of what still passes, and how often real digits are rejected on the
-drawn canvases and the distorted grid (the canvas reports and robustness.json, read through
-report/robustness.py).
+calibration, the drawing rule (mlp, cnn and the gate together) where a gate was measured, the
+picture of what still passes, and how often real digits are rejected on the drawn canvases and
+the distorted grid (the canvas reports and robustness.json, read through report/robustness.py).
 
 It reads files only, like report/robustness.py: a missing file says which command makes it, and
 a figure is quoted only from a report that names the sha256 of the model file it measured.
@@ -21,6 +21,7 @@ import numpy as np
 from flaxdigits.core.atomic import write_bytes_atomic
 from flaxdigits.core.tables import markdown_table
 from flaxdigits.evaluation import answers as evaluation_answers
+from flaxdigits.evaluation import drawing_answers
 from flaxdigits.report import robustness as report_robust
 
 ANSWERS_FILE = "answers.json"
@@ -57,32 +58,103 @@ def files_table(report: dict[str, Any]) -> str:
 
 
 def kinds_table(report: dict[str, Any]) -> str:
-    """Per file, AUROC and the share caught against each held-out kind."""
+    """Per file, then per drawing rule, AUROC and the share caught against each held-out kind."""
     kinds = sorted(report["heldout"]["kinds"])
+    named = list(report["models"].items())
+    named += [
+        (drawing_answers.row_label(label, d), d)
+        for label, d in (report.get("drawing_rule") or {}).items()
+    ]
     rows = [
         [
             label,
             *(f"{m['auroc'][k]:.4f}" for k in kinds),
             *(_pct(m["caught"][k], 1) for k in kinds),
         ]
-        for label, m in report["models"].items()
+        for label, m in named
     ]
     header = ["file", *(f"AUROC, {k}" for k in kinds), *(f"caught, {k}" for k in kinds)]
     return markdown_table(header, rows, align="l" + "r" * 2 * len(kinds))
 
 
+def drawing_lines(report: dict[str, Any]) -> list[str]:
+    """The drawing rule in one paragraph and its figures, one row per gate file; [] for a report
+    measured without a gate."""
+    rules = report.get("drawing_rule") or {}
+    if not rules:
+        return []
+    drawn = report["canvases"]
+    rows = [
+        [
+            drawing_answers.row_label(label, d),
+            _pct(d["rule"]["not_a_digit_below"]),
+            _pct(d["rule"]["validation_rejected"]),
+            _pct(d["test"]["not_a_digit"]),
+            _pct(d["canvas"]["not_a_digit"]),
+            _pct(d["caught"]["all"], 1),
+            f"{d['auroc']['all']:.4f}",
+        ]
+        for label, d in rules.items()
+    ]
+    header = ["drawing rule", "'not a digit' below", "validation digits rejected"]
+    header += ["test digits rejected", "canvases rejected", "non-digits caught", "AUROC"]
+    return [
+        "The drawing rule decides 'not a digit' for the drawing, from the served models "
+        "together: mlp, cnn and the gate (a CNN trained with generated non-digits, whose own "
+        "digit is never shown) each give their calibrated probabilities; the drawing's score is "
+        "the smaller of the gate's confidence (its largest probability) and the largest of the "
+        "three files' mean probabilities. Under a "
+        "threshold fitted on the validation digits "
+        "(never the test set), the drawing and every model's answer are 'not a digit'; "
+        "otherwise the digits shown are the served models' own, a model's own 'not a digit' "
+        f"made 'not sure'. Test digits rejected: of the {report['test_digits']:,} test digits; "
+        f"canvases: the first {drawn['drawn']:,} of them drawn as canvases (the column "
+        f"'canvases: not a digit' above; `{drawn['method']}` preprocessing, "
+        f"{drawn['refused']:,} refused by it and left out); AUROC of the score, test digits "
+        "against the held-out non-digits.",
+        "",
+        markdown_table(header, rows, align="lrrrrrr"),
+        "",
+        *distorted_lines(rules),
+    ]
+
+
+def distorted_lines(rules: dict[str, Any]) -> list[str]:
+    """The share of distorted test digits each drawing rule rejects, one row per gate file and a
+    column per distortion level; [] for a report measured before it."""
+    measured = {label: d for label, d in rules.items() if d.get("distorted")}
+    if not measured:
+        return []
+    columns = [
+        (k, level) for k, v in next(iter(measured.values()))["distorted"].items() for level in v
+    ]
+    header = ["drawing rule", *(f"{k} {level}" for k, level in columns)]
+    rows = [
+        [drawing_answers.row_label(label, d), *(_pct(d["distorted"][k][lv]) for k, lv in columns)]
+        for label, d in measured.items()
+    ]
+    return [
+        f"Distorted digits rejected as 'not a digit' (the first {drawing_answers.DISTORTED:,} test "
+        "digits rotated by degrees, slanted, and with strokes thickened or thinned by pixels per "
+        "edge, re-centred as the page does; a digit the preprocessing refuses is left out):",
+        "",
+        markdown_table(header, rows, align="l" + "r" * len(columns)),
+        "",
+    ]
+
+
 def passed_sentence(report: dict[str, Any], out: Path) -> list[str]:
-    """The picture of the held-out non-digits the served CNN still answers as digits, and a
-    sentence on what they are; [] without the picture."""
-    label = "cnn.onnx" if "cnn.onnx" in report["models"] else next(iter(report["models"]))
+    """The picture of the held-out non-digits that still pass (the float drawing rule's, else
+    the served CNN's) and a sentence on what they are; [] without the picture."""
     if not (Path(out) / PASSED_PICTURE).is_file():
         return []
-    passed, count = report["models"][label]["passed"], report["heldout"]["count"]
-    names = report["heldout_names"]
+    label, passed = evaluation_answers.shown_passed(report)
+    count, names = report["heldout"]["count"], report["heldout_names"]
     common = Counter(str(names[i]) for i in passed).most_common(5)
     most = ", ".join(f"{name} ({n})" for name, n in common) or "none"
+    who = f"the {label}" if report.get("drawing_rule") else label
     return [
-        f"Of the {count:,} held-out non-digits, {label} answers {len(passed):,} as a digit or "
+        f"Of the {count:,} held-out non-digits, {who} answers {len(passed):,} as a digit or "
         f"'not sure' ({_pct(len(passed) / max(1, count), 1)}); the ones it lets through most "
         f"often: {most}. The first of them, each named by what it is:",
         "",
@@ -215,6 +287,7 @@ def _measured_lines(report: dict[str, Any], out: Path) -> list[str]:
         "",
         kinds_table(report),
         "",
+        *drawing_lines(report),
     ]
     figure = plot_reliability(report, out)
     if figure is not None:
