@@ -31,7 +31,8 @@ def test_predict_preprocess_seed_is_box_and_says_so(capsys):
 def test_an_unknown_name_is_still_refused_with_the_choices(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--model", "mlp", "--recipe", "sed", "--out", "r"])
-    assert "invalid choice: 'sed' (choose from 'original', 'robust', 'gate')" in capsys.readouterr().err
+    choices = "'original', 'robust', 'gate'"
+    assert f"invalid choice: 'sed' (choose from {choices})" in capsys.readouterr().err
 
 
 def test_configs_and_runs_saved_before_the_rename_read_as_the_original_recipe():
