@@ -21,8 +21,6 @@ from flaxdigits.evaluation import calibration
 from flaxdigits.export.onnx_graph import ExportError
 from flaxdigits.serve.runtime.predictor import ModelLoadError, Predictor
 
-VARIANT_SUFFIX = {"float32": ".onnx", "int8": ".int8.onnx"}
-
 
 def check_gate_out(recipe: str, out: Path) -> None:
     """A gate run is exported as GATE_NAME.onnx, and only a gate run is: the serve side finds
@@ -41,7 +39,7 @@ def check_gate_out(recipe: str, out: Path) -> None:
 
 def member_files(folder: Path, variant: str) -> dict[str, Path]:
     """{model name: file} of the served models of one variant in the gate's folder."""
-    files = {name: folder / f"{name}{VARIANT_SUFFIX[variant]}" for name in contract.MODEL_NAMES}
+    files = {name: folder / contract.model_file(name, variant) for name in contract.MODEL_NAMES}
     missing = [p.name for p in files.values() if not p.is_file()]
     if missing:
         raise ExportError(

@@ -25,7 +25,7 @@ from flaxdigits.export.card_figures import (
     release_digests,
 )
 
-VARIANTS = ("float32", "int8")
+VARIANTS = tuple(contract.VARIANT_SUFFIXES)  # float32, int8
 LICENSE = "Apache-2.0"
 # Shown on the card; the graphs themselves are the source of truth (export/onnx_graph.py).
 ARCHITECTURE = {

@@ -40,11 +40,6 @@ LATENCY_BATCHES = (1, 256)
 REPORT_MAX_BYTES = 16 * 1024 * 1024
 
 
-def file_name(name: str, variant: str) -> str:
-    """mlp.onnx / mlp.int8.onnx: the file of a model variant in models/."""
-    return f"{name}.onnx" if variant == "float32" else f"{name}.int8.onnx"
-
-
 def build_release(
     models_dir="models",
     out_dir="dist",
@@ -139,7 +134,7 @@ def _model(models_dir: Path, name: str, variants, files: dict[str, bytes]) -> di
     files[f"models/{name}.json"] = raw
     shipped = {}
     for variant in variants:
-        file = file_name(name, variant)
+        file = contract.model_file(name, variant)
         path = models_dir / file
         data = _read(path)
         entry = entries.get(file)
@@ -163,7 +158,8 @@ def _gate(models_dir: Path, variants, described: dict[str, dict], files) -> dict
     manifest carries (as "rule"), which must name the shipped mlp and cnn files by sha256: the
     page refuses a gate whose rule was fitted with other files. None without a gate."""
     name = contract.GATE_NAME
-    if not any((models_dir / f"{name}{s}").exists() for s in (".json", ".onnx", ".int8.onnx")):
+    names = (f"{name}.json", *(contract.model_file(name, v) for v in contract.VARIANT_SUFFIXES))
+    if not any((models_dir / n).exists() for n in names):
         return None
     gate = _model(models_dir, name, variants, files)
     rules = gate["manifest"].get("drawing_rule")
@@ -231,7 +227,7 @@ def _latency(models_dir: Path, variants, gate: bool) -> dict[str, Any]:
     """onnxruntime ms per call of every model file (the gate's too: the page runs it on every
     drawing) on this machine, and the machine."""
     names = (*contract.MODEL_NAMES, *([contract.GATE_NAME] if gate else []))
-    paths = [models_dir / file_name(n, v) for n in names for v in variants]
+    paths = [models_dir / contract.model_file(n, v) for n in names for v in variants]
     rows = benchmark(paths, LATENCY_BATCHES, (1,), blocks=5, block_seconds=0.1)
     return {"rows": rows, "machine": machine()}
 

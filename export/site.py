@@ -167,7 +167,7 @@ def build_site(models_dir, out_dir, *, int8: bool = False, web_dir=WEB_DIR) -> d
         "labels": list(contract.LABELS),
         "recipes": list(contract.RECIPE_NAMES),
         "renamed_recipes": contract.RENAMED_RECIPES,
-        "variant": "int8" if int8 else "float32",
+        "variant": _variant(int8),
         "canvas": {"width": contract.CANVAS_SIZE[0], "height": contract.CANVAS_SIZE[1]},
         "preprocess": preprocess_constants(),
         "ort": {"dir": f"{ORT_DIR}/", "version": _ort_version(ort)},
@@ -193,7 +193,10 @@ def read_models(
 ) -> tuple[dict[str, Predictor], list[dict], dict[str, bytes]]:
     """({name: Predictor}, site.json's model entries, {site path: bytes}) of both models, each
     checked by the Predictor (the manifest beside it must list the file and its hash)."""
-    paths = {name: models_dir / f"{name}{_suffix(int8)}" for name in contract.MODEL_NAMES}
+    paths = {
+        name: models_dir / contract.model_file(name, _variant(int8))
+        for name in contract.MODEL_NAMES
+    }
     absent = [p.name for p in paths.values() if not p.is_file()]
     if absent:
         raise SiteError(
@@ -217,7 +220,7 @@ def read_gate(
     (None, {}) where the folder has none. The gate is loaded as the Gradio page loads it: its
     manifest is required, and the drawing rule it carries for that variant must name the
     shipped files by sha256 (a stale rule is refused, never shipped)."""
-    path = models_dir / f"{contract.GATE_NAME}{_suffix(int8)}"
+    path = models_dir / contract.model_file(contract.GATE_NAME, _variant(int8))
     if not path.is_file():
         return None, {}
     gate = Predictor(path)
@@ -229,8 +232,8 @@ def read_gate(
     return entry, {rel: data}
 
 
-def _suffix(int8: bool) -> str:
-    return ".int8.onnx" if int8 else ".onnx"
+def _variant(int8: bool) -> str:
+    return "int8" if int8 else "float32"
 
 
 def _read_checked(path: Path, predictor: Predictor) -> bytes:

@@ -84,10 +84,13 @@ def _load(path, threads: int):
     """image -> (Prediction, Drawing or None) of the model file at path: under the drawing rule
     where the gate of its variant lies beside it (model_set), else by its own answer rule."""
     path = Path(path)
-    stem, _, suffix = path.name.partition(".")
-    variant = "int8" if suffix == "int8.onnx" else "float32"
-    gate = path.with_name(contract.GATE_NAME + "." + suffix)
-    if stem in contract.MODEL_NAMES and gate.is_file():
+    stem, variant = path.name.split(".")[0], contract.variant_of(path.name)
+    gate = path.with_name(contract.model_file(contract.GATE_NAME, variant))
+    if (
+        path.name == contract.model_file(stem, variant)
+        and stem in contract.MODEL_NAMES
+        and gate.is_file()
+    ):
         models = load_models(path.parent, threads=threads, variant=variant)  # path among them
 
         def predict(image):

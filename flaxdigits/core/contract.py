@@ -61,7 +61,9 @@ META_INPUT = "flaxdigits.input"  # human-readable layout and value range
 META_VERSION = "flaxdigits.version"
 META_JAX2ONNX_VERSION = "jax2onnx.version"
 META_CHECKPOINT_SHA256 = "flaxdigits.checkpoint_sha256"
-META_VARIANT = "flaxdigits.variant"  # "float32" | "int8"
+META_VARIANT = "flaxdigits.variant"  # one of VARIANT_SUFFIXES
+# The exported files of a model NAME, by variant: NAME.onnx and NAME.int8.onnx (model_file).
+VARIANT_SUFFIXES = {"float32": ".onnx", "int8": ".int8.onnx"}
 META_ANSWER_RULE = "flaxdigits.answer_rule"  # JSON: ANSWER_RULE_KEYS (a file from before: none)
 
 # What a model's answer is, from the largest of its (calibrated) probabilities, the confidence:
@@ -160,6 +162,17 @@ def check_answer_rule(rule) -> dict:
     if not 0.0 <= rule["validation_rejected"] <= 1.0:
         raise ValueError("an answer rule's validation_rejected is a share in [0, 1]")
     return rule
+
+
+def model_file(name: str, variant: str) -> str:
+    """The file name of a model's variant: NAME.onnx or NAME.int8.onnx."""
+    return name + VARIANT_SUFFIXES[variant]
+
+
+def variant_of(file_name: str) -> str:
+    """The variant of an exported file, from its name: "int8" for NAME.int8.onnx, else
+    "float32"."""
+    return "int8" if file_name.endswith(VARIANT_SUFFIXES["int8"]) else "float32"
 
 
 def manifest_path_for(model_path: str) -> str:

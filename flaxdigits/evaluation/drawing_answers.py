@@ -21,7 +21,7 @@ import numpy as np
 
 from flaxdigits.core import contract
 from flaxdigits.evaluation import calibration, robustness
-from flaxdigits.serve.runtime.model_set import VARIANT_SUFFIXES, load_models
+from flaxdigits.serve.runtime.model_set import load_models
 from flaxdigits.serve.runtime.predictor import Predictor
 
 CANVASES = 2000  # the first test digits drawn as canvases (fewer under --limit)
@@ -80,13 +80,11 @@ def per_kind(figure: Callable[[np.ndarray], float], values: np.ndarray, kinds) -
 
 def gate_files(directory) -> list[Path]:
     """The gate's files in a models folder, float before int8 (none in a folder without one)."""
-    found = (Path(directory) / f"{contract.GATE_NAME}{s}" for _, s in VARIANT_SUFFIXES)
+    found = (
+        Path(directory) / contract.model_file(contract.GATE_NAME, v)
+        for v in contract.VARIANT_SUFFIXES
+    )
     return [p for p in found if p.is_file()]
-
-
-def variant_of(path: Path) -> str:
-    """float32 or int8, from a model file's name."""
-    return "int8" if path.name.endswith(dict(VARIANT_SUFFIXES)["int8"]) else "float32"
 
 
 def measure_rule(gate_path: Path, inputs: Inputs, kinds: Sequence[str]) -> dict:
@@ -97,7 +95,7 @@ def measure_rule(gate_path: Path, inputs: Inputs, kinds: Sequence[str]) -> dict:
         FileNotFoundError, ModelLoadError: as the page's load_models, e.g. a gate whose rule
             was fitted with other mlp or cnn files.
     """
-    variant = variant_of(gate_path)
+    variant = contract.variant_of(gate_path.name)
     models = load_models(gate_path.parent, variant=variant)
     members = {**models, contract.GATE_NAME: models.gate}
     below = models.rule["not_a_digit_below"]

@@ -65,7 +65,7 @@ def model_fields(predictor: Predictor) -> dict[str, str]:
     meta = predictor.metadata
     variant = meta.get(contract.META_VARIANT)
     if not variant:
-        variant = "int8" if ".int8." in predictor.path.name else "float32"
+        variant = contract.variant_of(predictor.path.name)
     return {
         "model": predictor.name,
         "recipe": contract.recipe_name(meta.get(contract.META_RECIPE) or DEFAULT_RECIPE),

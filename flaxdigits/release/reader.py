@@ -29,7 +29,7 @@ from flaxdigits.release import archive
 from flaxdigits.release.archive import ReleaseError
 
 MAX_INFO_BYTES = 1024 * 1024
-VARIANT_SUFFIXES = {"float32": ".onnx", "int8": ".int8.onnx"}  # a model's files in models/
+VARIANT_SUFFIXES = contract.VARIANT_SUFFIXES  # a model's files in models/
 _NAMED = re.compile(r"flaxdigits-models-.+-([0-9a-f]{8})")
 
 

@@ -24,7 +24,7 @@ from flaxdigits.serve.page.views import (
 from flaxdigits.serve.runtime.decode import (
     ImageInputError,
 )
-from flaxdigits.serve.runtime.model_set import ModelSet, load_models
+from flaxdigits.serve.runtime.model_set import ModelSet, as_model_set, load_models
 from flaxdigits.serve.runtime.predictor import Predictor
 
 UPLOAD_GONE = (
@@ -44,8 +44,7 @@ class Handlers:
     (tests call them directly). Each releases the uploads it read (temp_files)."""
 
     def __init__(self, predictors: Mapping[str, Predictor], temp_files: TempFiles | None = None):
-        # A ModelSet is kept as it is: its gate decides "not a digit" for the drawing.
-        self.predictors = predictors if isinstance(predictors, ModelSet) else dict(predictors)
+        self.predictors = as_model_set(predictors)  # with a gate, it decides "not a digit"
         self.subtitles = {name: model_subtitle(p) for name, p in self.predictors.items()}
         self.temp_files = temp_files
 

@@ -78,7 +78,7 @@ class Page:
 
 def layout(handlers: Handlers) -> Page:
     """The page's components, inside the current Blocks."""
-    gr.Markdown(INTRO + (GATE_NOTE if getattr(handlers.predictors, "gate", None) else ""))
+    gr.Markdown(INTRO + (GATE_NOTE if handlers.predictors.gate else ""))
     source = gr.State("draw")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=440):

@@ -18,7 +18,7 @@ from PIL import Image
 from flaxdigits.core import contract
 from flaxdigits.core.contract import CANVAS_SIZE
 from flaxdigits.serve.runtime.decode import FORMAT_NAMES, ImageInputError
-from flaxdigits.serve.runtime.model_set import Drawing, ModelSet
+from flaxdigits.serve.runtime.model_set import Drawing, as_model_set
 from flaxdigits.serve.runtime.predictor import Prediction, Predictor
 from flaxdigits.serve.runtime.preprocess import EmptyCanvasError, Preprocessed, preprocess
 
@@ -68,9 +68,7 @@ def classify(
 ) -> tuple[dict[str, Prediction], Drawing | None]:
     """Every model's prediction for one preprocessed (28, 28) image, and the drawing's answer
     when the models come with a gate (a ModelSet; None otherwise)."""
-    if isinstance(predictors, ModelSet):
-        return predictors.predict(image28)
-    return {name: predictor.predict(image28) for name, predictor in predictors.items()}, None
+    return as_model_set(predictors).predict(image28)
 
 
 def predict_all(value, method: str, predictors: Mapping[str, Predictor]) -> dict:

@@ -20,8 +20,6 @@ import numpy as np
 from flaxdigits.core import contract
 from flaxdigits.serve.runtime.predictor import ModelLoadError, Prediction, Predictor
 
-VARIANT_SUFFIXES = (("float32", ".onnx"), ("int8", ".int8.onnx"))
-
 
 @dataclasses.dataclass(frozen=True)
 class Drawing:
@@ -88,6 +86,11 @@ class ModelSet(Mapping[str, Predictor]):
         }, drawing
 
 
+def as_model_set(predictors: Mapping[str, Predictor]) -> ModelSet:
+    """The predictors as a ModelSet: themselves, or a plain mapping as a set without a gate."""
+    return predictors if isinstance(predictors, ModelSet) else ModelSet(predictors)
+
+
 def check_members(rule: dict, predictors: Mapping[str, Predictor], gate: Predictor) -> None:
     """The rule must name exactly these files: every served model, by its sha256."""
     loaded = {name: p.sha256 for name, p in predictors.items()}
@@ -125,8 +128,8 @@ def load_models(models_dir, *, threads: int = 1, variant: str | None = None) -> 
             not belong to these files.
     """
     directory = Path(models_dir)
-    suffix = _suffix(directory, variant)
-    files = {name: directory / f"{name}{suffix}" for name in contract.MODEL_NAMES}
+    variant = _variant(directory, variant)
+    files = {name: directory / contract.model_file(name, variant) for name in contract.MODEL_NAMES}
     missing = [path.name for path in files.values() if not path.is_file()]
     if missing:
         where = (
@@ -139,20 +142,23 @@ def load_models(models_dir, *, threads: int = 1, variant: str | None = None) -> 
             f"(or `flaxdigits export RUN_DIR --out {directory}/NAME.onnx` for mlp and cnn)"
         )
     predictors = {name: Predictor(path, threads=threads) for name, path in files.items()}
-    gate_path = directory / f"{contract.GATE_NAME}{suffix}"
+    gate_path = directory / contract.model_file(contract.GATE_NAME, variant)
     if not gate_path.is_file():
         return ModelSet(predictors)
     gate = Predictor(gate_path, threads=threads)
     return ModelSet(predictors, gate, gate_rule(gate))
 
 
-def _suffix(directory: Path, variant: str | None) -> str:
-    """The file suffix of the variant to load."""
-    suffixes = dict(VARIANT_SUFFIXES)
+def _variant(directory: Path, variant: str | None) -> str:
+    """The variant to load: the one asked for, else float32 unless the folder holds only the
+    int8 files of both models."""
     if variant is not None:
-        if variant not in suffixes:
-            raise ValueError(f"variant {variant!r}: choose one of {', '.join(suffixes)}")
-        return suffixes[variant]
-    everything_float = all((directory / f"{name}.onnx").is_file() for name in contract.MODEL_NAMES)
-    only_int8 = all((directory / f"{n}.int8.onnx").is_file() for n in contract.MODEL_NAMES)
-    return ".int8.onnx" if only_int8 and not everything_float else ".onnx"
+        if variant not in contract.VARIANT_SUFFIXES:
+            known = ", ".join(contract.VARIANT_SUFFIXES)
+            raise ValueError(f"variant {variant!r}: choose one of {known}")
+        return variant
+
+    def every(v: str) -> bool:
+        return all((directory / contract.model_file(n, v)).is_file() for n in contract.MODEL_NAMES)
+
+    return "int8" if every("int8") and not every("float32") else "float32"
