@@ -12,12 +12,19 @@ exactly as this machine does.
    `pip install --no-index flaxdigits[edge]` from those wheels: pip on the arm64 interpreter
    decides whether the wheels fit its platform and glibc.
 3. `python -m flaxdigits predict --json` (the `flaxdigits` CLI) on the release, for each of its
-   four model files, over the test corpus (tests/corpus) and N MNIST test digits written as
-   PNG files, on arm64 (qemu-user, `-cpu cortex-a72`: the Raspberry Pi 4's core, so an
-   instruction it lacks is an illegal instruction here too) and on this machine.
-4. Compared file by file: the same files fail with the same message; float models: identical
-   argmax and max |dp| <= 1e-5; int8 models: argmax agreement and max |dp| reported. The JSON
-   lines carry probabilities rounded to 6 decimals: |dp| is resolved to 1e-6.
+   model files (mlp and cnn, float and int8, and the gate's gate.onnx and gate.int8.onnx; a
+   file the release lacks is named, not run), over the test corpus (tests/corpus) and N MNIST
+   test digits written as PNG files, on arm64 (qemu-user, `-cpu cortex-a72`: the Raspberry Pi
+   4's core, so an instruction it lacks is an illegal instruction here too) and on this machine.
+4. Compared file by file (benchmarks/edge_compare.py): the same files fail with the same
+   message; float files: identical argmax and max |dp| <= 1e-5; int8 files: argmax agreement
+   and max |dp| reported. The JSON lines carry probabilities rounded to 6 decimals: |dp| is
+   resolved to 1e-6.
+5. For mlp and cnn under a gate (the gate of the variant in the release: predict applies the
+   drawing rule), the `drawing` of every predicted file on both sides: float: the same "not a
+   digit" answers, the same models' answers and max |d score| <= 1e-5; int8: agreement and max
+   |d score| reported. A release without a gate (older releases) is checked as before, and the
+   output says that the gate was not checked.
 
 Timings under emulation are the emulator's, never a board's speed. Cached under .cache/edge:
 the root filesystem tarball (by suite and packages) and the wheels (by pinned versions). Needs
@@ -38,7 +45,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from benchmarks.edge_compare import compare, compare_drawing, summary_line
+from flaxdigits.core import contract
+from flaxdigits.release import reader
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = "bookworm"
@@ -50,8 +59,8 @@ PYTHON_VERSION = "3.11"  # Debian bookworm's python3
 EDGE_PINS = ("numpy", "pillow", "onnxruntime")
 QEMU = "/usr/bin/qemu-aarch64-static"
 QEMU_CPU = "cortex-a72"  # Raspberry Pi 4
-FLOAT_TOLERANCE = 1e-5
 MODEL_FILES = ("cnn.onnx", "cnn.int8.onnx", "mlp.onnx", "mlp.int8.onnx")
+GATE_FILES = tuple(contract.model_file(contract.GATE_NAME, v) for v in contract.VARIANT_SUFFIXES)
 IMAGE_DIRS = ("images/corpus", "images/mnist")
 
 
@@ -181,43 +190,6 @@ def predict(cmd: list[str], cwd: Path | None, root: Path | None, file: str) -> d
     return {"records": {r["file"]: r for r in records}, "seconds": round(seconds, 1)}
 
 
-def compare(x86: dict[str, dict], arm: dict[str, dict], *, is_float: bool) -> dict:
-    """Agreement of two predict runs' records by file."""
-    if set(x86) != set(arm):
-        only = sorted(set(x86) ^ set(arm))[:3]
-        return {"ok": False, "why": f"different files: {only}"}
-    errors = {f for f, r in x86.items() if "error" in r}
-    error_mismatch = sorted(f for f in x86 if ("error" in arm[f]) != (f in errors))
-    error_mismatch += sorted(
-        f for f in errors if "error" in arm[f] and arm[f]["error"] != x86[f]["error"]
-    )
-    predicted = sorted(set(x86) - errors - set(error_mismatch))
-    a = np.array([x86[f]["probabilities"] for f in predicted], np.float64).reshape(-1, 10)
-    b = np.array([arm[f]["probabilities"] for f in predicted], np.float64).reshape(-1, 10)
-    argmax = [f for f, p, q in zip(predicted, a, b, strict=True) if p.argmax() != q.argmax()]
-    digits = [f for f in predicted if x86[f]["digit"] != arm[f]["digit"]]
-    max_diff = float(np.abs(a - b).max()) if len(predicted) else 0.0
-    # int8: the same files must fail; argmax agreement and |dp| are reported, not gated (the
-    # quantized kernels differ by architecture).
-    ok = not error_mismatch
-    if is_float:
-        ok = ok and not argmax and not digits and max_diff <= FLOAT_TOLERANCE
-    return {
-        "ok": ok,
-        "files": len(x86),
-        "predicted": len(predicted),
-        "errors_both": len(errors) - len(error_mismatch),
-        "error_mismatches": error_mismatch[:10],
-        "argmax_differences": len(argmax),
-        "argmax_differing_files": argmax[:10],
-        "argmax_agreement": (len(predicted) - len(argmax)) / max(1, len(predicted)),
-        "max_abs_diff": max_diff,
-        "gate": f"argmax identical, max |dp| <= {FLOAT_TOLERANCE:g}"
-        if is_float
-        else "same files refused; argmax agreement and max |dp| reported",
-    }
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.edge_check", description=__doc__.splitlines()[0]
@@ -277,16 +249,28 @@ def install_edge(root: Path) -> str:
     return arm_env
 
 
-def check_model(root: Path, file: str) -> tuple[dict, dict]:
+def release_files(release: str) -> set[str]:
+    """The file names under models/ of the release (verified: a broken release stops here)."""
+    files = reader.read_release(release).files
+    return {name.removeprefix("models/") for name in files if name.startswith("models/")}
+
+
+def check_model(root: Path, file: str, gate: bool) -> tuple[dict, dict]:
     """One model file predicted on both sides: the comparison (with the arm64 MNIST accuracy and
-    both times), and the count of images of each folder."""
+    both times; for mlp and cnn, the drawing rule's, under the gate when `gate`), and the count
+    of images of each folder."""
     work = root / "work"
     log(f"{file}: x86_64")
     x86 = predict([sys.executable, "-m", "flaxdigits"], work, None, file)
     images = {d: sum(f.startswith(d) for f in x86["records"]) for d in IMAGE_DIRS}
     log(f"{file}: arm64 (emulated)")
     arm = predict(["/opt/edge/bin/python", "-m", "flaxdigits"], None, root, file)
-    result = compare(x86["records"], arm["records"], is_float=".int8." not in file)
+    is_float = ".int8." not in file
+    result = compare(x86["records"], arm["records"], is_float=is_float)
+    if not file.startswith(contract.GATE_NAME + "."):
+        result["drawing"] = compare_drawing(
+            x86["records"], arm["records"], is_float=is_float, gate=gate
+        )
     mnist = [
         (r, int(Path(f).name.split("-")[1][0]))
         for f, r in arm["records"].items()
@@ -298,24 +282,18 @@ def check_model(root: Path, file: str) -> tuple[dict, dict]:
     return result, images
 
 
-def summary_line(file: str, m: dict) -> str:
-    """One model file's outcome, as printed at the end."""
-    return (
-        f"{file:14} {m['files']} files ({m['predicted']} predicted, {m['errors_both']} refused "
-        f"on both), argmax differences {m['argmax_differences']}, max |dp| "
-        f"{m['max_abs_diff']:.1e}, arm64 MNIST accuracy {m['arm64_mnist_accuracy']:.2%}, "
-        f"{m['seconds']['arm64_emulated']} s emulated / {m['seconds']['x86_64']} s x86 "
-        f"-> {('ok' if m['ok'] else 'FAILED') if '.int8.' not in file else 'reported'}"
-    )
-
-
 def main(argv=None) -> int:
-    """Build the arm64 root, install the edge side in it, compare every model file; 1 if a
-    float model differs or a file is refused on one side only."""
+    """Build the arm64 root, install the edge side in it, compare every model file of the
+    release (the gate's too); 1 if a float file or its drawing rule differs, or a file is refused
+    or drawn on one side only."""
     args = _parser().parse_args(argv)
     start = time.perf_counter()
     if platform.machine() not in ("x86_64", "AMD64"):
         sys.exit("edge-check: compares arm64 under emulation with an x86_64 host")
+    in_release = release_files(args.release)
+    files = files_to_check(in_release)
+    if not any(f in MODEL_FILES for f in files):
+        sys.exit(f"edge-check: {args.release} has none of {', '.join(MODEL_FILES)}")
     ensure_tools()
     cache = Path(args.cache).resolve()
     cache.mkdir(parents=True, exist_ok=True)
@@ -330,23 +308,45 @@ def main(argv=None) -> int:
         "rootfs": f"Debian {SUITE} arm64 ({', '.join(PACKAGES)})",
         "pins": pins(),
         "arm64_environment": arm_env,
+        "not_in_release": [f for f in MODEL_FILES + GATE_FILES if f not in in_release],
+        "gate": gate_status(files),
         "images": {},
         "models": {},
     }
-    for file in MODEL_FILES:
-        report["models"][file], report["images"] = check_model(root, file)
+    for file, gated in files.items():
+        report["models"][file], report["images"] = check_model(root, file, gated)
     report["seconds"] = {
         "install_emulated": round(install_s, 1),
         "total": round(time.perf_counter() - start, 1),
     }
-    ok = all(m["ok"] for m in report["models"].values())
+    ok = all(m["ok"] and m.get("drawing", {"ok": True})["ok"] for m in report["models"].values())
     report["ok"] = ok
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     for file, m in report["models"].items():
         print(summary_line(file, m))
+    if report["not_in_release"]:
+        print(f"not in the release, not checked: {', '.join(report['not_in_release'])}")
+    print(report["gate"])
     print(f"edge-check: {'ok' if ok else 'FAILED'} in {report['seconds']['total']} s -> {args.out}")
     return 0 if ok else 1
+
+
+def files_to_check(in_release: set[str]) -> dict[str, bool]:
+    """The model files of MODEL_FILES and GATE_FILES that the release holds, each with whether
+    the gate of its variant lies beside it (predict then applies the drawing rule to mlp and
+    cnn)."""
+    files = [f for f in MODEL_FILES + GATE_FILES if f in in_release]
+    gate = {f: contract.model_file(contract.GATE_NAME, contract.variant_of(f)) for f in files}
+    return {f: gate[f] in in_release for f in files}
+
+
+def gate_status(files) -> str:
+    """What the output says about the gate: checked (which files), or not checked."""
+    gates = [f for f in files if f in GATE_FILES]
+    if not gates:
+        return "gate: not checked (the release has no gate: a release from before it)"
+    return f"gate: checked ({', '.join(gates)}, and the drawing rule of mlp and cnn beside it)"
 
 
 if __name__ == "__main__":
