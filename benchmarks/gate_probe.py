@@ -25,7 +25,7 @@ import numpy as np
 from benchmarks.nondigit_probe import logits_of, score_figures
 from flaxdigits.data.mnist import load_mnist
 from flaxdigits.evaluation import calibration, nondigits
-from flaxdigits.evaluation.canvases import _render_and_preprocess
+from flaxdigits.evaluation.canvases import drawn_digits
 from flaxdigits.runs import load_run
 
 
@@ -48,14 +48,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     runs = [load_run(p) for p in (args.answer, *args.gates)]
     split = runs[0].split(load_mnist("auto", log=lambda _: None))
-    drawn = _render_and_preprocess(
-        split.test_images[: args.canvases], np.arange(args.canvases), seed=0
-    )
-    keep = ~drawn["failed"]["mnist"]
+    drawn, refused = drawn_digits(split.test_images[: args.canvases], seed=0, method="mnist")
     inputs = {
         "val": split.val_images,
         "test": split.test_images,
-        "canvas": drawn["images"]["mnist"][keep],
+        "canvas": drawn[~refused],
         "other": nondigits.heldout_inputs()[0],
     }
     probs = [probabilities(run, split, inputs) for run in runs]
