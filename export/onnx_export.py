@@ -189,7 +189,7 @@ def model_metadata(run, test_accuracy: float, rule: dict | None = None) -> dict[
         contract.META_INPUT: contract.INPUT_DESCRIPTION,
         contract.META_VERSION: flaxdigits.__version__,
         contract.META_JAX2ONNX_VERSION: importlib.metadata.version("jax2onnx"),
-        contract.META_CHECKPOINT_SHA256: run.checkpoint_sha256,
+        contract.META_CHECKPOINT_STATE_SHA256: run.checkpoint_state_sha256,
     }
 
 
@@ -268,7 +268,7 @@ def build_manifest(run, test_accuracy: float, files: list[dict]) -> dict[str, An
         "train_config": run.config.to_dict(),
         "recipe": run.config.recipe_values.to_dict() | {"name": run.config.recipe},
         "training_precision": run.config.precision,
-        "checkpoint_sha256": run.checkpoint_sha256,
+        "checkpoint_state_sha256": run.checkpoint_state_sha256,
         "opset": OPSET,
         "ir_version": onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", OPSET)]),
         "min_onnxruntime": MIN_ONNXRUNTIME,

@@ -75,7 +75,7 @@ META_SHOWN = (
     contract.META_RECIPE,
     contract.META_VARIANT,
     contract.META_VERSION,
-    contract.META_CHECKPOINT_SHA256,
+    contract.META_CHECKPOINT_STATE_SHA256,
     contract.META_PREPROCESSING,
 )
 

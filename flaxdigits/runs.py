@@ -34,7 +34,7 @@ class Run:
     model: nnx.Module
     config: TrainConfig
     metrics: dict[str, Any]
-    checkpoint_sha256: str
+    checkpoint_state_sha256: str  # checkpoint.state_digest of its arrays: the provenance
 
     @property
     def params(self) -> int:
@@ -68,10 +68,11 @@ def load_run(run_dir: Path) -> Run:
       run_dir: a directory written by `flaxdigits train`.
 
     Returns:
-      Run(directory, model, config, metrics, checkpoint_sha256).
+      Run(directory, model, config, metrics, checkpoint_state_sha256).
 
     Raises:
-      CheckpointError: missing, half-written, tampered or foreign checkpoint.
+      CheckpointError: missing, half-written, tampered or foreign checkpoint, or arrays
+        restored other than they were saved.
     """
     run_dir = Path(run_dir)
     saved = checkpoint.read(run_dir)
@@ -82,6 +83,7 @@ def load_run(run_dir: Path) -> Run:
         raise CheckpointError(msg) from None
     graphdef, template = abstract_state(config)  # shapes only: nothing computed
     state = checkpoint.fill(saved, template, str(run_dir))
+    state_sha256 = checkpoint.state_sha256(saved, state, str(run_dir))
     metrics_path = run_dir / "metrics.json"
     try:
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
@@ -92,7 +94,7 @@ def load_run(run_dir: Path) -> Run:
         model=nnx.merge(graphdef, state.params),
         config=config,
         metrics=metrics,
-        checkpoint_sha256=saved.pointer["sha256"],
+        checkpoint_state_sha256=state_sha256,
     )
 
 
@@ -136,7 +138,7 @@ def evaluate_run(
     confusion = confusion_matrix(mnist.test_labels, test["predictions"])
     result["confusion_matrix"] = confusion.tolist()
     result["per_class_accuracy"] = per_class_accuracy(confusion).tolist()
-    result["checkpoint_sha256"] = run.checkpoint_sha256
+    result["checkpoint_state_sha256"] = run.checkpoint_state_sha256
     if write:
         write_json_atomic(Path(run_dir) / "evaluation.json", result)
     if with_predictions:
@@ -167,7 +169,8 @@ def migrate_run(run_dir: Path, log=print) -> dict[str, Any]:
 
     The old file is sha256-verified and checked against the model before anything is written;
     the new step is written beside it, then the pointer moves to it (the old pointer is kept as
-    checkpoint.v1.json, the old files stay). metrics.json's checkpoint_sha256 follows.
+    checkpoint.v1.json, the old files stay). metrics.json's checkpoint_sha256 (the v1 file's
+    digest) becomes the checkpoint_state_sha256 that runs trained now record.
 
     Returns:
       The new pointer.
@@ -193,6 +196,8 @@ def migrate_run(run_dir: Path, log=print) -> dict[str, Any]:
     if metrics_path.exists():
         metrics = json.loads(metrics_path.read_text())
         if metrics.get("checkpoint_sha256") == old["sha256"]:
-            write_json_atomic(metrics_path, metrics | {"checkpoint_sha256": new["sha256"]})
+            del metrics["checkpoint_sha256"]
+            metrics["checkpoint_state_sha256"] = new["state_sha256"]
+            write_json_atomic(metrics_path, metrics)
     log(f"{run_dir}: {old['file']} -> {new['dir']} (epoch {new['epoch']}); old files kept")
     return new

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import jax
@@ -106,3 +107,55 @@ def test_pointer_names_the_step_and_its_digest(saved_run):
     assert ptr["dir"] == "checkpoints/ckpt_0002" and ptr["epoch"] == 2 and ptr["step"] == 2
     assert len(ptr["sha256"]) == 64 and "meta/metadata" in ptr["files"]
     assert ptr["size"] == sum(f["size"] for f in ptr["files"].values())
+
+
+def _save_with_timings(run, state, seconds: float) -> dict:
+    """Save state as epoch 1 with a history of the given wall-clock timings: its pointer."""
+    record = {"epoch": 1, "seconds": seconds, "images_per_second": 1e4 / seconds}
+    record |= {"val_seconds": seconds / 10, "test_seconds": seconds / 10}
+    meta = {"config": CONFIG.to_dict(), "history": [record], "snapshots": {}}
+    checkpoint.save(run, state, meta, epoch=1)
+    return checkpoint.pointer(run)
+
+
+def test_state_digest_ignores_timings_and_orbax_files_but_sees_one_parameter(tmp_path):
+    _, state = init_state(CONFIG)
+    a = _save_with_timings(tmp_path / "a", state, 1.5)
+    b = _save_with_timings(tmp_path / "b", state, 2.5)
+    assert a["sha256"] != b["sha256"]  # the files: Orbax's timestamps and ids, the timings
+    assert a["state_sha256"] == b["state_sha256"]
+    assert load_run(tmp_path / "b").checkpoint_state_sha256 == a["state_sha256"]
+    kernel, *rest = jax.tree.leaves(state.params)
+    nudged = np.array(kernel)
+    nudged.flat[0] = np.nextafter(nudged.flat[0], np.float32(np.inf))  # one ulp, one scalar
+    params = jax.tree.unflatten(jax.tree.structure(state.params), [nudged, *rest])
+    c = _save_with_timings(tmp_path / "c", state._replace(params=params), 1.5)
+    assert c["state_sha256"] != a["state_sha256"]
+
+
+def test_state_digest_is_path_dtype_shape_and_little_endian_bytes_in_path_order():
+    tree = {"b": np.array([1, 2], np.int32), "a": np.float32(0.5)}
+    want = hashlib.sha256()
+    want.update(b'["a", "float32", []]\n' + b"\x00\x00\x00\x3f")
+    want.update(b'["b", "int32", [2]]\n' + b"\x01\x00\x00\x00\x02\x00\x00\x00")
+    assert checkpoint.state_digest(tree) == want.hexdigest()
+
+
+def test_a_pointer_without_a_state_digest_loads_with_the_same_one_computed(saved_run):
+    path = saved_run / checkpoint.POINTER
+    ptr = json.loads(path.read_text())
+    recorded = ptr.pop("state_sha256")
+    path.write_text(json.dumps(ptr))  # as pointers were written before it was recorded
+    assert load_run(saved_run).checkpoint_state_sha256 == recorded
+
+
+def test_a_state_digest_that_does_not_match_the_restored_arrays_is_refused(saved_run):
+    path = saved_run / checkpoint.POINTER
+    ptr = json.loads(path.read_text())
+    path.write_text(json.dumps(ptr | {"state_sha256": "0" * 64}))
+    with pytest.raises(checkpoint.CheckpointError, match="recorded when they were saved"):
+        load_run(saved_run)
+    for bad in ("not hex", None, "0" * 63):
+        path.write_text(json.dumps(ptr | {"state_sha256": bad}))
+        with pytest.raises(checkpoint.CheckpointError, match="not a flaxdigits checkpoint pointer"):
+            load_run(saved_run)

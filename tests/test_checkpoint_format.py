@@ -73,6 +73,7 @@ def test_save_writes_an_orbax_step_and_a_pointer_listing_every_file(tmp_path):
         "epoch": 3,
         "step": 7,
         "sha256": digest,
+        "state_sha256": checkpoint.state_digest(_state(step=7)),
         "size": sum(f["size"] for f in ptr["files"].values()),
     }
     assert json.loads((path / "meta" / "metadata").read_text()) == META

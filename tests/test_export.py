@@ -141,7 +141,7 @@ def test_metadata_names_model_training_source_and_contract(exported_models, trai
     assert json.loads(meta[contract.META_LABELS]) == list(contract.LABELS)
     assert meta[contract.META_INPUT] == contract.INPUT_DESCRIPTION
     assert meta[contract.META_VERSION] and meta[contract.META_JAX2ONNX_VERSION]
-    assert meta[contract.META_CHECKPOINT_SHA256] == pointer["sha256"]
+    assert meta[contract.META_CHECKPOINT_STATE_SHA256] == pointer["state_sha256"]
     assert meta[contract.META_VARIANT] == ("int8" if ".int8." in file else "float32")
 
 

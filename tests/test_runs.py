@@ -13,7 +13,7 @@ def test_a_loaded_run_evaluates_to_its_recorded_test_accuracy(trained_runs, mnis
     run = runs.load_run(trained_runs["cnn"])
     metrics = json.loads((trained_runs["cnn"] / "metrics.json").read_text())
     assert run.config.model == "cnn" and run.params == 542_230 == metrics["params"]
-    assert run.checkpoint_sha256 == metrics["checkpoint_sha256"]
+    assert run.checkpoint_state_sha256 == metrics["checkpoint_state_sha256"]
     result = run.evaluate(mnist.test_images, mnist.test_labels)
     assert result["accuracy"] == metrics["test_accuracy"]
     assert result["probabilities"].shape == (10_000, 10)

@@ -60,7 +60,11 @@ META_LABELS = "flaxdigits.labels"  # JSON list "0".."9"
 META_INPUT = "flaxdigits.input"  # human-readable layout and value range
 META_VERSION = "flaxdigits.version"
 META_JAX2ONNX_VERSION = "jax2onnx.version"
-META_CHECKPOINT_SHA256 = "flaxdigits.checkpoint_sha256"
+# sha256 of the trained state's arrays (training.checkpoint.state_digest), not of the checkpoint's
+# files: the same for two trainings of one config, so the exported bytes are too. Files exported
+# before carried "flaxdigits.checkpoint_sha256", the digest of the files, which changes with
+# every save.
+META_CHECKPOINT_STATE_SHA256 = "flaxdigits.checkpoint_state_sha256"
 META_VARIANT = "flaxdigits.variant"  # one of VARIANT_SUFFIXES
 # The exported files of a model NAME, by variant: NAME.onnx and NAME.int8.onnx (model_file).
 VARIANT_SUFFIXES = {"float32": ".onnx", "int8": ".int8.onnx"}

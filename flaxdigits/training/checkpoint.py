@@ -3,7 +3,8 @@
 Layout of a run dir:
   checkpoints/ckpt_0003/       an Orbax step: state/ (arrays, tensorstore OCDBT) + meta/ (JSON)
   checkpoint.json              {"format", "dir": "checkpoints/ckpt_0003", "epoch", "step",
-                                "files": {path: {"sha256", "size"}}, "sha256": digest of files}
+                                "files": {path: {"sha256", "size"}}, "sha256": digest of files,
+                                "state_sha256": state_digest of the saved arrays}
 
 Every process of a job calls save(): Orbax writes each process's shards into a temporary
 directory and renames it once all are written (atomic finalize); only then does process 0 hash
@@ -12,6 +13,12 @@ steps. A crash at any moment leaves a pointer to a complete step. Loading checks
 sha256 against the pointer before Orbax parses anything, then every tree path, shape and dtype
 against the model's own state, so a truncated, tampered or foreign checkpoint is refused, never
 half-loaded. Nothing is pickled: arrays are tensorstore data, the rest JSON.
+
+Two digests, two jobs. The pointer's sha256 (of the files) verifies the bytes before they are
+parsed; it differs between two saves of the same arrays, since Orbax's files hold timestamps and
+random ids and the meta holds timings. state_sha256 (of the arrays alone) names what was saved:
+two deterministic trainings of one config share it, so it is the provenance that metrics.json
+and the exported models carry, and their bytes do not change from one training to the next.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -92,7 +100,9 @@ def _valid_pointer(ptr) -> bool:
     if not isinstance(ptr, dict) or ptr.get("format") != FORMAT:
         return False
     files, step_dir = ptr.get("files"), ptr.get("dir")
-    if not isinstance(step_dir, str) or not _DIR_RE.match(step_dir):
+    # state_sha256: none in a pointer written before it was recorded, else a sha256
+    bad_state = "state_sha256" in ptr and not _SHA_RE.match(str(ptr["state_sha256"]))
+    if bad_state or not isinstance(step_dir, str) or not _DIR_RE.match(step_dir):
         return False
     if not isinstance(files, dict) or not files or not isinstance(ptr.get("sha256"), str):
         return False
@@ -111,6 +121,38 @@ def _valid_pointer(ptr) -> bool:
 def _digest(files: dict[str, Any]) -> str:
     """The checkpoint's identity: sha256 of its manifest (every file's path, size, sha256)."""
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def state_digest(state) -> str:
+    """What a checkpoint holds, independent of how Orbax wrote it: sha256 over every array of
+    state in tree-path order, each as a JSON line [path, dtype, shape] then its little-endian
+    bytes. A replicated array is read from this process's own copy."""
+    digest = hashlib.sha256()
+    flat = jax.tree_util.tree_flatten_with_path(state)[0]
+    for key, leaf in sorted((("/".join(_names(p)), leaf) for p, leaf in flat), key=lambda x: x[0]):
+        if isinstance(leaf, jax.Array):
+            if not leaf.is_fully_replicated:  # the training state is replicated: a bug if not
+                raise ValueError(f"state_digest: {key} is sharded, not replicated")
+            leaf = leaf.addressable_data(0)
+        array = np.asarray(leaf)
+        header = json.dumps([key, array.dtype.name, list(array.shape)])
+        digest.update(header.encode() + b"\n")
+        native = np.ascontiguousarray(array)
+        digest.update((native if sys.byteorder == "little" else native.byteswap()).tobytes())
+    return digest.hexdigest()
+
+
+def state_sha256(saved: Saved, state, where: str = "checkpoint") -> str:
+    """state_digest of a state restored from `saved`, checked against the one its pointer
+    recorded at save time (a pointer from before it was recorded has none: computed here)."""
+    digest = state_digest(state)
+    recorded = saved.pointer.get("state_sha256")
+    if recorded is not None and recorded != digest:
+        raise CheckpointError(
+            f"{where}: the restored arrays' digest {digest[:12]}… is not the "
+            f"{recorded[:12]}… recorded when they were saved; retrain, or restore the files"
+        )
+    return digest
 
 
 def _manifest(step_dir: Path) -> dict[str, dict[str, Any]]:
@@ -197,6 +239,7 @@ def save(run_dir: Path, state, meta: dict[str, Any], epoch: int) -> Path:
             "epoch": epoch,
             "step": _host_int(state.step),
             "sha256": _digest(files),
+            "state_sha256": state_digest(state),
             "size": sum(f["size"] for f in files.values()),
             "files": files,
         }

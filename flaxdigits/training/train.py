@@ -106,7 +106,7 @@ def train(
     loop = _EpochLoop(setup, config, jax.device_put(state, setup.replicated), board)
     _run_epochs(loop, done, run_dir, set(snapshot_epochs) | {config.epochs}, progress, log)
     board.close(step=config.epochs * steps)
-    metrics = _final_metrics(config, loop, done, run_dir, mnist.source, job_mesh.devices.size)
+    metrics = _final_metrics(config, loop, done, mnist.source, job_mesh.devices.size)
     if jax.process_index() == 0:
         write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
@@ -337,7 +337,7 @@ def _epoch_line(model: str, record: dict[str, Any]) -> str:
     return f"{line} ({timing})"
 
 
-def _final_metrics(config, loop: _EpochLoop, done: Progress, run_dir, source, n_devices) -> dict:
+def _final_metrics(config, loop: _EpochLoop, done: Progress, source, n_devices) -> dict:
     """metrics.json: the config, the last epoch's split metrics, timings, history, provenance."""
     graphdef = loop.setup.spec.graphdef
     return {
@@ -352,7 +352,8 @@ def _final_metrics(config, loop: _EpochLoop, done: Progress, run_dir, source, n_
         "compile_seconds": loop.compile_seconds,
         "history": done.history,
         "snapshots": done.snapshots,
-        "checkpoint_sha256": checkpoint.pointer(run_dir)["sha256"],
+        # the state as last checkpointed (its pointer's state_sha256, where it has one)
+        "checkpoint_state_sha256": checkpoint.state_digest(loop.state()),
         "data_source": source,
         "versions": {"flaxdigits": flaxdigits.__version__, "jax": jax.__version__},
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
