@@ -208,3 +208,31 @@ def toys(toy_dir):
     from flaxdigits.serve.page.handlers import load_predictors
 
     return load_predictors(toy_dir)
+
+
+# A toy release of mlp and cnn (tests/support/release_models.py), built once per module that asks:
+# tests/test_release.py and tests/test_release_reader.py. A module's own fixture of the same name
+# (tests/test_serve_only.py's `archive`) takes precedence.
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    from tests.support.release_models import write_models
+
+    return write_models(tmp_path_factory.mktemp("release_models") / "models")
+
+
+@pytest.fixture(scope="module")
+def archive(models, tmp_path_factory) -> Path:
+    from flaxdigits.export.release import build_release
+
+    out = tmp_path_factory.mktemp("dist")
+    return build_release(models, out, reports_dir=out / "none", latency=False, log=lambda _: None)
+
+
+@pytest.fixture
+def folder(archive, tmp_path) -> Path:
+    """The archive unpacked by the system's tar (an independent reader)."""
+    import subprocess
+
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(tmp_path)], check=True)
+    (root,) = tmp_path.iterdir()
+    return root

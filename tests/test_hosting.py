@@ -56,9 +56,9 @@ def test_serve_cli_binds_from_flags_or_environment_warns_off_loopback_and_verifi
     import flaxdigits.serve.page.app as app
     from flaxdigits.cli.main import main
     from flaxdigits.export.release import build_release
-    from tests.test_release import _write_models
+    from tests.support.release_models import write_models
 
-    archive = build_release(_write_models(tmp_path / "m"), tmp_path, latency=False, log=print)
+    archive = build_release(write_models(tmp_path / "m"), tmp_path, latency=False, log=print)
     calls = []
 
     class Page:

@@ -16,7 +16,7 @@ import pytest
 from flaxdigits.evaluation import canvases, robustness
 from flaxdigits.export.release import build_release
 from flaxdigits.release.reader import read_release
-from tests.test_release import DIGIT, _write_models
+from tests.support.release_models import DIGIT, write_models
 
 LIMIT = 20  # test digits: the toys read any ink as one digit, so a few show each share
 RETRAINED = {**DIGIT, "cnn": 7}  # the cnn reads another digit: other bytes, other figures
@@ -56,7 +56,7 @@ def _rows(reports: Path, name: str) -> list[str]:
 def _retrain_cnn(models: Path, tmp_path: Path, before: float) -> None:
     """Put a retrained cnn (float, int8, manifest) into models, copied with its own mtime (cp -p)
     from before the reports were written: the mtime says the reports are newer."""
-    retrained = _write_models(tmp_path / "retrained", RETRAINED)
+    retrained = write_models(tmp_path / "retrained", RETRAINED)
     for file in (*FILES["cnn"], "cnn.json"):
         os.utime(retrained / file, (before, before))
         shutil.copy2(retrained / file, models / file)
@@ -66,7 +66,7 @@ def _retrain_cnn(models: Path, tmp_path: Path, before: float) -> None:
 def test_a_retrained_model_quotes_none_of_the_old_figures_the_untouched_one_keeps_them(
     where, tmp_path
 ):
-    measured = _write_models(tmp_path / "models")
+    measured = write_models(tmp_path / "models")
     before = (measured / "cnn.onnx").stat().st_mtime - 3600
     reports = _measure(measured, tmp_path / "reports")
     models = measured
@@ -88,7 +88,7 @@ def test_a_retrained_model_quotes_none_of_the_old_figures_the_untouched_one_keep
 
 
 def test_reports_that_name_no_bytes_are_quoted_for_none_and_say_to_measure_again(tmp_path):
-    models = _write_models(tmp_path / "models")
+    models = write_models(tmp_path / "models")
     reports = _measure(models, tmp_path / "reports")
     card = _card(models, reports, tmp_path / "dist")
     assert all(row in card for row in _rows(reports, "mlp") + _rows(reports, "cnn"))
@@ -108,7 +108,7 @@ def test_reports_that_name_no_bytes_are_quoted_for_none_and_say_to_measure_again
 
 
 def test_an_unreadable_report_is_named_and_quoted_for_nothing(tmp_path):
-    models = _write_models(tmp_path / "models")
+    models = write_models(tmp_path / "models")
     reports = tmp_path / "reports"
     reports.mkdir()
     (reports / "canvas_accuracy.json").write_text('{"sha256": ')
@@ -120,7 +120,7 @@ def test_an_unreadable_report_is_named_and_quoted_for_nothing(tmp_path):
 
 
 def test_a_level_a_report_lacks_is_shown_as_not_available(tmp_path):
-    models = _write_models(tmp_path / "models")
+    models = write_models(tmp_path / "models")
     reports = tmp_path / "reports"
     reports.mkdir()
     digest = hashlib.sha256((models / "mlp.onnx").read_bytes()).hexdigest()
@@ -166,7 +166,7 @@ def _answers_report(models: Path, reports: Path, files: tuple[str, ...]) -> None
 
 
 def test_the_card_states_each_files_answer_rule_its_rejections_and_calibration(tmp_path):
-    models = _write_models(tmp_path / "models", answers=MEASURED)
+    models = write_models(tmp_path / "models", answers=MEASURED)
     reports = tmp_path / "reports"
     _answers_report(models, reports, ("mlp.onnx", "cnn.onnx"))
     card = _card(models, reports, tmp_path / "dist")
@@ -187,7 +187,7 @@ def test_the_card_states_each_files_answer_rule_its_rejections_and_calibration(t
 
 
 def test_files_without_a_rule_say_so_and_no_report_quotes_nothing(tmp_path):
-    models = _write_models(tmp_path / "models")
+    models = write_models(tmp_path / "models")
     card = _card(models, tmp_path / "no-reports", tmp_path / "dist")
     assert "## Answers: 'not a digit' and 'not sure'" in card
     for file in (*FILES["mlp"], *FILES["cnn"]):
@@ -209,7 +209,7 @@ def _drawing_entry(models: Path, suffix: str, figures: dict) -> dict:
 def test_with_a_gate_the_card_explains_the_drawing_rule_and_quotes_it_for_these_bytes(tmp_path):
     from tests.test_release_gate import BELOW, write_gate
 
-    models = write_gate(_write_models(tmp_path / "models", answers=MEASURED))
+    models = write_gate(write_models(tmp_path / "models", answers=MEASURED))
     reports = tmp_path / "reports"
     _answers_report(models, reports, ("mlp.onnx", "cnn.onnx"))
     doc = json.loads((reports / "answers.json").read_text())
@@ -244,5 +244,5 @@ def test_with_a_gate_the_card_explains_the_drawing_rule_and_quotes_it_for_these_
 
 
 def test_without_a_gate_the_card_has_no_drawing_rule(tmp_path):
-    card = _card(_write_models(tmp_path / "models", answers=MEASURED), tmp_path, tmp_path / "d")
+    card = _card(write_models(tmp_path / "models", answers=MEASURED), tmp_path, tmp_path / "d")
     assert "Drawing rule" not in card and "gate" not in card

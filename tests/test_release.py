@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -20,101 +19,11 @@ from flaxdigits.release import archive as release_archive
 from flaxdigits.release import reader as release
 from flaxdigits.release.reader import ReleaseError, read_release
 from flaxdigits.serve.page.handlers import load_predictors
-from tests.support.toy_onnx import toy_model_bytes
+from tests.support.release_models import write_models
 
-ACCURACY = {"mlp": (0.9123, 0.9101), "cnn": (0.9876, 0.9880)}  # (float32, int8)
-DIGIT = {"mlp": 3, "cnn": 8}
-ANSWER_RULE = {  # what `export` fits on the validation split (export/confidence.py)
-    "mlp": {
-        "temperature": 1.4321,
-        "not_a_digit_below": 0.4567,
-        "not_sure_below": 0.8,
-        "validation_rejected": 0.005,
-    },
-    "cnn": {
-        "temperature": 1.1234,
-        "not_a_digit_below": 0.6123,
-        "not_sure_below": 0.8,
-        "validation_rejected": 0.0048,
-    },
-}
 EXPECTED = {
     f"models/{n}{s}" for n in contract.MODEL_NAMES for s in (".onnx", ".int8.onnx", ".json")
 } | {"release.json", "MODEL_CARD.md", "SHA256SUMS"}
-
-
-def _write_models(
-    directory: Path, digits: dict[str, int] = DIGIT, answers: dict[str, dict] | None = None
-) -> Path:
-    """Toy mlp/cnn float + int8 files with metadata and manifests, as `export --int8` lays out;
-    each model reads any ink as its digit in `digits`. With `answers` ({file: the manifest
-    entry's "answers"}), each model carries ANSWER_RULE in its files and manifest; without, it
-    is a model exported before answer rules."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in contract.MODEL_NAMES:
-        entries = []
-        for variant, file, acc in zip(
-            ("float32", "int8"), (f"{name}.onnx", f"{name}.int8.onnx"), ACCURACY[name], strict=True
-        ):
-            meta = {
-                contract.META_PARAMS: "7850",
-                contract.META_TEST_ACCURACY: f"{acc:.4f}",
-                contract.META_VARIANT: variant,
-                contract.META_RECIPE: "robust",
-            }
-            if answers is not None:
-                meta[contract.META_ANSWER_RULE] = json.dumps(ANSWER_RULE[name])
-            data = toy_model_bytes(name=name, ink_digit=digits[name], metadata=meta)
-            (directory / file).write_bytes(data)
-            entries.append(
-                {
-                    "file": file,
-                    "variant": variant,
-                    "size": len(data),
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                    "test_accuracy": acc,
-                    "parity": {"max_abs_diff": 2.5e-6, "argmax_mismatches": 0},
-                }
-                | ({"answers": answers[file]} if answers is not None else {})
-            )
-        manifest = {
-            "schema": contract.MANIFEST_SCHEMA,
-            "model": name,
-            "params": 7850,
-            "train_config": {"epochs": 40, "batch_size": 128, "learning_rate": 0.003, "seed": 0},
-            "recipe": {
-                "name": "robust",
-                "schedule": "warmup_cosine",
-                "augment": {"share": 0.7},
-                "dropout": 0.5 if name == "cnn" else 0.0,
-            },
-            "files": entries,
-        }
-        if answers is not None:
-            manifest["answer_rule"] = ANSWER_RULE[name]
-        if name == "cnn":  # the mlp's manifest is one from before precisions were recorded
-            manifest["training_precision"] = "bfloat16"
-        (directory / f"{name}.json").write_text(json.dumps(manifest))
-    return directory
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    return _write_models(tmp_path_factory.mktemp("release_models") / "models")
-
-
-@pytest.fixture(scope="module")
-def archive(models, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    return build_release(models, out, reports_dir=out / "none", latency=False, log=lambda _: None)
-
-
-@pytest.fixture
-def folder(archive, tmp_path) -> Path:
-    """The archive unpacked by the system's tar (an independent reader)."""
-    subprocess.run(["tar", "-xzf", str(archive), "-C", str(tmp_path)], check=True)
-    (root,) = tmp_path.iterdir()
-    return root
 
 
 # ------------------------------------------------------------------------------- building
@@ -232,7 +141,7 @@ def test_the_card_states_data_recipe_params_accuracies_int8_deltas_latency_use_l
 
 
 def test_a_release_is_not_made_from_a_modified_or_incomplete_export(models, tmp_path):
-    broken = _write_models(tmp_path / "models")
+    broken = write_models(tmp_path / "models")
     data = bytearray((broken / "cnn.int8.onnx").read_bytes())
     data[-1] ^= 1
     (broken / "cnn.int8.onnx").write_bytes(bytes(data))

@@ -20,8 +20,8 @@ from flaxdigits.release import archive as release_archive
 from flaxdigits.release import reader as release
 from flaxdigits.release.reader import ReleaseError, read_release
 from flaxdigits.serve.runtime.model_set import load_models
+from tests.support.release_models import write_models
 from tests.support.toy_onnx import toy_model_bytes, upright_stroke_weights
-from tests.test_release import _write_models
 
 BELOW = {"float32": 0.4282, "int8": 0.4278}  # each variant's threshold
 GATE_FILES = {"float32": "gate.onnx", "int8": "gate.int8.onnx"}
@@ -32,7 +32,7 @@ def _sha(path: Path) -> str:
 
 
 def write_gate(models: Path) -> Path:
-    """gate.onnx, gate.int8.onnx and gate.json beside _write_models' files, as `make export`
+    """gate.onnx, gate.int8.onnx and gate.json beside write_models' files, as `make export`
     writes them: the manifest lists both files and carries a drawing rule per variant naming
     that variant's mlp and cnn files by sha256."""
     entries, rules = [], {}
@@ -65,7 +65,7 @@ def write_gate(models: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def gated(tmp_path_factory) -> Path:
-    return write_gate(_write_models(tmp_path_factory.mktemp("gated_release") / "models"))
+    return write_gate(write_models(tmp_path_factory.mktemp("gated_release") / "models"))
 
 
 def _release(models: Path, out: Path, **kwargs) -> Path:
@@ -116,7 +116,7 @@ def test_a_gate_that_does_not_match_its_manifest_or_the_models_is_not_released(g
         _release(modified, tmp_path / "dist")
     # The cnn exported again after the gate: the gate's rule names the old cnn files.
     stale = broken("stale")
-    fresh = _write_models(tmp_path / "fresh", {"mlp": 3, "cnn": 7})
+    fresh = write_models(tmp_path / "fresh", {"mlp": 3, "cnn": 7})
     for file in ("cnn.onnx", "cnn.int8.onnx", "cnn.json"):
         shutil.copy(fresh / file, stale / file)
     with pytest.raises(BuildError, match="float32 drawing rule was fitted with other mlp and cnn"):

@@ -9,42 +9,19 @@ import hashlib
 import io
 import json
 import struct
-import subprocess
 import tarfile
 import tracemalloc
 import zlib
-from pathlib import Path
 
 import pytest
 
 from flaxdigits.cli.main import main
 from flaxdigits.core import contract
-from flaxdigits.export.release import build_release
 from flaxdigits.release import archive as release_archive
 from flaxdigits.release import reader as release
 from flaxdigits.release.reader import ReleaseError, read_release
 from flaxdigits.serve.page.handlers import load_predictors
 from tests.support.toy_onnx import no_parsers
-from tests.test_release import _write_models
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    return _write_models(tmp_path_factory.mktemp("release_models") / "models")
-
-
-@pytest.fixture(scope="module")
-def archive(models, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    return build_release(models, out, reports_dir=out / "none", latency=False, log=lambda _: None)
-
-
-@pytest.fixture
-def folder(archive, tmp_path) -> Path:
-    """The archive unpacked by the system's tar (an independent reader)."""
-    subprocess.run(["tar", "-xzf", str(archive), "-C", str(tmp_path)], check=True)
-    (root,) = tmp_path.iterdir()
-    return root
 
 
 def _gz(raw: bytes) -> bytes:

@@ -27,7 +27,7 @@ from flaxdigits.export.space import build_space
 from tests.programs import command
 from tests.support.installed import package_dirs
 from tests.support.ports import PortTaken, on_free_port, says_port_taken
-from tests.test_release import _write_models
+from tests.support.release_models import write_models
 
 pytestmark = pytest.mark.slow  # builds a venv the first time (a minute or two)
 
@@ -102,7 +102,7 @@ def edge_venv() -> Path:
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("serve_only")
-    return build_release(_write_models(root / "models"), root, latency=False, log=lambda _: None)
+    return build_release(write_models(root / "models"), root, latency=False, log=lambda _: None)
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ def test_space_folder_holds_app_requirements_readme_release_and_the_jax_free_pac
     tmp_path,
 ):
     from flaxdigits.export.release import build_release
-    from tests.test_release import _write_models
+    from tests.support.release_models import write_models
 
     archive = build_release(
-        _write_models(tmp_path / "models"), tmp_path / "dist", latency=False, log=print
+        write_models(tmp_path / "models"), tmp_path / "dist", latency=False, log=print
     )
     out = space.build_space(archive, tmp_path / "space")
     names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
