@@ -59,7 +59,10 @@ PYTHON_VERSION = "3.11"  # Debian bookworm's python3
 EDGE_PINS = ("numpy", "pillow", "onnxruntime")
 QEMU = "/usr/bin/qemu-aarch64-static"
 QEMU_CPU = "cortex-a72"  # Raspberry Pi 4
-MODEL_FILES = ("cnn.onnx", "cnn.int8.onnx", "mlp.onnx", "mlp.int8.onnx")
+# Every variant's file of the served models, then of the gate (contract.model_file).
+MODEL_FILES = tuple(
+    contract.model_file(n, v) for n in ("cnn", "mlp") for v in contract.VARIANT_SUFFIXES
+)
 GATE_FILES = tuple(contract.model_file(contract.GATE_NAME, v) for v in contract.VARIANT_SUFFIXES)
 IMAGE_DIRS = ("images/corpus", "images/mnist")
 
@@ -265,7 +268,7 @@ def check_model(root: Path, file: str, gate: bool) -> tuple[dict, dict]:
     images = {d: sum(f.startswith(d) for f in x86["records"]) for d in IMAGE_DIRS}
     log(f"{file}: arm64 (emulated)")
     arm = predict(["/opt/edge/bin/python", "-m", "flaxdigits"], None, root, file)
-    is_float = ".int8." not in file
+    is_float = contract.variant_of(file) == "float32"
     result = compare(x86["records"], arm["records"], is_float=is_float)
     if not file.startswith(contract.GATE_NAME + "."):
         result["drawing"] = compare_drawing(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from flaxdigits.core import contract
+
 FLOAT_TOLERANCE = 1e-5
 
 
@@ -114,7 +116,7 @@ def summary_line(file: str, m: dict) -> str:
     cnn)."""
     if "files" not in m:
         return f"{file:14} FAILED: {m.get('why')}"
-    is_float = ".int8." not in file
+    is_float = contract.variant_of(file) == "float32"
     line = (
         f"{file:14} {m['files']} files ({m['predicted']} predicted, {m['errors_both']} refused "
         f"on both), argmax differences {m['argmax_differences']}, max |dp| "
